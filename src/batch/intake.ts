@@ -1,0 +1,199 @@
+/**
+ * Streaming CSV intake: reads a CSV once with csv-parse, in constant memory apart from the
+ * set of serials seen (needed to find duplicates), and reports every problem with the physical
+ * line where its record starts. Valid rows go to `onRow` as they are read, so `submit` builds
+ * its plan in the same pass.
+ */
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { parse, type CsvError } from 'csv-parse';
+import type { ResolvedProfile } from '../config/load.js';
+import { ProvlineError } from '../core/errors.js';
+import { KeySet } from './key-set.js';
+import { displayValue, RowRules, type IntakeRow, type Problem } from './rules.js';
+
+export interface IntakeOptions {
+  /** Keep at most this many problems (the rest are only counted). */
+  maxProblems?: number;
+  onRow?: (row: IntakeRow) => void;
+}
+
+export interface IntakeResult {
+  valid: boolean;
+  /** Data rows read (records after the header, blank lines not counted). */
+  rows: number;
+  validRows: number;
+  /** The first `maxProblems` problems, in the order found. */
+  problems: Problem[];
+  problemCount: number;
+  header: string[];
+}
+
+export async function validateCsvFile(path: string, profile: ResolvedProfile, options: IntakeOptions = {}): Promise<IntakeResult> {
+  let stream: Readable;
+  try {
+    stream = createReadStream(path, { highWaterMark: 256 * 1024 });
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', reject);
+    });
+  } catch (e) {
+    throw new ProvlineError('INPUT_UNREADABLE', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, {
+      kind: 'invalid-input',
+      cause: e,
+      hint: 'Check the path and the file permissions.',
+    });
+  }
+  return validateCsv(stream, profile, options);
+}
+
+export async function validateCsv(input: Readable, profile: ResolvedProfile, options: IntakeOptions = {}): Promise<IntakeResult> {
+  const maxProblems = options.maxProblems ?? 1000;
+  const problems: Problem[] = [];
+  let problemCount = 0;
+  const report = (batch: Problem[]): void => {
+    for (const p of batch) {
+      problemCount++;
+      if (problems.length < maxProblems) problems.push(p);
+    }
+  };
+
+  const parser = parse({
+    bom: true,
+    relax_column_count: true,
+    // A stray quote inside an unquoted field is kept as a literal: the rules then flag the
+    // field itself, and the record boundaries (and so every later line number) stay right.
+    relax_quotes: true,
+    record_delimiter: ['\r\n', '\n', '\r'],
+    // Blank lines come through as one empty field, so that line numbers can be counted here
+    // without csv-parse's per-record `info` objects (which cost more than the parse itself).
+    skip_empty_lines: false,
+    skip_records_with_error: true,
+  });
+
+  let rules: RowRules | undefined;
+  let header: string[] = [];
+  let headerSeen = false;
+  let headerBroken = false;
+  let rows = 0;
+  let validRows = 0;
+  /** Physical line where the next record starts. */
+  let nextLine = 1;
+  const serials = new KeySet();
+  let thingNames: KeySet | undefined;
+  const batch: Problem[] = [];
+
+  parser.on('skip', (err: CsvError & { lines?: number }) => {
+    const line = nextLine;
+    nextLine = (err.lines ?? line) + 1;
+    if (headerSeen) rows++;
+    if (err.code === 'CSV_QUOTE_NOT_CLOSED') {
+      report([
+        {
+          line,
+          column: null,
+          value: null,
+          code: 'UNTERMINATED_QUOTE',
+          message: `a quoted field opened on line ${line} is never closed (the file ends inside it)`,
+          hint: 'Close the quote, or double any quote character inside a quoted field ("").',
+        },
+      ]);
+    } else {
+      report([{ line, column: null, value: null, code: 'CSV_SYNTAX', message: err.message, hint: 'Fix the CSV syntax on this line (RFC 4180).' }]);
+    }
+  });
+
+  const consume = (fields: string[]): void => {
+    const line = nextLine;
+    nextLine += 1 + lineBreaksIn(fields);
+    if (fields.length === 1 && fields[0]!.trim() === '') return; // a blank line
+    if (!headerSeen) {
+      headerSeen = true;
+      header = fields;
+      const res = RowRules.forHeader(fields, profile);
+      report(res.problems);
+      rules = res.rules;
+      headerBroken = !rules;
+      if (rules && !rules.thingNameInjective) thingNames = new KeySet();
+      return;
+    }
+    rows++;
+    if (!rules) return;
+    const row = rules.check(fields, line, batch);
+    const serial = fields[rules.serialIndex];
+    // Every row's serial is remembered, valid or not, so that a duplicate names both lines.
+    const first = serial ? serials.addOrGetLine(serial, line) : undefined;
+    if (first !== undefined) {
+      batch.push({
+        line,
+        column: 'serial',
+        value: displayValue(serial!),
+        code: 'SERIAL_DUPLICATE',
+        message: `serial "${displayValue(serial!)}" is on line ${first} and again on line ${line}`,
+        hint: 'Each serial may appear once per batch; remove one of the two lines.',
+      });
+    } else if (row) {
+      const other = thingNames?.addOrGetLine(row.thingName, line);
+      if (other !== undefined) {
+        batch.push({
+          line,
+          column: null,
+          value: displayValue(row.thingName),
+          code: 'THING_NAME_DUPLICATE',
+          message: `thing name "${displayValue(row.thingName)}" is also produced by line ${other}`,
+          hint: `The profile's thingName pattern must give each device its own name (include {serial}).`,
+        });
+      } else {
+        validRows++;
+        options.onRow?.(row);
+      }
+    }
+    if (batch.length) {
+      report(batch);
+      batch.length = 0;
+    }
+  };
+
+  const done = new Promise<void>((resolve, reject) => {
+    parser.on('readable', () => {
+      let rec: string[] | null;
+      while ((rec = parser.read() as string[] | null) !== null) consume(rec);
+    });
+    parser.once('end', resolve);
+    parser.once('error', reject);
+    input.once('error', reject);
+  });
+  input.pipe(parser);
+  try {
+    await done;
+  } catch (e) {
+    throw new ProvlineError('INPUT_UNREADABLE', `cannot read the CSV: ${e instanceof Error ? e.message : String(e)}`, {
+      kind: 'invalid-input',
+      cause: e,
+    });
+  }
+
+  if (!headerSeen) {
+    report([{ line: 1, column: null, value: null, code: 'FILE_EMPTY', message: 'the file is empty', hint: 'The first line must be a header with a "serial" column, followed by one row per device.' }]);
+  } else if (rows === 0 && !headerBroken) {
+    report([{ line: 2, column: null, value: null, code: 'NO_DATA_ROWS', message: 'the file has a header but no data rows', hint: 'Add one row per device after the header.' }]);
+  }
+  return { valid: problemCount === 0, rows, validRows, problems, problemCount, header };
+}
+
+/** Line breaks inside quoted fields (CRLF counts once), so records spanning lines count right. */
+function lineBreaksIn(fields: string[]): number {
+  let n = 0;
+  for (const f of fields) {
+    if (f.length < 1 || (f.indexOf('\n') < 0 && f.indexOf('\r') < 0)) continue;
+    for (let i = 0; i < f.length; i++) {
+      const c = f.charCodeAt(i);
+      if (c === 10) n++;
+      else if (c === 13) {
+        n++;
+        if (f.charCodeAt(i + 1) === 10) i++;
+      }
+    }
+  }
+  return n;
+}

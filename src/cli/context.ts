@@ -1,0 +1,48 @@
+/** What every command gets: config, the resolved runtime, output helpers. Built lazily. */
+import { loadConfig, type LoadedConfig } from '../config/load.js';
+import { resolveRuntime, type Runtime } from '../stack/runtime.js';
+import { createLogger, type Logger } from '../core/log.js';
+
+export interface GlobalOptions {
+  config?: string;
+  home?: string;
+}
+
+export class CommandContext {
+  private loadedConfig: LoadedConfig | undefined;
+  private rt: Runtime | undefined;
+  private log: Logger | undefined;
+
+  constructor(
+    private readonly globals: GlobalOptions,
+    readonly out: NodeJS.WritableStream = process.stdout,
+    readonly env: NodeJS.ProcessEnv = process.env,
+  ) {}
+
+  get loaded(): LoadedConfig {
+    if (!this.loadedConfig) {
+      const env = this.globals.home ? { ...this.env, PROVLINE_HOME: this.globals.home } : this.env;
+      this.loadedConfig = loadConfig({ file: this.globals.config, env });
+    }
+    return this.loadedConfig;
+  }
+
+  get runtime(): Runtime {
+    this.rt ??= resolveRuntime(this.loaded, this.env);
+    return this.rt;
+  }
+
+  get logger(): Logger {
+    this.log ??= createLogger(this.env.PROVLINE_LOG_LEVEL ?? 'warn');
+    return this.log;
+  }
+
+  /** Prints data as one JSON document. */
+  json(data: unknown): void {
+    this.out.write(`${JSON.stringify(data, null, 2)}\n`);
+  }
+
+  print(text: string): void {
+    this.out.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * The command tree. Each command lives in commands/<name>.ts as a register function; this file
+ * only assembles them. Commands throw; they never call process.exit (main.ts decides).
+ */
+import { Command } from 'commander';
+import { packageVersion } from '../core/paths.js';
+import { CommandContext, type GlobalOptions } from './context.js';
+import { registerProfiles } from './commands/profiles.js';
+import { registerStack } from './commands/stack.js';
+import { registerValidate } from './commands/validate.js';
+
+export function buildProgram(out: NodeJS.WritableStream = process.stdout, env: NodeJS.ProcessEnv = process.env): Command {
+  const program = new Command('provline')
+    .description('Provision IoT devices into AWS IoT Core on a factory line')
+    .version(packageVersion(), '-V, --version')
+    .option('-c, --config <file>', 'config file (default ./provline.config.yaml if present; env PROVLINE_CONFIG)')
+    .option('--home <dir>', 'stack home (default ./.provline; env PROVLINE_HOME)')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => out.write(s) });
+
+  let context: CommandContext | undefined;
+  const ctx = (): CommandContext => (context ??= new CommandContext(program.opts<GlobalOptions>(), out, env));
+
+  registerStack(program, ctx);
+  registerValidate(program, ctx);
+  registerProfiles(program, ctx);
+
+  // Every subcommand inherits exitOverride and the output settings.
+  const walk = (cmd: Command): void => {
+    for (const sub of cmd.commands) {
+      sub.exitOverride().configureOutput({ writeOut: (s) => out.write(s) }).showHelpAfterError('(run with --help for usage)');
+      walk(sub);
+    }
+  };
+  walk(program);
+  return program;
+}

@@ -1,0 +1,122 @@
+/**
+ * The one configuration schema. Defaults are applied here and nowhere else; every option is
+ * documented in docs/configuration.md (a test keeps the two in step).
+ */
+import { z } from 'zod';
+
+export const KEY_TYPES = ['P-256', 'P-384', 'RSA-2048'] as const;
+export type KeyType = (typeof KEY_TYPES)[number];
+
+export const KEY_DELIVERIES = ['wrapped', 'plain', 'device'] as const;
+export type KeyDelivery = (typeof KEY_DELIVERIES)[number];
+
+export const DRIVERS = ['nordic-at', 'provline-serial-v1'] as const;
+export type DriverName = (typeof DRIVERS)[number];
+
+export const REGISTRATION_MODES = ['bulk', 'single'] as const;
+
+/** AWS IoT thing, thing-type and thing-group names (MODEL: 1..128, [a-zA-Z0-9:_-]+). */
+export const AWS_NAME_RE = /^[a-zA-Z0-9:_-]{1,128}$/;
+/** AWS IoT attribute names (≤128, [a-zA-Z0-9_.,@/:#-]+). */
+export const AWS_ATTRIBUTE_NAME_RE = /^[a-zA-Z0-9_.,@/:#-]{1,128}$/;
+/** Profile and template-parameter names: simple identifiers. */
+const IDENT_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+
+const pattern = z.string().min(1, 'must not be empty');
+
+export const ProfileSchema = z
+  .object({
+    description: z.string().default(''),
+    /** Thing-name pattern; `{column}` placeholders take CSV columns, e.g. `sensor-{serial}`. */
+    thingName: pattern.default('{serial}'),
+    /** Thing attributes: attribute name -> pattern over CSV columns. */
+    attributes: z
+      .record(z.string().regex(AWS_ATTRIBUTE_NAME_RE, 'not a valid AWS IoT attribute name'), pattern)
+      .default({}),
+    /**
+     * Template parameters: parameter name -> pattern. Besides CSV columns, the placeholders
+     * `{thingName}` and `{csr}` are filled in by the registrar.
+     */
+    parameters: z.record(z.string().regex(IDENT_RE, 'not a valid parameter name'), pattern).default({}),
+    thingType: z.string().regex(AWS_NAME_RE, 'not a valid AWS IoT thing type name').optional(),
+    thingGroups: z.array(z.string().regex(AWS_NAME_RE, 'not a valid AWS IoT thing group name')).max(10).default([]),
+    /** Provisioning template (JSON file), relative to the file that defines the profile. */
+    template: z.string().min(1),
+    /** Device policy document (JSON file) created under `policyName` if missing. */
+    policy: z.string().min(1).optional(),
+    policyName: z.string().regex(/^[\w+=,.@-]{1,128}$/, 'not a valid AWS IoT policy name'),
+    keyType: z.enum(KEY_TYPES).default('P-256'),
+    keyDelivery: z.enum(KEY_DELIVERIES).default('wrapped'),
+    /** Label of the transport KEK in the HSM (AES-256) that wraps exported device keys. */
+    kekLabel: z.string().min(1).max(64).default('provline-kek'),
+    /** Extra CSR subject attributes besides CN (e.g. O, OU, C). */
+    csrSubject: z.partialRecord(z.enum(['O', 'OU', 'C', 'L', 'ST']), z.string().min(1).max(64)).default({}),
+    driver: z.enum(DRIVERS).default('provline-serial-v1'),
+    /** Driver-specific settings, e.g. `secTag` for nordic-at. */
+    driverSettings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+    registration: z
+      .object({
+        mode: z.enum(REGISTRATION_MODES).default('bulk'),
+        chunkSize: z.number().int().min(1).max(100_000).default(1000),
+        /** Control-plane calls per second in `single` mode. */
+        tps: z.number().positive().max(1000).default(10),
+      })
+      .prefault({}),
+  })
+  .strict();
+
+export type Profile = z.infer<typeof ProfileSchema>;
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const ConfigSchema = z
+  .object({
+    /** Where the local stack keeps its state (Redis data, SoftHSM token, stand-in state). */
+    home: z.string().min(1).default('.provline'),
+    logLevel: z.enum(LOG_LEVELS).default('info'),
+    redis: z
+      .object({
+        /** An external Redis; when absent the local stack's Redis is used. */
+        url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional(),
+      })
+      .strict()
+      .prefault({}),
+    hsm: z
+      .object({
+        module: z.string().min(1).default('/usr/lib/softhsm/libsofthsm2.so'),
+        /** Token label, or a PKCS#11 URI such as `pkcs11:token=provline`. */
+        token: z.string().min(1).default('provline'),
+        /** File holding the user PIN (mode 0600). Defaults to the local stack's pin file. */
+        pinFile: z.string().min(1).optional(),
+        /** Environment variable that may hold the user PIN instead of a file. */
+        pinEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).default('PROVLINE_HSM_PIN'),
+        /** Upper bound on PKCS#11 sessions provline opens (also capped by the token). */
+        sessions: z.number().int().min(1).max(256).default(8),
+      })
+      .strict()
+      .prefault({}),
+    aws: z
+      .object({
+        region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'not an AWS region name').default('us-east-1'),
+        /** Control-plane endpoint; when absent the local stand-in's, or AWS's if `useRealAws`. */
+        endpoint: z.url().optional(),
+        s3Endpoint: z.url().optional(),
+        profile: z.string().min(1).optional(),
+        credentialsFile: z.string().min(1).optional(),
+        bucket: z
+          .string()
+          .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'not a valid S3 bucket name')
+          .optional(),
+        roleArn: z.string().min(20).max(2048).optional(),
+        useRealAws: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    /** Extra directories of `<name>.yaml` profile files, after the shipped config/profiles. */
+    profileDirs: z.array(z.string().min(1)).default([]),
+    /** Profiles defined inline; they override shipped profiles of the same name. */
+    profiles: z.record(z.string().regex(IDENT_RE, 'not a valid profile name'), z.unknown()).default({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;

@@ -1,0 +1,143 @@
+/**
+ * The stack's SoftHSM2 token: a private SOFTHSM2_CONF and token directory under the home, a
+ * token labelled `provline`, user and SO PINs generated at init and kept in 0600 pin files.
+ *
+ * The token is initialised through PKCS#11 itself (C_InitToken, C_InitPIN) so that no PIN
+ * ever appears on a command line (softhsm2-util would need --pin/--so-pin in argv).
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import pkcs11js from 'pkcs11js';
+import { ProvlineError } from '../core/errors.js';
+import type { StackPaths } from './home.js';
+
+export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
+export const STACK_TOKEN_LABEL = 'provline';
+
+export interface HsmStatus {
+  module: string;
+  softhsm2Conf: string;
+  token: string;
+  pinFile: string;
+  initialized: boolean;
+}
+
+export function hsmStatus(paths: StackPaths): HsmStatus {
+  return {
+    module: SOFTHSM_MODULE,
+    softhsm2Conf: paths.softhsm2Conf,
+    token: STACK_TOKEN_LABEL,
+    pinFile: paths.userPinFile,
+    initialized: existsSync(paths.userPinFile) && tokenState(paths) === 'ready',
+  };
+}
+
+/** Writes the private SoftHSM config and initialises the token once. Idempotent. */
+export function hsmUp(paths: StackPaths): void {
+  if (!existsSync(SOFTHSM_MODULE)) {
+    throw new ProvlineError('STACK_SOFTHSM_MISSING', `SoftHSM2 is not installed (${SOFTHSM_MODULE} not found)`, {
+      hint: 'Install it: apt-get install softhsm2 (npm test and npm run demo do this for you).',
+    });
+  }
+  mkdirSync(paths.tokenDir, { recursive: true, mode: 0o700 });
+  writeFileSync(
+    paths.softhsm2Conf,
+    [
+      '# Written by `provline stack up`.',
+      `directories.tokendir = ${paths.tokenDir}/`,
+      'objectstore.backend = file',
+      'log.level = ERROR',
+      'slots.removable = false',
+      'slots.mechanisms = ALL',
+      'library.reset_on_fork = false',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  );
+  const state = tokenState(paths);
+  if (state === 'ready') return;
+  // A token whose init was interrupted (no user PIN yet) is finished with the PINs on file;
+  // a new token gets new PINs, written (0600) before the token is created.
+  if (state === 'absent' || !existsSync(paths.soPinFile)) {
+    writeFileSync(paths.soPinFile, `${randomPin()}\n`, { mode: 0o600 });
+  }
+  if (state === 'absent' || !existsSync(paths.userPinFile)) {
+    writeFileSync(paths.userPinFile, `${randomPin()}\n`, { mode: 0o600 });
+  }
+  const soPin = readPinFile(paths.soPinFile);
+  const userPin = readPinFile(paths.userPinFile);
+  withModule(paths, (p) => {
+    let slot = findToken(p);
+    if (slot === undefined) {
+      const free = p.C_GetSlotList(true).find((s) => (p.C_GetTokenInfo(s).flags & pkcs11js.CKF_TOKEN_INITIALIZED) === 0);
+      if (free === undefined) throw new ProvlineError('STACK_SOFTHSM_FAILED', 'SoftHSM offers no free slot to initialise');
+      // PKCS#11 labels are 32 bytes padded with spaces; pkcs11js would pad with NULs.
+      p.C_InitToken(free, soPin, STACK_TOKEN_LABEL.padEnd(32, ' '));
+      slot = free;
+    }
+    const session = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+    try {
+      p.C_Login(session, pkcs11js.CKU_SO, soPin);
+      p.C_InitPIN(session, userPin);
+      p.C_Logout(session);
+    } finally {
+      p.C_CloseSession(session);
+    }
+  });
+}
+
+export function readPinFile(file: string): string {
+  return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+}
+
+type TokenState = 'absent' | 'no-user-pin' | 'ready';
+
+function tokenState(paths: StackPaths): TokenState {
+  if (!existsSync(paths.softhsm2Conf)) return 'absent';
+  return withModule(paths, (p) => {
+    const slot = findToken(p);
+    if (slot === undefined) return 'absent';
+    return p.C_GetTokenInfo(slot).flags & pkcs11js.CKF_USER_PIN_INITIALIZED ? 'ready' : 'no-user-pin';
+  });
+}
+
+function findToken(p: pkcs11js.PKCS11): Buffer | undefined {
+  return p.C_GetSlotList(true).find((slot) => tokenLabel(p.C_GetTokenInfo(slot).label) === STACK_TOKEN_LABEL);
+}
+
+/**
+ * Runs `fn` with SoftHSM loaded against this stack's config. The library reads SOFTHSM2_CONF
+ * at C_Initialize, so the variable is set for the call and put back afterwards.
+ */
+function withModule<T>(paths: StackPaths, fn: (p: pkcs11js.PKCS11) => T): T {
+  const saved = process.env.SOFTHSM2_CONF;
+  process.env.SOFTHSM2_CONF = paths.softhsm2Conf;
+  const p = new pkcs11js.PKCS11();
+  try {
+    p.load(SOFTHSM_MODULE);
+    p.C_Initialize();
+    try {
+      return fn(p);
+    } finally {
+      p.C_Finalize();
+    }
+  } catch (e) {
+    if (e instanceof ProvlineError) throw e;
+    throw new ProvlineError('STACK_SOFTHSM_FAILED', `SoftHSM token setup failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  } finally {
+    p.close();
+    if (saved === undefined) delete process.env.SOFTHSM2_CONF;
+    else process.env.SOFTHSM2_CONF = saved;
+  }
+}
+
+/** A token label without its padding (spaces per the standard, NULs from some writers). */
+export function tokenLabel(raw: string): string {
+  return raw.replace(/[\0 ]+$/, '');
+}
+
+function randomPin(): string {
+  // 24 characters from a base32-like alphabet: ~120 bits, printable, no quoting trouble.
+  const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789';
+  return [...randomBytes(24)].map((b) => alphabet[b & 31]).join('');
+}

@@ -1,0 +1,78 @@
+/**
+ * `provline stack up | down | status`: the embedded defaults (Redis, SoftHSM token, AWS IoT
+ * stand-in) under one home directory. `up` is idempotent; `down` stops every process `up`
+ * started and leaves the data in place.
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { ProvlineError } from '../core/errors.js';
+import { isAlive, waitFor } from '../core/proc.js';
+import { awsDown, awsStatus, awsUp, type AwsStatus } from './aws.js';
+import { readState, stackPaths, writeState, type StackPaths } from './home.js';
+import { redisDown, redisStatus, redisUp, type RedisStatus } from './redis.js';
+import { hsmStatus, hsmUp } from './softhsm.js';
+
+export interface StackStatus {
+  home: string;
+  redis: RedisStatus;
+  hsm: { module: string; softhsm2Conf: string; token: string; pinFile: string; initialized: boolean };
+  aws: AwsStatus;
+}
+
+export function stackStatus(home: string): StackStatus {
+  const paths = stackPaths(home);
+  const state = readState(paths);
+  return { home, redis: redisStatus(paths, state.redisPort), hsm: hsmStatus(paths), aws: awsStatus(paths, state) };
+}
+
+export async function stackUp(home: string): Promise<StackStatus> {
+  const paths = stackPaths(home);
+  return withLock(paths, async () => {
+    const state = readState(paths);
+    hsmUp(paths);
+    state.redisPort = await redisUp(paths, state.redisPort);
+    writeState(paths, state);
+    state.aws = await awsUp(paths, state);
+    writeState(paths, state);
+    return stackStatus(home);
+  });
+}
+
+export async function stackDown(home: string): Promise<StackStatus> {
+  const paths = stackPaths(home);
+  if (!existsSync(home)) return stackStatus(home);
+  return withLock(paths, async () => {
+    await awsDown(paths);
+    await redisDown(paths);
+    return stackStatus(home);
+  });
+}
+
+/** One `stack up`/`down` at a time per home (a stale lock of a dead process is taken over). */
+async function withLock<T>(paths: StackPaths, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(paths.home, { recursive: true, mode: 0o700 });
+  await waitFor(
+    `the stack lock ${paths.lockFile}`,
+    () => {
+      try {
+        const fd = openSync(paths.lockFile, 'wx', 0o600);
+        writeSync(fd, String(process.pid));
+        closeSync(fd);
+        return true;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const owner = Number(readFileSync(paths.lockFile, 'utf8') || '0');
+        if (!isAlive(owner)) rmSync(paths.lockFile, { force: true });
+        return false;
+      }
+    },
+    60_000,
+    50,
+  ).catch((e: unknown) => {
+    throw new ProvlineError('STACK_LOCKED', `another provline is changing the stack in ${paths.home}`, { cause: e, retryable: true });
+  });
+  try {
+    return await fn();
+  } finally {
+    rmSync(paths.lockFile, { force: true });
+  }
+}

@@ -1,0 +1,16 @@
+import { defineConfig } from 'vitest/config';
+
+// Integration tests start real services (redis-server, SoftHSM, the AWS IoT stand-in, socat),
+// so they run in forked processes with generous timeouts; files run one or two at a time
+// because the machine has two cores.
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    pool: 'forks',
+    maxWorkers: 2,
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    globalSetup: ['test/global-setup.ts'],
+    reporters: ['default'],
+  },
+});
