@@ -44,7 +44,14 @@ async function timeIt<T>(fn: () => Promise<T>): Promise<{ seconds: number; value
 if (process.argv[2] === '--child') {
   const profile = getProfile(loadConfig(), 'demo');
   const run = await timeIt(() => validateCsvFile(process.argv[3]!, profile));
-  console.log(JSON.stringify({ seconds: run.seconds, valid: run.value.valid, problems: run.value.problemCount, maxRssKB: process.resourceUsage().maxRSS }));
+  console.log(
+    JSON.stringify({
+      seconds: run.seconds,
+      valid: run.value.valid,
+      problems: run.value.problemCount,
+      maxRssKB: process.resourceUsage().maxRSS,
+    }),
+  );
   process.exit(0);
 }
 
@@ -69,7 +76,13 @@ try {
   const rawParse = await timeIt(async () => {
     let n = 0;
     const p = createReadStream(file, { highWaterMark: 256 * 1024 }).pipe(
-      parse({ bom: true, relax_column_count: true, relax_quotes: true, record_delimiter: ['\r\n', '\n', '\r'], skip_empty_lines: true }),
+      parse({
+        bom: true,
+        relax_column_count: true,
+        relax_quotes: true,
+        record_delimiter: ['\r\n', '\n', '\r'],
+        skip_empty_lines: true,
+      }),
     );
     for await (const _ of p) n++;
     return n - 1;

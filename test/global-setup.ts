@@ -5,5 +5,9 @@ import { fileURLToPath } from 'node:url';
 
 export default function setup(): void {
   const root = fileURLToPath(new URL('..', import.meta.url));
-  execFileSync('bash', ['scripts/bootstrap.sh'], { cwd: root, stdio: 'inherit', env: { ...process.env, PROVLINE_SKIP_APT: '1' } });
+  execFileSync('bash', ['scripts/bootstrap.sh'], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, PROVLINE_SKIP_APT: '1' },
+  });
 }

@@ -29,7 +29,11 @@ export interface IntakeResult {
   header: string[];
 }
 
-export async function validateCsvFile(path: string, profile: ResolvedProfile, options: IntakeOptions = {}): Promise<IntakeResult> {
+export async function validateCsvFile(
+  path: string,
+  profile: ResolvedProfile,
+  options: IntakeOptions = {},
+): Promise<IntakeResult> {
   let stream: Readable;
   try {
     stream = createReadStream(path, { highWaterMark: 256 * 1024 });
@@ -38,16 +42,24 @@ export async function validateCsvFile(path: string, profile: ResolvedProfile, op
       stream.once('error', reject);
     });
   } catch (e) {
-    throw new ProvlineError('INPUT_UNREADABLE', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, {
-      kind: 'invalid-input',
-      cause: e,
-      hint: 'Check the path and the file permissions.',
-    });
+    throw new ProvlineError(
+      'INPUT_UNREADABLE',
+      `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      {
+        kind: 'invalid-input',
+        cause: e,
+        hint: 'Check the path and the file permissions.',
+      },
+    );
   }
   return validateCsv(stream, profile, options);
 }
 
-export async function validateCsv(input: Readable, profile: ResolvedProfile, options: IntakeOptions = {}): Promise<IntakeResult> {
+export async function validateCsv(
+  input: Readable,
+  profile: ResolvedProfile,
+  options: IntakeOptions = {},
+): Promise<IntakeResult> {
   const maxProblems = options.maxProblems ?? 1000;
   const problems: Problem[] = [];
   let problemCount = 0;
@@ -83,27 +95,54 @@ export async function validateCsv(input: Readable, profile: ResolvedProfile, opt
   let thingNames: KeySet | undefined;
   const batch: Problem[] = [];
 
-  parser.on('skip', (err: CsvError & { lines?: number }) => {
-    const line = nextLine;
-    nextLine = (err.lines ?? line) + 1;
-    if (headerSeen) rows++;
-    if (err.code === 'CSV_QUOTE_NOT_CLOSED') {
-      report([
-        {
-          line,
-          column: null,
-          value: null,
-          code: 'UNTERMINATED_QUOTE',
-          message: `a quoted field opened on line ${line} is never closed (the file ends inside it)`,
-          hint: 'Close the quote, or double any quote character inside a quoted field ("").',
-        },
-      ]);
-    } else {
-      report([{ line, column: null, value: null, code: 'CSV_SYNTAX', message: err.message, hint: 'Fix the CSV syntax on this line (RFC 4180).' }]);
-    }
+  // A broken record is announced by a 'skip' event as soon as it is parsed, while the records
+  // before it may still sit in the stream's buffer. Each skip carries how many records came
+  // before it, so it is handled exactly when the reader gets there: line numbers stay exact.
+  const skips: Array<{ after: number; endLine: number; code: string; message: string }> = [];
+  let consumed = 0;
+  parser.on('skip', (err: CsvError & { lines?: number; records?: number }) => {
+    skips.push({
+      after: err.records ?? consumed,
+      endLine: err.lines ?? nextLine,
+      code: err.code,
+      message: err.message,
+    });
   });
+  const flushSkips = (all: boolean): void => {
+    while (skips.length && (all || skips[0]!.after <= consumed)) {
+      const skip = skips.shift()!;
+      const line = nextLine;
+      nextLine = skip.endLine + 1;
+      if (headerSeen) rows++;
+      if (skip.code === 'CSV_QUOTE_NOT_CLOSED') {
+        report([
+          {
+            line,
+            column: null,
+            value: null,
+            code: 'UNTERMINATED_QUOTE',
+            message: `a quoted field opened on line ${line} is never closed (the file ends inside it)`,
+            hint: 'Close the quote, or double any quote character inside a quoted field ("").',
+          },
+        ]);
+      } else {
+        report([
+          {
+            line,
+            column: null,
+            value: null,
+            code: 'CSV_SYNTAX',
+            message: skip.message,
+            hint: 'Fix the CSV syntax on this line (RFC 4180).',
+          },
+        ]);
+      }
+    }
+  };
 
   const consume = (fields: string[]): void => {
+    flushSkips(false);
+    consumed++;
     const line = nextLine;
     nextLine += 1 + lineBreaksIn(fields);
     if (fields.length === 1 && fields[0]!.trim() === '') return; // a blank line
@@ -159,7 +198,10 @@ export async function validateCsv(input: Readable, profile: ResolvedProfile, opt
       let rec: string[] | null;
       while ((rec = parser.read() as string[] | null) !== null) consume(rec);
     });
-    parser.once('end', resolve);
+    parser.once('end', () => {
+      flushSkips(true);
+      resolve();
+    });
     parser.once('error', reject);
     input.once('error', reject);
   });
@@ -167,16 +209,38 @@ export async function validateCsv(input: Readable, profile: ResolvedProfile, opt
   try {
     await done;
   } catch (e) {
-    throw new ProvlineError('INPUT_UNREADABLE', `cannot read the CSV: ${e instanceof Error ? e.message : String(e)}`, {
-      kind: 'invalid-input',
-      cause: e,
-    });
+    throw new ProvlineError(
+      'INPUT_UNREADABLE',
+      `cannot read the CSV: ${e instanceof Error ? e.message : String(e)}`,
+      {
+        kind: 'invalid-input',
+        cause: e,
+      },
+    );
   }
 
-  if (!headerSeen) {
-    report([{ line: 1, column: null, value: null, code: 'FILE_EMPTY', message: 'the file is empty', hint: 'The first line must be a header with a "serial" column, followed by one row per device.' }]);
+  if (!headerSeen && consumed === 0 && problemCount === 0) {
+    report([
+      {
+        line: 1,
+        column: null,
+        value: null,
+        code: 'FILE_EMPTY',
+        message: 'the file is empty',
+        hint: 'The first line must be a header with a "serial" column, followed by one row per device.',
+      },
+    ]);
   } else if (rows === 0 && !headerBroken) {
-    report([{ line: 2, column: null, value: null, code: 'NO_DATA_ROWS', message: 'the file has a header but no data rows', hint: 'Add one row per device after the header.' }]);
+    report([
+      {
+        line: 2,
+        column: null,
+        value: null,
+        code: 'NO_DATA_ROWS',
+        message: 'the file has a header but no data rows',
+        hint: 'Add one row per device after the header.',
+      },
+    ]);
   }
   return { valid: problemCount === 0, rows, validRows, problems, problemCount, header };
 }

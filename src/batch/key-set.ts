@@ -32,7 +32,16 @@ export class KeySet {
       const entry = this.table[slot]!;
       if (entry === 0) break;
       const i = entry - 1;
-      if (this.lengths[i] === byteLen && this.arena.compare(this.arena, this.used, this.used + byteLen, this.offsets[i]!, this.offsets[i]! + byteLen) === 0) {
+      if (
+        this.lengths[i] === byteLen &&
+        this.arena.compare(
+          this.arena,
+          this.used,
+          this.used + byteLen,
+          this.offsets[i],
+          this.offsets[i]! + byteLen,
+        ) === 0
+      ) {
         return this.lines[i]!;
       }
       slot = (slot + 1) & this.mask;

@@ -65,6 +65,7 @@ const DISPLAY_MAX = 64;
 /** Truncates and escapes a value so that it prints on one line and shows hidden characters. */
 export function displayValue(value: string): string {
   let s = value.length > DISPLAY_MAX ? value.slice(0, DISPLAY_MAX) : value;
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped here
   s = s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\ufeff\ufffd\\]/g, (ch) => {
     if (ch === '\\') return '\\\\';
     if (ch === '\n') return '\\n';
@@ -109,9 +110,23 @@ export class RowRules {
     const seen = new Set<string>();
     header.forEach((name, i) => {
       if (name.trim() === '') {
-        problems.push(headerProblem('HEADER_EMPTY_COLUMN', null, `column ${i + 1} of the header has no name`, 'Give every column a name in the header row.'));
+        problems.push(
+          headerProblem(
+            'HEADER_EMPTY_COLUMN',
+            null,
+            `column ${i + 1} of the header has no name`,
+            'Give every column a name in the header row.',
+          ),
+        );
       } else if (seen.has(name)) {
-        problems.push(headerProblem('HEADER_DUPLICATE_COLUMN', name, `column "${name}" appears twice in the header`, 'Column names must be unique.'));
+        problems.push(
+          headerProblem(
+            'HEADER_DUPLICATE_COLUMN',
+            name,
+            `column "${name}" appears twice in the header`,
+            'Column names must be unique.',
+          ),
+        );
       }
       seen.add(name);
     });
@@ -129,7 +144,8 @@ export class RowRules {
     try {
       rules = new RowRules(header, profile);
     } catch (e) {
-      if (e instanceof Error) problems.push(headerProblem('HEADER_MISSING_COLUMN', null, e.message, 'Fix the profile pattern.'));
+      if (e instanceof Error)
+        problems.push(headerProblem('HEADER_MISSING_COLUMN', null, e.message, 'Fix the profile pattern.'));
       return { problems };
     }
     const wanted = new Map<string, string>();
@@ -154,7 +170,9 @@ export class RowRules {
           'PROFILE_TOO_MANY_ATTRIBUTES',
           null,
           `profile "${profile.name}" sets ${rules.attributes.length} thing attributes; AWS IoT allows ${limit} ${profile.thingType ? 'with' : 'without'} a thing type`,
-          profile.thingType ? 'Drop attributes from the profile.' : 'Set a thingType in the profile (50 attributes) or drop attributes.',
+          profile.thingType
+            ? 'Drop attributes from the profile.'
+            : 'Set a thingType in the profile (50 attributes) or drop attributes.',
         ),
       );
     }
@@ -191,7 +209,14 @@ export class RowRules {
 
     const serial = fields[this.serialIndex]!;
     if (serial === '') {
-      problems.push({ line, column: 'serial', value: '', code: 'SERIAL_EMPTY', message: 'serial is empty', hint: 'Every row needs a serial number.' });
+      problems.push({
+        line,
+        column: 'serial',
+        value: '',
+        code: 'SERIAL_EMPTY',
+        message: 'serial is empty',
+        hint: 'Every row needs a serial number.',
+      });
       return undefined;
     }
     const serialBad = serial.length > SERIAL_MAX || !SERIAL_RE.test(serial);
@@ -201,7 +226,10 @@ export class RowRules {
         column: 'serial',
         value: displayValue(serial),
         code: 'SERIAL_INVALID',
-        message: serial.length > SERIAL_MAX ? `serial is ${serial.length} characters long` : 'serial contains a character that is not allowed',
+        message:
+          serial.length > SERIAL_MAX
+            ? `serial is ${serial.length} characters long`
+            : 'serial contains a character that is not allowed',
         hint: `Serials are 1-${SERIAL_MAX} printable ASCII characters without spaces, quotes, commas or backslashes.`,
       });
     }
@@ -225,7 +253,10 @@ export class RowRules {
     const attributes: Record<string, string> = {};
     for (const [name, p] of this.attributes) {
       const value = p.apply(get);
-      if ((value.length > ATTRIBUTE_VALUE_MAX || !ATTRIBUTE_VALUE_RE.test(value)) && !derivedFromBadSerial(p)) {
+      if (
+        (value.length > ATTRIBUTE_VALUE_MAX || !ATTRIBUTE_VALUE_RE.test(value)) &&
+        !derivedFromBadSerial(p)
+      ) {
         problems.push({
           line,
           column: p.names.length === 1 ? p.names[0]! : name,

@@ -5,7 +5,9 @@ export function intOption(name: string, min: number, max = Number.MAX_SAFE_INTEG
   return (v: string) => {
     const n = Number(v);
     if (!/^-?\d+$/.test(v) || n < min || n > max) {
-      throw new InvalidArgumentError(`${name} takes a whole number from ${min}${max < Number.MAX_SAFE_INTEGER ? ` to ${max}` : ''}, got "${v}"`);
+      throw new InvalidArgumentError(
+        `${name} takes a whole number from ${min}${max < Number.MAX_SAFE_INTEGER ? ` to ${max}` : ''}, got "${v}"`,
+      );
     }
     return n;
   };

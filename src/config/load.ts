@@ -3,7 +3,7 @@
  * every problem reported by its path and its source, never just the first.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ProvlineError } from '../core/errors.js';
 import { packageRoot } from '../core/paths.js';
@@ -98,10 +98,18 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   const home = resolve(sources.has('home') ? cwd : baseDir, config.home);
 
   const profiles = new Map<string, ResolvedProfile>();
-  const dirs = [join(packageRoot(), 'config', 'profiles'), ...config.profileDirs.map((d) => resolve(baseDir, d))];
+  const dirs = [
+    join(packageRoot(), 'config', 'profiles'),
+    ...config.profileDirs.map((d) => resolve(baseDir, d)),
+  ];
   for (const dir of dirs) {
     if (!existsSync(dir)) {
-      if (dir !== dirs[0]) problems.push({ path: 'profileDirs', message: `directory not found: ${dir}`, source: file ?? 'environment' });
+      if (dir !== dirs[0])
+        problems.push({
+          path: 'profileDirs',
+          message: `directory not found: ${dir}`,
+          source: file ?? 'environment',
+        });
       continue;
     }
     for (const entry of readdirSync(dir).sort()) {
@@ -151,7 +159,10 @@ function addProfile(
   const p = parsed.data;
   const templatePath = resolve(baseDir, p.template);
   const policyPath = p.policy === undefined ? undefined : resolve(baseDir, p.policy);
-  for (const [field, path] of [['template', templatePath], ['policy', policyPath]] as const) {
+  for (const [field, path] of [
+    ['template', templatePath],
+    ['policy', policyPath],
+  ] as const) {
     if (path !== undefined && !existsSync(path)) {
       problems.push({ path: `${prefix}.${field}`, message: `file not found: ${path}`, source });
     }
@@ -167,11 +178,15 @@ function addProfile(
 }
 
 function readYamlObject(file: string, problems: ConfigProblem[]): Record<string, unknown> {
-  const doc = parseDocument(readFileSync(file, 'utf8'), { prettyErrors: false });
+  const doc = parseDocument(readFileSync(file, 'utf8'));
   if (doc.errors.length) {
     for (const err of doc.errors) {
       const line = err.linePos?.[0].line;
-      problems.push({ path: '', message: `YAML: ${err.message.split('\n')[0]}`, source: line ? `${file}:${line}` : file });
+      problems.push({
+        path: '',
+        message: `YAML: ${err.message.split('\n')[0]}`,
+        source: line ? `${file}:${line}` : file,
+      });
     }
     return {};
   }
@@ -218,10 +233,13 @@ function sourceFor(path: string, envSources: Map<string, string>, file: string |
 
 function configError(problems: ConfigProblem[]): ProvlineError {
   const lines = problems.map((p) => `  ${p.path || '(top)'}: ${p.message} [${p.source}]`);
-  return new ProvlineError('CONFIG_INVALID', `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${lines.join('\n')}`, {
-    kind: 'invalid-input',
-    details: { problems },
-    hint: 'Fix each option listed; docs/configuration.md describes them all.',
-  });
+  return new ProvlineError(
+    'CONFIG_INVALID',
+    `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${lines.join('\n')}`,
+    {
+      kind: 'invalid-input',
+      details: { problems },
+      hint: 'Fix each option listed; docs/configuration.md describes them all.',
+    },
+  );
 }
-

@@ -39,7 +39,10 @@ export const ProfileSchema = z
      */
     parameters: z.record(z.string().regex(IDENT_RE, 'not a valid parameter name'), pattern).default({}),
     thingType: z.string().regex(AWS_NAME_RE, 'not a valid AWS IoT thing type name').optional(),
-    thingGroups: z.array(z.string().regex(AWS_NAME_RE, 'not a valid AWS IoT thing group name')).max(10).default([]),
+    thingGroups: z
+      .array(z.string().regex(AWS_NAME_RE, 'not a valid AWS IoT thing group name'))
+      .max(10)
+      .default([]),
     /** Provisioning template (JSON file), relative to the file that defines the profile. */
     template: z.string().min(1),
     /** Device policy document (JSON file) created under `policyName` if missing. */
@@ -77,7 +80,10 @@ export const ConfigSchema = z
     redis: z
       .object({
         /** An external Redis; when absent the local stack's Redis is used. */
-        url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional(),
+        url: z
+          .string()
+          .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+          .optional(),
       })
       .strict()
       .prefault({}),
@@ -89,7 +95,10 @@ export const ConfigSchema = z
         /** File holding the user PIN (mode 0600). Defaults to the local stack's pin file. */
         pinFile: z.string().min(1).optional(),
         /** Environment variable that may hold the user PIN instead of a file. */
-        pinEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).default('PROVLINE_HSM_PIN'),
+        pinEnv: z
+          .string()
+          .regex(/^[A-Z_][A-Z0-9_]*$/)
+          .default('PROVLINE_HSM_PIN'),
         /** Upper bound on PKCS#11 sessions provline opens (also capped by the token). */
         sessions: z.number().int().min(1).max(256).default(8),
       })
@@ -97,7 +106,10 @@ export const ConfigSchema = z
       .prefault({}),
     aws: z
       .object({
-        region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'not an AWS region name').default('us-east-1'),
+        region: z
+          .string()
+          .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'not an AWS region name')
+          .default('us-east-1'),
         /** Control-plane endpoint; when absent the local stand-in's, or AWS's if `useRealAws`. */
         endpoint: z.url().optional(),
         s3Endpoint: z.url().optional(),

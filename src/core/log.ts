@@ -4,7 +4,15 @@
  */
 import { pino, type Logger } from 'pino';
 
-export const REDACT_KEYS = ['pin', 'userPin', 'soPin', 'password', 'privateKey', 'secretAccessKey', 'kekValue'];
+export const REDACT_KEYS = [
+  'pin',
+  'userPin',
+  'soPin',
+  'password',
+  'privateKey',
+  'secretAccessKey',
+  'kekValue',
+];
 
 export function createLogger(level: string, bindings: Record<string, unknown> = {}): Logger {
   return pino(

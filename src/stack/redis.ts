@@ -63,7 +63,11 @@ export async function redisUp(paths: StackPaths, preferredPort: number | undefin
         }),
       ),
     );
-    child.once('exit', (code) => (code === 0 ? resolve() : reject(new ProvlineError('STACK_REDIS_FAILED', `redis-server exited with ${code}: ${err.trim()}`))));
+    child.once('exit', (code) =>
+      code === 0
+        ? resolve()
+        : reject(new ProvlineError('STACK_REDIS_FAILED', `redis-server exited with ${code}: ${err.trim()}`)),
+    );
   });
   try {
     await waitFor('redis to answer PING', () => ping(port), 15_000);

@@ -44,7 +44,8 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
   const { config, home } = loaded;
   const paths = stackPaths(home);
   const state = readState(paths);
-  const usesStackToken = config.hsm.module === SOFTHSM_MODULE && !env.SOFTHSM2_CONF && existsSync(paths.softhsm2Conf);
+  const usesStackToken =
+    config.hsm.module === SOFTHSM_MODULE && !env.SOFTHSM2_CONF && existsSync(paths.softhsm2Conf);
   const pinFromEnv = env[config.hsm.pinEnv] !== undefined;
   const stackAws = awsStatus(paths, state);
   return {
@@ -61,7 +62,8 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
     aws: {
       region: config.aws.region,
       endpoint: config.aws.endpoint ?? (config.aws.useRealAws ? undefined : (stackAws.endpoint ?? undefined)),
-      s3Endpoint: config.aws.s3Endpoint ?? (config.aws.useRealAws ? undefined : (stackAws.s3Endpoint ?? undefined)),
+      s3Endpoint:
+        config.aws.s3Endpoint ?? (config.aws.useRealAws ? undefined : (stackAws.s3Endpoint ?? undefined)),
       credentialsFile: config.aws.credentialsFile ?? stackAws.credentialsFile ?? undefined,
       profile: config.aws.profile ?? stackAws.profile ?? undefined,
       bucket: config.aws.bucket ?? stackAws.bucket ?? undefined,
@@ -74,7 +76,11 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
 /** The Redis URL, or a clear error saying how to get one. */
 export function requireRedis(rt: Runtime): string {
   if (rt.redisUrl) return rt.redisUrl;
-  throw new ProvlineError('REDIS_NOT_CONFIGURED', 'no Redis to talk to: redis.url is not set and the local stack is not up', {
-    hint: 'Run `provline stack up`, or set redis.url / PROVLINE_REDIS_URL.',
-  });
+  throw new ProvlineError(
+    'REDIS_NOT_CONFIGURED',
+    'no Redis to talk to: redis.url is not set and the local stack is not up',
+    {
+      hint: 'Run `provline stack up`, or set redis.url / PROVLINE_REDIS_URL.',
+    },
+  );
 }

@@ -35,9 +35,13 @@ export function hsmStatus(paths: StackPaths): HsmStatus {
 /** Writes the private SoftHSM config and initialises the token once. Idempotent. */
 export function hsmUp(paths: StackPaths): void {
   if (!existsSync(SOFTHSM_MODULE)) {
-    throw new ProvlineError('STACK_SOFTHSM_MISSING', `SoftHSM2 is not installed (${SOFTHSM_MODULE} not found)`, {
-      hint: 'Install it: apt-get install softhsm2 (npm test and npm run demo do this for you).',
-    });
+    throw new ProvlineError(
+      'STACK_SOFTHSM_MISSING',
+      `SoftHSM2 is not installed (${SOFTHSM_MODULE} not found)`,
+      {
+        hint: 'Install it: apt-get install softhsm2 (npm test and npm run demo do this for you).',
+      },
+    );
   }
   mkdirSync(paths.tokenDir, { recursive: true, mode: 0o700 });
   writeFileSync(
@@ -69,8 +73,11 @@ export function hsmUp(paths: StackPaths): void {
   withModule(paths, (p) => {
     let slot = findToken(p);
     if (slot === undefined) {
-      const free = p.C_GetSlotList(true).find((s) => (p.C_GetTokenInfo(s).flags & pkcs11js.CKF_TOKEN_INITIALIZED) === 0);
-      if (free === undefined) throw new ProvlineError('STACK_SOFTHSM_FAILED', 'SoftHSM offers no free slot to initialise');
+      const free = p
+        .C_GetSlotList(true)
+        .find((s) => (p.C_GetTokenInfo(s).flags & pkcs11js.CKF_TOKEN_INITIALIZED) === 0);
+      if (free === undefined)
+        throw new ProvlineError('STACK_SOFTHSM_FAILED', 'SoftHSM offers no free slot to initialise');
       // PKCS#11 labels are 32 bytes padded with spaces; pkcs11js would pad with NULs.
       p.C_InitToken(free, soPin, STACK_TOKEN_LABEL.padEnd(32, ' '));
       slot = free;
@@ -123,7 +130,11 @@ function withModule<T>(paths: StackPaths, fn: (p: pkcs11js.PKCS11) => T): T {
     }
   } catch (e) {
     if (e instanceof ProvlineError) throw e;
-    throw new ProvlineError('STACK_SOFTHSM_FAILED', `SoftHSM token setup failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    throw new ProvlineError(
+      'STACK_SOFTHSM_FAILED',
+      `SoftHSM token setup failed: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e },
+    );
   } finally {
     p.close();
     if (saved === undefined) delete process.env.SOFTHSM2_CONF;

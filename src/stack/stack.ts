@@ -21,7 +21,12 @@ export interface StackStatus {
 export function stackStatus(home: string): StackStatus {
   const paths = stackPaths(home);
   const state = readState(paths);
-  return { home, redis: redisStatus(paths, state.redisPort), hsm: hsmStatus(paths), aws: awsStatus(paths, state) };
+  return {
+    home,
+    redis: redisStatus(paths, state.redisPort),
+    hsm: hsmStatus(paths),
+    aws: awsStatus(paths, state),
+  };
 }
 
 export async function stackUp(home: string): Promise<StackStatus> {
@@ -68,7 +73,10 @@ async function withLock<T>(paths: StackPaths, fn: () => Promise<T>): Promise<T> 
     60_000,
     50,
   ).catch((e: unknown) => {
-    throw new ProvlineError('STACK_LOCKED', `another provline is changing the stack in ${paths.home}`, { cause: e, retryable: true });
+    throw new ProvlineError('STACK_LOCKED', `another provline is changing the stack in ${paths.home}`, {
+      cause: e,
+      retryable: true,
+    });
   });
   try {
     return await fn();

@@ -25,6 +25,13 @@ export function registerProfiles(program: Command, ctx: () => CommandContext): v
         source: p.source,
       }));
       if (opts.json) return c.json(list);
-      c.print(list.map((p) => `${p.name.padEnd(16)} ${p.keyType.padEnd(9)} ${p.keyDelivery.padEnd(8)} ${p.driver.padEnd(19)} ${p.description}`).join('\n'));
+      c.print(
+        list
+          .map(
+            (p) =>
+              `${p.name.padEnd(16)} ${p.keyType.padEnd(9)} ${p.keyDelivery.padEnd(8)} ${p.driver.padEnd(19)} ${p.description}`,
+          )
+          .join('\n'),
+      );
     });
 }

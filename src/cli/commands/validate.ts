@@ -31,7 +31,9 @@ export function registerValidate(program: Command, ctx: () => CommandContext): v
       } else if (result.valid) {
         c.print(`${csv}: valid, ${result.rows} row${result.rows === 1 ? '' : 's'} (profile ${profile.name})`);
       } else {
-        const lines = [`${csv}: ${result.problemCount} problem${result.problemCount === 1 ? '' : 's'} in ${result.rows} row${result.rows === 1 ? '' : 's'} (profile ${profile.name})`];
+        const lines = [
+          `${csv}: ${result.problemCount} problem${result.problemCount === 1 ? '' : 's'} in ${result.rows} row${result.rows === 1 ? '' : 's'} (profile ${profile.name})`,
+        ];
         for (const p of result.problems.slice(0, opts.show)) lines.push(...formatProblem(p));
         const more = result.problemCount - Math.min(opts.show, result.problems.length);
         if (more > 0) lines.push(`  … and ${more} more (use --json for the list, or --show <n>)`);

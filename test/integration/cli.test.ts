@@ -1,0 +1,86 @@
+/** The CLI contract: exit codes, --help everywhere, --version, --json errors. */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { json, runCli } from '../helpers/cli.js';
+import { tempDir } from '../helpers/home.js';
+
+describe('CLI contract', () => {
+  it('--version prints the package version', async () => {
+    const r = await runCli(['--version']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('--help works on every command and subcommand', async () => {
+    const top = await runCli(['--help']);
+    expect(top.code).toBe(0);
+    const commands = [...top.stdout.matchAll(/^ {2}([a-z][a-z-]*)\b/gm)]
+      .map((m) => m[1]!)
+      .filter((c) => c !== 'help');
+    expect(commands).toEqual(expect.arrayContaining(['stack', 'validate', 'profiles']));
+    for (const c of commands) {
+      const r = await runCli([c, '--help']);
+      expect(r.code, c).toBe(0);
+      expect(r.stdout, c).toContain(`Usage: provline ${c}`);
+    }
+    for (const sub of ['up', 'down', 'status']) expect((await runCli(['stack', sub, '--help'])).code).toBe(0);
+  });
+
+  it('exit 2 for usage errors, with a pointer to --help', async () => {
+    const r = await runCli(['validate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/required (argument|option)/);
+    expect((await runCli(['no-such-command'])).code).toBe(2);
+    expect((await runCli(['validate', 'x.csv', '--profile', 'demo', '--show', 'many'])).code).toBe(2);
+  });
+
+  it('validate: exit 0 when clean, 3 with planted defects at the right lines, JSON shape', async () => {
+    const dir = tempDir();
+    const good = join(dir, 'good.csv');
+    writeFileSync(good, 'serial,hw_rev\nSN1,A\nSN2,B\n');
+    const ok = await runCli(['validate', good, '--profile', 'demo']);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('valid, 2 rows');
+
+    const bad = join(dir, 'bad.csv');
+    writeFileSync(bad, 'serial,hw_rev\nSN1,A\n,B\nSN1,C\nSN4,has space\nSN5\n');
+    const r = await runCli(['validate', bad, '--profile', 'demo', '--json']);
+    expect(r.code).toBe(3);
+    const out = json<{ valid: boolean; rows: number; problems: Array<Record<string, unknown>> }>(r);
+    expect(out.valid).toBe(false);
+    expect(out.rows).toBe(5);
+    expect(out.problems.map((p) => [p.line, p.column, p.code])).toEqual([
+      [3, 'serial', 'SERIAL_EMPTY'],
+      [4, 'serial', 'SERIAL_DUPLICATE'],
+      [5, 'hw_rev', 'ATTRIBUTE_VALUE_INVALID'],
+      [6, null, 'FIELD_COUNT'],
+    ]);
+    for (const p of out.problems)
+      expect(Object.keys(p).sort()).toEqual(['code', 'column', 'hint', 'line', 'message', 'value']);
+
+    const human = await runCli(['validate', bad, '--profile', 'demo', '--show', '2']);
+    expect(human.code).toBe(3);
+    expect(human.stdout).toContain('line 3, column serial: serial is empty [SERIAL_EMPTY]');
+    expect(human.stdout).toContain('… and 2 more');
+  });
+
+  it('exit 3 with a typed error for an unknown profile or a missing file', async () => {
+    const r = await runCli(['validate', 'nowhere.csv', '--profile', 'demo', '--json']);
+    expect(r.code).toBe(3);
+    expect(json<{ error: { code: string } }>(r).error.code).toBe('INPUT_UNREADABLE');
+    const p = await runCli(['validate', 'nowhere.csv', '--profile', 'nope']);
+    expect(p.code).toBe(3);
+    expect(p.stderr).toContain('[PROFILE_NOT_FOUND]');
+    expect(p.stderr).toContain('hint: Known profiles:');
+  });
+
+  it('exit 3 for an invalid config, listing each problem', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'provline.config.yaml'), 'hsm:\n  sessions: -1\nredis:\n  url: nope\n');
+    const r = await runCli(['profiles'], { cwd: dir });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('hsm.sessions');
+    expect(r.stderr).toContain('redis.url');
+  });
+});
