@@ -1,0 +1,51 @@
+--[[
+  Moves one device from an allowed state to a new one, atomically.
+
+  KEYS[1]  device hash        <p>:dev:<serial>
+  KEYS[2]  batch counts hash  <p>:batch:<id>:counts
+  KEYS[3]  batch failures     <p>:batch:<id>:failures
+  ARGV[1]  expected batch id (the device must belong to it)
+  ARGV[2]  target state
+  ARGV[3]  allowed from-states, comma-separated
+  ARGV[4]  now (epoch ms)
+  ARGV[5]  failure code (only for target "failed", else "")
+  ARGV[6..] field/value pairs to store with the transition
+
+  Returns {status, state}:
+    {"ok", <from>}        moved
+    {"same", <to>}        already in the target state: nothing written (idempotent retry)
+    {"conflict", <cur>}   current state is not an allowed from-state: nothing written
+    {"missing", ""}       no such device in this batch
+]]
+local cur = redis.call('HGET', KEYS[1], 'state')
+local batch = redis.call('HGET', KEYS[1], 'batch')
+if not cur or batch ~= ARGV[1] then
+  return {'missing', ''}
+end
+local to = ARGV[2]
+if cur == to and to ~= 'flashed' then
+  return {'same', cur}
+end
+local allowed = false
+for s in string.gmatch(ARGV[3], '[^,]+') do
+  if s == cur then allowed = true end
+end
+if not allowed then
+  return {'conflict', cur}
+end
+redis.call('HSET', KEYS[1], 'state', to, 'updatedAt', ARGV[4], 'at:' .. to, ARGV[4])
+if #ARGV > 5 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+end
+if cur ~= to then
+  redis.call('HINCRBY', KEYS[2], cur, -1)
+  redis.call('HINCRBY', KEYS[2], to, 1)
+end
+if to == 'failed' then
+  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+elseif cur == 'failed' then
+  local code = redis.call('HGET', KEYS[1], 'errorCode')
+  if code then redis.call('HINCRBY', KEYS[3], code, -1) end
+  redis.call('HDEL', KEYS[1], 'errorCode', 'errorMessage', 'errorStage')
+end
+return {'ok', cur}

@@ -1,0 +1,153 @@
+/** The journal on a real redis-server: atomic, idempotent transitions and consistent counts. */
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Journal } from '../../src/jobs/journal.js';
+import { STATES } from '../../src/jobs/states.js';
+import { stackUp } from '../../src/stack/stack.js';
+import { removeHome, tempDir } from '../helpers/home.js';
+
+describe('journal', () => {
+  let home: string;
+  let redis: Redis;
+  let clock = 1_000;
+  let journal: Journal;
+  let n = 0;
+  const batch = () => `b${++n}`;
+  const rows = (prefix: string, count: number) =>
+    Array.from({ length: count }, (_, i) => ({
+      serial: `${prefix}${i}`,
+      thingName: `t-${prefix}${i}`,
+      line: i + 2,
+    }));
+
+  beforeAll(async () => {
+    home = tempDir('provline-journal-');
+    const s = await stackUp(home);
+    redis = new Redis(s.redis.url!, { lazyConnect: false });
+    journal = new Journal(redis, { prefix: `test${process.pid}`, now: () => ++clock });
+  });
+  afterAll(async () => {
+    await redis.quit();
+    await removeHome(home);
+  });
+
+  it('accepts a batch and records each device with its line and thing name', async () => {
+    const b = batch();
+    expect(await journal.accept(b, rows('A', 3))).toEqual({ accepted: 3, skipped: [] });
+    expect((await journal.counts(b)).accepted).toBe(3);
+    expect(await journal.get('A1')).toMatchObject({
+      serial: 'A1',
+      batch: b,
+      thingName: 't-A1',
+      line: 3,
+      state: 'accepted',
+    });
+    expect(await journal.serials(b, 0, 10)).toEqual(['A0', 'A1', 'A2']);
+  });
+
+  it('moves along the life cycle with timestamps and stage results', async () => {
+    const b = batch();
+    await journal.accept(b, rows('B', 1));
+    expect(
+      await journal.transition({
+        batchId: b,
+        serial: 'B0',
+        to: 'keyed',
+        fields: { csrPem: 'CSR', kekId: 'k' },
+      }),
+    ).toEqual({ status: 'ok', from: 'accepted' });
+    const rec = await journal.get('B0');
+    expect(rec).toMatchObject({ state: 'keyed', fields: { csrPem: 'CSR', kekId: 'k' } });
+    expect(rec!.at.keyed).toBeGreaterThan(rec!.at.accepted!);
+    expect(await journal.counts(b)).toMatchObject({ accepted: 0, keyed: 1 });
+  });
+
+  it('a repeated transition is a no-op, and an illegal one changes nothing', async () => {
+    const b = batch();
+    await journal.accept(b, rows('C', 1));
+    await journal.transition({ batchId: b, serial: 'C0', to: 'keyed', fields: { csrPem: 'first' } });
+    expect(
+      await journal.transition({ batchId: b, serial: 'C0', to: 'keyed', fields: { csrPem: 'second' } }),
+    ).toEqual({ status: 'same' });
+    expect((await journal.get('C0'))!.fields.csrPem).toBe('first');
+    expect(await journal.transition({ batchId: b, serial: 'C0', to: 'verified' })).toEqual({
+      status: 'conflict',
+      current: 'keyed',
+    });
+    expect(await journal.transition({ batchId: 'other', serial: 'C0', to: 'registering' })).toEqual({
+      status: 'missing',
+    });
+    expect(await journal.counts(b)).toMatchObject({ keyed: 1, registering: 0, verified: 0 });
+  });
+
+  it('of 50 concurrent movers exactly one wins', async () => {
+    const b = batch();
+    await journal.accept(b, rows('D', 1));
+    await journal.transition({ batchId: b, serial: 'D0', to: 'keyed' });
+    const results = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        journal.transition({ batchId: b, serial: 'D0', to: 'registering', from: ['keyed'] }),
+      ),
+    );
+    expect(results.filter((r) => r.status === 'ok')).toHaveLength(1);
+    expect(results.filter((r) => r.status === 'same')).toHaveLength(49);
+    expect((await journal.counts(b)).registering).toBe(1);
+  });
+
+  it('failures are counted by code and cleared when the device is retried', async () => {
+    const b = batch();
+    await journal.accept(b, rows('E', 2));
+    await journal.fail(b, 'E0', { code: 'AWS_THROTTLED', message: 'Rate exceeded', stage: 'registration' });
+    await journal.fail(b, 'E1', { code: 'HSM_DEVICE_ERROR', message: 'token removed', stage: 'hsm' });
+    expect(await journal.failuresByCode(b)).toEqual({ AWS_THROTTLED: 1, HSM_DEVICE_ERROR: 1 });
+    expect((await journal.get('E0'))!.error).toEqual({
+      code: 'AWS_THROTTLED',
+      message: 'Rate exceeded',
+      stage: 'registration',
+    });
+    await journal.transition({ batchId: b, serial: 'E0', to: 'accepted' });
+    expect(await journal.failuresByCode(b)).toEqual({ HSM_DEVICE_ERROR: 1 });
+    expect((await journal.get('E0'))!.error).toBeUndefined();
+    expect(await journal.counts(b)).toMatchObject({ accepted: 1, failed: 1 });
+  });
+
+  it('re-accepting creates nothing new; another batch is refused unless it skips existing serials', async () => {
+    const b1 = batch();
+    const b2 = batch();
+    await journal.accept(b1, rows('F', 3));
+    expect(await journal.accept(b1, rows('F', 3))).toEqual({ accepted: 0, skipped: [] });
+    await expect(journal.accept(b2, [...rows('G', 2), ...rows('F', 1)])).rejects.toMatchObject({
+      code: 'SERIAL_ALREADY_SUBMITTED',
+    });
+    expect(await journal.get('G0')).toBeUndefined(); // nothing of the refused chunk was written
+    expect(await journal.accept(b2, [...rows('G', 2), ...rows('F', 1)], { skipExisting: true })).toEqual({
+      accepted: 2,
+      skipped: ['F0'],
+    });
+    expect((await journal.get('F0'))!.batch).toBe(b1);
+  });
+
+  it('counts always add up to the batch size, whatever the order of moves', async () => {
+    const b = batch();
+    const size = 40;
+    await journal.accept(b, rows('H', size));
+    const moves = Array.from({ length: 400 }, (_, i) => ({
+      serial: `H${(i * 7) % size}`,
+      to: STATES[(i * 13) % STATES.length]!,
+    }));
+    await Promise.all(
+      moves.map((m) =>
+        journal.transition({ batchId: b, serial: m.serial, to: m.to, fields: { errorCode: 'X' } }),
+      ),
+    );
+    const counts = await journal.counts(b);
+    expect(Object.values(counts).reduce((a, c) => a + c, 0)).toBe(size);
+    for (const s of STATES) expect(counts[s]).toBeGreaterThanOrEqual(0);
+    const actual: Record<string, number> = {};
+    for (let i = 0; i < size; i++) {
+      const st = (await journal.get(`H${i}`))!.state;
+      actual[st] = (actual[st] ?? 0) + 1;
+    }
+    for (const s of STATES) expect(counts[s]).toBe(actual[s] ?? 0);
+  });
+});
