@@ -200,11 +200,9 @@ export class Journal {
 
   async failuresByCode(batchId: string): Promise<Record<string, number>> {
     const raw = await this.redis.hgetall(this.keys.failures(batchId));
-    return Object.fromEntries(
-      Object.entries(raw)
-        .map(([k, v]) => [k, Number(v)])
-        .filter(([, n]) => (n as number) > 0),
-    );
+    const out: Record<string, number> = {};
+    for (const [code, n] of Object.entries(raw)) if (Number(n) > 0) out[code] = Number(n);
+    return out;
   }
 
   /** Serials of a batch in plan order, a page at a time. */

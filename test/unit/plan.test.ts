@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { buildPlan, parsePlan, PLAN_VERSION, sha256 } from '../../src/batch/plan.js';
+import { demoProfile } from '../helpers/profiles.js';
+
+describe('batch plan', () => {
+  const profile = demoProfile();
+  const input = {
+    batchId: 'b-20261121-0001',
+    now: new Date('2026-11-21T12:00:00Z'),
+    profile,
+    templateBody: '{"Resources":{}}',
+    source: { file: 'batch.csv', sha256: sha256('serial\nSN1\n'), rows: 3 },
+    rows: [
+      {
+        line: 2,
+        serial: 'SN1',
+        thingName: 'sensor-SN1',
+        attributes: { serial: 'SN1' },
+        parameters: { SerialNumber: 'SN1' },
+      },
+    ],
+    rejected: [
+      { line: 4, column: 'serial', value: 'SN 3', code: 'SERIAL_INVALID' as const, message: '', hint: '' },
+      { line: 3, column: null, value: '1', code: 'FIELD_COUNT' as const, message: '', hint: '' },
+      {
+        line: 4,
+        column: 'hw_rev',
+        value: 'x y',
+        code: 'ATTRIBUTE_VALUE_INVALID' as const,
+        message: '',
+        hint: '',
+      },
+    ],
+  };
+
+  it('is versioned, carries the profile settings that matter, and groups rejected rows by line', () => {
+    const plan = buildPlan(input);
+    expect(plan.version).toBe(PLAN_VERSION);
+    expect(plan.profile).toEqual({
+      name: 'demo',
+      keyType: 'P-256',
+      keyDelivery: 'wrapped',
+      kekLabel: 'provline-demo-kek',
+      registration: { mode: 'bulk', chunkSize: 1000, tps: 10 },
+      templateSha256: sha256('{"Resources":{}}'),
+    });
+    expect(plan.rejected).toEqual([
+      { line: 3, serial: null, codes: ['FIELD_COUNT'] },
+      { line: 4, serial: 'SN 3', codes: ['SERIAL_INVALID', 'ATTRIBUTE_VALUE_INVALID'] },
+    ]);
+  });
+
+  it('round-trips through JSON and refuses an unknown version', () => {
+    const plan = buildPlan(input);
+    expect(parsePlan(JSON.stringify(plan))).toEqual(plan);
+    expect(() => parsePlan(JSON.stringify({ ...plan, version: 2 }))).toThrow();
+  });
+});
