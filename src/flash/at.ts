@@ -1,0 +1,182 @@
+/**
+ * Pure AT framing for the nRF91 command set (shared/reference/device-protocols.md A.1):
+ * command encoding, a response reader that turns bytes into complete responses, parsers for the
+ * answers the driver needs, and the device-side command splitter the simulator uses. No I/O.
+ *
+ * Line endings: credential PEMs are normalised to CRLF (what nrfcloud-utils writes), trimmed,
+ * with no trailing line break; the SHA-256 a modem reports covers exactly that text.
+ */
+import { createHash } from 'node:crypto';
+
+export type AtFinal = { kind: 'ok' } | { kind: 'error' } | { kind: 'cme'; code: number };
+
+export interface AtResponse {
+  /** Information lines before the final result, without line endings, empty lines dropped. */
+  lines: string[];
+  final: AtFinal;
+}
+
+/** The credential types of `AT%CMNG` the driver writes. */
+export const CMNG_TYPE = { rootCa: 0, clientCert: 1, privateKey: 2 } as const;
+
+/** Trims, then rewrites every line ending as CRLF: the exact text written and hashed. */
+export function normalizePem(pem: string): string {
+  return pem.trim().split(/\r\n|\r|\n/).join('\r\n');
+}
+
+/** SHA-256 of the UTF-8 text in upper-case hex, as `AT%CMNG=1` reports it. */
+export function sha256Upper(text: string | Uint8Array): string {
+  return createHash('sha256').update(text).digest('hex').toUpperCase();
+}
+
+export function encodeAt(command: string): Buffer {
+  return Buffer.from(`${command}\r\n`, 'utf8');
+}
+
+/** `AT%CMNG=0,<sec_tag>,<type>,"<content>"`; the content must already be normalised. */
+export function cmngWriteCommand(secTag: number, type: number, content: string): string {
+  if (content.length === 0) throw new Error('AT%CMNG content must not be empty');
+  if (content.includes('"')) throw new Error('AT%CMNG content must not contain a double quote');
+  return `AT%CMNG=0,${secTag},${type},"${content}"`;
+}
+
+/** `AT%KEYGEN=<sec_tag>,2,0[,"<subject>"]`: a client private key, answering with a CSR. */
+export function keygenCommand(secTag: number, subject?: string): string {
+  if (subject !== undefined && subject.includes('"')) throw new Error('the subject must not contain a double quote');
+  return `AT%KEYGEN=${secTag},2,0${subject ? `,"${subject}"` : ''}`;
+}
+
+export function parseFinal(line: string): AtFinal | undefined {
+  if (line === 'OK') return { kind: 'ok' };
+  if (line === 'ERROR') return { kind: 'error' };
+  const m = /^\+CME ERROR: ?(\d+)$/.exec(line);
+  return m ? { kind: 'cme', code: Number(m[1]) } : undefined;
+}
+
+/**
+ * Station side: accumulates received bytes and yields each complete response (information
+ * lines up to a final `OK` / `ERROR` / `+CME ERROR: <n>`). Partial data stays buffered.
+ */
+export class AtResponseReader {
+  private partial = '';
+  private lines: string[] = [];
+
+  push(chunk: Uint8Array): AtResponse[] {
+    const out: AtResponse[] = [];
+    this.partial += Buffer.from(chunk).toString('latin1');
+    for (;;) {
+      const nl = this.partial.indexOf('\n');
+      if (nl < 0) break;
+      const line = this.partial.slice(0, nl).replace(/\r+$/, '').replace(/^\r+/, '');
+      this.partial = this.partial.slice(nl + 1);
+      if (line.length === 0) continue;
+      const final = parseFinal(line);
+      if (final) {
+        out.push({ lines: this.lines, final });
+        this.lines = [];
+      } else {
+        this.lines.push(line);
+      }
+    }
+    return out;
+  }
+
+  reset(): void {
+    this.partial = '';
+    this.lines = [];
+  }
+}
+
+/** IMEI from `AT+CGSN`: the last non-empty line, its first 15 characters, which must be digits. */
+export function parseImei(lines: readonly string[]): string | undefined {
+  const last = [...lines].reverse().find((l) => l.trim().length > 0);
+  const imei = last?.trim().slice(0, 15);
+  return imei && /^\d{15}$/.test(imei) ? imei : undefined;
+}
+
+export interface CmngEntry {
+  secTag: number;
+  type: number;
+  sha256: string;
+}
+
+/** `%CMNG: <sec_tag>,<type>,"<64 hex>"` lines; anything else (or a damaged line) is skipped. */
+export function parseCmngList(lines: readonly string[]): CmngEntry[] {
+  const out: CmngEntry[] = [];
+  for (const line of lines) {
+    const m = /^%CMNG: (\d+),(\d+),"([0-9A-Fa-f]{64})"/.exec(line);
+    if (m) out.push({ secTag: Number(m[1]), type: Number(m[2]), sha256: m[3]!.toUpperCase() });
+  }
+  return out;
+}
+
+export interface KeygenAnswer {
+  csrDer: Buffer;
+  /** The COSE_Sign1 attestation part (signed by the device identity key). */
+  cose: Buffer;
+}
+
+/** `%KEYGEN: "<base64url(DER CSR)>.<base64url(COSE_Sign1)>"`. */
+export function parseKeygen(lines: readonly string[]): KeygenAnswer | undefined {
+  for (const line of lines) {
+    const m = /^%KEYGEN: "([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)"$/.exec(line);
+    if (m) return { csrDer: Buffer.from(m[1]!, 'base64url'), cose: Buffer.from(m[2]!, 'base64url') };
+  }
+  return undefined;
+}
+
+/**
+ * Device side: splits the received byte stream into command lines. A line ends at CR or LF
+ * outside double quotes; inside quotes CR/LF belong to the content (PEMs span lines).
+ */
+export class AtCommandSplitter {
+  private buf: number[] = [];
+  private inQuote = false;
+
+  push(chunk: Uint8Array): Buffer[] {
+    const out: Buffer[] = [];
+    for (const b of chunk) {
+      if (b === 0x22) this.inQuote = !this.inQuote;
+      if (!this.inQuote && (b === 0x0d || b === 0x0a)) {
+        if (this.buf.length) out.push(Buffer.from(this.buf));
+        this.buf = [];
+        continue;
+      }
+      this.buf.push(b);
+    }
+    return out;
+  }
+}
+
+export interface AtCommand {
+  /** Upper-case command name, e.g. `AT%CMNG`, `AT+CGSN`. */
+  name: string;
+  /** `=` set, `?` read, `=?` test, `` action. */
+  op: '' | '=' | '?' | '=?';
+  /** Comma-separated parameters; quoted ones without their quotes. */
+  args: string[];
+}
+
+/** Parses one command line (device side). Returns undefined for text that is not a command. */
+export function parseAtCommand(line: string): AtCommand | undefined {
+  const m = /^(AT(?:[+%][A-Za-z0-9]+)?)(=\?|=|\?)?([\s\S]*)$/i.exec(line.trim());
+  if (!m) return undefined;
+  const op = (m[2] ?? '') as AtCommand['op'];
+  const rest = m[3] ?? '';
+  if (op !== '=' && rest.length > 0) return undefined;
+  const args: string[] = [];
+  if (op === '=') {
+    let cur = '';
+    let quoted = false;
+    for (const ch of rest) {
+      if (ch === '"') quoted = !quoted;
+      else if (ch === ',' && !quoted) {
+        args.push(cur);
+        cur = '';
+      } else cur += ch;
+    }
+    if (quoted) return undefined;
+    args.push(cur);
+  }
+  return { name: m[1]!.toUpperCase(), op, args };
+}

@@ -1,0 +1,193 @@
+/**
+ * The driver contract a station uses to provision one device, whatever its command set.
+ *
+ * A station calls, per device:
+ *   1. `readIdentity()`            → the serial/IMEI to look the bundle up by;
+ *   2. `verify(credentials)`       → already provisioned? (hash read-back; nothing written);
+ *   3. `writeCredentials(request)` → writes, then verifies from the device's own answer, or throws;
+ *   4. if `canProvePossession(d)`: `provePossession({ nonce, certificatePem })`;
+ *   5. for device-generated keys, `canGenerateKey(d)`: `generateKey({ subject })` → CSR, register
+ *      it, then `writeCredentials` with the issued certificate (no private key).
+ * Every call takes an optional AbortSignal. Failures are ProvlineErrors with stable codes
+ * (src/flash/errors.ts); `retryable` says whether the station may try the same device again.
+ */
+import 'reflect-metadata';
+import { Pkcs10CertificateRequest, X509Certificate } from '@peculiar/x509';
+import { createPublicKey, verify as verifySignature } from 'node:crypto';
+import { ProvlineError, isProvlineError } from '../core/errors.js';
+import type { DriverName } from '../config/schema.js';
+
+export interface DeviceIdentity {
+  /** The identity the bundle is keyed by: the IMEI for nRF91 modems, the serial otherwise. */
+  serial: string;
+  model?: string;
+  firmware?: string;
+  protocolVersion?: number;
+}
+
+export type CredentialObject = 'rootCa' | 'certificate' | 'privateKey' | 'wrappedKey';
+
+export interface Credentials {
+  rootCaPem: string;
+  certificatePem: string;
+  /** Plain key delivery: the PKCS#8 PEM, unwrapped in memory by the station. */
+  privateKeyPem?: string;
+  /** Wrapped key delivery: the RFC 5649 blob exactly as in the bundle (base64 or bytes). */
+  wrappedKey?: string | Uint8Array;
+}
+
+export interface WriteProgress {
+  object: CredentialObject;
+  bytesSent: number;
+  bytesTotal: number;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface WriteCredentialsRequest extends Credentials, CallOptions {
+  onProgress?: (p: WriteProgress) => void;
+}
+
+export interface VerifiedObject {
+  object: CredentialObject;
+  /** SHA-256 of exactly the bytes the driver writes (upper-case hex). */
+  expected: string;
+  /** What the device reports, or null if it has no such object. */
+  actual: string | null;
+  match: boolean;
+}
+
+export interface VerifyResult {
+  /** True only if the device reported every expected hash. */
+  ok: boolean;
+  objects: VerifiedObject[];
+}
+
+export interface WriteResult {
+  verify: VerifyResult;
+  /** Bytes the driver put on the wire for this call, retries included. */
+  bytesWritten: number;
+  /** Write passes needed (1 = first time right). */
+  passes: number;
+}
+
+export interface DeviceDriver {
+  readonly name: DriverName;
+  readIdentity(options?: CallOptions): Promise<DeviceIdentity>;
+  verify(request: Credentials & CallOptions): Promise<VerifyResult>;
+  /** Resolves only when the device's read-back matches; otherwise throws. */
+  writeCredentials(request: WriteCredentialsRequest): Promise<WriteResult>;
+  /** Detaches from the transport (the caller owns and closes it). */
+  close(): Promise<void>;
+}
+
+export interface GenerateKeyRequest extends CallOptions {
+  /** Subject for the CSR, e.g. `CN=352656100000001`. */
+  subject: string;
+}
+
+export interface GeneratedKey {
+  csrDer: Buffer;
+  csrPem: string;
+  /** Vendor attestation that came with the CSR (nRF91: COSE_Sign1), if any. */
+  attestation?: Buffer;
+}
+
+export interface KeyGenerator {
+  generateKey(request: GenerateKeyRequest): Promise<GeneratedKey>;
+}
+
+export interface ProvePossessionRequest extends CallOptions {
+  nonce: Uint8Array;
+  /** When given, the device's key must be the one this certificate certifies. */
+  certificatePem?: string;
+}
+
+export interface PossessionProof {
+  publicKeyDer: Buffer;
+  signature: Buffer;
+}
+
+export interface PossessionProver {
+  provePossession(request: ProvePossessionRequest): Promise<PossessionProof>;
+}
+
+export function canGenerateKey<D extends DeviceDriver>(d: D): d is D & KeyGenerator {
+  return typeof (d as Partial<KeyGenerator>).generateKey === 'function';
+}
+
+export function canProvePossession<D extends DeviceDriver>(d: D): d is D & PossessionProver {
+  return typeof (d as Partial<PossessionProver>).provePossession === 'function';
+}
+
+export interface RetryPolicy {
+  attempts: number;
+  /** Extra check beyond `retryable` (e.g. never retry DEVICE_DISCONNECTED). */
+  retryIf?: (e: ProvlineError) => boolean;
+  onRetry?: (e: ProvlineError, attempt: number) => Promise<void> | void;
+}
+
+/** Runs `op` up to `attempts` times while it throws retryable ProvlineErrors. */
+export async function withRetries<T>(op: (attempt: number) => Promise<T>, policy: RetryPolicy): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op(attempt);
+    } catch (e) {
+      if (!isProvlineError(e) || !e.retryable || attempt >= policy.attempts || (policy.retryIf && !policy.retryIf(e))) throw e;
+      await policy.onRetry?.(e, attempt);
+    }
+  }
+}
+
+export function verifyResult(objects: VerifiedObject[]): VerifyResult {
+  return { ok: objects.length > 0 && objects.every((o) => o.match), objects };
+}
+
+export function mismatchError(result: VerifyResult, passes: number): ProvlineError {
+  const bad = result.objects.filter((o) => !o.match).map((o) => o.object);
+  return new ProvlineError('DEVICE_VERIFY_MISMATCH', `the device's read-back does not match what was written (${bad.join(', ')}) after ${passes} pass${passes === 1 ? '' : 'es'}`, {
+    retryable: false,
+    hint: 'the link may be damaging data; check the cable and the baud rate',
+    details: { objects: result.objects, passes },
+  });
+}
+
+/** Parses a CSR and checks its self-signature; throws DEVICE_CSR_INVALID otherwise. */
+export async function checkCsr(csrDer: Buffer, expectSubject?: string): Promise<string> {
+  let csr: Pkcs10CertificateRequest;
+  try {
+    csr = new Pkcs10CertificateRequest(csrDer);
+  } catch (e) {
+    throw new ProvlineError('DEVICE_CSR_INVALID', 'the device returned a CSR that does not parse', { cause: e, retryable: true });
+  }
+  const ok = await csr.verify();
+  if (!ok) throw new ProvlineError('DEVICE_CSR_INVALID', "the CSR's signature does not verify", { retryable: true });
+  if (expectSubject && !csr.subject.includes(expectSubject)) {
+    throw new ProvlineError('DEVICE_CSR_INVALID', `the CSR subject "${csr.subject}" lacks "${expectSubject}"`, { retryable: false });
+  }
+  return csr.toString('pem');
+}
+
+/**
+ * Checks a proof of possession: the signature verifies under the reported key, and, when a
+ * certificate is given, the reported key is the certificate's.
+ */
+export function checkPossession(message: Buffer, proof: PossessionProof, certificatePem?: string): void {
+  const fail = (why: string): never => {
+    throw new ProvlineError('DEVICE_POP_FAILED', `proof of possession failed: ${why}`, { retryable: false });
+  };
+  let key;
+  try {
+    key = createPublicKey({ key: proof.publicKeyDer, format: 'der', type: 'spki' });
+  } catch (e) {
+    return fail(`the device's public key does not parse (${(e as Error).message})`);
+  }
+  if (!verifySignature('sha256', message, { key, dsaEncoding: 'der' }, proof.signature)) fail('the signature does not verify');
+  if (certificatePem) {
+    const cert = new X509Certificate(certificatePem);
+    const certSpki = Buffer.from(cert.publicKey.rawData);
+    if (!certSpki.equals(proof.publicKeyDer)) fail("the device's key is not the certificate's key");
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Real serial links for tests: socat pty pairs and ser2net bridges in front of them. Each is
+ * started in its own session (setsid) so killing a test's process group leaves it alone, and is
+ * stopped by pid in cleanup, never by name.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { freePort, stopPid, waitFor } from '../../src/core/proc.js';
+
+export interface PtyPair {
+  /** The device end (where a simulator attaches). */
+  device: string;
+  /** The station end (where a driver's transport opens). */
+  host: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+function spawnDetached(cmd: string, args: string[]): number {
+  const child = spawn('setsid', [cmd, ...args], { stdio: 'ignore' });
+  child.unref();
+  if (!child.pid) throw new Error(`could not start ${cmd}`);
+  return child.pid;
+}
+
+/** `socat pty,raw,echo=0,link=<dir>/<name>-dev pty,raw,echo=0,link=<dir>/<name>-host`. */
+export async function startPtyPair(dir: string, name: string): Promise<PtyPair> {
+  const device = join(dir, `${name}-dev`);
+  const host = join(dir, `${name}-host`);
+  const pid = spawnDetached('socat', [`pty,raw,echo=0,link=${device}`, `pty,raw,echo=0,link=${host}`]);
+  await waitFor(`socat links for ${name}`, () => existsSync(device) && existsSync(host), 5_000, 10);
+  return { device, host, pid, stop: () => stopPid(pid, 'socat', 2_000) };
+}
+
+export interface Ser2net {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** ser2net raw TCP accepter in front of `tty` (chardelay off, see stack-notes.md §7). */
+export async function startSer2net(dir: string, name: string, tty: string): Promise<Ser2net> {
+  const port = await freePort();
+  const yaml = join(dir, `${name}-ser2net.yaml`);
+  const pidFile = join(dir, `${name}-ser2net.pid`);
+  writeFileSync(
+    yaml,
+    [
+      '%YAML 1.1',
+      '---',
+      `connection: &${name.replace(/[^A-Za-z0-9]/g, '')}`,
+      `  accepter: tcp,127.0.0.1,${port}`,
+      `  connector: serialdev,${tty},115200n81,local`,
+      '  options:',
+      '    kickolduser: true',
+      '    chardelay: false',
+      '',
+    ].join('\n'),
+  );
+  const launched = spawnDetached('ser2net', ['-n', '-u', '-c', yaml, '-P', pidFile]);
+  await waitFor(
+    `ser2net on ${port}`,
+    () =>
+      new Promise<boolean>((resolve) => {
+        const s = connect({ host: '127.0.0.1', port }, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+      }),
+    5_000,
+    25,
+  );
+  const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) || launched : launched;
+  // Give ser2net a moment to notice the probe connection closed before a client takes over.
+  await new Promise((r) => setTimeout(r, 50));
+  return { url: `tcp://127.0.0.1:${port}`, pid, stop: () => stopPid(pid, 'ser2net', 2_000) };
+}
