@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { packageVersion } from '../core/paths.js';
 import { CommandContext, type GlobalOptions } from './context.js';
 import { registerDemo } from './commands/demo.js';
+import { registerDeviceSim } from './commands/device-sim.js';
 import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
 import { registerValidate } from './commands/validate.js';
@@ -27,6 +28,7 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout, env: N
   registerValidate(program, ctx);
   registerProfiles(program, ctx);
   registerDemo(program, ctx);
+  registerDeviceSim(program, ctx);
 
   // Every subcommand inherits exitOverride and the output settings.
   const walk = (cmd: Command): void => {
