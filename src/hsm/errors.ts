@@ -7,6 +7,7 @@
  * original error as `cause`. Messages never contain PINs: pkcs11js messages are only the CKR
  * name, and the operation names we add are constants.
  */
+import { createPrivateKey } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import { ProvlineError, type ErrorKind } from '../core/errors.js';
 
@@ -47,8 +48,11 @@ rule([pkcs11js.CKR_KEY_HANDLE_INVALID, pkcs11js.CKR_OBJECT_HANDLE_INVALID], { co
 rule([pkcs11js.CKR_ATTRIBUTE_SENSITIVE], { code: 'HSM_ATTRIBUTE_SENSITIVE', message: 'the HSM refuses to reveal a sensitive attribute', retryable: false });
 rule([pkcs11js.CKR_KEY_UNEXTRACTABLE, pkcs11js.CKR_KEY_NOT_WRAPPABLE], { code: 'HSM_KEY_NOT_EXPORTABLE', message: 'the key may not be exported from the HSM', retryable: false });
 rule([pkcs11js.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11js.CKR_KEY_TYPE_INCONSISTENT], { code: 'HSM_KEY_USAGE_DENIED', message: 'the key is not allowed for this operation', retryable: false });
-rule([pkcs11js.CKR_WRAPPING_KEY_HANDLE_INVALID, pkcs11js.CKR_WRAPPING_KEY_SIZE_RANGE, pkcs11js.CKR_WRAPPING_KEY_TYPE_INCONSISTENT], { code: 'HSM_KEK_INVALID', message: 'the transport KEK cannot wrap this key', retryable: false, kind: 'invalid-input' });
-rule([pkcs11js.CKR_UNWRAPPING_KEY_HANDLE_INVALID, pkcs11js.CKR_UNWRAPPING_KEY_SIZE_RANGE, pkcs11js.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT], { code: 'HSM_KEK_INVALID', message: 'the transport KEK cannot unwrap this key', retryable: false, kind: 'invalid-input' });
+// A KEK handle that went invalid (key deleted, module restarted) is retryable: the retry looks
+// the label up again and then fails for good with HSM_KEK_NOT_FOUND if the key is really gone.
+rule([pkcs11js.CKR_WRAPPING_KEY_HANDLE_INVALID, pkcs11js.CKR_UNWRAPPING_KEY_HANDLE_INVALID], { code: 'HSM_OBJECT_GONE', message: 'the transport KEK no longer exists under its cached handle', retryable: true });
+rule([pkcs11js.CKR_WRAPPING_KEY_SIZE_RANGE, pkcs11js.CKR_WRAPPING_KEY_TYPE_INCONSISTENT], { code: 'HSM_KEK_INVALID', message: 'the transport KEK cannot wrap this key', retryable: false, kind: 'invalid-input' });
+rule([pkcs11js.CKR_UNWRAPPING_KEY_SIZE_RANGE, pkcs11js.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT], { code: 'HSM_KEK_INVALID', message: 'the transport KEK cannot unwrap this key', retryable: false, kind: 'invalid-input' });
 rule([pkcs11js.CKR_WRAPPED_KEY_INVALID, pkcs11js.CKR_WRAPPED_KEY_LEN_RANGE, pkcs11js.CKR_ENCRYPTED_DATA_INVALID, pkcs11js.CKR_ENCRYPTED_DATA_LEN_RANGE], { code: 'HSM_WRAPPED_KEY_INVALID', message: 'the wrapped key does not unwrap under this KEK', retryable: false, kind: 'invalid-input' });
 rule([pkcs11js.CKR_TEMPLATE_INCOMPLETE, pkcs11js.CKR_TEMPLATE_INCONSISTENT, pkcs11js.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11js.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11js.CKR_ATTRIBUTE_READ_ONLY, pkcs11js.CKR_DOMAIN_PARAMS_INVALID, pkcs11js.CKR_KEY_SIZE_RANGE, 0x140 /* CKR_CURVE_NOT_SUPPORTED, not exported by pkcs11js */], { code: 'HSM_TEMPLATE_REJECTED', message: 'the token rejected the key attributes provline asked for', retryable: false });
 rule([pkcs11js.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED], { code: 'HSM_MODULE_STATE', message: 'the PKCS#11 module is in an unexpected initialisation state', retryable: false });
@@ -81,6 +85,7 @@ export function hasCkr(e: unknown, code: number): boolean {
 export function hsmError(e: unknown, operation: string): ProvlineError {
   if (e instanceof ProvlineError) return e;
   if (isPkcs11Error(e)) {
+    drainOpenSslErrors();
     const r = rules.get(e.code);
     const details = { ckr: ckrName(e.code), method: e.method, operation };
     if (r) {
@@ -96,4 +101,23 @@ export function hsmError(e: unknown, operation: string): ProvlineError {
   }
   const message = e instanceof Error ? e.message : String(e);
   return new ProvlineError('HSM_FAILED', `${operation}: ${message}`, { retryable: false, details: { operation }, cause: e });
+}
+
+// A valid Ed25519 PKCS#8 key (all-zero seed), used only to make OpenSSL report its error queue.
+const PROBE_KEY = Buffer.from(`302e020100300506032b657004220420${'00'.repeat(32)}`, 'hex');
+
+/**
+ * SoftHSM runs OpenSSL inside this process. When one of its operations fails (a wrong KEK on
+ * unwrap, for instance) it leaves the error on the calling thread's OpenSSL error queue, and
+ * Node's NEXT unrelated crypto call on that thread throws it ("Provider routines::cipher
+ * operation failed" from createPrivateKey on a valid key). After any failed PKCS#11 call we make
+ * one throwaway crypto call, which reports and clears the queue. Failures of *Async calls leave
+ * their error on a libuv threadpool thread, which this cannot reach (docs/hsm.md).
+ */
+export function drainOpenSslErrors(): void {
+  try {
+    createPrivateKey({ key: PROBE_KEY, format: 'der', type: 'pkcs8' });
+  } catch {
+    // The stale error surfaced here and is gone now.
+  }
 }

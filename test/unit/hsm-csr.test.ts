@@ -2,14 +2,14 @@
 // fast path is a pure optimisation. Signatures are faked deterministically (x509 only formats
 // what the signer returns), then one real RSA software signature is checked end to end.
 import 'reflect-metadata';
-import { constants, createHash, createPublicKey, generateKeyPairSync, privateEncrypt, type KeyObject } from 'node:crypto';
+import { constants, createHash, createPublicKey, generateKeyPairSync, privateEncrypt, type KeyObject, type webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { describe, expect, it } from 'vitest';
 import { certificationRequestInfo, createCsr, subjectRdns, toPem, type CsrSubject } from '../../src/hsm/csr.js';
 import { KEY_TYPE_SPECS, ecdsaRawToDer, ecSpki, rsaSpki } from '../../src/hsm/key-types.js';
 import type { KeyType } from '../../src/config/schema.js';
 
-const ALGS: Record<KeyType, { key: EcKeyImportParams | RsaHashedImportParams; sign: { name: string; hash?: string } }> = {
+const ALGS: Record<KeyType, { key: webcrypto.EcKeyImportParams | webcrypto.RsaHashedImportParams; sign: { name: string; hash?: string } }> = {
   'P-256': { key: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } },
   'P-384': { key: { name: 'ECDSA', namedCurve: 'P-384' }, sign: { name: 'ECDSA', hash: 'SHA-384' } },
   'RSA-2048': { key: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, sign: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } },
@@ -39,14 +39,14 @@ function fakeRaw(keyType: KeyType, input: Buffer): Buffer {
 
 async function x509Csr(keyType: KeyType, subject: CsrSubject, spki: Buffer, rawSig: (tbs: Buffer) => Buffer): Promise<x509.Pkcs10CertificateRequest> {
   const alg = ALGS[keyType];
-  const name: x509.JsonNameParams = subjectRdns(subject).map(([f, v]) => ({ [f]: [v] }));
+  const name: x509.JsonName = subjectRdns(subject).map(([f, v]) => ({ [f]: [v] }));
   const crypto = {
     subtle: {
       exportKey: () => Promise.resolve(new Uint8Array(spki).buffer),
       sign: (_a: unknown, _k: unknown, tbs: ArrayBuffer) => Promise.resolve(new Uint8Array(rawSig(Buffer.from(tbs))).buffer),
     },
-  } as unknown as Crypto;
-  const keys = { publicKey: { algorithm: alg.key }, privateKey: { algorithm: alg.key } } as unknown as CryptoKeyPair;
+  } as unknown as webcrypto.Crypto;
+  const keys = { publicKey: { algorithm: alg.key }, privateKey: { algorithm: alg.key } } as unknown as webcrypto.CryptoKeyPair;
   return x509.Pkcs10CertificateRequestGenerator.create({ name, keys, signingAlgorithm: alg.sign }, crypto);
 }
 

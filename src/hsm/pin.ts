@@ -1,0 +1,35 @@
+/**
+ * Where the user PIN comes from: the environment variable named by `hsm.pinEnv`, else the pin
+ * file. Read only at login and never stored, logged, put in argv, errors, Redis or job data.
+ */
+import { readFileSync } from 'node:fs';
+import { ProvlineError } from '../core/errors.js';
+
+export interface PinSource {
+  pinFile: string | undefined;
+  pinEnv: string;
+}
+
+export function readPin(source: PinSource, env: NodeJS.ProcessEnv = process.env): string {
+  const fromEnv = env[source.pinEnv];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  if (source.pinFile === undefined) {
+    throw new ProvlineError('HSM_PIN_MISSING', 'no HSM user PIN: neither a pin file nor the PIN environment variable is set', {
+      kind: 'invalid-input',
+      hint: `Set hsm.pinFile (PROVLINE_HSM_PIN_FILE) to a 0600 file holding the PIN, or export ${source.pinEnv}.`,
+    });
+  }
+  let text: string;
+  try {
+    text = readFileSync(source.pinFile, 'utf8');
+  } catch (e) {
+    throw new ProvlineError('HSM_PIN_FILE_UNREADABLE', `cannot read the HSM pin file ${source.pinFile}`, {
+      kind: 'invalid-input',
+      cause: e,
+      hint: 'Check hsm.pinFile and its permissions.',
+    });
+  }
+  const pin = text.replace(/\r?\n$/, '');
+  if (pin === '') throw new ProvlineError('HSM_PIN_MISSING', `the HSM pin file ${source.pinFile} is empty`, { kind: 'invalid-input' });
+  return pin;
+}
