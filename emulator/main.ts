@@ -1,0 +1,67 @@
+/**
+ * Process entry point of the AWS IoT stand-in: `node dist/emulator/main.js --state-dir DIR …`
+ * (see emulator/config.ts for the options). Writes the pid file and, once both listeners are
+ * up, the ready file (`{"iotUrl","s3Url","pid"}`); stops cleanly on SIGTERM/SIGINT.
+ */
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { ArgsError, credentialsFromIni, parseArgs, startFaults } from './config.js';
+import { startEmulator } from './server.js';
+import type { Credentials } from './sigv4.js';
+
+function atomicWrite(file: string, text: string): void {
+  writeFileSync(`${file}.tmp`, text, { mode: 0o600 });
+  renameSync(`${file}.tmp`, file);
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  let credentials: Credentials | undefined;
+  if (args.credentialsFile) {
+    credentials = credentialsFromIni(readFileSync(args.credentialsFile, 'utf8'), args.profile);
+    if (!credentials) throw new ArgsError(`profile [${args.profile}] with a key pair not found in ${args.credentialsFile}`);
+  } else if (process.env.AWS_ACCESS_KEY_ID && process.env.AWS_SECRET_ACCESS_KEY) {
+    credentials = { accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY };
+  } else {
+    throw new ArgsError('no credentials: pass --credentials-file and --profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY');
+  }
+  const faultsJson = args.faults?.startsWith('@') ? readFileSync(args.faults.slice(1), 'utf8') : args.faults;
+  if (args.pidFile) atomicWrite(args.pidFile, `${process.pid}\n`);
+  const emulator = await startEmulator({
+    stateDir: args.stateDir,
+    host: args.host,
+    port: args.port,
+    s3Port: args.s3Port,
+    region: args.region,
+    account: args.account,
+    credentials: [credentials],
+    fsync: args.fsync,
+    faults: startFaults(faultsJson, args.seed, args.linesPerSecond),
+    buckets: args.buckets,
+  });
+  const ready = { iotUrl: emulator.iotUrl, s3Url: emulator.s3Url, pid: process.pid, region: emulator.region, account: emulator.account };
+  if (args.readyFile) atomicWrite(args.readyFile, `${JSON.stringify(ready)}\n`);
+  process.stdout.write(`${JSON.stringify(ready)}\n`);
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    emulator
+      .close()
+      .then(() => {
+        if (args.readyFile) rmSync(args.readyFile, { force: true });
+        if (args.pidFile) rmSync(args.pidFile, { force: true });
+        process.exit(0);
+      })
+      .catch((e: unknown) => {
+        process.stderr.write(`provline emulator: ${(e as Error).message}\n`);
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`provline emulator: ${e instanceof ArgsError ? e.message : ((e as Error).stack ?? String(e))}\n`);
+  process.exit(e instanceof ArgsError ? 2 : 1);
+});

@@ -1,0 +1,227 @@
+/**
+ * The stand-in's HTTP side: an AWS IoT control-plane listener (REST-JSON, SigV4 service
+ * `iot`, plus the `/_emulator/*` admin endpoints) and an S3 listener, over one state
+ * directory. `startEmulator` is what emulator/main.ts, the tests and the bench call.
+ *
+ * State directory layout:
+ *   store/        snapshot.json + wal.ndjson (things, certs, policies, CAs, templates, tasks)
+ *   ca/           device-ca.key.pem (0600), device-ca.cert.pem
+ *   s3/<bucket>/  objects
+ *   tasks/        per-task report journals while a bulk task runs
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BulkRunner } from './bulk/tasks.js';
+import { IotError } from './errors.js';
+import { FaultPlan, type FaultsInput } from './faults.js';
+import { caOps } from './iot/cas.js';
+import { certOps } from './iot/certs.js';
+import { R, type Ctx, type Handler } from './iot/model.js';
+import { policyOps } from './iot/policies.js';
+import { registerOps } from './iot/register.js';
+import { templateOps } from './iot/templates.js';
+import { thingOps } from './iot/things.js';
+import { DeviceCa } from './pki.js';
+import { matchRoute } from './routes.js';
+import { ObjectStore } from './s3/objects.js';
+import { handleS3 } from './s3/handler.js';
+import { presignUrl, sha256Hex, verifySigV4, type Credentials } from './sigv4.js';
+import { Store, type FsyncPolicy } from './store.js';
+
+export interface EmulatorOptions {
+  stateDir: string;
+  host?: string;
+  /** 0 (default) picks a free port. */
+  port?: number;
+  s3Port?: number;
+  region?: string;
+  account?: string;
+  /** Key pairs accepted by SigV4 verification (at least one). */
+  credentials: Credentials[];
+  fsync?: FsyncPolicy;
+  faults?: FaultsInput;
+  /** Where to report unexpected failures (default stderr). */
+  log?: (line: string) => void;
+  /** Buckets to create at start. */
+  buckets?: string[];
+}
+
+export interface Emulator {
+  iotUrl: string;
+  s3Url: string;
+  region: string;
+  account: string;
+  faults: FaultPlan;
+  runner: BulkRunner;
+  ca: DeviceCa;
+  objects: ObjectStore;
+  close(): Promise<void>;
+}
+
+/** The JS SDK signs as `iot`; AWS CLI v2 (botocore model metadata) as `execute-api`. */
+export const IOT_SIGNING_NAMES = ['iot', 'execute-api'] as const;
+const MAX_IOT_BODY = 1024 * 1024;
+const MAX_S3_BODY = 256 * 1024 * 1024;
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        reject(new IotError('InvalidRequestException', `The request body is larger than ${limit} bytes.`));
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const data = body === undefined ? Buffer.alloc(0) : Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.length, ...headers });
+  res.end(data);
+}
+
+function listen(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+export async function startEmulator(options: EmulatorOptions): Promise<Emulator> {
+  const host = options.host ?? '127.0.0.1';
+  const region = options.region ?? 'us-east-1';
+  const account = options.account ?? '123456789012';
+  const log = options.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  if (!options.credentials.length) throw new Error('the stand-in needs at least one access key');
+  const secrets = new Map(options.credentials.map((c) => [c.accessKeyId, c.secretAccessKey]));
+  const secretFor = (id: string): string | undefined => secrets.get(id);
+
+  const store = new Store({ dir: join(options.stateDir, 'store'), fsync: options.fsync ?? 'interval', relations: Object.values(R) });
+  const ca = DeviceCa.loadOrCreate(join(options.stateDir, 'ca'));
+  const objects = new ObjectStore(join(options.stateDir, 's3'));
+  for (const b of options.buckets ?? []) objects.createBucket(b);
+  const faults = new FaultPlan(options.faults ?? {});
+  const ctx: Ctx = { store, ca, region, account, now: () => Date.now() / 1000 };
+
+  const iotServer = createServer();
+  const s3Server = createServer();
+  const iotPort = await listen(iotServer, host, options.port ?? 0);
+  const s3Port = await listen(s3Server, host, options.s3Port ?? 0);
+  const iotUrl = `http://${host}:${iotPort}`;
+  const s3Url = `http://${host}:${s3Port}`;
+  const signer = options.credentials[0]!;
+
+  const runner = new BulkRunner({
+    ctx,
+    objects,
+    faults,
+    dir: join(options.stateDir, 'tasks'),
+    presign: (bucket, key, expiresSec) =>
+      presignUrl({ baseUrl: s3Url, path: `/${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`, credentials: signer, region, service: 's3', expiresSec }),
+  });
+  const handlers: Record<string, Handler> = {
+    ...thingOps(ctx),
+    ...certOps(ctx),
+    ...policyOps(ctx),
+    ...caOps(ctx),
+    ...templateOps(ctx),
+    ...registerOps(ctx),
+    ...runner.ops(),
+  };
+
+  const admin = async (req: IncomingMessage, body: Buffer, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> => {
+    if (path === '/_emulator/health') return sendJson(res, 200, { ok: true, iotUrl, s3Url, region, account, pid: process.pid, walBytes: store.walSize() });
+    if (path === '/_emulator/device-ca') {
+      res.writeHead(200, { 'content-type': 'application/x-pem-file' });
+      res.end(ca.certPem);
+      return;
+    }
+    if (path === '/_emulator/faults' && req.method === 'GET') return sendJson(res, 200, faults.faults);
+    if (path === '/_emulator/faults' && req.method === 'PUT') {
+      try {
+        return sendJson(res, 200, faults.update(JSON.parse(body.toString('utf8') || '{}') as FaultsInput, query.get('replace') === 'true'));
+      } catch (e) {
+        return sendJson(res, 400, { message: `invalid faults: ${(e as Error).message}` });
+      }
+    }
+    return sendJson(res, 404, { message: `no admin endpoint ${req.method} ${path}` });
+  };
+
+  iotServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const requestId = randomUUID();
+    const fail = (e: IotError): void => sendJson(res, e.status, { message: e.message, ...e.extra }, { 'x-amzn-ErrorType': e.errorName, 'x-amzn-RequestId': requestId });
+    void (async () => {
+      const url = req.url ?? '/';
+      const qi = url.indexOf('?');
+      const rawPath = qi < 0 ? url : url.slice(0, qi);
+      const rawQuery = qi < 0 ? '' : url.slice(qi + 1);
+      const query = new URLSearchParams(rawQuery);
+      const body = await readBody(req, MAX_IOT_BODY);
+      if (rawPath.startsWith('/_emulator/')) return admin(req, body, res, rawPath, query);
+      const declared = req.headers['x-amz-content-sha256'];
+      const auth = verifySigV4({ method: req.method ?? 'GET', path: rawPath, query: rawQuery, headers: req.headers, payloadHash: typeof declared === 'string' ? declared : sha256Hex(body) }, IOT_SIGNING_NAMES, secretFor);
+      if ('kind' in auth) {
+        const name = auth.kind === 'missing' ? 'MissingAuthenticationTokenException' : auth.kind === 'unknown-key' ? 'UnrecognizedClientException' : 'InvalidSignatureException';
+        return fail(new IotError(name, auth.message));
+      }
+      const route = matchRoute(req.method ?? 'GET', rawPath);
+      if (!route) return sendJson(res, 404, { message: `No operation matches ${req.method} ${rawPath}` }, { 'x-amzn-ErrorType': 'UnknownOperationException', 'x-amzn-RequestId': requestId });
+      let json: Record<string, unknown> = {};
+      if (body.length) {
+        try {
+          json = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+        } catch {
+          throw new IotError('InvalidRequestException', 'The request body is not valid JSON.');
+        }
+        if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new IotError('InvalidRequestException', 'The request body must be a JSON object.');
+      }
+      const delay = faults.latency(route.operation);
+      if (delay) await sleep(delay);
+      if (faults.throttled(route.operation)) throw new IotError('ThrottlingException', 'Rate exceeded');
+      const result = handlers[route.operation]!({ path: route.path, query, headers: req.headers, body: json, requestId });
+      sendJson(res, 200, result ?? {}, { 'x-amzn-RequestId': requestId });
+    })().catch((e: unknown) => {
+      if (e instanceof IotError) return fail(e);
+      log(`provline emulator: internal failure on ${req.method} ${req.url}: ${(e as Error).stack ?? String(e)}`);
+      fail(new IotError('InternalFailureException', 'An internal failure occurred.'));
+    });
+  });
+
+  s3Server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    readBody(req, MAX_S3_BODY)
+      .then((body) => handleS3({ objects, region, secretFor }, req, body, res))
+      .catch((e: unknown) => {
+        res.writeHead(400, { 'content-type': 'application/xml' });
+        res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidRequest</Code><Message>${String((e as Error).message)}</Message></Error>`);
+      });
+  });
+
+  runner.recover();
+
+  return {
+    iotUrl,
+    s3Url,
+    region,
+    account,
+    faults,
+    runner,
+    ca,
+    objects,
+    async close() {
+      await runner.close();
+      const closed = [iotServer, s3Server].map((s) => new Promise<void>((r) => s.close(() => r())));
+      iotServer.closeAllConnections();
+      s3Server.closeAllConnections();
+      await Promise.all(closed);
+      store.close();
+    },
+  };
+}
