@@ -129,6 +129,13 @@ export interface RetryPolicy {
   onRetry?: (e: ProvlineError, attempt: number) => Promise<void> | void;
 }
 
+/**
+ * Errors a driver's per-command layer has already retried to its limit; an outer retry loop
+ * (per object, per keygen) must not multiply those attempts.
+ */
+const RETRIED_PER_COMMAND = new Set(['DEVICE_TIMEOUT', 'DEVICE_BAD_FRAME', 'DEVICE_BUSY']);
+export const notRetriedPerCommand = (e: ProvlineError): boolean => !RETRIED_PER_COMMAND.has(e.code);
+
 /** Runs `op` up to `attempts` times while it throws retryable ProvlineErrors. */
 export async function withRetries<T>(op: (attempt: number) => Promise<T>, policy: RetryPolicy): Promise<T> {
   for (let attempt = 1; ; attempt++) {

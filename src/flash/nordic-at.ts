@@ -20,6 +20,7 @@ import {
 import {
   checkCsr,
   mismatchError,
+  notRetriedPerCommand,
   verifyResult,
   withRetries,
   type CallOptions,
@@ -85,7 +86,7 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
         if (!v) throw new ProvlineError('DEVICE_PROTOCOL_ERROR', 'AT+CGSN did not answer with a 15-digit IMEI', { retryable: true, details: { lines } });
         return v;
       },
-      { attempts: this.opts.attempts },
+      { attempts: this.opts.attempts, retryIf: notRetriedPerCommand },
     );
     const firmware = (await this.run('AT+CGMR', options))[0];
     const model = (await this.run('AT+CGMM', options))[0];
@@ -121,7 +122,7 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
         if (!parsed) throw new ProvlineError('DEVICE_PROTOCOL_ERROR', 'AT%KEYGEN answered without a usable %KEYGEN line', { retryable: true, hint: "the modem's AT buffer may be too small for the CSR" });
         return { ...parsed, csrPem: await checkCsr(parsed.csrDer) };
       },
-      { attempts: this.opts.attempts },
+      { attempts: this.opts.attempts, retryIf: notRetriedPerCommand },
     );
     return { csrDer: answer.csrDer, csrPem: answer.csrPem, attestation: answer.cose };
   }

@@ -11,6 +11,7 @@ import {
   checkCsr,
   checkPossession,
   mismatchError,
+  notRetriedPerCommand,
   verifyResult,
   withRetries,
   type CallOptions,
@@ -43,7 +44,6 @@ import {
   bytes16,
   encodeFrame,
   popMessage,
-  str8,
   u32,
   u8,
   type DecodeEvent,
@@ -128,7 +128,7 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
     let pending = planned;
     let result: VerifyResult | undefined;
     for (let pass = 1; pass <= this.opts.writePasses; pass++) {
-      for (const p of pending) await withRetries(() => this.writeObject(p, request), { attempts: this.opts.attempts });
+      for (const p of pending) await withRetries(() => this.writeObject(p, request), { attempts: this.opts.attempts, retryIf: notRetriedPerCommand });
       result = await this.compare(planned, request);
       if (result.ok) return { verify: result, bytesWritten: this.ex.bytesOut - before, passes: pass };
       pending = planned.filter((p) => !result!.objects.find((o) => o.object === p.object)?.match);
@@ -146,7 +146,7 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
         const csrDer = r.bytes16();
         return { csrDer, csrPem: await checkCsr(csrDer) };
       },
-      { attempts: this.opts.attempts },
+      { attempts: this.opts.attempts, retryIf: notRetriedPerCommand },
     );
   }
 

@@ -1,0 +1,277 @@
+/**
+ * The driver contract suite: every driver against its simulator over real socat ptys and
+ * through ser2net. Every injected fault must end verified after a retry or failed with the
+ * expected code, and a device is never reported verified unless its stored state (read straight
+ * from the simulator) is exactly what was sent.
+ */
+import 'reflect-metadata';
+import { Pkcs10CertificateRequest } from '@peculiar/x509';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { NordicModemModel, SerialV1Model, startSimulator, type Simulator } from '../../devices/index.js';
+import type { DriverName } from '../../src/config/schema.js';
+import { isProvlineError } from '../../src/core/errors.js';
+import { normalizePem, sha256Upper } from '../../src/flash/at.js';
+import { SLOT } from '../../src/flash/frame.js';
+import { canGenerateKey, canProvePossession, createDriver, openTransport, type Credentials, type DeviceDriver, type Transport } from '../../src/flash/index.js';
+import { startPtyPair, startSer2net, type PtyPair, type Ser2net } from '../helpers/pty.js';
+import { makeCa, makeDeviceKey, newKek, wrapKey, type TestCa } from './flash-fixtures.js';
+
+type Link = 'pty' | 'ser2net';
+const SEC_TAG = 16842753;
+const TIMING = { commandTimeoutMs: 250, keygenTimeoutMs: 5_000 };
+
+let dir: string;
+let ca: TestCa;
+let counter = 0;
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'provline-flash-'));
+  ca = await makeCa();
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Rig {
+  driver: DeviceDriver;
+  sim: Simulator;
+  transport: Transport;
+  pair: PtyPair;
+  bridge?: Ser2net;
+  serial: string;
+  kek: Buffer;
+  /** A fresh driver on a fresh connection to the same device (a station coming back to it). */
+  reconnect(): Promise<DeviceDriver>;
+}
+
+async function rig(driverName: DriverName, link: Link, options: { faults?: string; baudRate?: number } = {}): Promise<Rig> {
+  const name = `d${++counter}`;
+  const serial = driverName === 'nordic-at' ? `3526561${String(counter).padStart(8, '0')}` : `SN-${counter}`;
+  const kek = newKek();
+  const pair = await startPtyPair(dir, name);
+  cleanups.push(() => pair.stop());
+  const sim = await startSimulator({ driver: driverName, port: pair.device, serial, kek, ...options });
+  cleanups.push(() => sim.close());
+  // An unplugged USB device takes its tty with it: the pty pair goes away too.
+  void sim.host.unplugged.then(() => pair.stop());
+  const bridge = link === 'ser2net' ? await startSer2net(dir, name, pair.host) : undefined;
+  if (bridge) cleanups.push(() => bridge.stop());
+  const target = bridge?.url ?? pair.host;
+  const connect = async (): Promise<[DeviceDriver, Transport]> => {
+    const transport = await openTransport(target, { baudRate: 115_200 });
+    cleanups.push(() => transport.close());
+    return [createDriver({ driver: driverName, transport, settings: { secTag: SEC_TAG }, timing: TIMING }), transport];
+  };
+  const [driver, transport] = await connect();
+  return {
+    driver,
+    sim,
+    transport,
+    pair,
+    ...(bridge ? { bridge } : {}),
+    serial,
+    kek,
+    reconnect: async () => {
+      await driver.close();
+      await transport.close();
+      return (await connect())[0];
+    },
+  };
+}
+
+/** What each driver is given: plain key delivery for nordic-at, wrapped for serial-v1. */
+async function credentialsFor(r: Rig): Promise<{ creds: Credentials; spkiDer: Buffer }> {
+  const key = await makeDeviceKey();
+  const certificatePem = await ca.issue(r.serial, key.spkiDer);
+  const creds: Credentials =
+    r.driver.name === 'nordic-at'
+      ? { rootCaPem: ca.rootCaPem, certificatePem, privateKeyPem: key.privateKeyPem }
+      : { rootCaPem: ca.rootCaPem, certificatePem, wrappedKey: wrapKey(r.kek, key.pkcs8Der) };
+  return { creds, spkiDer: key.spkiDer };
+}
+
+/** Ground truth from the simulator itself: does the device hold exactly what was sent? */
+function deviceHolds(r: Rig, creds: Credentials): boolean {
+  const model = r.sim.model;
+  if (model instanceof NordicModemModel) {
+    const want: [number, string | undefined][] = [
+      [0, creds.rootCaPem],
+      [1, creds.certificatePem],
+      [2, creds.privateKeyPem],
+    ];
+    return want.every(([type, pem]) => pem === undefined || model.store.get(`${SEC_TAG},${type}`)?.content === normalizePem(pem));
+  }
+  if (model instanceof SerialV1Model) {
+    const want: [number, Buffer | undefined][] = [
+      [SLOT.rootCa, Buffer.from(normalizePem(creds.rootCaPem))],
+      [SLOT.certificate, Buffer.from(normalizePem(creds.certificatePem))],
+      [SLOT.wrappedKey, typeof creds.wrappedKey === 'string' ? Buffer.from(creds.wrappedKey, 'base64') : undefined],
+    ];
+    return want.every(([slot, data]) => data === undefined || model.objects.get(slot)?.equals(data) === true);
+  }
+  return false;
+}
+
+/** Writes and classifies the outcome; asserts the never-falsely-verified rule on the way. */
+async function writeOutcome(r: Rig, creds: Credentials): Promise<string> {
+  try {
+    const result = await r.driver.writeCredentials(creds);
+    expect(result.verify.ok).toBe(true);
+    expect(deviceHolds(r, creds)).toBe(true);
+    return 'verified';
+  } catch (e) {
+    if (!isProvlineError(e)) throw e;
+    return e.code;
+  }
+}
+
+const DRIVERS: DriverName[] = ['nordic-at', 'provline-serial-v1'];
+const LINKS: Link[] = ['pty', 'ser2net'];
+
+describe.each(DRIVERS.flatMap((d) => LINKS.map((l) => [d, l] as const)))('%s over %s', (driverName, link) => {
+  it('reads the identity the device reports', async () => {
+    const r = await rig(driverName, link);
+    const id = await r.driver.readIdentity();
+    expect(id.serial).toBe(r.serial);
+    expect(id.firmware).toBeTruthy();
+  });
+
+  it('writes credentials, verifies them from the device, and detects them on the next visit', async () => {
+    const r = await rig(driverName, link);
+    await r.driver.readIdentity();
+    const { creds } = await credentialsFor(r);
+    const before = await r.driver.verify(creds);
+    expect(before.ok).toBe(false);
+    expect(before.objects.every((o) => o.actual === null)).toBe(true);
+
+    const result = await r.driver.writeCredentials(creds);
+    expect(result).toMatchObject({ passes: 1, verify: { ok: true } });
+    expect(result.verify.objects.map((o) => o.object).sort()).toEqual(driverName === 'nordic-at' ? ['certificate', 'privateKey', 'rootCa'] : ['certificate', 'rootCa', 'wrappedKey']);
+    // The expected hash is over exactly the bytes sent: normalised CRLF PEM text.
+    expect(result.verify.objects.find((o) => o.object === 'certificate')!.expected).toBe(sha256Upper(normalizePem(creds.certificatePem)));
+    expect(deviceHolds(r, creds)).toBe(true);
+
+    const again = await r.reconnect();
+    const { sim } = r;
+    const commandsBefore = sim.host.stats.commands;
+    expect((await again.verify(creds)).ok).toBe(true);
+    expect(sim.host.stats.commands - commandsBefore).toBeLessThanOrEqual(4); // read-back only, nothing rewritten
+    const other = await credentialsFor(r);
+    expect((await again.verify(other.creds)).ok).toBe(false);
+  });
+
+  it('generates a key on the device and returns a CSR that verifies', async () => {
+    const r = await rig(driverName, link);
+    const id = await r.driver.readIdentity();
+    if (!canGenerateKey(r.driver)) throw new Error(`${driverName} should generate keys`);
+    const generated = await r.driver.generateKey({ subject: `CN=${id.serial}` });
+    const csr = new Pkcs10CertificateRequest(generated.csrDer);
+    expect(await csr.verify()).toBe(true);
+    expect(csr.subject).toBe(`CN=${id.serial}`);
+    // Register (here: our CA signs it) and write the certificate back.
+    const certificatePem = await ca.issueForCsr(generated.csrPem);
+    const result = await r.driver.writeCredentials({ rootCaPem: ca.rootCaPem, certificatePem });
+    expect(result.verify.ok).toBe(true);
+    if (canProvePossession(r.driver)) await r.driver.provePossession({ nonce: randomBytes(32), certificatePem });
+  });
+
+  const v1Only = driverName === 'provline-serial-v1' ? it : it.skip;
+  const nordicOnly = driverName === 'nordic-at' ? it : it.skip;
+
+  v1Only('proves possession of the unwrapped key, and fails for another key', async () => {
+    const r = await rig(driverName, link);
+    const { creds } = await credentialsFor(r);
+    await r.driver.writeCredentials(creds);
+    if (!canProvePossession(r.driver)) throw new Error('serial-v1 proves possession');
+    const proof = await r.driver.provePossession({ nonce: randomBytes(32), certificatePem: creds.certificatePem });
+    expect(proof.signature.length).toBeGreaterThan(60);
+    const stranger = await credentialsFor(r);
+    await expect(r.driver.provePossession({ nonce: randomBytes(32), certificatePem: stranger.creds.certificatePem })).rejects.toMatchObject({ code: 'DEVICE_POP_FAILED' });
+  });
+
+  v1Only('refuses a key wrapped under another KEK (DEVICE_UNWRAP_FAILED), never verified', async () => {
+    const r = await rig(driverName, link);
+    const key = await makeDeviceKey();
+    const creds = { rootCaPem: ca.rootCaPem, certificatePem: await ca.issue(r.serial, key.spkiDer), wrappedKey: wrapKey(newKek(), key.pkcs8Der) };
+    expect(await writeOutcome(r, creds)).toBe('DEVICE_UNWRAP_FAILED');
+  });
+
+  nordicOnly('turns the modem offline before credential work (the simulator refuses with 518 otherwise)', async () => {
+    const r = await rig(driverName, link);
+    const model = r.sim.model as NordicModemModel;
+    expect(model.cfun).toBe(1);
+    const { creds } = await credentialsFor(r);
+    await r.driver.writeCredentials(creds);
+    expect(model.cfun).toBe(4);
+  });
+
+  // fault spec → expected outcome per driver
+  const FAULTS: [string, Record<DriverName, string>][] = [
+    ['cme527', { 'nordic-at': 'verified', 'provline-serial-v1': 'verified' }],
+    ['reject:*', { 'nordic-at': 'DEVICE_CERT_INVALID', 'provline-serial-v1': 'DEVICE_CERT_INVALID' }],
+    ['hang@write', { 'nordic-at': 'verified', 'provline-serial-v1': 'verified' }],
+    ['hang:*@write', { 'nordic-at': 'DEVICE_TIMEOUT', 'provline-serial-v1': 'DEVICE_TIMEOUT' }],
+    ['drop@read', { 'nordic-at': 'verified', 'provline-serial-v1': 'verified' }],
+    ['drop:*@read', { 'nordic-at': 'DEVICE_VERIFY_MISMATCH', 'provline-serial-v1': 'DEVICE_TIMEOUT' }],
+    ['corrupt@write', { 'nordic-at': 'verified', 'provline-serial-v1': 'verified' }],
+    ['corrupt:*@write', { 'nordic-at': 'DEVICE_VERIFY_MISMATCH', 'provline-serial-v1': 'DEVICE_BAD_FRAME' }],
+  ];
+  it.each(FAULTS)('fault %s ends as expected, never falsely verified', async (spec, expected) => {
+    const r = await rig(driverName, link, { faults: spec });
+    const { creds } = await credentialsFor(r);
+    const outcome = await writeOutcome(r, creds);
+    expect(r.sim.host.faults.fired.length).toBeGreaterThan(0);
+    expect(outcome).toBe(expected[driverName]);
+  });
+
+  it('an unplug in the middle of a write fails with DEVICE_DISCONNECTED, never verified', async () => {
+    const r = await rig(driverName, link, { faults: 'unplug@write#2' });
+    const { creds } = await credentialsFor(r);
+    const outcome = await writeOutcome(r, creds);
+    await r.sim.host.unplugged;
+    expect(outcome).toBe('DEVICE_DISCONNECTED');
+    expect(deviceHolds(r, creds)).toBe(false);
+  });
+});
+
+describe('several devices at once', () => {
+  it('four simulators on four ptys in parallel, both drivers, both links: all verified', async () => {
+    const plan: [DriverName, Link][] = [
+      ['nordic-at', 'pty'],
+      ['provline-serial-v1', 'pty'],
+      ['nordic-at', 'ser2net'],
+      ['provline-serial-v1', 'ser2net'],
+    ];
+    const rigs = await Promise.all(plan.map(([d, l]) => rig(d, l)));
+    const results = await Promise.all(
+      rigs.map(async (r) => {
+        const id = await r.driver.readIdentity();
+        const { creds } = await credentialsFor(r);
+        const w = await r.driver.writeCredentials(creds);
+        return { serial: id.serial, ok: w.verify.ok && deviceHolds(r, creds) };
+      }),
+    );
+    expect(results).toEqual(rigs.map((r) => ({ serial: r.serial, ok: true })));
+  });
+});
+
+describe('line rate', () => {
+  it('a simulator at 115200 8N1 takes at least the wire time for the bytes it moves', async () => {
+    const r = await rig('provline-serial-v1', 'pty', { baudRate: 115_200 });
+    const { creds } = await credentialsFor(r);
+    const t0 = performance.now();
+    await r.driver.writeCredentials(creds);
+    const elapsed = performance.now() - t0;
+    const { bytesIn, bytesOut } = r.sim.host.stats;
+    const wireMs = ((bytesIn + bytesOut) / 11_520) * 1000;
+    expect(wireMs).toBeGreaterThan(150); // ~2 KB each way: the check below is meaningful
+    expect(elapsed).toBeGreaterThanOrEqual(wireMs * 0.95);
+    expect(elapsed).toBeLessThan(wireMs * 3 + 500);
+  });
+});
