@@ -31,7 +31,7 @@ function startSim(args: string[]): { child: ChildProcess; events: Record<string,
   child.stdout!.on('data', (d: Buffer) => {
     buf += d.toString();
     for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      events.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
+      events.push(JSON.parse(buf.slice(0, nl)));
       buf = buf.slice(nl + 1);
     }
   });
