@@ -7,6 +7,8 @@ import { packageVersion } from '../core/paths.js';
 import { CommandContext, type GlobalOptions } from './context.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDeviceSim } from './commands/device-sim.js';
+import { registerHsm } from './commands/hsm.js';
+import { registerEmulator } from './commands/emulator.js';
 import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
 import { registerValidate } from './commands/validate.js';
@@ -27,8 +29,10 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout, env: N
   registerStack(program, ctx);
   registerValidate(program, ctx);
   registerProfiles(program, ctx);
+  registerEmulator(program, ctx);
   registerDemo(program, ctx);
   registerDeviceSim(program, ctx);
+  registerHsm(program, ctx);
 
   // Every subcommand inherits exitOverride and the output settings.
   const walk = (cmd: Command): void => {

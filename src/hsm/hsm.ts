@@ -16,7 +16,7 @@ import type { HsmSettings } from '../stack/runtime.js';
 import { createIdentityOn, type DeviceIdentity, type DeviceIdentityRequest } from './identity.js';
 import { findKek, generateKek, importKek, type KekRef } from './kek.js';
 import { Pkcs11Module, type ModuleInfo } from './module.js';
-import { asyncOps, syncOps, withLatency, type KeyOps } from './ops.js';
+import { asyncOps, hybridOps, syncOps, withLatency, type KeyOps } from './ops.js';
 import { readPin } from './pin.js';
 import { SessionPool } from './pool.js';
 import { KEY_TYPE_SPECS } from './key-types.js';
@@ -29,7 +29,7 @@ import { ProvlineError } from '../core/errors.js';
  * on SoftHSM: the blocking calls for EC keys (each well under a millisecond), the threadpool
  * for RSA keys (keygen ~200 ms must not block the event loop). Use `async` for network HSMs.
  */
-export type CallMode = 'auto' | 'sync' | 'async';
+export type CallMode = 'auto' | 'sync' | 'async' | 'hybrid';
 
 export interface OpenHsmOptions {
   mode?: CallMode;
@@ -83,7 +83,8 @@ export class Hsm {
 
   /** The call implementation for a key type (see CallMode). */
   opsFor(keyType: KeyType): KeyOps {
-    const base = this.mode === 'sync' ? syncOps : this.mode === 'async' ? asyncOps : KEY_TYPE_SPECS[keyType].family === 'rsa' ? asyncOps : syncOps;
+    const base =
+      this.mode === 'sync' ? syncOps : this.mode === 'async' ? asyncOps : this.mode === 'hybrid' ? hybridOps : KEY_TYPE_SPECS[keyType].family === 'rsa' ? asyncOps : syncOps;
     return this.latencyMs > 0 ? withLatency(base, this.latencyMs) : base;
   }
 

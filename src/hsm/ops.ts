@@ -53,6 +53,17 @@ export const asyncOps: KeyOps = {
   destroy: (p, s, object) => p.C_DestroyObject(s, object),
 };
 
+/**
+ * Key generation on the threadpool, everything else blocking: while one lane's keygen (the
+ * most expensive call, ~0.1 ms for P-256) runs off-thread, the event loop signs, builds and
+ * wraps for another lane, so SoftHSM and provline's own JS overlap on two cores.
+ */
+export const hybridOps: KeyOps = {
+  ...syncOps,
+  name: 'hybrid',
+  generateKeyPair: asyncOps.generateKeyPair,
+};
+
 /** `ops` with `ms` of simulated network round trip after every call (benchmarks only). */
 export function withLatency(ops: KeyOps, ms: number): KeyOps {
   const late =

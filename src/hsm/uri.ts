@@ -95,7 +95,8 @@ export function parsePkcs11Uri(uri: string): Pkcs11Uri {
 export function formatPkcs11Uri(u: Pkcs11Uri): string {
   const parts: string[] = [];
   const add = (name: string, value: string | Buffer | undefined): void => {
-    if (value !== undefined) parts.push(`${name}=${percentEncode(typeof value === 'string' ? Buffer.from(value, 'utf8') : value)}`);
+    // Text attributes keep their safe characters; the binary id is %XX throughout (as p11-kit).
+    if (value !== undefined) parts.push(`${name}=${typeof value === 'string' ? percentEncode(Buffer.from(value, 'utf8')) : percentEncode(value, true)}`);
   };
   add('token', u.token);
   add('manufacturer', u.manufacturer);
@@ -108,11 +109,11 @@ export function formatPkcs11Uri(u: Pkcs11Uri): string {
   return `pkcs11:${parts.join(';')}`;
 }
 
-function percentEncode(bytes: Buffer): string {
+function percentEncode(bytes: Buffer, all = false): string {
   let s = '';
   for (const b of bytes) {
     const ch = String.fromCharCode(b);
-    s += b < 0x80 && PCHAR_SAFE.test(ch) ? ch : `%${b.toString(16).padStart(2, '0').toUpperCase()}`;
+    s += !all && b < 0x80 && PCHAR_SAFE.test(ch) ? ch : `%${b.toString(16).padStart(2, '0').toUpperCase()}`;
   }
   return s;
 }
