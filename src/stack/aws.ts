@@ -1,27 +1,132 @@
 /**
- * The stack's slot for the local AWS IoT stand-in (emulator/). Until the stand-in lands the
- * slot reports nulls, as `stack status --json` documents.
+ * The stack's local AWS IoT stand-in (emulator/): a detached `node dist/emulator/main.js`
+ * with its state, pid file, log and a standard AWS shared-credentials file under
+ * `<home>/aws/`. The key pair is random, made at the first `stack up`, and kept (0600).
+ *
+ * Layout of <home>/aws/:
+ *   credentials     [provline-local] aws_access_key_id / aws_secret_access_key
+ *   config          [profile provline-local] region = us-east-1
+ *   emulator.pid, ready.json, emulator.log
+ *   state/          the stand-in's state directory (see emulator/server.ts)
  */
-import type { StackPaths, StackState } from './home.js';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ProvlineError } from '../core/errors.js';
+import { packageRoot } from '../core/paths.js';
+import { freePort, isAlive, stopPid, waitFor } from '../core/proc.js';
+import { readPid, type StackPaths, type StackState } from './home.js';
+
+export const AWS_PROFILE = 'provline-local';
+export const AWS_BUCKET = 'provline-local';
+export const AWS_REGION = 'us-east-1';
+export const AWS_ACCOUNT = '123456789012';
+/** Any role ARN works with the stand-in; this is the one the stack advertises. */
+export const AWS_ROLE_ARN = `arn:aws:iam::${AWS_ACCOUNT}:role/provline-local-registration`;
+const MARK = 'emulator/main.js';
 
 export interface AwsStatus {
   endpoint: string | null;
   s3Endpoint: string | null;
   region: string | null;
   credentialsFile: string | null;
+  /** AWS_CONFIG_FILE for tools that want the region from a profile (the AWS CLI). */
+  configFile: string | null;
   profile: string | null;
   bucket: string | null;
+  roleArn: string | null;
   pid: number | null;
   running: boolean;
 }
 
-export function awsStatus(_paths: StackPaths, _state: StackState): AwsStatus {
-  return { endpoint: null, s3Endpoint: null, region: null, credentialsFile: null, profile: null, bucket: null, pid: null, running: false };
+function files(paths: StackPaths): { credentials: string; config: string; pid: string; ready: string; log: string; state: string } {
+  const d = paths.awsDir;
+  return { credentials: join(d, 'credentials'), config: join(d, 'config'), pid: join(d, 'emulator.pid'), ready: join(d, 'ready.json'), log: join(d, 'emulator.log'), state: join(d, 'state') };
 }
 
-/** Starts the stand-in; returns what to record in stack.json. */
-export function awsUp(_paths: StackPaths, state: StackState): Promise<StackState['aws']> {
-  return Promise.resolve(state.aws);
+export function awsStatus(paths: StackPaths, state: StackState): AwsStatus {
+  const f = files(paths);
+  const pid = readPid(f.pid);
+  const running = isAlive(pid, MARK);
+  const port = state.aws?.port;
+  const s3Port = state.aws?.s3Port;
+  if (!port || !s3Port) {
+    return { endpoint: null, s3Endpoint: null, region: null, credentialsFile: null, configFile: null, profile: null, bucket: null, roleArn: null, pid: null, running: false };
+  }
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    s3Endpoint: `http://127.0.0.1:${s3Port}`,
+    region: AWS_REGION,
+    credentialsFile: f.credentials,
+    configFile: f.config,
+    profile: AWS_PROFILE,
+    bucket: AWS_BUCKET,
+    roleArn: AWS_ROLE_ARN,
+    pid: running ? pid! : null,
+    running,
+  };
 }
 
-export async function awsDown(_paths: StackPaths): Promise<void> {}
+/** Random credentials in AWS's shapes (20-char key id starting AKIA, 40-char secret). */
+function newCredentialsFile(file: string): void {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const id = `AKIA${[...randomBytes(16)].map((b) => alphabet[b % 32]).join('')}`;
+  const secret = randomBytes(30).toString('base64');
+  writeFileSync(file, `# Written by \`provline stack up\` for the local AWS IoT stand-in; not valid against AWS.\n[${AWS_PROFILE}]\naws_access_key_id = ${id}\naws_secret_access_key = ${secret}\n`, { mode: 0o600 });
+}
+
+/** Starts the stand-in (or keeps it running); returns what to record in stack.json. */
+export async function awsUp(paths: StackPaths, state: StackState): Promise<StackState['aws']> {
+  const f = files(paths);
+  mkdirSync(paths.awsDir, { recursive: true, mode: 0o700 });
+  if (!existsSync(f.credentials)) newCredentialsFile(f.credentials);
+  if (!existsSync(f.config)) writeFileSync(f.config, `[profile ${AWS_PROFILE}]\nregion = ${AWS_REGION}\n`, { mode: 0o600 });
+  const current = awsStatus(paths, state);
+  if (current.running && state.aws) return state.aws;
+  const port = await freePort(state.aws?.port);
+  let s3Port = await freePort(state.aws?.s3Port);
+  if (s3Port === port) s3Port = await freePort();
+  rmSync(f.ready, { force: true });
+  const script = join(packageRoot(), 'dist', 'emulator', 'main.js');
+  if (!existsSync(script)) {
+    throw new ProvlineError('STACK_AWS_FAILED', `the AWS IoT stand-in is not built (${script} is missing)`, { hint: 'Run `bash scripts/bootstrap.sh` (or `npm run build`).' });
+  }
+  const log = openSync(f.log, 'a', 0o600);
+  const args = [script, '--state-dir', f.state, '--port', String(port), '--s3-port', String(s3Port), '--region', AWS_REGION, '--account', AWS_ACCOUNT];
+  args.push('--credentials-file', f.credentials, '--profile', AWS_PROFILE, '--pid-file', f.pid, '--ready-file', f.ready, '--bucket', AWS_BUCKET);
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
+  closeSync(log);
+  let exited: number | null = null;
+  child.once('exit', (code) => (exited = code ?? 1));
+  child.unref();
+  try {
+    await waitFor(
+      'the AWS IoT stand-in to be ready',
+      () => {
+        if (exited !== null) throw new Error(`it exited with code ${exited}`);
+        return existsSync(f.ready);
+      },
+      20_000,
+    );
+  } catch (e) {
+    throw new ProvlineError('STACK_AWS_FAILED', 'the AWS IoT stand-in did not start', { cause: e, hint: `See ${f.log}.`, details: { log: tail(f.log) } });
+  }
+  return { ...state.aws, port, s3Port };
+}
+
+export async function awsDown(paths: StackPaths): Promise<void> {
+  const f = files(paths);
+  const pid = readPid(f.pid);
+  if (pid) await stopPid(pid, MARK, 15_000);
+  rmSync(f.pid, { force: true });
+  rmSync(f.ready, { force: true });
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-20).join('\n');
+  } catch {
+    return '';
+  }
+}
