@@ -9,7 +9,6 @@ import { registerDemo } from './commands/demo.js';
 import { registerDeviceSim } from './commands/device-sim.js';
 import { registerHsm } from './commands/hsm.js';
 import { registerEmulator } from './commands/emulator.js';
-import { registerEmulator } from './commands/emulator.js';
 import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
 import { registerValidate } from './commands/validate.js';
@@ -30,7 +29,6 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout, env: N
   registerStack(program, ctx);
   registerValidate(program, ctx);
   registerProfiles(program, ctx);
-  registerEmulator(program, ctx);
   registerEmulator(program, ctx);
   registerDemo(program, ctx);
   registerDeviceSim(program, ctx);
