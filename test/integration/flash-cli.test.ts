@@ -28,7 +28,7 @@ function startSim(args: string[]): { child: ChildProcess; events: Record<string,
   children.push(child);
   const events: Record<string, unknown>[] = [];
   let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout?.on('data', (d: Buffer) => {
     buf += d.toString();
     for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
       events.push(JSON.parse(buf.slice(0, nl)));
