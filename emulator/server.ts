@@ -137,7 +137,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     ...runner.ops(),
   };
 
-  const admin = async (req: IncomingMessage, body: Buffer, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> => {
+  const admin = (req: IncomingMessage, body: Buffer, res: ServerResponse, path: string, query: URLSearchParams): void => {
     if (path === '/_emulator/health') return sendJson(res, 200, { ok: true, iotUrl, s3Url, region, account, pid: process.pid, walBytes: store.walSize() });
     if (path === '/_emulator/device-ca') {
       res.writeHead(200, { 'content-type': 'application/x-pem-file' });

@@ -191,7 +191,7 @@ export class Store {
 
   private applyInMemory([collection, key, value]: Change): void {
     let map = this.data.get(collection);
-    if (!map) this.data.set(collection, (map = new Map()));
+    if (!map) this.data.set(collection, (map = new Map<string, unknown>()));
     const index = this.indexes.get(collection);
     if (value === null || value === undefined) {
       if (map.delete(key) && index) this.unindex(index, key);

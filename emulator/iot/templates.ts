@@ -102,7 +102,7 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
       const enabled = bool(r.body, 'enabled');
       if (enabled !== undefined) next.enabled = enabled;
       const version = r.body.defaultVersionId;
-      if (version !== undefined && version !== null && version !== t.defaultVersionId) throw invalid(`Version ${String(version)} of template ${t.templateName} does not exist.`);
+      if (version !== undefined && version !== null && version !== t.defaultVersionId) throw invalid(`Version ${JSON.stringify(version)} of template ${t.templateName} does not exist.`);
       const h = hook(r.body);
       if (h && t.type === 'JITP') throw invalid('A pre-provisioning hook cannot be used with a JITP template.');
       if (h) next.preProvisioningHook = h;

@@ -14,7 +14,7 @@ import { BUCKET_RE, type ObjectMeta, type ObjectStore } from './objects.js';
 export interface S3Context {
   objects: ObjectStore;
   region: string;
-  secretFor(accessKeyId: string): string | undefined;
+  secretFor: (accessKeyId: string) => string | undefined;
 }
 
 class S3Error extends Error {

@@ -3,6 +3,7 @@
  * issued certificates checked with openssl against the CSRs' keys), faults and pacing, and
  * durability: state and a running task survive SIGKILL.
  */
+/* eslint-disable @typescript-eslint/no-explicit-any -- scenario outputs are untyped JSON shared by the SDK and the CLI driver */
 import { execFile, execFileSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
