@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import pkcs11js from 'pkcs11js';
 import { ProvlineError } from '../core/errors.js';
+import { tokenLabel } from '../hsm/uri.js';
 import type { StackPaths } from './home.js';
 
 export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
@@ -140,11 +141,6 @@ function withModule<T>(paths: StackPaths, fn: (p: pkcs11js.PKCS11) => T): T {
     if (saved === undefined) delete process.env.SOFTHSM2_CONF;
     else process.env.SOFTHSM2_CONF = saved;
   }
-}
-
-/** A token label without its padding (spaces per the standard, NULs from some writers). */
-export function tokenLabel(raw: string): string {
-  return raw.replace(/[\0 ]+$/, '');
 }
 
 function randomPin(): string {
