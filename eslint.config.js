@@ -12,7 +12,6 @@ export default tseslint.config(
       'coverage/**',
       'bench/**/*.c',
       '**/*.js',
-      '!eslint.config.js',
     ],
   },
   js.configs.recommended,

@@ -12,7 +12,14 @@ import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CreatePolicyCommand, CreateThingGroupCommand, CreateThingTypeCommand, DescribeThingRegistrationTaskCommand, IoTClient, StartThingRegistrationTaskCommand } from '@aws-sdk/client-iot';
+import {
+  CreatePolicyCommand,
+  CreateThingGroupCommand,
+  CreateThingTypeCommand,
+  DescribeThingRegistrationTaskCommand,
+  IoTClient,
+  StartThingRegistrationTaskCommand,
+} from '@aws-sdk/client-iot';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { bitString, oid, seq, set, tlv, toPem, utf8 } from '../emulator/der.js';
 import { packageRoot } from '../src/core/paths.js';
@@ -28,43 +35,102 @@ function arg(name: string, fallback: number): number {
 
 function csr(cn: string): string {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const info = seq(tlv(0x02, Buffer.from([0])), seq(set(seq(oid('2.5.4.3'), utf8(cn)))), publicKey.export({ format: 'der', type: 'spki' }), tlv(0xa0, Buffer.alloc(0)));
-  return toPem(seq(info, seq(oid('1.2.840.10045.4.3.2')), bitString(sign('sha256', info, privateKey))), 'CERTIFICATE REQUEST');
+  const info = seq(
+    tlv(0x02, Buffer.from([0])),
+    seq(set(seq(oid('2.5.4.3'), utf8(cn)))),
+    publicKey.export({ format: 'der', type: 'spki' }),
+    tlv(0xa0, Buffer.alloc(0)),
+  );
+  return toPem(
+    seq(info, seq(oid('1.2.840.10045.4.3.2')), bitString(sign('sha256', info, privateKey))),
+    'CERTIFICATE REQUEST',
+  );
 }
 
 async function main(): Promise<void> {
   const lines = arg('lines', 10_000);
   const dir = mkdtempSync(join(tmpdir(), 'provline-bench-emu-'));
-  const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.BENCH_PROF] : []), join(packageRoot(), 'dist/emulator/main.js'), '--state-dir', join(dir, 'state'), '--bucket', 'bench-input'], {
-    env: { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      ...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.BENCH_PROF] : []),
+      join(packageRoot(), 'dist/emulator/main.js'),
+      '--state-dir',
+      join(dir, 'state'),
+      '--bucket',
+      'bench-input',
+    ],
+    {
+      env: { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   try {
     const ready = await new Promise<{ iotUrl: string; s3Url: string }>((resolve, reject) => {
       child.once('exit', (c) => reject(new Error(`stand-in exited with ${c}`)));
-      child.stdout.once('data', (d: Buffer) => resolve(JSON.parse(d.toString().split('\n')[0]!) as { iotUrl: string; s3Url: string }));
+      child.stdout.once('data', (d: Buffer) =>
+        resolve(JSON.parse(d.toString().split('\n')[0]!) as { iotUrl: string; s3Url: string }),
+      );
     });
     const credentials = { accessKeyId: KEY, secretAccessKey: SECRET };
     const iot = new IoTClient({ endpoint: ready.iotUrl, region: 'us-east-1', credentials });
-    const s3 = new S3Client({ endpoint: ready.s3Url, region: 'us-east-1', credentials, forcePathStyle: true, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+    const s3 = new S3Client({
+      endpoint: ready.s3Url,
+      region: 'us-east-1',
+      credentials,
+      forcePathStyle: true,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
     await iot.send(new CreateThingTypeCommand({ thingTypeName: 'sensor' }));
     await iot.send(new CreateThingGroupCommand({ thingGroupName: 'line-1' }));
-    await iot.send(new CreatePolicyCommand({ policyName: 'device', policyDocument: JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 'iot:Connect', Resource: '*' }] }) }));
+    await iot.send(
+      new CreatePolicyCommand({
+        policyName: 'device',
+        policyDocument: JSON.stringify({
+          Version: '2012-10-17',
+          Statement: [{ Effect: 'Allow', Action: 'iot:Connect', Resource: '*' }],
+        }),
+      }),
+    );
     const t0 = Date.now();
     let input = '';
-    for (let i = 0; i < lines; i++) input += `${JSON.stringify({ ThingName: `bench-${i}`, SerialNumber: `SN${i}`, CSR: csr(`bench-${i}`) })}\n`;
+    for (let i = 0; i < lines; i++)
+      input += `${JSON.stringify({ ThingName: `bench-${i}`, SerialNumber: `SN${i}`, CSR: csr(`bench-${i}`) })}\n`;
     const csrMs = Date.now() - t0;
     await s3.send(new PutObjectCommand({ Bucket: 'bench-input', Key: 'input.ndjson', Body: input }));
     const template = JSON.stringify({
-      Parameters: { ThingName: { Type: 'String' }, SerialNumber: { Type: 'String' }, CSR: { Type: 'String' } },
+      Parameters: {
+        ThingName: { Type: 'String' },
+        SerialNumber: { Type: 'String' },
+        CSR: { Type: 'String' },
+      },
       Resources: {
-        thing: { Type: 'AWS::IoT::Thing', Properties: { ThingName: { Ref: 'ThingName' }, ThingTypeName: 'sensor', ThingGroups: ['line-1'], AttributePayload: { serial: { Ref: 'SerialNumber' } } } },
-        certificate: { Type: 'AWS::IoT::Certificate', Properties: { CertificateSigningRequest: { Ref: 'CSR' }, Status: 'ACTIVE' } },
+        thing: {
+          Type: 'AWS::IoT::Thing',
+          Properties: {
+            ThingName: { Ref: 'ThingName' },
+            ThingTypeName: 'sensor',
+            ThingGroups: ['line-1'],
+            AttributePayload: { serial: { Ref: 'SerialNumber' } },
+          },
+        },
+        certificate: {
+          Type: 'AWS::IoT::Certificate',
+          Properties: { CertificateSigningRequest: { Ref: 'CSR' }, Status: 'ACTIVE' },
+        },
         policy: { Type: 'AWS::IoT::Policy', Properties: { PolicyName: 'device' } },
       },
     });
     const start = Date.now();
-    const { taskId } = await iot.send(new StartThingRegistrationTaskCommand({ templateBody: template, inputFileBucket: 'bench-input', inputFileKey: 'input.ndjson', roleArn: 'arn:aws:iam::123456789012:role/bench' }));
+    const { taskId } = await iot.send(
+      new StartThingRegistrationTaskCommand({
+        templateBody: template,
+        inputFileBucket: 'bench-input',
+        inputFileKey: 'input.ndjson',
+        roleArn: 'arn:aws:iam::123456789012:role/bench',
+      }),
+    );
     let task;
     let polls = 0;
     for (;;) {
@@ -86,7 +152,8 @@ async function main(): Promise<void> {
         linesPerSecond,
         target: TARGET,
         meetsTarget: linesPerSecond >= TARGET && task.status === 'Completed' && task.failureCount === 0,
-        perLine: 'CreateThing (typed, 1 group) + CreateCertificateFromCsr (P-256 CSR, RSA-2048 CA) + AttachPolicy + AttachThingPrincipal',
+        perLine:
+          'CreateThing (typed, 1 group) + CreateCertificateFromCsr (P-256 CSR, RSA-2048 CA) + AttachPolicy + AttachThingPrincipal',
         inputBytes: Buffer.byteLength(input),
         csrGenerationMs: csrMs,
         progressPolls: polls,

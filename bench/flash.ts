@@ -28,9 +28,19 @@ const SIG = { name: 'ECDSA', hash: 'SHA-256' };
 
 async function credentials(driver: DriverName, serial: string, kek: Buffer): Promise<Credentials> {
   const ca = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']);
-  const root = await X509CertificateGenerator.createSelfSigned({ name: 'CN=bench root', keys: ca, signingAlgorithm: SIG });
+  const root = await X509CertificateGenerator.createSelfSigned({
+    name: 'CN=bench root',
+    keys: ca,
+    signingAlgorithm: SIG,
+  });
   const dev = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']);
-  const cert = await X509CertificateGenerator.create({ subject: `CN=${serial}`, issuer: root.subject, publicKey: dev.publicKey, signingKey: ca.privateKey, signingAlgorithm: SIG });
+  const cert = await X509CertificateGenerator.create({
+    subject: `CN=${serial}`,
+    issuer: root.subject,
+    publicKey: dev.publicKey,
+    signingKey: ca.privateKey,
+    signingAlgorithm: SIG,
+  });
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', dev.privateKey));
   if (driver === 'nordic-at') {
     const pem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END PRIVATE KEY-----`;
@@ -38,7 +48,11 @@ async function credentials(driver: DriverName, serial: string, kek: Buffer): Pro
   }
   const padded = Buffer.concat([pkcs8, Buffer.alloc((8 - (pkcs8.length % 8)) % 8)]);
   const c = createCipheriv('id-aes256-wrap-pad', kek, Buffer.from('A65959A6', 'hex'));
-  return { rootCaPem: root.toString('pem'), certificatePem: cert.toString('pem'), wrappedKey: Buffer.concat([c.update(padded), c.final()]).toString('base64') };
+  return {
+    rootCaPem: root.toString('pem'),
+    certificatePem: cert.toString('pem'),
+    wrappedKey: Buffer.concat([c.update(padded), c.final()]).toString('base64'),
+  };
 }
 
 interface PortResult {
@@ -47,16 +61,27 @@ interface PortResult {
   limitMs: number;
 }
 
-async function runPorts(dir: string, driver: DriverName, ports: number, baud: number, round: number): Promise<PortResult[]> {
+async function runPorts(
+  dir: string,
+  driver: DriverName,
+  ports: number,
+  baud: number,
+  round: number,
+): Promise<PortResult[]> {
   return Promise.all(
     Array.from({ length: ports }, async (_, i) => {
       const dev = join(dir, `r${round}p${i}-dev`);
       const host = join(dir, `r${round}p${i}-host`);
-      const socat = spawn('setsid', ['socat', `pty,raw,echo=0,link=${dev}`, `pty,raw,echo=0,link=${host}`], { stdio: 'ignore' });
+      const socat = spawn('setsid', ['socat', `pty,raw,echo=0,link=${dev}`, `pty,raw,echo=0,link=${host}`], {
+        stdio: 'ignore',
+      });
       socat.unref();
       try {
         await waitFor('socat', () => existsSync(dev) && existsSync(host), 5_000, 10);
-        const serial = driver === 'nordic-at' ? `35265610${String(round * 100 + i).padStart(7, '0')}` : `BENCH-${round}-${i}`;
+        const serial =
+          driver === 'nordic-at'
+            ? `35265610${String(round * 100 + i).padStart(7, '0')}`
+            : `BENCH-${round}-${i}`;
         const kek = randomBytes(32);
         const creds = await credentials(driver, serial, kek);
         const sim = await startSimulator({ driver, port: dev, serial, baudRate: baud, kek });
@@ -82,7 +107,9 @@ async function runPorts(dir: string, driver: DriverName, ports: number, baud: nu
 async function main(): Promise<void> {
   const ports = Number(arg('ports', '4'));
   const baud = Number(arg('baud', '115200'));
-  const drivers = (arg('driver', 'all') === 'all' ? ['provline-serial-v1', 'nordic-at'] : [arg('driver', '')]) as DriverName[];
+  const drivers = (
+    arg('driver', 'all') === 'all' ? ['provline-serial-v1', 'nordic-at'] : [arg('driver', '')]
+  ) as DriverName[];
   const dir = mkdtempSync(join(tmpdir(), 'provline-bench-flash-'));
   const out: Record<string, unknown> = { baud, lineRateBytesPerSecond: baud / 10, ports };
   try {
@@ -93,7 +120,12 @@ async function main(): Promise<void> {
       const perDevice = (r: PortResult[]): Record<string, number> => {
         const ms = r.reduce((a, b) => a + b.ms, 0) / r.length;
         const limit = r.reduce((a, b) => a + b.limitMs, 0) / r.length;
-        return { ms: Math.round(ms), wireBytes: Math.round(r.reduce((a, b) => a + b.wireBytes, 0) / r.length), lineRateLimitMs: Math.round(limit), ofLineRate: Number((limit / ms).toFixed(3)) };
+        return {
+          ms: Math.round(ms),
+          wireBytes: Math.round(r.reduce((a, b) => a + b.wireBytes, 0) / r.length),
+          lineRateLimitMs: Math.round(limit),
+          ofLineRate: Number((limit / ms).toFixed(3)),
+        };
       };
       out[driver] = {
         onePort: perDevice(one),

@@ -5,7 +5,9 @@ import { fileURLToPath } from 'node:url';
 
 const entry = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
 if (!existsSync(entry)) {
-  process.stderr.write('provline is not built yet: run `npm run bootstrap` (or `npm ci && npm run build`).\n');
+  process.stderr.write(
+    'provline is not built yet: run `npm run bootstrap` (or `npm ci && npm run build`).\n',
+  );
   process.exit(1);
 }
 await import(entry);

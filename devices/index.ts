@@ -31,7 +31,12 @@ export async function startSimulator(req: SimulatorRequest): Promise<Simulator> 
     req.driver === 'nordic-at'
       ? new NordicModemModel({ imei: req.serial })
       : new SerialV1Model({ serial: req.serial, ...(req.kek ? { kek: req.kek } : {}) });
-  const host = await SimulatorHost.attach(model, { port: req.port, faults, ...(req.baudRate ? { baudRate: req.baudRate } : {}), ...(req.log ? { log: req.log } : {}) });
+  const host = await SimulatorHost.attach(model, {
+    port: req.port,
+    faults,
+    ...(req.baudRate ? { baudRate: req.baudRate } : {}),
+    ...(req.log ? { log: req.log } : {}),
+  });
   return { host, model, close: () => host.close() };
 }
 

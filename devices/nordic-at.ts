@@ -49,7 +49,8 @@ export class NordicModemModel implements DeviceModel {
     if (text.startsWith('AT%CMNG=0')) return 'write';
     if (text.startsWith('AT%CMNG=1') || text.startsWith('AT%CMNG=2')) return 'read';
     if (text.startsWith('AT%KEYGEN')) return 'keygen';
-    if (text.startsWith('AT+CGSN') || text.startsWith('AT+CGMR') || text.startsWith('AT+CGMM')) return 'identity';
+    if (text.startsWith('AT+CGSN') || text.startsWith('AT+CGMR') || text.startsWith('AT+CGMM'))
+      return 'identity';
     return 'control';
   }
 
@@ -104,11 +105,16 @@ export class NordicModemModel implements DeviceModel {
     const key = `${tag},${type}`;
     switch (opcode) {
       case '0': {
-        if (tag === undefined || type === undefined || content === undefined || content.length === 0) return this.answer([], 'ERROR');
+        if (tag === undefined || type === undefined || content === undefined || content.length === 0)
+          return this.answer([], 'ERROR');
         if (this.cfun === 1) return this.error(518);
         if (this.store.has(key)) return this.error(519);
         if (this.store.size >= (this.opts.capacity ?? 32)) return this.error(515);
-        if ((type === 0 || type === 1) && !/^-----BEGIN CERTIFICATE-----\r?\n[\s\S]+\r?\n-----END CERTIFICATE-----$/.test(content)) return this.error(527);
+        if (
+          (type === 0 || type === 1) &&
+          !/^-----BEGIN CERTIFICATE-----\r?\n[\s\S]+\r?\n-----END CERTIFICATE-----$/.test(content)
+        )
+          return this.error(527);
         this.store.set(key, { content, sha256: sha256Upper(content) });
         return this.answer([]);
       }
@@ -138,7 +144,13 @@ export class NordicModemModel implements DeviceModel {
   private async keygen(args: string[]): Promise<Buffer> {
     const [tagArg, typeArg, formatArg = '0', attributes] = args;
     const tag = Number(tagArg);
-    if (!Number.isInteger(tag) || tag < 0 || (typeArg !== '2' && typeArg !== '8') || (formatArg !== '0' && formatArg !== '1')) return this.answer([], 'ERROR');
+    if (
+      !Number.isInteger(tag) ||
+      tag < 0 ||
+      (typeArg !== '2' && typeArg !== '8') ||
+      (formatArg !== '0' && formatArg !== '1')
+    )
+      return this.answer([], 'ERROR');
     if (tag > MAX_SEC_TAG) return this.error(514);
     if (this.cfun === 1) return this.error(518);
     const key = `${tag},${typeArg}`;
@@ -158,9 +170,20 @@ export class NordicModemModel implements DeviceModel {
 
   /** COSE_Sign1 over [type, uuid, sec_tag, SHA-256(first part), nonce], signed by the identity key. */
   private attest(first: Buffer, tag: number, type: string): Buffer {
-    const payload = cbor.array([cbor.text(type), cbor.bytes(this.uuid), cbor.uint(tag), cbor.bytes(createHash('sha256').update(first).digest()), cbor.bytes(randomBytes(16))]);
+    const payload = cbor.array([
+      cbor.text(type),
+      cbor.bytes(this.uuid),
+      cbor.uint(tag),
+      cbor.bytes(createHash('sha256').update(first).digest()),
+      cbor.bytes(randomBytes(16)),
+    ]);
     const protectedHeader = cbor.bytes(cbor.map1(cbor.uint(1), cbor.negint(-7))); // alg: ES256
-    const toSign = cbor.array([cbor.text('Signature1'), protectedHeader, cbor.bytes(Buffer.alloc(0)), cbor.bytes(payload)]);
+    const toSign = cbor.array([
+      cbor.text('Signature1'),
+      protectedHeader,
+      cbor.bytes(Buffer.alloc(0)),
+      cbor.bytes(payload),
+    ]);
     const sig = signMessage({ privateKey: this.identityKey, spkiDer: Buffer.alloc(0) }, toSign);
     return cbor.tag(18, cbor.array([protectedHeader, cbor.map0(), cbor.bytes(payload), cbor.bytes(sig)]));
   }

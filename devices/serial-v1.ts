@@ -114,12 +114,19 @@ export class SerialV1Model implements DeviceModel {
         const min = r.u8();
         const max = r.u8();
         r.end();
-        if (PROTOCOL_VERSION < min || PROTOCOL_VERSION > max) return reply(frame, V1_STATUS.VERSION_UNSUPPORTED);
+        if (PROTOCOL_VERSION < min || PROTOCOL_VERSION > max)
+          return reply(frame, V1_STATUS.VERSION_UNSUPPORTED);
         return reply(frame, V1_STATUS.OK, u8(PROTOCOL_VERSION), u16(MAX_PAYLOAD), u32(this.caps));
       }
       case CMD.IDENTITY:
         r.end();
-        return reply(frame, V1_STATUS.OK, str8(this.opts.serial), str8(this.opts.model ?? 'provline-sim'), str8(this.opts.firmware ?? 'sim-1.0.0'));
+        return reply(
+          frame,
+          V1_STATUS.OK,
+          str8(this.opts.serial),
+          str8(this.opts.model ?? 'provline-sim'),
+          str8(this.opts.firmware ?? 'sim-1.0.0'),
+        );
       case CMD.BEGIN: {
         const slot = r.u8();
         const size = r.u32();
@@ -137,7 +144,8 @@ export class SerialV1Model implements DeviceModel {
         const data = r.rest();
         const s = this.staging;
         if (!s || s.slot !== slot) return reply(frame, V1_STATUS.BAD_PAYLOAD);
-        if (offset + data.length === s.received && offset < s.received) return reply(frame, V1_STATUS.OK, u32(s.received)); // a retransmission
+        if (offset + data.length === s.received && offset < s.received)
+          return reply(frame, V1_STATUS.OK, u32(s.received)); // a retransmission
         if (offset !== s.received) return reply(frame, V1_STATUS.BAD_OFFSET, u32(s.received));
         if (s.received + data.length > s.size) return reply(frame, V1_STATUS.BAD_PAYLOAD);
         s.data.push(data);
@@ -177,7 +185,12 @@ export class SerialV1Model implements DeviceModel {
         const nonce = r.rest();
         if (nonce.length < 16 || nonce.length > 64) return reply(frame, V1_STATUS.BAD_PAYLOAD);
         if (!this.key) return reply(frame, V1_STATUS.NO_KEY);
-        return reply(frame, V1_STATUS.OK, bytes16(this.key.spkiDer), bytes16(signMessage(this.key, popMessage(nonce))));
+        return reply(
+          frame,
+          V1_STATUS.OK,
+          bytes16(this.key.spkiDer),
+          bytes16(signMessage(this.key, popMessage(nonce))),
+        );
       }
       default:
         return reply(frame, V1_STATUS.UNKNOWN_COMMAND);
@@ -196,7 +209,8 @@ export class SerialV1Model implements DeviceModel {
     if (s.received !== s.size || !sha256(data).equals(s.sha256)) return reply(frame, V1_STATUS.HASH_MISMATCH);
     if (slot === SLOT.privateKey || slot === SLOT.wrappedKey) {
       try {
-        this.key = slot === SLOT.privateKey ? fromPem(data.toString('utf8')) : unwrapKey(this.opts.kek!, data);
+        this.key =
+          slot === SLOT.privateKey ? fromPem(data.toString('utf8')) : unwrapKey(this.opts.kek!, data);
       } catch {
         return reply(frame, slot === SLOT.wrappedKey ? V1_STATUS.UNWRAP_FAILED : V1_STATUS.KEY_INVALID);
       }
@@ -211,5 +225,9 @@ function isSlot(n: number): boolean {
 }
 
 function reply(request: Frame, status: number, ...body: Buffer[]): Buffer {
-  return encodeFrame({ type: request.type | RESPONSE_BIT, seq: request.seq, payload: Buffer.concat([u8(status), ...body]) });
+  return encodeFrame({
+    type: request.type | RESPONSE_BIT,
+    seq: request.seq,
+    payload: Buffer.concat([u8(status), ...body]),
+  });
 }

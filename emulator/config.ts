@@ -80,7 +80,8 @@ export function parseArgs(argv: string[]): MainArgs {
   };
   const int = (flag: string, v: string | undefined, min = 0, max = 65535): number => {
     const n = Number(v);
-    if (v === undefined || !/^\d+$/.test(v) || n < min || n > max) throw new ArgsError(`${flag} takes a number from ${min} to ${max}\n${USAGE}`);
+    if (v === undefined || !/^\d+$/.test(v) || n < min || n > max)
+      throw new ArgsError(`${flag} takes a number from ${min} to ${max}\n${USAGE}`);
     return n;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -92,29 +93,56 @@ export function parseArgs(argv: string[]): MainArgs {
       return v;
     };
     switch (flag) {
-      case '--state-dir': a.stateDir = take(); break;
-      case '--host': a.host = take(); break;
-      case '--port': a.port = int(flag, take()); break;
-      case '--s3-port': a.s3Port = int(flag, take()); break;
-      case '--region': a.region = take(); break;
+      case '--state-dir':
+        a.stateDir = take();
+        break;
+      case '--host':
+        a.host = take();
+        break;
+      case '--port':
+        a.port = int(flag, take());
+        break;
+      case '--s3-port':
+        a.s3Port = int(flag, take());
+        break;
+      case '--region':
+        a.region = take();
+        break;
       case '--account':
         a.account = take();
         if (!/^\d{12}$/.test(a.account)) throw new ArgsError('--account takes 12 digits');
         break;
-      case '--credentials-file': a.credentialsFile = take(); break;
-      case '--profile': a.profile = take(); break;
-      case '--faults': a.faults = take(); break;
-      case '--seed': a.seed = int(flag, take(), 0, 2 ** 31 - 1); break;
-      case '--lines-per-second': a.linesPerSecond = int(flag, take(), 1, 1_000_000); break;
+      case '--credentials-file':
+        a.credentialsFile = take();
+        break;
+      case '--profile':
+        a.profile = take();
+        break;
+      case '--faults':
+        a.faults = take();
+        break;
+      case '--seed':
+        a.seed = int(flag, take(), 0, 2 ** 31 - 1);
+        break;
+      case '--lines-per-second':
+        a.linesPerSecond = int(flag, take(), 1, 1_000_000);
+        break;
       case '--fsync': {
         const f = take();
-        if (f !== 'always' && f !== 'interval' && f !== 'never') throw new ArgsError('--fsync takes always, interval or never');
+        if (f !== 'always' && f !== 'interval' && f !== 'never')
+          throw new ArgsError('--fsync takes always, interval or never');
         a.fsync = f;
         break;
       }
-      case '--ready-file': a.readyFile = take(); break;
-      case '--pid-file': a.pidFile = take(); break;
-      case '--bucket': a.buckets.push(take()); break;
+      case '--ready-file':
+        a.readyFile = take();
+        break;
+      case '--pid-file':
+        a.pidFile = take();
+        break;
+      case '--bucket':
+        a.buckets.push(take());
+        break;
       case '-h':
       case '--help':
         throw new ArgsError(USAGE);
@@ -127,7 +155,15 @@ export function parseArgs(argv: string[]): MainArgs {
 }
 
 /** Start-up faults: the --faults JSON (already read), then --seed/--lines-per-second on top. */
-export function startFaults(json: string | undefined, seed: number | undefined, linesPerSecond: number | undefined): FaultsInput {
+export function startFaults(
+  json: string | undefined,
+  seed: number | undefined,
+  linesPerSecond: number | undefined,
+): FaultsInput {
   const base = json ? (JSON.parse(json) as FaultsInput) : {};
-  return { ...base, ...(seed === undefined ? {} : { seed }), ...(linesPerSecond === undefined ? {} : { linesPerSecond }) };
+  return {
+    ...base,
+    ...(seed === undefined ? {} : { seed }),
+    ...(linesPerSecond === undefined ? {} : { linesPerSecond }),
+  };
 }

@@ -25,7 +25,10 @@ export const FaultsSchema = z
         z
           .object({
             pattern: z.string().min(1),
-            error: z.string().regex(/^[A-Za-z]+$/).default('ResourceRegistrationFailureException'),
+            error: z
+              .string()
+              .regex(/^[A-Za-z]+$/)
+              .default('ResourceRegistrationFailureException'),
             message: z.string().optional(),
           })
           .strict(),
@@ -33,7 +36,10 @@ export const FaultsSchema = z
       .default([]),
     /** Fail the next bulk task(s) outright (status Failed, with this message). */
     failTask: z
-      .object({ message: z.string().default('Injected task failure'), afterLines: z.number().int().min(0).default(0) })
+      .object({
+        message: z.string().default('Injected task failure'),
+        afterLines: z.number().int().min(0).default(0),
+      })
       .strict()
       .nullable()
       .default(null),
@@ -84,7 +90,11 @@ export class FaultPlan {
   }
 
   private compile(): void {
-    this.compiled = this.current.failLines.map((f) => ({ re: new RegExp(f.pattern), error: f.error, message: f.message }));
+    this.compiled = this.current.failLines.map((f) => ({
+      re: new RegExp(f.pattern),
+      error: f.error,
+      message: f.message,
+    }));
   }
 
   private draw(key: string): number {

@@ -18,11 +18,17 @@ async function main(): Promise<void> {
   let credentials: Credentials | undefined;
   if (args.credentialsFile) {
     credentials = credentialsFromIni(readFileSync(args.credentialsFile, 'utf8'), args.profile);
-    if (!credentials) throw new ArgsError(`profile [${args.profile}] with a key pair not found in ${args.credentialsFile}`);
+    if (!credentials)
+      throw new ArgsError(`profile [${args.profile}] with a key pair not found in ${args.credentialsFile}`);
   } else if (process.env.AWS_ACCESS_KEY_ID && process.env.AWS_SECRET_ACCESS_KEY) {
-    credentials = { accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY };
+    credentials = {
+      accessKeyId: process.env.AWS_ACCESS_KEY_ID,
+      secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY,
+    };
   } else {
-    throw new ArgsError('no credentials: pass --credentials-file and --profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY');
+    throw new ArgsError(
+      'no credentials: pass --credentials-file and --profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY',
+    );
   }
   const faultsJson = args.faults?.startsWith('@') ? readFileSync(args.faults.slice(1), 'utf8') : args.faults;
   if (args.pidFile) atomicWrite(args.pidFile, `${process.pid}\n`);
@@ -38,7 +44,13 @@ async function main(): Promise<void> {
     faults: startFaults(faultsJson, args.seed, args.linesPerSecond),
     buckets: args.buckets,
   });
-  const ready = { iotUrl: emulator.iotUrl, s3Url: emulator.s3Url, pid: process.pid, region: emulator.region, account: emulator.account };
+  const ready = {
+    iotUrl: emulator.iotUrl,
+    s3Url: emulator.s3Url,
+    pid: process.pid,
+    region: emulator.region,
+    account: emulator.account,
+  };
   if (args.readyFile) atomicWrite(args.readyFile, `${JSON.stringify(ready)}\n`);
   process.stdout.write(`${JSON.stringify(ready)}\n`);
   let stopping = false;
@@ -62,6 +74,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`provline emulator: ${e instanceof ArgsError ? e.message : ((e as Error).stack ?? String(e))}\n`);
+  process.stderr.write(
+    `provline emulator: ${e instanceof ArgsError ? e.message : ((e as Error).stack ?? String(e))}\n`,
+  );
   process.exit(e instanceof ArgsError ? 2 : 1);
 });

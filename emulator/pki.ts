@@ -9,11 +9,40 @@
  * Certificates are assembled from precomputed DER pieces and signed with node:crypto, which is
  * what makes thousands of issues per second possible.
  */
-import { X509Certificate, createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
+import {
+  X509Certificate,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  sign,
+  verify,
+  type KeyObject,
+} from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IotError } from './errors.js';
-import { NULL, bitString, boolTrue, children, decodeOid, explicit, fromPem, octets, oid, printable, readTlv, seq, set, time, tlv, toPem, uint, utf8 } from './der.js';
+import {
+  NULL,
+  bitString,
+  boolTrue,
+  children,
+  decodeOid,
+  explicit,
+  fromPem,
+  octets,
+  oid,
+  printable,
+  readTlv,
+  seq,
+  set,
+  time,
+  tlv,
+  toPem,
+  uint,
+  utf8,
+} from './der.js';
 
 export const AWS_ISSUER_OU = 'Amazon Web Services O=Amazon.com Inc. L=Seattle ST=Washington C=US';
 export const AWS_SUBJECT_CN = 'AWS IoT Certificate';
@@ -146,7 +175,13 @@ export class DeviceCa {
       extensions([this.akiExt, ski(keyIdentifier(spki)), BASIC_LEAF, KU_LEAF]),
     );
     const der = signTbs(tbs, this.key);
-    return { certificateId: certificateId(der), der, pem: toPem(der, 'CERTIFICATE'), notBefore: notBefore.getTime() / 1000, notAfter: AWS_NOT_AFTER.getTime() / 1000 };
+    return {
+      certificateId: certificateId(der),
+      der,
+      pem: toPem(der, 'CERTIFICATE'),
+      notBefore: notBefore.getTime() / 1000,
+      notAfter: AWS_NOT_AFTER.getTime() / 1000,
+    };
   }
 
   /**
@@ -168,9 +203,24 @@ export class DeviceCa {
     const t = Math.floor(now.getTime() / 1000) * 1000;
     const notBefore = new Date(t - 120_000);
     const notAfter = new Date(t + 300_000);
-    const tbs = seq(V3, serial(), SHA256_WITH_RSA, issuer, seq(time(notBefore), time(notAfter)), subject, spki, extensions([this.akiExt, ski(keyIdentifier(spki)), BASIC_LEAF, KU_LEAF]));
+    const tbs = seq(
+      V3,
+      serial(),
+      SHA256_WITH_RSA,
+      issuer,
+      seq(time(notBefore), time(notAfter)),
+      subject,
+      spki,
+      extensions([this.akiExt, ski(keyIdentifier(spki)), BASIC_LEAF, KU_LEAF]),
+    );
     const der = signTbs(tbs, this.key);
-    return { certificateId: certificateId(der), der, pem: toPem(der, 'CERTIFICATE'), notBefore: notBefore.getTime() / 1000, notAfter: notAfter.getTime() / 1000 };
+    return {
+      certificateId: certificateId(der),
+      der,
+      pem: toPem(der, 'CERTIFICATE'),
+      notBefore: notBefore.getTime() / 1000,
+      notAfter: notAfter.getTime() / 1000,
+    };
   }
 }
 
@@ -178,7 +228,11 @@ function badCsr(why: string): IotError {
   return new IotError('InvalidRequestException', `The certificate signing request is not valid: ${why}`);
 }
 
-const CURVE_OIDS: Record<string, string> = { '1.2.840.10045.3.1.7': 'prime256v1', '1.3.132.0.34': 'secp384r1', '1.3.132.0.35': 'secp521r1' };
+const CURVE_OIDS: Record<string, string> = {
+  '1.2.840.10045.3.1.7': 'prime256v1',
+  '1.3.132.0.34': 'secp384r1',
+  '1.3.132.0.35': 'secp521r1',
+};
 
 /** The same rule as checkKey, read from SubjectPublicKeyInfo DER without building a key. */
 function checkSpki(spki: Buffer): void {
@@ -188,7 +242,8 @@ function checkSpki(spki: Buffer): void {
     const algorithm = decodeOid(spki, algOid!);
     if (algorithm === '1.2.840.10045.2.1') {
       const curve = params && params.tag === 0x06 ? decodeOid(spki, params) : '';
-      if (!CURVE_OIDS[curve]) throw badCsr(`the CSR EC curve ${curve || '(none)'} is not supported (P-256, P-384, P-521 are)`);
+      if (!CURVE_OIDS[curve])
+        throw badCsr(`the CSR EC curve ${curve || '(none)'} is not supported (P-256, P-384, P-521 are)`);
       return;
     }
     if (algorithm === '1.2.840.113549.1.1.1') {
@@ -211,9 +266,11 @@ function checkSpki(spki: Buffer): void {
 function checkKey(key: KeyObject, what: string): void {
   const d = key.asymmetricKeyDetails ?? {};
   if (key.asymmetricKeyType === 'rsa') {
-    if ((d.modulusLength ?? 0) < 2048) throw badCsr(`${what} RSA key must be at least 2048 bits, got ${d.modulusLength}`);
+    if ((d.modulusLength ?? 0) < 2048)
+      throw badCsr(`${what} RSA key must be at least 2048 bits, got ${d.modulusLength}`);
   } else if (key.asymmetricKeyType === 'ec') {
-    if (!ALLOWED_CURVES.has(d.namedCurve ?? '')) throw badCsr(`${what} EC curve ${d.namedCurve} is not supported (P-256, P-384, P-521 are)`);
+    if (!ALLOWED_CURVES.has(d.namedCurve ?? ''))
+      throw badCsr(`${what} EC curve ${d.namedCurve} is not supported (P-256, P-384, P-521 are)`);
   } else {
     throw badCsr(`${what} key type ${key.asymmetricKeyType} is not supported (RSA or ECC are)`);
   }
@@ -279,7 +336,8 @@ export interface ParsedCertificate {
 /** Parses a PEM certificate supplied by a caller (RegisterCertificate & co). */
 export function parseCertificate(pem: string, what = 'certificate'): ParsedCertificate {
   const der = fromPem(pem, 'CERTIFICATE');
-  if (!der) throw new IotError('CertificateValidationException', `The ${what} is not a valid PEM certificate.`);
+  if (!der)
+    throw new IotError('CertificateValidationException', `The ${what} is not a valid PEM certificate.`);
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(der);
@@ -289,7 +347,10 @@ export function parseCertificate(pem: string, what = 'certificate'): ParsedCerti
   try {
     checkKey(x509.publicKey, `the ${what}`);
   } catch (e) {
-    throw new IotError('CertificateValidationException', (e as Error).message.replace(/^The certificate signing request is not valid: /, ''));
+    throw new IotError(
+      'CertificateValidationException',
+      (e as Error).message.replace(/^The certificate signing request is not valid: /, ''),
+    );
   }
   return {
     x509,

@@ -82,7 +82,12 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const data = body === undefined ? Buffer.alloc(0) : Buffer.from(JSON.stringify(body));
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.length, ...headers });
   res.end(data);
@@ -104,7 +109,11 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
   const secrets = new Map(options.credentials.map((c) => [c.accessKeyId, c.secretAccessKey]));
   const secretFor = (id: string): string | undefined => secrets.get(id);
 
-  const store = new Store({ dir: join(options.stateDir, 'store'), fsync: options.fsync ?? 'interval', relations: Object.values(R) });
+  const store = new Store({
+    dir: join(options.stateDir, 'store'),
+    fsync: options.fsync ?? 'interval',
+    relations: Object.values(R),
+  });
   const ca = DeviceCa.loadOrCreate(join(options.stateDir, 'ca'));
   const objects = new ObjectStore(join(options.stateDir, 's3'));
   for (const b of options.buckets ?? []) objects.createBucket(b);
@@ -125,7 +134,14 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     faults,
     dir: join(options.stateDir, 'tasks'),
     presign: (bucket, key, expiresSec) =>
-      presignUrl({ baseUrl: s3Url, path: `/${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`, credentials: signer, region, service: 's3', expiresSec }),
+      presignUrl({
+        baseUrl: s3Url,
+        path: `/${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`,
+        credentials: signer,
+        region,
+        service: 's3',
+        expiresSec,
+      }),
   });
   const handlers: Record<string, Handler> = {
     ...thingOps(ctx),
@@ -137,8 +153,23 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     ...runner.ops(),
   };
 
-  const admin = (req: IncomingMessage, body: Buffer, res: ServerResponse, path: string, query: URLSearchParams): void => {
-    if (path === '/_emulator/health') return sendJson(res, 200, { ok: true, iotUrl, s3Url, region, account, pid: process.pid, walBytes: store.walSize() });
+  const admin = (
+    req: IncomingMessage,
+    body: Buffer,
+    res: ServerResponse,
+    path: string,
+    query: URLSearchParams,
+  ): void => {
+    if (path === '/_emulator/health')
+      return sendJson(res, 200, {
+        ok: true,
+        iotUrl,
+        s3Url,
+        region,
+        account,
+        pid: process.pid,
+        walBytes: store.walSize(),
+      });
     if (path === '/_emulator/device-ca') {
       res.writeHead(200, { 'content-type': 'application/x-pem-file' });
       res.end(ca.certPem);
@@ -147,7 +178,14 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     if (path === '/_emulator/faults' && req.method === 'GET') return sendJson(res, 200, faults.faults);
     if (path === '/_emulator/faults' && req.method === 'PUT') {
       try {
-        return sendJson(res, 200, faults.update(JSON.parse(body.toString('utf8') || '{}') as FaultsInput, query.get('replace') === 'true'));
+        return sendJson(
+          res,
+          200,
+          faults.update(
+            JSON.parse(body.toString('utf8') || '{}') as FaultsInput,
+            query.get('replace') === 'true',
+          ),
+        );
       } catch (e) {
         return sendJson(res, 400, { message: `invalid faults: ${(e as Error).message}` });
       }
@@ -157,7 +195,13 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
 
   iotServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const requestId = randomUUID();
-    const fail = (e: IotError): void => sendJson(res, e.status, { message: e.message, ...e.extra }, { 'x-amzn-ErrorType': e.errorName, 'x-amzn-RequestId': requestId });
+    const fail = (e: IotError): void =>
+      sendJson(
+        res,
+        e.status,
+        { message: e.message, ...e.extra },
+        { 'x-amzn-ErrorType': e.errorName, 'x-amzn-RequestId': requestId },
+      );
     void (async () => {
       const url = req.url ?? '/';
       const qi = url.indexOf('?');
@@ -167,13 +211,34 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
       const body = await readBody(req, MAX_IOT_BODY);
       if (rawPath.startsWith('/_emulator/')) return admin(req, body, res, rawPath, query);
       const declared = req.headers['x-amz-content-sha256'];
-      const auth = verifySigV4({ method: req.method ?? 'GET', path: rawPath, query: rawQuery, headers: req.headers, payloadHash: typeof declared === 'string' ? declared : sha256Hex(body) }, IOT_SIGNING_NAMES, secretFor);
+      const auth = verifySigV4(
+        {
+          method: req.method ?? 'GET',
+          path: rawPath,
+          query: rawQuery,
+          headers: req.headers,
+          payloadHash: typeof declared === 'string' ? declared : sha256Hex(body),
+        },
+        IOT_SIGNING_NAMES,
+        secretFor,
+      );
       if ('kind' in auth) {
-        const name = auth.kind === 'missing' ? 'MissingAuthenticationTokenException' : auth.kind === 'unknown-key' ? 'UnrecognizedClientException' : 'InvalidSignatureException';
+        const name =
+          auth.kind === 'missing'
+            ? 'MissingAuthenticationTokenException'
+            : auth.kind === 'unknown-key'
+              ? 'UnrecognizedClientException'
+              : 'InvalidSignatureException';
         return fail(new IotError(name, auth.message));
       }
       const route = matchRoute(req.method ?? 'GET', rawPath);
-      if (!route) return sendJson(res, 404, { message: `No operation matches ${req.method} ${rawPath}` }, { 'x-amzn-ErrorType': 'UnknownOperationException', 'x-amzn-RequestId': requestId });
+      if (!route)
+        return sendJson(
+          res,
+          404,
+          { message: `No operation matches ${req.method} ${rawPath}` },
+          { 'x-amzn-ErrorType': 'UnknownOperationException', 'x-amzn-RequestId': requestId },
+        );
       let json: Record<string, unknown> = {};
       if (body.length) {
         try {
@@ -181,16 +246,25 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
         } catch {
           throw new IotError('InvalidRequestException', 'The request body is not valid JSON.');
         }
-        if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new IotError('InvalidRequestException', 'The request body must be a JSON object.');
+        if (typeof json !== 'object' || json === null || Array.isArray(json))
+          throw new IotError('InvalidRequestException', 'The request body must be a JSON object.');
       }
       const delay = faults.latency(route.operation);
       if (delay) await sleep(delay);
       if (faults.throttled(route.operation)) throw new IotError('ThrottlingException', 'Rate exceeded');
-      const result = handlers[route.operation]!({ path: route.path, query, headers: req.headers, body: json, requestId });
+      const result = handlers[route.operation]!({
+        path: route.path,
+        query,
+        headers: req.headers,
+        body: json,
+        requestId,
+      });
       sendJson(res, 200, result ?? {}, { 'x-amzn-RequestId': requestId });
     })().catch((e: unknown) => {
       if (e instanceof IotError) return fail(e);
-      log(`provline emulator: internal failure on ${req.method} ${req.url}: ${(e as Error).stack ?? String(e)}`);
+      log(
+        `provline emulator: internal failure on ${req.method} ${req.url}: ${(e as Error).stack ?? String(e)}`,
+      );
       fail(new IotError('InternalFailureException', 'An internal failure occurred.'));
     });
   });
@@ -200,7 +274,9 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
       .then((body) => handleS3({ objects, region, secretFor }, req, body, res))
       .catch((e: unknown) => {
         res.writeHead(400, { 'content-type': 'application/xml' });
-        res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidRequest</Code><Message>${String((e as Error).message)}</Message></Error>`);
+        res.end(
+          `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidRequest</Code><Message>${String((e as Error).message)}</Message></Error>`,
+        );
       });
   });
 

@@ -97,7 +97,15 @@ function signingKey(secret: string, date: string, region: string, service: strin
   return createHmac('sha256', kService).update('aws4_request').digest();
 }
 
-function signature(req: SignedRequest, service: string, amzDate: string, scope: string, signedHeaders: string[], key: Buffer, dropQuery?: string): string {
+function signature(
+  req: SignedRequest,
+  service: string,
+  amzDate: string,
+  scope: string,
+  signedHeaders: string[],
+  key: Buffer,
+  dropQuery?: string,
+): string {
   const canonical = [
     req.method.toUpperCase(),
     canonicalPath(req.path, service),
@@ -127,7 +135,12 @@ function equalHex(a: string, b: string): boolean {
  * botocore's model metadata, which AWS CLI v2.9 uses).
  * `now` is injectable for tests.
  */
-export function verifySigV4(req: SignedRequest, services: string | readonly string[], lookup: (accessKeyId: string) => string | undefined, now = Date.now()): AuthOk | AuthFailure {
+export function verifySigV4(
+  req: SignedRequest,
+  services: string | readonly string[],
+  lookup: (accessKeyId: string) => string | undefined,
+  now = Date.now(),
+): AuthOk | AuthFailure {
   const auth = headerValue(req.headers.authorization);
   const params = new URLSearchParams(req.query);
   let credential: string;
@@ -137,20 +150,26 @@ export function verifySigV4(req: SignedRequest, services: string | readonly stri
   let expiresSec: number | undefined;
   let dropQuery: string | undefined;
   if (auth) {
-    if (!auth.startsWith(`${ALGORITHM} `)) return { kind: 'malformed', message: `Unsupported authorization type; only ${ALGORITHM} is accepted.` };
+    if (!auth.startsWith(`${ALGORITHM} `))
+      return { kind: 'malformed', message: `Unsupported authorization type; only ${ALGORITHM} is accepted.` };
     const fields = Object.fromEntries(
       auth
         .slice(ALGORITHM.length + 1)
         .split(',')
         .map((f) => f.trim().split('=') as [string, string]),
     );
-    if (!fields.Credential || !fields.SignedHeaders || !fields.Signature) return { kind: 'malformed', message: 'Authorization header requires Credential, SignedHeaders and Signature.' };
+    if (!fields.Credential || !fields.SignedHeaders || !fields.Signature)
+      return {
+        kind: 'malformed',
+        message: 'Authorization header requires Credential, SignedHeaders and Signature.',
+      };
     credential = fields.Credential;
     signedHeaders = fields.SignedHeaders.split(';');
     given = fields.Signature;
     amzDate = headerValue(req.headers['x-amz-date']);
   } else if (params.get('X-Amz-Algorithm')) {
-    if (params.get('X-Amz-Algorithm') !== ALGORITHM) return { kind: 'malformed', message: `Only ${ALGORITHM} is supported.` };
+    if (params.get('X-Amz-Algorithm') !== ALGORITHM)
+      return { kind: 'malformed', message: `Only ${ALGORITHM} is supported.` };
     credential = params.get('X-Amz-Credential') ?? '';
     signedHeaders = (params.get('X-Amz-SignedHeaders') ?? '').split(';');
     given = params.get('X-Amz-Signature') ?? '';
@@ -161,18 +180,34 @@ export function verifySigV4(req: SignedRequest, services: string | readonly stri
     return { kind: 'missing', message: 'Missing Authentication Token' };
   }
   const parts = credential.split('/');
-  if (parts.length !== 5 || parts[4] !== 'aws4_request') return { kind: 'malformed', message: `Credential should be of the form <key>/<date>/<region>/<service>/aws4_request, got '${credential}'.` };
+  if (parts.length !== 5 || parts[4] !== 'aws4_request')
+    return {
+      kind: 'malformed',
+      message: `Credential should be of the form <key>/<date>/<region>/<service>/aws4_request, got '${credential}'.`,
+    };
   const [accessKeyId, date, region, scopeService] = parts as [string, string, string, string];
   const allowed = typeof services === 'string' ? [services] : services;
-  if (!allowed.includes(scopeService)) return { kind: 'bad-signature', message: `Credential should be scoped to correct service: '${allowed[0]}'. ` };
+  if (!allowed.includes(scopeService))
+    return {
+      kind: 'bad-signature',
+      message: `Credential should be scoped to correct service: '${allowed[0]}'. `,
+    };
   const secret = lookup(accessKeyId);
-  if (secret === undefined) return { kind: 'unknown-key', message: 'The security token included in the request is invalid.' };
+  if (secret === undefined)
+    return { kind: 'unknown-key', message: 'The security token included in the request is invalid.' };
   const t = parseAmzDate(amzDate);
-  if (Number.isNaN(t) || !amzDate.startsWith(date)) return { kind: 'bad-signature', message: 'Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.' };
+  if (Number.isNaN(t) || !amzDate.startsWith(date))
+    return {
+      kind: 'bad-signature',
+      message: 'Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.',
+    };
   if (expiresSec !== undefined) {
     if (now > t + expiresSec * 1000) return { kind: 'bad-signature', message: 'Request has expired' };
   } else if (Math.abs(now - t) > MAX_SKEW_MS) {
-    return { kind: 'bad-signature', message: `Signature expired: ${amzDate} is now earlier or later than the allowed skew of 15 minutes.` };
+    return {
+      kind: 'bad-signature',
+      message: `Signature expired: ${amzDate} is now earlier or later than the allowed skew of 15 minutes.`,
+    };
   }
   const scope = `${date}/${region}/${scopeService}/aws4_request`;
   const key = signingKey(secret, date, region, scopeService);
@@ -180,14 +215,26 @@ export function verifySigV4(req: SignedRequest, services: string | readonly stri
   if (equalHex(expected, given)) return { accessKeyId, region, service: scopeService };
   return {
     kind: 'bad-signature',
-    message: 'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.',
+    message:
+      'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.',
   };
 }
 
 /** A presigned GET URL (query-string SigV4, UNSIGNED-PAYLOAD), as S3's presigner makes. */
-export function presignUrl(options: { baseUrl: string; path: string; credentials: Credentials; region: string; service: string; expiresSec: number; now?: Date }): string {
+export function presignUrl(options: {
+  baseUrl: string;
+  path: string;
+  credentials: Credentials;
+  region: string;
+  service: string;
+  expiresSec: number;
+  now?: Date;
+}): string {
   const now = options.now ?? new Date();
-  const amzDate = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  const amzDate = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
   const date = amzDate.slice(0, 8);
   const host = new URL(options.baseUrl).host;
   const scope = `${date}/${options.region}/${options.service}/aws4_request`;
@@ -202,6 +249,13 @@ export function presignUrl(options: { baseUrl: string; path: string; credentials
     .map(([k, v]) => `${uriEncode(k!)}=${uriEncode(v!)}`)
     .join('&');
   const key = signingKey(options.credentials.secretAccessKey, date, options.region, options.service);
-  const sig = signature({ method: 'GET', path: options.path, query, headers: { host }, payloadHash: 'UNSIGNED-PAYLOAD' }, options.service, amzDate, scope, ['host'], key);
+  const sig = signature(
+    { method: 'GET', path: options.path, query, headers: { host }, payloadHash: 'UNSIGNED-PAYLOAD' },
+    options.service,
+    amzDate,
+    scope,
+    ['host'],
+    key,
+  );
   return `${options.baseUrl}${options.path}?${query}&X-Amz-Signature=${sig}`;
 }

@@ -18,7 +18,20 @@
  * Relations ("pair" collections, key `a\n b`) get in-memory indexes both ways so that
  * "which policies are attached to this cert" and "which certs carry this policy" are O(1).
  */
-import { closeSync, existsSync, fdatasyncSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fdatasyncSync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 export type FsyncPolicy = 'always' | 'interval' | 'never';
@@ -38,7 +51,10 @@ const SNAPSHOT_VERSION = 1;
 
 export class Store {
   private readonly data = new Map<string, Map<string, unknown>>();
-  private readonly indexes = new Map<string, { byA: Map<string, Set<string>>; byB: Map<string, Set<string>> }>();
+  private readonly indexes = new Map<
+    string,
+    { byA: Map<string, Set<string>>; byB: Map<string, Set<string>> }
+  >();
   private readonly walPath: string;
   private readonly snapshotPath: string;
   private readonly fsyncPolicy: FsyncPolicy;
@@ -211,7 +227,10 @@ export class Store {
     sb.add(a);
   }
 
-  private unindex(index: { byA: Map<string, Set<string>>; byB: Map<string, Set<string>> }, key: string): void {
+  private unindex(
+    index: { byA: Map<string, Set<string>>; byB: Map<string, Set<string>> },
+    key: string,
+  ): void {
     const [a, b] = splitPair(key);
     const sa = index.byA.get(a);
     sa?.delete(b);
@@ -223,8 +242,12 @@ export class Store {
 
   private load(): void {
     if (existsSync(this.snapshotPath)) {
-      const snap = JSON.parse(readFileSync(this.snapshotPath, 'utf8')) as { version: number; data: Record<string, Record<string, unknown>> };
-      if (snap.version !== SNAPSHOT_VERSION) throw new Error(`unsupported snapshot version ${snap.version} in ${this.snapshotPath}`);
+      const snap = JSON.parse(readFileSync(this.snapshotPath, 'utf8')) as {
+        version: number;
+        data: Record<string, Record<string, unknown>>;
+      };
+      if (snap.version !== SNAPSHOT_VERSION)
+        throw new Error(`unsupported snapshot version ${snap.version} in ${this.snapshotPath}`);
       for (const [c, records] of Object.entries(snap.data)) {
         for (const [k, v] of Object.entries(records)) this.applyInMemory([c, k, v]);
       }

@@ -18,7 +18,11 @@ export interface Rule {
 export const RULES = {
   thingName: { min: 1, max: 128, pattern: /^[a-zA-Z0-9:_-]+$/, patternText: '[a-zA-Z0-9:_-]+' },
   attributeName: { min: 1, max: 128, pattern: /^[a-zA-Z0-9_.,@/:#-]+$/, patternText: '[a-zA-Z0-9_.,@/:#-]+' },
-  attributeValue: { max: 800, pattern: /^[a-zA-Z0-9_.,@/:#=[\]-]*$/, patternText: '[a-zA-Z0-9_.,@/:#=\\[\\]-]*' },
+  attributeValue: {
+    max: 800,
+    pattern: /^[a-zA-Z0-9_.,@/:#=[\]-]*$/,
+    patternText: '[a-zA-Z0-9_.,@/:#=\\[\\]-]*',
+  },
   description: { max: 2028, pattern: /^(?:[^\p{C}\p{Z}]|\x20)*$/u, patternText: '[\\p{Graph}\\x20]*' },
   policyName: { min: 1, max: 128, pattern: /^[\w+=,.@-]+$/, patternText: '[\\w+=,.@-]+' },
   templateName: { min: 1, max: 36, pattern: /^[0-9A-Za-z_-]+$/, patternText: '^[0-9A-Za-z_-]+$' },
@@ -47,10 +51,14 @@ export const MAX_GROUP_DEPTH = 7;
 /** Every constraint `value` breaks, in AWS's wording. */
 export function violations(value: string, rule: Rule): string[] {
   const out: string[] = [];
-  if (rule.min !== undefined && value.length < rule.min) out.push(`Member must have length greater than or equal to ${rule.min}`);
-  if (rule.max !== undefined && value.length > rule.max) out.push(`Member must have length less than or equal to ${rule.max}`);
-  if (rule.pattern && !rule.pattern.test(value)) out.push(`Member must satisfy regular expression pattern: ${rule.patternText}`);
-  if (rule.values && !rule.values.includes(value)) out.push(`Member must satisfy enum value set: [${rule.values.join(', ')}]`);
+  if (rule.min !== undefined && value.length < rule.min)
+    out.push(`Member must have length greater than or equal to ${rule.min}`);
+  if (rule.max !== undefined && value.length > rule.max)
+    out.push(`Member must have length less than or equal to ${rule.max}`);
+  if (rule.pattern && !rule.pattern.test(value))
+    out.push(`Member must satisfy regular expression pattern: ${rule.patternText}`);
+  if (rule.values && !rule.values.includes(value))
+    out.push(`Member must satisfy enum value set: [${rule.values.join(', ')}]`);
   return out;
 }
 
@@ -61,18 +69,24 @@ export class Validation {
   check(field: string, value: string | undefined, rule: Rule): this {
     if (value === undefined) return this;
     const v = violations(value, rule);
-    if (v.length) this.errors.push(`Value '${value.length > 256 ? `${value.slice(0, 256)}…` : value}' at '${field}' failed to satisfy constraint: ${v.join('; ')}`);
+    if (v.length)
+      this.errors.push(
+        `Value '${value.length > 256 ? `${value.slice(0, 256)}…` : value}' at '${field}' failed to satisfy constraint: ${v.join('; ')}`,
+      );
     return this;
   }
 
   required(field: string, value: unknown): this {
-    if (value === undefined || value === null) this.errors.push(`Value null at '${field}' failed to satisfy constraint: Member must not be null`);
+    if (value === undefined || value === null)
+      this.errors.push(`Value null at '${field}' failed to satisfy constraint: Member must not be null`);
     return this;
   }
 
   done(): void {
     if (!this.errors.length) return;
-    throw invalid(`${this.errors.length} validation error${this.errors.length === 1 ? '' : 's'} detected: ${this.errors.join('; ')}`);
+    throw invalid(
+      `${this.errors.length} validation error${this.errors.length === 1 ? '' : 's'} detected: ${this.errors.join('; ')}`,
+    );
   }
 }
 
@@ -90,14 +104,20 @@ export function checkAttributes(field: string, attributes: Record<string, string
   }
   v.done();
   if (Object.keys(attributes).length > max) {
-    throw invalid(`The number of attributes (${Object.keys(attributes).length}) exceeds the limit of ${max}${max === MAX_ATTRIBUTES_UNTYPED ? ' for a thing without a thing type' : ''}.`);
+    throw invalid(
+      `The number of attributes (${Object.keys(attributes).length}) exceeds the limit of ${max}${max === MAX_ATTRIBUTES_UNTYPED ? ' for a thing without a thing type' : ''}.`,
+    );
   }
 }
 
 /** Policy documents: JSON, an object with Statement, ≤ 2048 non-whitespace characters. */
 export function checkPolicyDocument(doc: string): void {
   const size = doc.replace(/\s+/g, '').length;
-  if (size > MAX_POLICY_CHARS) throw new IotError('MalformedPolicyException', `Policy document is too large: ${size} characters excluding whitespace; the maximum is ${MAX_POLICY_CHARS}.`);
+  if (size > MAX_POLICY_CHARS)
+    throw new IotError(
+      'MalformedPolicyException',
+      `Policy document is too large: ${size} characters excluding whitespace; the maximum is ${MAX_POLICY_CHARS}.`,
+    );
   let parsed: unknown;
   try {
     parsed = JSON.parse(doc);

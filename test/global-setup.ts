@@ -6,6 +6,11 @@ import { fileURLToPath } from 'node:url';
 
 export default function setup(): void {
   const root = fileURLToPath(new URL('..', import.meta.url));
-  const r = spawnSync('bash', ['scripts/bootstrap.sh'], { cwd: root, stdio: 'inherit', env: { ...process.env, PROVLINE_SKIP_APT: '1' } });
-  if (r.status !== 0) process.stderr.write('global-setup: the build reported errors; CLI tests run against what was emitted\n');
+  const r = spawnSync('bash', ['scripts/bootstrap.sh'], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, PROVLINE_SKIP_APT: '1' },
+  });
+  if (r.status !== 0)
+    process.stderr.write('global-setup: the build reported errors; CLI tests run against what was emitted\n');
 }

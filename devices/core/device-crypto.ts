@@ -1,7 +1,14 @@
 /** The crypto a simulated device does on-board: keygen with a CSR, unwrapping, signing. */
 import 'reflect-metadata';
 import { Pkcs10CertificateRequestGenerator } from '@peculiar/x509';
-import { createDecipheriv, createPrivateKey, createPublicKey, sign, webcrypto, type KeyObject } from 'node:crypto';
+import {
+  createDecipheriv,
+  createPrivateKey,
+  createPublicKey,
+  sign,
+  webcrypto,
+  type KeyObject,
+} from 'node:crypto';
 import { trimToDer } from '../../src/core/der.js';
 
 export interface DeviceKey {
@@ -17,7 +24,11 @@ export interface GeneratedDeviceKey extends DeviceKey {
 export async function generateKeyWithCsr(subject: string): Promise<GeneratedDeviceKey> {
   const alg = { name: 'ECDSA', namedCurve: 'P-256' };
   const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
-  const csr = await Pkcs10CertificateRequestGenerator.create({ name: subject, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+  const csr = await Pkcs10CertificateRequestGenerator.create({
+    name: subject,
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
   return { ...fromPkcs8(pkcs8), csrDer: Buffer.from(csr.rawData) };
 }

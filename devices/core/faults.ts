@@ -24,7 +24,13 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 export const CATEGORIES = ['identity', 'write', 'read', 'keygen', 'pop', 'control'] as const;
 export type Category = (typeof CATEGORIES)[number];
 
-const DEFAULT_CATEGORY: Record<FaultKind, Category> = { reject: 'write', hang: 'write', drop: 'read', corrupt: 'write', unplug: 'write' };
+const DEFAULT_CATEGORY: Record<FaultKind, Category> = {
+  reject: 'write',
+  hang: 'write',
+  drop: 'read',
+  corrupt: 'write',
+  unplug: 'write',
+};
 const ALIASES: Record<string, FaultKind> = { cme527: 'reject' };
 
 export interface FaultRule {
@@ -42,11 +48,14 @@ export function parseFaults(spec: string | undefined): FaultRule[] {
   if (!spec?.trim()) return [];
   return spec.split(',').map((part) => {
     const m = /^([a-z0-9]+)(?::(\d+|\*))?(?:@([a-z]+))?(?:#(\d+))?$/.exec(part.trim());
-    if (!m) throw new FaultSpecError(`bad fault "${part}": expected <kind>[:<count>|:*][@<category>][#<nth>]`);
+    if (!m)
+      throw new FaultSpecError(`bad fault "${part}": expected <kind>[:<count>|:*][@<category>][#<nth>]`);
     const kind = (ALIASES[m[1]!] ?? m[1]) as FaultKind;
-    if (!FAULT_KINDS.includes(kind)) throw new FaultSpecError(`unknown fault kind "${m[1]}" (known: ${FAULT_KINDS.join(', ')}, cme527)`);
+    if (!FAULT_KINDS.includes(kind))
+      throw new FaultSpecError(`unknown fault kind "${m[1]}" (known: ${FAULT_KINDS.join(', ')}, cme527)`);
     const category = (m[3] ?? DEFAULT_CATEGORY[kind]) as Category;
-    if (!CATEGORIES.includes(category)) throw new FaultSpecError(`unknown command category "${m[3]}" (known: ${CATEGORIES.join(', ')})`);
+    if (!CATEGORIES.includes(category))
+      throw new FaultSpecError(`unknown command category "${m[3]}" (known: ${CATEGORIES.join(', ')})`);
     const remaining = m[2] === '*' ? Infinity : Number(m[2] ?? 1);
     const nth = Number(m[4] ?? 1);
     if (remaining < 1 || nth < 1) throw new FaultSpecError(`bad fault "${part}": count and nth start at 1`);

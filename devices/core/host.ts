@@ -54,13 +54,20 @@ export class SimulatorHost {
     this.outWire = new Wire(options.baudRate || undefined);
     this.unplugged = new Promise((resolve) => (this.markUnplugged = resolve));
     port.on('data', (chunk: Buffer) => {
-      this.chain = this.chain.then(() => this.receive(chunk)).catch((e: unknown) => this.log(`error: ${String(e)}`));
+      this.chain = this.chain
+        .then(() => this.receive(chunk))
+        .catch((e: unknown) => this.log(`error: ${String(e)}`));
     });
     port.on('error', (e: Error) => this.log(`port error: ${e.message}`));
   }
 
   static async attach(model: DeviceModel, options: HostOptions): Promise<SimulatorHost> {
-    const port = new SerialPort({ path: options.port, baudRate: options.baudRate || 115_200, autoOpen: false, hupcl: false });
+    const port = new SerialPort({
+      path: options.port,
+      baudRate: options.baudRate || 115_200,
+      autoOpen: false,
+      hupcl: false,
+    });
     await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())));
     return new SimulatorHost(port, model, options);
   }

@@ -19,7 +19,11 @@ export const REPORT_PART_LINES = 10_000;
 /** Max input line length (DG-2019: 256K). */
 export const MAX_LINE_BYTES = 256 * 1024;
 
-export function resultLine(lineNumber: number, offset: number, response: { certificatePem?: string; resourceArns: Record<string, string> }): string {
+export function resultLine(
+  lineNumber: number,
+  offset: number,
+  response: { certificatePem?: string; resourceArns: Record<string, string> },
+): string {
   return `${JSON.stringify({ errorMessage: null, lineNumber, offset, response })}\n`;
 }
 
@@ -32,14 +36,16 @@ export function errorLine(lineNumber: number, offset: number, errorMessage: stri
  * turned into strings (OBSERVED plausible, aws-iot.md §1.2).
  */
 export function lineParameters(text: string): Record<string, string> {
-  if (Buffer.byteLength(text) > MAX_LINE_BYTES) throw invalid(`The input line is longer than the maximum of ${MAX_LINE_BYTES} bytes.`);
+  if (Buffer.byteLength(text) > MAX_LINE_BYTES)
+    throw invalid(`The input line is longer than the maximum of ${MAX_LINE_BYTES} bytes.`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (e) {
     throw invalid(`The input line is not valid JSON: ${(e as Error).message}`);
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw invalid('The input line must be a JSON object of parameter values.');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw invalid('The input line must be a JSON object of parameter values.');
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(parsed)) {
     if (typeof v === 'string') out[k] = v;
@@ -54,6 +60,7 @@ export function reportParts(text: string, linesPerPart = REPORT_PART_LINES): str
   if (!text) return [];
   const lines = text.split('\n').filter((l) => l.length > 0);
   const parts: string[] = [];
-  for (let i = 0; i < lines.length; i += linesPerPart) parts.push(`${lines.slice(i, i + linesPerPart).join('\n')}\n`);
+  for (let i = 0; i < lines.length; i += linesPerPart)
+    parts.push(`${lines.slice(i, i + linesPerPart).join('\n')}\n`);
   return parts;
 }

@@ -8,7 +8,16 @@
  * InProgress task is resumed: journals are cut back to the committed lengths and processing
  * continues at the committed offset, so each line is applied exactly once.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, ftruncateSync, writeSync, existsSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  ftruncateSync,
+  writeSync,
+  existsSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IotError, invalid, javaStyleMessage, notFound, type IotErrorName, ERROR_STATUS } from '../errors.js';
@@ -18,7 +27,14 @@ import { qint, requiredStr, tokenPage } from '../iot/members.js';
 import { C, newId, type Ctx, type Handler, type TaskRec, type TaskStatus } from '../iot/model.js';
 import type { ObjectStore } from '../s3/objects.js';
 import { RULES, Validation } from '../validate.js';
-import { REPORT_TYPES, errorLine, lineParameters, reportParts, resultLine, type ReportType } from './reports.js';
+import {
+  REPORT_TYPES,
+  errorLine,
+  lineParameters,
+  reportParts,
+  resultLine,
+  type ReportType,
+} from './reports.js';
 
 export const REPORTS_BUCKET = 'aws-iot-registration-reports';
 const STATUSES: readonly TaskStatus[] = ['InProgress', 'Completed', 'Failed', 'Cancelled', 'Cancelling'];
@@ -83,7 +99,12 @@ export class BulkRunner {
     let task = this.task(taskId);
     if (task.status === 'Cancelling') return this.finish(taskId, 'Cancelled');
     const input = objects.get(task.inputFileBucket, task.inputFileKey);
-    if (!input) return this.finish(taskId, 'Failed', `Unable to read the input file s3://${task.inputFileBucket}/${task.inputFileKey} with role ${task.roleArn}: the object does not exist.`);
+    if (!input)
+      return this.finish(
+        taskId,
+        'Failed',
+        `Unable to read the input file s3://${task.inputFileBucket}/${task.inputFileKey} with role ${task.roleArn}: the object does not exist.`,
+      );
     const template = parseOrThrow(task.templateBody);
     const data = input.data;
     const fds = {
@@ -94,7 +115,8 @@ export class BulkRunner {
       // Cut the journals back to what the committed progress covers.
       ftruncateSync(fds.RESULTS, task.resultsBytes);
       ftruncateSync(fds.ERRORS, task.errorsBytes);
-      if (task.totalBytes !== data.length) ctx.store.put(C.tasks, taskId, (task = { ...task, totalBytes: data.length }));
+      if (task.totalBytes !== data.length)
+        ctx.store.put(C.tasks, taskId, (task = { ...task, totalBytes: data.length }));
       const started = Date.now();
       let paced = 0;
       while (task.offset < data.length) {
@@ -102,7 +124,8 @@ export class BulkRunner {
         task = this.task(taskId);
         if (task.status === 'Cancelling') break;
         const failTask = faults.faults.failTask;
-        if (failTask && task.successCount + task.failureCount >= failTask.afterLines) return this.finish(taskId, 'Failed', failTask.message);
+        if (failTask && task.successCount + task.failureCount >= failTask.afterLines)
+          return this.finish(taskId, 'Failed', failTask.message);
         const lps = faults.faults.linesPerSecond;
         const maxLines = lps ? Math.max(1, Math.ceil(lps / 20)) : Infinity;
         task = this.chunk(task, data, template, fds, maxLines);
@@ -123,7 +146,13 @@ export class BulkRunner {
   }
 
   /** Processes lines for up to CHUNK_MS (or maxLines) and commits them as one transaction. */
-  private chunk(task: TaskRec, data: Buffer, template: ReturnType<typeof parseOrThrow>, fds: Record<ReportType, number>, maxLines: number): TaskRec {
+  private chunk(
+    task: TaskRec,
+    data: Buffer,
+    template: ReturnType<typeof parseOrThrow>,
+    fds: Record<ReportType, number>,
+    maxLines: number,
+  ): TaskRec {
     const { ctx, faults } = this.o;
     const deadline = Date.now() + CHUNK_MS;
     return ctx.store.transaction(() => {
@@ -187,7 +216,13 @@ export class BulkRunner {
         reports[type].push(key);
       });
     }
-    const next: TaskRec = { ...task, status, reports, lastModifiedDate: ctx.now(), percentageProgress: status === 'Completed' ? 100 : task.percentageProgress };
+    const next: TaskRec = {
+      ...task,
+      status,
+      reports,
+      lastModifiedDate: ctx.now(),
+      percentageProgress: status === 'Completed' ? 100 : task.percentageProgress,
+    };
     if (message !== undefined) next.message = message;
     ctx.store.put(C.tasks, taskId, next);
     for (const type of REPORT_TYPES) rmSync(this.journal(taskId, type), { force: true });
@@ -215,8 +250,13 @@ export class BulkRunner {
           .check('roleArn', roleArn, RULES.roleArn)
           .done();
         parseOrThrow(templateBody);
-        const active = store.values<TaskRec>(C.tasks).find((t) => t.status === 'InProgress' || t.status === 'Cancelling');
-        if (active) throw invalid(`A thing registration task (${active.taskId}) is already in progress; only one task can run at a time.`);
+        const active = store
+          .values<TaskRec>(C.tasks)
+          .find((t) => t.status === 'InProgress' || t.status === 'Cancelling');
+        if (active)
+          throw invalid(
+            `A thing registration task (${active.taskId}) is already in progress; only one task can run at a time.`,
+          );
         const now = ctx.now();
         const task: TaskRec = {
           taskId: newId(),
@@ -274,7 +314,10 @@ export class BulkRunner {
 
       StopThingRegistrationTask: (r) => {
         const t = get(r.path.taskId!);
-        if (t.status !== 'InProgress') throw invalid(`Thing registration task ${t.taskId} is ${t.status}; only an InProgress task can be stopped.`);
+        if (t.status !== 'InProgress')
+          throw invalid(
+            `Thing registration task ${t.taskId} is ${t.status}; only an InProgress task can be stopped.`,
+          );
         store.put(C.tasks, t.taskId, { ...t, status: 'Cancelling', lastModifiedDate: ctx.now() });
         if (!this.running.has(t.taskId)) this.launch(t.taskId);
         return undefined;
@@ -282,14 +325,21 @@ export class BulkRunner {
 
       ListThingRegistrationTaskReports: (r) => {
         const type = r.query.get('reportType');
-        if (type === null) throw invalid("1 validation error detected: Value null at 'reportType' failed to satisfy constraint: Member must not be null");
+        if (type === null)
+          throw invalid(
+            "1 validation error detected: Value null at 'reportType' failed to satisfy constraint: Member must not be null",
+          );
         new Validation().check('reportType', type, { values: REPORT_TYPES }).done();
         qint(r.query, 'maxResults', 1, 250);
         const t = store.get<TaskRec>(C.tasks, r.path.taskId!);
         if (!t) throw invalid(`Thing registration task ${r.path.taskId} cannot be found.`);
         const keys = t.reports?.[type as ReportType] ?? [];
         const page = tokenPage(r.query, keys);
-        return { resourceLinks: page.items.map((k) => this.o.presign(REPORTS_BUCKET, k, LINK_EXPIRY_SEC)), reportType: type, nextToken: page.next };
+        return {
+          resourceLinks: page.items.map((k) => this.o.presign(REPORTS_BUCKET, k, LINK_EXPIRY_SEC)),
+          reportType: type,
+          nextToken: page.next,
+        };
       },
     };
   }
@@ -297,5 +347,8 @@ export class BulkRunner {
 
 function injectedError(name: string, message: string | undefined): IotError {
   const known = name in ERROR_STATUS ? (name as IotErrorName) : 'ResourceRegistrationFailureException';
-  return new IotError(known, message ?? 'Register thing workflow execution terminates due to: injected failure.');
+  return new IotError(
+    known,
+    message ?? 'Register thing workflow execution terminates due to: injected failure.',
+  );
 }

@@ -3,7 +3,18 @@ import { IotError, invalid, notFound } from '../errors.js';
 import { parseCertificate } from '../pki.js';
 import { RULES, Validation } from '../validate.js';
 import { bool, checkCertificateId, markerPage, obj, qbool, requiredStr, str } from './members.js';
-import { C, arn, hex, newId, type AccountMeta, type CaRec, type Ctx, type Handler, type RegistrationConfig, type TemplateRec } from './model.js';
+import {
+  C,
+  arn,
+  hex,
+  newId,
+  type AccountMeta,
+  type CaRec,
+  type Ctx,
+  type Handler,
+  type RegistrationConfig,
+  type TemplateRec,
+} from './model.js';
 import { parseOrThrow } from './register.js';
 
 const MAX_CAS_PER_SUBJECT = 10;
@@ -64,7 +75,10 @@ export function caOps(ctx: Ctx): Record<string, Handler> {
     DescribeEndpoint: (r) => {
       const type = r.query.get('endpointType') ?? 'iot:Data';
       const host = ENDPOINT_HOSTS[type];
-      if (!host) throw invalid(`Endpoint type ${type} is not valid; use one of ${Object.keys(ENDPOINT_HOSTS).join(', ')}.`);
+      if (!host)
+        throw invalid(
+          `Endpoint type ${type} is not valid; use one of ${Object.keys(ENDPOINT_HOSTS).join(', ')}.`,
+        );
       return { endpointAddress: host(accountMeta(ctx).endpointPrefix, ctx.region) };
     },
 
@@ -72,23 +86,50 @@ export function caOps(ctx: Ctx): Record<string, Handler> {
       const caPem = requiredStr(r.body, 'caCertificate');
       const verificationPem = str(r.body, 'verificationCertificate');
       const mode = str(r.body, 'certificateMode') ?? 'DEFAULT';
-      new Validation().check('caCertificate', caPem, RULES.certificatePem).check('certificateMode', mode, { values: ['DEFAULT', 'SNI_ONLY'] }).done();
+      new Validation()
+        .check('caCertificate', caPem, RULES.certificatePem)
+        .check('certificateMode', mode, { values: ['DEFAULT', 'SNI_ONLY'] })
+        .done();
       const ca = parseCertificate(caPem, 'CA certificate');
-      if (!ca.x509.ca) throw new IotError('CertificateValidationException', 'CA certificate is not valid. The CA certificate does not have the basicConstraints extension as true');
-      if (ca.notAfter < ctx.now()) throw new IotError('CertificateValidationException', 'The CA certificate has expired.');
+      if (!ca.x509.ca)
+        throw new IotError(
+          'CertificateValidationException',
+          'CA certificate is not valid. The CA certificate does not have the basicConstraints extension as true',
+        );
+      if (ca.notAfter < ctx.now())
+        throw new IotError('CertificateValidationException', 'The CA certificate has expired.');
       if (mode === 'SNI_ONLY') {
-        if (verificationPem !== undefined) throw invalid('verificationCertificate must be empty when certificateMode is SNI_ONLY.');
+        if (verificationPem !== undefined)
+          throw invalid('verificationCertificate must be empty when certificateMode is SNI_ONLY.');
       } else {
-        if (verificationPem === undefined) throw invalid('verificationCertificate is required when certificateMode is DEFAULT.');
+        if (verificationPem === undefined)
+          throw invalid('verificationCertificate is required when certificateMode is DEFAULT.');
         const v = parseCertificate(verificationPem, 'verification certificate');
         const cn = /(?:^|\n)CN=([^\n]*)/.exec(v.x509.subject)?.[1];
-        if (cn !== accountMeta(ctx).registrationCode) throw new IotError('RegistrationCodeValidationException', 'The verification certificate does not have the registration code as its Common Name.');
-        if (!v.x509.checkIssued(ca.x509) || !v.x509.verify(ca.x509.publicKey)) throw new IotError('CertificateValidationException', 'The verification certificate is not signed by the CA certificate.');
+        if (cn !== accountMeta(ctx).registrationCode)
+          throw new IotError(
+            'RegistrationCodeValidationException',
+            'The verification certificate does not have the registration code as its Common Name.',
+          );
+        if (!v.x509.checkIssued(ca.x509) || !v.x509.verify(ca.x509.publicKey))
+          throw new IotError(
+            'CertificateValidationException',
+            'The verification certificate is not signed by the CA certificate.',
+          );
       }
       const existing = store.get<CaRec>(C.cas, ca.certificateId);
-      if (existing) throw new IotError('ResourceAlreadyExistsException', 'The CA certificate is already registered.', { resourceId: existing.certificateId, resourceArn: existing.certificateArn });
-      if (store.values<CaRec>(C.cas).filter((c) => c.subject === ca.x509.subject).length >= MAX_CAS_PER_SUBJECT) {
-        throw new IotError('LimitExceededException', `At most ${MAX_CAS_PER_SUBJECT} CA certificates with the same subject can be registered.`);
+      if (existing)
+        throw new IotError('ResourceAlreadyExistsException', 'The CA certificate is already registered.', {
+          resourceId: existing.certificateId,
+          resourceArn: existing.certificateArn,
+        });
+      if (
+        store.values<CaRec>(C.cas).filter((c) => c.subject === ca.x509.subject).length >= MAX_CAS_PER_SUBJECT
+      ) {
+        throw new IotError(
+          'LimitExceededException',
+          `At most ${MAX_CAS_PER_SUBJECT} CA certificates with the same subject can be registered.`,
+        );
       }
       const now = ctx.now();
       const rec: CaRec = {
@@ -141,7 +182,12 @@ export function caOps(ctx: Ctx): Record<string, Handler> {
         .check('newStatus', status ?? undefined, { values: ['ACTIVE', 'INACTIVE'] })
         .check('newAutoRegistrationStatus', auto ?? undefined, { values: ['ENABLE', 'DISABLE'] })
         .done();
-      const next: CaRec = { ...ca, lastModifiedDate: ctx.now(), customerVersion: ca.customerVersion + 1, generationId: newId() };
+      const next: CaRec = {
+        ...ca,
+        lastModifiedDate: ctx.now(),
+        customerVersion: ca.customerVersion + 1,
+        generationId: newId(),
+      };
       if (status) next.status = status as CaRec['status'];
       if (auto) next.autoRegistrationStatus = auto as CaRec['autoRegistrationStatus'];
       const rc = registrationConfig(ctx, r.body);
@@ -158,7 +204,15 @@ export function caOps(ctx: Ctx): Record<string, Handler> {
         .filter((c) => templateName === null || c.registrationConfig?.templateName === templateName)
         .sort((a, b) => a.creationDate - b.creationDate || (a.certificateId < b.certificateId ? -1 : 1));
       const page = markerPage(r.query, all);
-      return { certificates: page.items.map((c) => ({ certificateArn: c.certificateArn, certificateId: c.certificateId, status: c.status, creationDate: c.creationDate })), nextMarker: page.next };
+      return {
+        certificates: page.items.map((c) => ({
+          certificateArn: c.certificateArn,
+          certificateId: c.certificateId,
+          status: c.status,
+          creationDate: c.creationDate,
+        })),
+        nextMarker: page.next,
+      };
     },
   };
 }

@@ -13,7 +13,10 @@ export function str(body: Body, name: string): string | undefined {
 
 export function requiredStr(body: Body, name: string): string {
   const v = str(body, name);
-  if (v === undefined) throw invalid(`1 validation error detected: Value null at '${name}' failed to satisfy constraint: Member must not be null`);
+  if (v === undefined)
+    throw invalid(
+      `1 validation error detected: Value null at '${name}' failed to satisfy constraint: Member must not be null`,
+    );
   return v;
 }
 
@@ -34,7 +37,8 @@ export function obj(body: Body, name: string): Body | undefined {
 export function stringMap(v: unknown, name: string): Record<string, string> {
   if (v === undefined || v === null) return {};
   if (typeof v !== 'object' || Array.isArray(v)) throw invalid(`Value at '${name}' must be a map of strings`);
-  for (const [k, x] of Object.entries(v)) if (typeof x !== 'string') throw invalid(`Value at '${name}.${k}' must be a string`);
+  for (const [k, x] of Object.entries(v))
+    if (typeof x !== 'string') throw invalid(`Value at '${name}.${k}' must be a string`);
   return v as Record<string, string>;
 }
 
@@ -51,7 +55,9 @@ export function qint(q: URLSearchParams, name: string, min: number, max: number)
   if (v === null) return undefined;
   const n = Number(v);
   if (!/^\d+$/.test(v) || n < min || n > max) {
-    throw invalid(`1 validation error detected: Value '${v}' at '${name}' failed to satisfy constraint: Member must have value ${n < min ? `greater than or equal to ${min}` : `less than or equal to ${max}`}`);
+    throw invalid(
+      `1 validation error detected: Value '${v}' at '${name}' failed to satisfy constraint: Member must have value ${n < min ? `greater than or equal to ${min}` : `less than or equal to ${max}`}`,
+    );
   }
   return n;
 }
@@ -70,7 +76,8 @@ export function paginate<T>(all: T[], token: string | null, size: number): Page<
   if (token) {
     const decoded = Buffer.from(token, 'base64url').toString('utf8');
     start = Number(decoded.replace(/^p:/, ''));
-    if (!decoded.startsWith('p:') || !Number.isInteger(start) || start < 0) throw invalid('The pagination token is not valid.');
+    if (!decoded.startsWith('p:') || !Number.isInteger(start) || start < 0)
+      throw invalid('The pagination token is not valid.');
   }
   const items = all.slice(start, start + size);
   const end = start + items.length;

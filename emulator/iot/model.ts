@@ -70,7 +70,8 @@ export interface PolicyRec {
   lastModifiedDate: number;
 }
 
-export type CertStatus = 'ACTIVE' | 'INACTIVE' | 'REVOKED' | 'PENDING_TRANSFER' | 'REGISTER_INACTIVE' | 'PENDING_ACTIVATION';
+export type CertStatus =
+  'ACTIVE' | 'INACTIVE' | 'REVOKED' | 'PENDING_TRANSFER' | 'REGISTER_INACTIVE' | 'PENDING_ACTIVATION';
 
 export interface CertRec {
   certificateId: string;
@@ -165,11 +166,13 @@ export interface Ctx {
 export const arn = {
   thing: (ctx: Ctx, name: string): string => `arn:aws:iot:${ctx.region}:${ctx.account}:thing/${name}`,
   thingType: (ctx: Ctx, name: string): string => `arn:aws:iot:${ctx.region}:${ctx.account}:thingtype/${name}`,
-  thingGroup: (ctx: Ctx, name: string): string => `arn:aws:iot:${ctx.region}:${ctx.account}:thinggroup/${name}`,
+  thingGroup: (ctx: Ctx, name: string): string =>
+    `arn:aws:iot:${ctx.region}:${ctx.account}:thinggroup/${name}`,
   policy: (ctx: Ctx, name: string): string => `arn:aws:iot:${ctx.region}:${ctx.account}:policy/${name}`,
   cert: (ctx: Ctx, id: string): string => `arn:aws:iot:${ctx.region}:${ctx.account}:cert/${id}`,
   cacert: (ctx: Ctx, id: string): string => `arn:aws:iot:${ctx.region}:${ctx.account}:cacert/${id}`,
-  template: (ctx: Ctx, name: string): string => `arn:aws:iot:${ctx.region}:${ctx.account}:provisioningtemplate/${name}`,
+  template: (ctx: Ctx, name: string): string =>
+    `arn:aws:iot:${ctx.region}:${ctx.account}:provisioningtemplate/${name}`,
 };
 
 /** The resource part of an IoT ARN: `{type, id}` for `arn:aws:iot:<r>:<a>:<type>/<id>`. */

@@ -16,9 +16,21 @@ export function createPolicy(ctx: Ctx, name: string, document: string): PolicyRe
   checkOne('policyName', name, RULES.policyName);
   checkPolicyDocument(document);
   const existing = ctx.store.get<PolicyRec>(C.policies, name);
-  if (existing) throw new IotError('ResourceAlreadyExistsException', `Policy cannot be created - name already exists (name=${name})`, { resourceId: name, resourceArn: existing.policyArn });
+  if (existing)
+    throw new IotError(
+      'ResourceAlreadyExistsException',
+      `Policy cannot be created - name already exists (name=${name})`,
+      { resourceId: name, resourceArn: existing.policyArn },
+    );
   const now = ctx.now();
-  const rec: PolicyRec = { policyName: name, policyArn: arn.policy(ctx, name), policyDocument: document, generationId: hex(32), creationDate: now, lastModifiedDate: now };
+  const rec: PolicyRec = {
+    policyName: name,
+    policyArn: arn.policy(ctx, name),
+    policyDocument: document,
+    generationId: hex(32),
+    creationDate: now,
+    lastModifiedDate: now,
+  };
   ctx.store.put(C.policies, name, rec);
   return rec;
 }
@@ -36,7 +48,10 @@ export function attachPolicy(ctx: Ctx, name: string, target: string): void {
   checkTarget(ctx, target);
   if (ctx.store.linked(R.policyTarget, name, target)) return;
   if (ctx.store.countLeftOf(R.policyTarget, target) >= MAX_POLICIES_PER_TARGET) {
-    throw new IotError('LimitExceededException', `The number of policies attached to ${target} would exceed the limit of ${MAX_POLICIES_PER_TARGET}.`);
+    throw new IotError(
+      'LimitExceededException',
+      `The number of policies attached to ${target} would exceed the limit of ${MAX_POLICIES_PER_TARGET}.`,
+    );
   }
   ctx.store.link(R.policyTarget, name, target);
 }
@@ -46,18 +61,34 @@ export function policyOps(ctx: Ctx): Record<string, Handler> {
   return {
     CreatePolicy: (r) => {
       const p = createPolicy(ctx, r.path.policyName!, requiredStr(r.body, 'policyDocument'));
-      return { policyName: p.policyName, policyArn: p.policyArn, policyDocument: p.policyDocument, policyVersionId: '1' };
+      return {
+        policyName: p.policyName,
+        policyArn: p.policyArn,
+        policyDocument: p.policyDocument,
+        policyVersionId: '1',
+      };
     },
 
     GetPolicy: (r) => {
       const p = getPolicy(ctx, r.path.policyName!);
-      return { policyName: p.policyName, policyArn: p.policyArn, policyDocument: p.policyDocument, defaultVersionId: '1', creationDate: p.creationDate, lastModifiedDate: p.lastModifiedDate, generationId: p.generationId };
+      return {
+        policyName: p.policyName,
+        policyArn: p.policyArn,
+        policyDocument: p.policyDocument,
+        defaultVersionId: '1',
+        creationDate: p.creationDate,
+        lastModifiedDate: p.lastModifiedDate,
+        generationId: p.generationId,
+      };
     },
 
     ListPolicies: (r) => {
       const all = store.values<PolicyRec>(C.policies).sort((a, b) => (a.policyName < b.policyName ? -1 : 1));
       const page = markerPage(r.query, all);
-      return { policies: page.items.map((p) => ({ policyName: p.policyName, policyArn: p.policyArn })), nextMarker: page.next };
+      return {
+        policies: page.items.map((p) => ({ policyName: p.policyName, policyArn: p.policyArn })),
+        nextMarker: page.next,
+      };
     },
 
     AttachPolicy: (r) => {

@@ -6,12 +6,28 @@
  * to: …", the shape seen in real ERRORS reports); template and validation problems stay
  * InvalidRequestException.
  */
-import { TemplateError, evaluateTemplate, parseTemplate, type ParsedTemplate, type TemplatePlan, type ThingPlan } from '../../src/cloud/template/index.js';
+import {
+  TemplateError,
+  evaluateTemplate,
+  parseTemplate,
+  type ParsedTemplate,
+  type TemplatePlan,
+  type ThingPlan,
+} from '../../src/cloud/template/index.js';
 import { IotError, invalid } from '../errors.js';
 import { RULES, Validation, checkPolicyDocument } from '../validate.js';
 import { issueFromCsr, registerCertificate, setCertStatus } from './certs.js';
 import { requiredStr, stringMap } from './members.js';
-import { C, R, type CertRec, type Ctx, type Handler, type PolicyRec, type ThingRec, type ThingTypeRec } from './model.js';
+import {
+  C,
+  R,
+  type CertRec,
+  type Ctx,
+  type Handler,
+  type PolicyRec,
+  type ThingRec,
+  type ThingTypeRec,
+} from './model.js';
 import { attachPolicy, createPolicy } from './policies.js';
 import { addThingToGroup, checkThingAttributes, createThing, sameMap } from './things.js';
 
@@ -20,7 +36,11 @@ export interface RegisterResult {
   resourceArns: Record<string, string>;
 }
 
-const failure = (_ctx: Ctx, what: string): IotError => new IotError('ResourceRegistrationFailureException', `Register thing workflow execution terminates due to: ${what}`);
+const failure = (_ctx: Ctx, what: string): IotError =>
+  new IotError(
+    'ResourceRegistrationFailureException',
+    `Register thing workflow execution terminates due to: ${what}`,
+  );
 
 /** Parses a template body, mapping template problems to InvalidRequestException. */
 export function parseOrThrow(body: string): ParsedTemplate {
@@ -50,17 +70,24 @@ function applyThing(ctx: Ctx, plan: ThingPlan): ThingRec {
     if (t.deprecated) throw failure(ctx, `Thing Type ${ctx.account}:${name} is deprecated.`);
   };
   const checkGroups = (groups: string[]): void => {
-    for (const g of groups) if (!store.has(C.thingGroups, g)) throw failure(ctx, `Thing Group ${ctx.account}:${g} not found.`);
+    for (const g of groups)
+      if (!store.has(C.thingGroups, g)) throw failure(ctx, `Thing Group ${ctx.account}:${g} not found.`);
   };
-  if (plan.billingGroup !== undefined) throw failure(ctx, `Billing Group ${ctx.account}:${plan.billingGroup} not found.`);
+  if (plan.billingGroup !== undefined)
+    throw failure(ctx, `Billing Group ${ctx.account}:${plan.billingGroup} not found.`);
   if (!existing) {
     if (plan.thingTypeName !== undefined) checkType(plan.thingTypeName);
     checkGroups(plan.thingGroups ?? []);
-    const thing = createThing(ctx, { thingName: plan.thingName, attributes: plan.attributes ?? {}, ...(plan.thingTypeName !== undefined ? { thingTypeName: plan.thingTypeName } : {}) });
+    const thing = createThing(ctx, {
+      thingName: plan.thingName,
+      attributes: plan.attributes ?? {},
+      ...(plan.thingTypeName !== undefined ? { thingTypeName: plan.thingTypeName } : {}),
+    });
     for (const g of plan.thingGroups ?? []) addThingToGroup(ctx, thing.thingName, g);
     return thing;
   }
-  const conflict = (prop: string): IotError => failure(ctx, `Thing ${plan.thingName} already exists and OverrideSettings.${prop} is FAIL.`);
+  const conflict = (prop: string): IotError =>
+    failure(ctx, `Thing ${plan.thingName} already exists and OverrideSettings.${prop} is FAIL.`);
   const next: ThingRec = { ...existing, attributes: { ...existing.attributes } };
   let changed = false;
   if (plan.attributes !== undefined && !sameMap(existing.attributes, plan.attributes)) {
@@ -86,12 +113,15 @@ function applyThing(ctx: Ctx, plan: ThingPlan): ThingRec {
   }
   if (plan.thingGroups !== undefined) {
     const current = store.rightOf(R.thingGroup, plan.thingName);
-    const differs = current.length !== plan.thingGroups.length || plan.thingGroups.some((g) => !current.includes(g));
+    const differs =
+      current.length !== plan.thingGroups.length || plan.thingGroups.some((g) => !current.includes(g));
     const o = plan.overrides.ThingGroups;
     if (differs && o === 'FAIL') throw conflict('ThingGroups');
     if (differs && (o === 'REPLACE' || o === 'MERGE')) {
       checkGroups(plan.thingGroups);
-      if (o === 'REPLACE') for (const g of current) if (!plan.thingGroups.includes(g)) store.unlink(R.thingGroup, plan.thingName, g);
+      if (o === 'REPLACE')
+        for (const g of current)
+          if (!plan.thingGroups.includes(g)) store.unlink(R.thingGroup, plan.thingName, g);
       for (const g of plan.thingGroups) addThingToGroup(ctx, plan.thingName, g);
     }
   }
@@ -100,7 +130,8 @@ function applyThing(ctx: Ctx, plan: ThingPlan): ThingRec {
 
 function applyCertificate(ctx: Ctx, plan: NonNullable<TemplatePlan['certificate']>): CertRec {
   const { source } = plan;
-  if (source.kind === 'csr') return issueFromCsr(ctx, source.certificateSigningRequest, plan.status ?? 'ACTIVE');
+  if (source.kind === 'csr')
+    return issueFromCsr(ctx, source.certificateSigningRequest, plan.status ?? 'ACTIVE');
   let cert: CertRec | undefined;
   let created = false;
   if (source.kind === 'id') {
@@ -108,11 +139,18 @@ function applyCertificate(ctx: Ctx, plan: NonNullable<TemplatePlan['certificate'
     if (!cert) throw failure(ctx, `Certificate ${source.certificateId} not found.`);
   } else {
     try {
-      cert = registerCertificate(ctx, source.certificatePem, source.caCertificatePem, plan.status ?? 'ACTIVE', source.caCertificatePem !== undefined);
+      cert = registerCertificate(
+        ctx,
+        source.certificatePem,
+        source.caCertificatePem,
+        plan.status ?? 'ACTIVE',
+        source.caCertificatePem !== undefined,
+      );
       created = true;
     } catch (e) {
       if (!(e instanceof IotError)) throw e;
-      if (e.errorName === 'ResourceAlreadyExistsException') cert = ctx.store.get<CertRec>(C.certs, String(e.extra.resourceId))!;
+      if (e.errorName === 'ResourceAlreadyExistsException')
+        cert = ctx.store.get<CertRec>(C.certs, String(e.extra.resourceId))!;
       else if (e.errorName === 'CertificateValidationException' && source.caCertificatePem === undefined) {
         cert = registerCertificate(ctx, source.certificatePem, undefined, plan.status ?? 'ACTIVE', false);
         created = true;
@@ -120,7 +158,11 @@ function applyCertificate(ctx: Ctx, plan: NonNullable<TemplatePlan['certificate'
     }
   }
   if (!created && plan.status !== undefined && plan.status !== cert.status) {
-    if (plan.overrides.Status === 'FAIL') throw failure(ctx, `Certificate ${cert.certificateId} already exists and OverrideSettings.Status is FAIL.`);
+    if (plan.overrides.Status === 'FAIL')
+      throw failure(
+        ctx,
+        `Certificate ${cert.certificateId} already exists and OverrideSettings.Status is FAIL.`,
+      );
     if (plan.overrides.Status === 'REPLACE') {
       try {
         setCertStatus(ctx, cert, plan.status);
@@ -140,7 +182,8 @@ function applyPolicy(ctx: Ctx, name: string, document: string | undefined): Poli
     return existing;
   }
   if (existing) {
-    if (existing.policyDocument !== document) throw failure(ctx, `Policy ${name} already exists with a different policy document.`);
+    if (existing.policyDocument !== document)
+      throw failure(ctx, `Policy ${name} already exists with a different policy document.`);
     return existing;
   }
   try {
@@ -157,7 +200,10 @@ export function applyPlan(ctx: Ctx, plan: TemplatePlan): RegisterResult {
     const result: RegisterResult = { resourceArns: {} };
     const thing = plan.thing ? applyThing(ctx, plan.thing) : undefined;
     const cert = plan.certificate ? applyCertificate(ctx, plan.certificate) : undefined;
-    const policies = plan.policies.map((p) => ({ plan: p, rec: applyPolicy(ctx, p.policyName, p.policyDocument) }));
+    const policies = plan.policies.map((p) => ({
+      plan: p,
+      rec: applyPolicy(ctx, p.policyName, p.policyDocument),
+    }));
     if (cert) {
       for (const p of policies) {
         try {
@@ -172,7 +218,8 @@ export function applyPlan(ctx: Ctx, plan: TemplatePlan): RegisterResult {
     }
     if (thing) result.resourceArns[plan.thing!.logicalId] = thing.thingArn;
     // OBSERVED (aws-iot.md §2.8): policies named by PolicyName are left out of resourceArns.
-    for (const p of policies) if (p.plan.policyDocument !== undefined) result.resourceArns[p.plan.logicalId] = p.rec.policyArn;
+    for (const p of policies)
+      if (p.plan.policyDocument !== undefined) result.resourceArns[p.plan.logicalId] = p.rec.policyArn;
     return result;
   });
 }
@@ -180,7 +227,8 @@ export function applyPlan(ctx: Ctx, plan: TemplatePlan): RegisterResult {
 /** Parameter map checks of RegisterThing (key ≤ 2048, value ≤ 4096). */
 export function checkParameters(parameters: Record<string, string>): void {
   const v = new Validation();
-  for (const [k, value] of Object.entries(parameters)) v.check('parameters', k, RULES.parameterKey).check(`parameters.${k}`, value, RULES.parameterValue);
+  for (const [k, value] of Object.entries(parameters))
+    v.check('parameters', k, RULES.parameterKey).check(`parameters.${k}`, value, RULES.parameterValue);
   v.done();
 }
 

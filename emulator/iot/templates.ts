@@ -4,7 +4,16 @@ import { IotError, invalid, notFound } from '../errors.js';
 import { rsaKeyPair } from '../pki.js';
 import { RULES, Validation } from '../validate.js';
 import { bool, obj, requiredStr, str, tokenPage } from './members.js';
-import { C, arn, newId, type CaRec, type CertRec, type Ctx, type Handler, type TemplateRec } from './model.js';
+import {
+  C,
+  arn,
+  newId,
+  type CaRec,
+  type CertRec,
+  type Ctx,
+  type Handler,
+  type TemplateRec,
+} from './model.js';
 
 function getTemplate(ctx: Ctx, name: string): TemplateRec {
   const t = ctx.store.get<TemplateRec>(C.templates, name);
@@ -17,7 +26,15 @@ function hook(body: Record<string, unknown>): TemplateRec['preProvisioningHook']
   if (!h) return undefined;
   const targetArn = requiredStr(h, 'targetArn');
   const payloadVersion = str(h, 'payloadVersion');
-  new Validation().check('preProvisioningHook.targetArn', targetArn, { max: 2048 }).check('preProvisioningHook.payloadVersion', payloadVersion, { min: 10, max: 32, pattern: /^[0-9-]+$/, patternText: '^[0-9-]+$' }).done();
+  new Validation()
+    .check('preProvisioningHook.targetArn', targetArn, { max: 2048 })
+    .check('preProvisioningHook.payloadVersion', payloadVersion, {
+      min: 10,
+      max: 32,
+      pattern: /^[0-9-]+$/,
+      patternText: '^[0-9-]+$',
+    })
+    .done();
   return payloadVersion === undefined ? { targetArn } : { targetArn, payloadVersion };
 }
 
@@ -46,7 +63,12 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
         throw e;
       }
       const existing = store.get<TemplateRec>(C.templates, name);
-      if (existing) throw new IotError('ResourceAlreadyExistsException', `A provisioning template with the name ${name} already exists.`, { resourceId: name, resourceArn: existing.templateArn });
+      if (existing)
+        throw new IotError(
+          'ResourceAlreadyExistsException',
+          `A provisioning template with the name ${name} already exists.`,
+          { resourceId: name, resourceArn: existing.templateArn },
+        );
       const now = ctx.now();
       const rec: TemplateRec = {
         templateName: name,
@@ -83,10 +105,20 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
     },
 
     ListProvisioningTemplates: (r) => {
-      const all = store.values<TemplateRec>(C.templates).sort((a, b) => (a.templateName < b.templateName ? -1 : 1));
+      const all = store
+        .values<TemplateRec>(C.templates)
+        .sort((a, b) => (a.templateName < b.templateName ? -1 : 1));
       const page = tokenPage(r.query, all, 25);
       return {
-        templates: page.items.map((t) => ({ templateArn: t.templateArn, templateName: t.templateName, description: t.description, creationDate: t.creationDate, lastModifiedDate: t.lastModifiedDate, enabled: t.enabled, type: t.type })),
+        templates: page.items.map((t) => ({
+          templateArn: t.templateArn,
+          templateName: t.templateName,
+          description: t.description,
+          creationDate: t.creationDate,
+          lastModifiedDate: t.lastModifiedDate,
+          enabled: t.enabled,
+          type: t.type,
+        })),
         nextToken: page.next,
       };
     },
@@ -96,15 +128,20 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
       const next: TemplateRec = { ...t, lastModifiedDate: ctx.now() };
       const description = str(r.body, 'description');
       const role = str(r.body, 'provisioningRoleArn');
-      new Validation().check('description', description, RULES.templateDescription).check('provisioningRoleArn', role, RULES.roleArn).done();
+      new Validation()
+        .check('description', description, RULES.templateDescription)
+        .check('provisioningRoleArn', role, RULES.roleArn)
+        .done();
       if (description !== undefined) next.description = description;
       if (role !== undefined) next.provisioningRoleArn = role;
       const enabled = bool(r.body, 'enabled');
       if (enabled !== undefined) next.enabled = enabled;
       const version = r.body.defaultVersionId;
-      if (version !== undefined && version !== null && version !== t.defaultVersionId) throw invalid(`Version ${JSON.stringify(version)} of template ${t.templateName} does not exist.`);
+      if (version !== undefined && version !== null && version !== t.defaultVersionId)
+        throw invalid(`Version ${JSON.stringify(version)} of template ${t.templateName} does not exist.`);
       const h = hook(r.body);
-      if (h && t.type === 'JITP') throw invalid('A pre-provisioning hook cannot be used with a JITP template.');
+      if (h && t.type === 'JITP')
+        throw invalid('A pre-provisioning hook cannot be used with a JITP template.');
       if (h) next.preProvisioningHook = h;
       if (bool(r.body, 'removePreProvisioningHook')) delete next.preProvisioningHook;
       store.put(C.templates, t.templateName, next);
@@ -114,7 +151,10 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
     DeleteProvisioningTemplate: (r) => {
       const t = getTemplate(ctx, r.path.templateName!);
       if (store.values<CaRec>(C.cas).some((c) => c.registrationConfig?.templateName === t.templateName)) {
-        throw new IotError('DeleteConflictException', `The provisioning template ${t.templateName} is used by a CA certificate.`);
+        throw new IotError(
+          'DeleteConflictException',
+          `The provisioning template ${t.templateName} is used by a CA certificate.`,
+        );
       }
       store.del(C.templates, t.templateName);
       return undefined;
@@ -122,7 +162,10 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
 
     CreateProvisioningClaim: (r) => {
       const t = getTemplate(ctx, r.path.templateName!);
-      if (t.type !== 'FLEET_PROVISIONING') throw invalid(`Provisioning claims need a FLEET_PROVISIONING template; ${t.templateName} is ${t.type}.`);
+      if (t.type !== 'FLEET_PROVISIONING')
+        throw invalid(
+          `Provisioning claims need a FLEET_PROVISIONING template; ${t.templateName} is ${t.type}.`,
+        );
       const keys = rsaKeyPair();
       const issued = ctx.ca.issueClaim(keys.spki, new Date(ctx.now() * 1000));
       const now = ctx.now();
@@ -141,7 +184,12 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
         claim: true,
       };
       store.put(C.certs, rec.certificateId, rec);
-      return { certificateId: rec.certificateId, certificatePem: rec.certificatePem, keyPair: { PublicKey: keys.publicPem, PrivateKey: keys.privatePem }, expiration: issued.notAfter };
+      return {
+        certificateId: rec.certificateId,
+        certificatePem: rec.certificatePem,
+        keyPair: { PublicKey: keys.publicPem, PrivateKey: keys.privatePem },
+        expiration: issued.notAfter,
+      };
     },
   };
 }

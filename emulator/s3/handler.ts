@@ -29,12 +29,17 @@ class S3Error extends Error {
 }
 
 const XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const esc = (s: string): string =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const iso = (ms: number): string => new Date(ms).toISOString();
 
 function xml(res: ServerResponse, status: number, body: string, requestId: string): void {
   const data = Buffer.from(`<?xml version="1.0" encoding="UTF-8"?>\n${body}`);
-  res.writeHead(status, { 'content-type': 'application/xml', 'content-length': data.length, 'x-amz-request-id': requestId });
+  res.writeHead(status, {
+    'content-type': 'application/xml',
+    'content-length': data.length,
+    'x-amz-request-id': requestId,
+  });
   res.end(data);
 }
 
@@ -54,7 +59,12 @@ export function decodeAwsChunked(body: Buffer): Buffer {
 }
 
 function objectHeaders(meta: ObjectMeta): Record<string, string | number> {
-  return { 'content-type': meta.contentType, etag: meta.etag, 'last-modified': new Date(meta.lastModified).toUTCString(), 'accept-ranges': 'bytes' };
+  return {
+    'content-type': meta.contentType,
+    etag: meta.etag,
+    'last-modified': new Date(meta.lastModified).toUTCString(),
+    'accept-ranges': 'bytes',
+  };
 }
 
 export function handleS3(ctx: S3Context, req: IncomingMessage, rawBody: Buffer, res: ServerResponse): void {
@@ -68,16 +78,42 @@ export function handleS3(ctx: S3Context, req: IncomingMessage, rawBody: Buffer, 
     const q = new URLSearchParams(rawQuery);
     const declared = String(req.headers['x-amz-content-sha256'] ?? '');
     const payloadHash = declared || (q.has('X-Amz-Signature') ? 'UNSIGNED-PAYLOAD' : sha256Hex(rawBody));
-    if (declared && !declared.startsWith('STREAMING-') && declared !== 'UNSIGNED-PAYLOAD' && declared !== sha256Hex(rawBody)) {
-      throw new S3Error(400, 'XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
+    if (
+      declared &&
+      !declared.startsWith('STREAMING-') &&
+      declared !== 'UNSIGNED-PAYLOAD' &&
+      declared !== sha256Hex(rawBody)
+    ) {
+      throw new S3Error(
+        400,
+        'XAmzContentSHA256Mismatch',
+        'The provided x-amz-content-sha256 header does not match what was computed.',
+      );
     }
-    const auth = verifySigV4({ method, path: rawPath, query: rawQuery, headers: req.headers, payloadHash }, 's3', ctx.secretFor);
+    const auth = verifySigV4(
+      { method, path: rawPath, query: rawQuery, headers: req.headers, payloadHash },
+      's3',
+      ctx.secretFor,
+    );
     if ('kind' in auth) {
-      if (auth.kind === 'unknown-key') throw new S3Error(403, 'InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.');
+      if (auth.kind === 'unknown-key')
+        throw new S3Error(
+          403,
+          'InvalidAccessKeyId',
+          'The AWS Access Key Id you provided does not exist in our records.',
+        );
       if (auth.kind === 'missing') throw new S3Error(403, 'AccessDenied', 'Access Denied');
-      throw new S3Error(403, auth.kind === 'malformed' ? 'AuthorizationHeaderMalformed' : 'SignatureDoesNotMatch', auth.message);
+      throw new S3Error(
+        403,
+        auth.kind === 'malformed' ? 'AuthorizationHeaderMalformed' : 'SignatureDoesNotMatch',
+        auth.message,
+      );
     }
-    const body = declared.startsWith('STREAMING-') || String(req.headers['content-encoding'] ?? '').includes('aws-chunked') ? decodeAwsChunked(rawBody) : rawBody;
+    const body =
+      declared.startsWith('STREAMING-') ||
+      String(req.headers['content-encoding'] ?? '').includes('aws-chunked')
+        ? decodeAwsChunked(rawBody)
+        : rawBody;
     const segments = rawPath.split('/');
     const bucket = decodeURIComponent(segments[1] ?? '');
     const key = segments.length > 2 ? decodeURIComponent(segments.slice(2).join('/')) : '';
@@ -89,46 +125,94 @@ export function handleS3(ctx: S3Context, req: IncomingMessage, rawBody: Buffer, 
       res.end();
       return;
     }
-    xml(res, err.status, `<Error><Code>${err.code}</Code><Message>${esc(err.message)}</Message>${err.resource ? `<Resource>${esc(err.resource)}</Resource>` : ''}<RequestId>${requestId}</RequestId></Error>`, requestId);
+    xml(
+      res,
+      err.status,
+      `<Error><Code>${err.code}</Code><Message>${esc(err.message)}</Message>${err.resource ? `<Resource>${esc(err.resource)}</Resource>` : ''}<RequestId>${requestId}</RequestId></Error>`,
+      requestId,
+    );
   }
 }
 
-function route(ctx: S3Context, method: string, bucket: string, key: string, q: URLSearchParams, req: IncomingMessage, body: Buffer, res: ServerResponse, requestId: string): void {
+function route(
+  ctx: S3Context,
+  method: string,
+  bucket: string,
+  key: string,
+  q: URLSearchParams,
+  req: IncomingMessage,
+  body: Buffer,
+  res: ServerResponse,
+  requestId: string,
+): void {
   const { objects } = ctx;
   const done = (status: number, headers: Record<string, string | number> = {}): void => {
     res.writeHead(status, { 'x-amz-request-id': requestId, 'content-length': 0, ...headers });
     res.end();
   };
   if (!bucket) {
-    if (method !== 'GET') throw new S3Error(405, 'MethodNotAllowed', 'The specified method is not allowed against this resource.');
+    if (method !== 'GET')
+      throw new S3Error(
+        405,
+        'MethodNotAllowed',
+        'The specified method is not allowed against this resource.',
+      );
     const buckets = objects
       .bucketNames()
-      .map((b) => `<Bucket><Name>${esc(b.name)}</Name><CreationDate>${iso(b.created)}</CreationDate></Bucket>`)
+      .map(
+        (b) => `<Bucket><Name>${esc(b.name)}</Name><CreationDate>${iso(b.created)}</CreationDate></Bucket>`,
+      )
       .join('');
-    return xml(res, 200, `<ListAllMyBucketsResult xmlns="${XMLNS}"><Owner><ID>provline-local</ID><DisplayName>provline-local</DisplayName></Owner><Buckets>${buckets}</Buckets></ListAllMyBucketsResult>`, requestId);
+    return xml(
+      res,
+      200,
+      `<ListAllMyBucketsResult xmlns="${XMLNS}"><Owner><ID>provline-local</ID><DisplayName>provline-local</DisplayName></Owner><Buckets>${buckets}</Buckets></ListAllMyBucketsResult>`,
+      requestId,
+    );
   }
-  const noBucket = (): S3Error => new S3Error(404, 'NoSuchBucket', 'The specified bucket does not exist', `/${bucket}`);
+  const noBucket = (): S3Error =>
+    new S3Error(404, 'NoSuchBucket', 'The specified bucket does not exist', `/${bucket}`);
   if (!key) {
     if (method === 'PUT') {
-      if (!BUCKET_RE.test(bucket)) throw new S3Error(400, 'InvalidBucketName', 'The specified bucket is not valid.', `/${bucket}`);
-      if (!objects.createBucket(bucket)) throw new S3Error(409, 'BucketAlreadyOwnedByYou', 'Your previous request to create the named bucket succeeded and you already own it.', `/${bucket}`);
+      if (!BUCKET_RE.test(bucket))
+        throw new S3Error(400, 'InvalidBucketName', 'The specified bucket is not valid.', `/${bucket}`);
+      if (!objects.createBucket(bucket))
+        throw new S3Error(
+          409,
+          'BucketAlreadyOwnedByYou',
+          'Your previous request to create the named bucket succeeded and you already own it.',
+          `/${bucket}`,
+        );
       return done(200, { location: `/${bucket}` });
     }
     if (!objects.hasBucket(bucket)) throw noBucket();
     if (method === 'HEAD') return done(200, { 'x-amz-bucket-region': ctx.region });
     if (method === 'DELETE') {
-      if (!objects.deleteBucket(bucket)) throw new S3Error(409, 'BucketNotEmpty', 'The bucket you tried to delete is not empty', `/${bucket}`);
+      if (!objects.deleteBucket(bucket))
+        throw new S3Error(409, 'BucketNotEmpty', 'The bucket you tried to delete is not empty', `/${bucket}`);
       return done(204);
     }
     if (method === 'GET' && q.has('location')) {
-      return xml(res, 200, `<LocationConstraint xmlns="${XMLNS}">${ctx.region === 'us-east-1' ? '' : ctx.region}</LocationConstraint>`, requestId);
+      return xml(
+        res,
+        200,
+        `<LocationConstraint xmlns="${XMLNS}">${ctx.region === 'us-east-1' ? '' : ctx.region}</LocationConstraint>`,
+        requestId,
+      );
     }
     if (method === 'GET') return list(ctx, bucket, q, res, requestId);
     if (method === 'POST' && q.has('delete')) {
-      const keys = [...body.toString('utf8').matchAll(/<Key>([\s\S]*?)<\/Key>/g)].map((m) => unescapeXml(m[1]!));
+      const keys = [...body.toString('utf8').matchAll(/<Key>([\s\S]*?)<\/Key>/g)].map((m) =>
+        unescapeXml(m[1]!),
+      );
       for (const k of keys) objects.delete(bucket, k);
       const quiet = /<Quiet>true<\/Quiet>/.test(body.toString('utf8'));
-      return xml(res, 200, `<DeleteResult xmlns="${XMLNS}">${quiet ? '' : keys.map((k) => `<Deleted><Key>${esc(k)}</Key></Deleted>`).join('')}</DeleteResult>`, requestId);
+      return xml(
+        res,
+        200,
+        `<DeleteResult xmlns="${XMLNS}">${quiet ? '' : keys.map((k) => `<Deleted><Key>${esc(k)}</Key></Deleted>`).join('')}</DeleteResult>`,
+        requestId,
+      );
     }
     throw new S3Error(405, 'MethodNotAllowed', 'The specified method is not allowed against this resource.');
   }
@@ -137,19 +221,33 @@ function route(ctx: S3Context, method: string, bucket: string, key: string, q: U
   const contentType = String(req.headers['content-type'] ?? 'binary/octet-stream');
   if (method === 'POST' && q.has('uploads')) {
     const id = objects.startUpload(bucket, key, contentType);
-    return xml(res, 200, `<InitiateMultipartUploadResult xmlns="${XMLNS}"><Bucket>${esc(bucket)}</Bucket><Key>${esc(key)}</Key><UploadId>${id}</UploadId></InitiateMultipartUploadResult>`, requestId);
+    return xml(
+      res,
+      200,
+      `<InitiateMultipartUploadResult xmlns="${XMLNS}"><Bucket>${esc(bucket)}</Bucket><Key>${esc(key)}</Key><UploadId>${id}</UploadId></InitiateMultipartUploadResult>`,
+      requestId,
+    );
   }
   if (uploadId !== null) {
-    if (!objects.upload(uploadId)) throw new S3Error(404, 'NoSuchUpload', 'The specified upload does not exist.');
-    if (method === 'PUT') return done(200, { etag: objects.putPart(uploadId, Number(q.get('partNumber')), body) });
+    if (!objects.upload(uploadId))
+      throw new S3Error(404, 'NoSuchUpload', 'The specified upload does not exist.');
+    if (method === 'PUT')
+      return done(200, { etag: objects.putPart(uploadId, Number(q.get('partNumber')), body) });
     if (method === 'DELETE') {
       objects.abortUpload(uploadId);
       return done(204);
     }
     if (method === 'POST') {
-      const parts = [...body.toString('utf8').matchAll(/<PartNumber>(\d+)<\/PartNumber>/g)].map((m) => Number(m[1]));
+      const parts = [...body.toString('utf8').matchAll(/<PartNumber>(\d+)<\/PartNumber>/g)].map((m) =>
+        Number(m[1]),
+      );
       const meta = objects.completeUpload(uploadId, parts);
-      return xml(res, 200, `<CompleteMultipartUploadResult xmlns="${XMLNS}"><Location>/${esc(bucket)}/${esc(key)}</Location><Bucket>${esc(bucket)}</Bucket><Key>${esc(key)}</Key><ETag>${esc(meta.etag)}</ETag></CompleteMultipartUploadResult>`, requestId);
+      return xml(
+        res,
+        200,
+        `<CompleteMultipartUploadResult xmlns="${XMLNS}"><Location>/${esc(bucket)}/${esc(key)}</Location><Bucket>${esc(bucket)}</Bucket><Key>${esc(key)}</Key><ETag>${esc(meta.etag)}</ETag></CompleteMultipartUploadResult>`,
+        requestId,
+      );
     }
   }
   if (method === 'PUT') {
@@ -169,14 +267,24 @@ function route(ctx: S3Context, method: string, bucket: string, key: string, q: U
     if (range && data.length > 0) {
       let start = range[1] ? Number(range[1]) : Math.max(0, data.length - Number(range[2]));
       let end = range[1] && range[2] ? Math.min(Number(range[2]), data.length - 1) : data.length - 1;
-      if (start >= data.length) throw new S3Error(416, 'InvalidRange', 'The requested range is not satisfiable');
+      if (start >= data.length)
+        throw new S3Error(416, 'InvalidRange', 'The requested range is not satisfiable');
       if (!range[1]) end = data.length - 1;
       start = Math.max(0, start);
-      res.writeHead(206, { 'x-amz-request-id': requestId, ...objectHeaders(meta), 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${data.length}` });
+      res.writeHead(206, {
+        'x-amz-request-id': requestId,
+        ...objectHeaders(meta),
+        'content-length': end - start + 1,
+        'content-range': `bytes ${start}-${end}/${data.length}`,
+      });
       res.end(data.subarray(start, end + 1));
       return;
     }
-    res.writeHead(200, { 'x-amz-request-id': requestId, ...objectHeaders(meta), 'content-length': data.length });
+    res.writeHead(200, {
+      'x-amz-request-id': requestId,
+      ...objectHeaders(meta),
+      'content-length': data.length,
+    });
     res.end(data);
     return;
   }
@@ -184,10 +292,21 @@ function route(ctx: S3Context, method: string, bucket: string, key: string, q: U
 }
 
 function unescapeXml(s: string): string {
-  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+  return s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
 }
 
-function list(ctx: S3Context, bucket: string, q: URLSearchParams, res: ServerResponse, requestId: string): void {
+function list(
+  ctx: S3Context,
+  bucket: string,
+  q: URLSearchParams,
+  res: ServerResponse,
+  requestId: string,
+): void {
   const v2 = q.get('list-type') === '2';
   const prefix = q.get('prefix') ?? '';
   const delimiter = q.get('delimiter') ?? '';
@@ -195,15 +314,29 @@ function list(ctx: S3Context, bucket: string, q: URLSearchParams, res: ServerRes
   const urlEncode = q.get('encoding-type') === 'url';
   const enc = (s: string): string => esc(urlEncode ? encodeURIComponent(s).replace(/%2F/g, '/') : s);
   const token = q.get('continuation-token');
-  const after = v2 ? (token ? Buffer.from(token, 'base64url').toString('utf8') : (q.get('start-after') ?? '')) : (q.get('marker') ?? '');
+  const after = v2
+    ? token
+      ? Buffer.from(token, 'base64url').toString('utf8')
+      : (q.get('start-after') ?? '')
+    : (q.get('marker') ?? '');
   const r = ctx.objects.list(bucket, { prefix, delimiter, after, max });
   const contents = r.objects
-    .map((o) => `<Contents><Key>${enc(o.key)}</Key><LastModified>${iso(o.lastModified)}</LastModified><ETag>${esc(o.etag)}</ETag><Size>${o.size}</Size><StorageClass>STANDARD</StorageClass></Contents>`)
+    .map(
+      (o) =>
+        `<Contents><Key>${enc(o.key)}</Key><LastModified>${iso(o.lastModified)}</LastModified><ETag>${esc(o.etag)}</ETag><Size>${o.size}</Size><StorageClass>STANDARD</StorageClass></Contents>`,
+    )
     .join('');
-  const prefixes = r.prefixes.map((p) => `<CommonPrefixes><Prefix>${enc(p)}</Prefix></CommonPrefixes>`).join('');
+  const prefixes = r.prefixes
+    .map((p) => `<CommonPrefixes><Prefix>${enc(p)}</Prefix></CommonPrefixes>`)
+    .join('');
   const head = `<Name>${esc(bucket)}</Name><Prefix>${enc(prefix)}</Prefix>${delimiter ? `<Delimiter>${enc(delimiter)}</Delimiter>` : ''}<MaxKeys>${max}</MaxKeys>${urlEncode ? '<EncodingType>url</EncodingType>' : ''}<IsTruncated>${r.truncated}</IsTruncated>`;
   const paging = v2
     ? `<KeyCount>${r.objects.length + r.prefixes.length}</KeyCount>${token ? `<ContinuationToken>${esc(token)}</ContinuationToken>` : ''}${r.truncated ? `<NextContinuationToken>${Buffer.from(r.last).toString('base64url')}</NextContinuationToken>` : ''}`
     : `<Marker>${enc(after)}</Marker>${r.truncated ? `<NextMarker>${enc(r.last)}</NextMarker>` : ''}`;
-  xml(res, 200, `<ListBucketResult xmlns="${XMLNS}">${head}${paging}${contents}${prefixes}</ListBucketResult>`, requestId);
+  xml(
+    res,
+    200,
+    `<ListBucketResult xmlns="${XMLNS}">${head}${paging}${contents}${prefixes}</ListBucketResult>`,
+    requestId,
+  );
 }

@@ -38,13 +38,17 @@ export class ObjectStore {
           /* a metadata file torn by a crash: the object was never acknowledged */
         }
       }
-      const created = existsSync(join(dir, '.created')) ? Number(readFileSync(join(dir, '.created'), 'utf8')) : Date.now();
+      const created = existsSync(join(dir, '.created'))
+        ? Number(readFileSync(join(dir, '.created'), 'utf8'))
+        : Date.now();
       this.buckets.set(name, { created, objects });
     }
   }
 
   bucketNames(): Array<{ name: string; created: number }> {
-    return [...this.buckets.entries()].map(([name, b]) => ({ name, created: b.created })).sort((a, b) => (a.name < b.name ? -1 : 1));
+    return [...this.buckets.entries()]
+      .map(([name, b]) => ({ name, created: b.created }))
+      .sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
   hasBucket(name: string): boolean {
@@ -79,7 +83,13 @@ export class ObjectStore {
     const tmp = `${f}.${randomUUID()}.tmp`;
     writeFileSync(tmp, data);
     renameSync(tmp, f);
-    const meta: ObjectMeta = { key, size: data.length, etag: `"${createHash('md5').update(data).digest('hex')}"`, lastModified: Date.now(), contentType };
+    const meta: ObjectMeta = {
+      key,
+      size: data.length,
+      etag: `"${createHash('md5').update(data).digest('hex')}"`,
+      lastModified: Date.now(),
+      contentType,
+    };
     writeFileSync(`${tmp}.json`, JSON.stringify(meta));
     renameSync(`${tmp}.json`, `${f}.json`);
     b.objects.set(key, meta);
@@ -105,9 +115,14 @@ export class ObjectStore {
   }
 
   /** Keys in order, after `after`, with `prefix`; common prefixes folded by `delimiter`. */
-  list(bucket: string, options: { prefix: string; delimiter: string; after: string; max: number }): { objects: ObjectMeta[]; prefixes: string[]; truncated: boolean; last: string } {
+  list(
+    bucket: string,
+    options: { prefix: string; delimiter: string; after: string; max: number },
+  ): { objects: ObjectMeta[]; prefixes: string[]; truncated: boolean; last: string } {
     const b = this.buckets.get(bucket);
-    const keys = [...(b?.objects.keys() ?? [])].filter((k) => k.startsWith(options.prefix) && k > options.after).sort();
+    const keys = [...(b?.objects.keys() ?? [])]
+      .filter((k) => k.startsWith(options.prefix) && k > options.after)
+      .sort();
     const objects: ObjectMeta[] = [];
     const prefixes: string[] = [];
     let last = '';
@@ -144,7 +159,9 @@ export class ObjectStore {
 
   upload(id: string): { bucket: string; key: string; contentType: string } | undefined {
     const f = join(this.root, '.uploads', id, 'upload.json');
-    return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as { bucket: string; key: string; contentType: string }) : undefined;
+    return existsSync(f)
+      ? (JSON.parse(readFileSync(f, 'utf8')) as { bucket: string; key: string; contentType: string })
+      : undefined;
   }
 
   putPart(id: string, part: number, data: Buffer): string {

@@ -100,6 +100,7 @@ export async function validateCsv(
   // before it, so it is handled exactly when the reader gets there: line numbers stay exact.
   const skips: Array<{ after: number; endLine: number; code: string; message: string }> = [];
   let consumed = 0;
+  let brokenRecords = 0;
   parser.on('skip', (err: CsvError & { lines?: number; records?: number }) => {
     skips.push({
       after: err.records ?? consumed,
@@ -111,6 +112,7 @@ export async function validateCsv(
   const flushSkips = (all: boolean): void => {
     while (skips.length && (all || skips[0]!.after <= consumed)) {
       const skip = skips.shift()!;
+      brokenRecords++;
       const line = nextLine;
       nextLine = skip.endLine + 1;
       if (headerSeen) rows++;
@@ -219,7 +221,7 @@ export async function validateCsv(
     );
   }
 
-  if (!headerSeen && consumed === 0 && problemCount === 0) {
+  if (!headerSeen && brokenRecords === 0) {
     report([
       {
         line: 1,

@@ -13,11 +13,17 @@ import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
 import { registerValidate } from './commands/validate.js';
 
-export function buildProgram(out: NodeJS.WritableStream = process.stdout, env: NodeJS.ProcessEnv = process.env): Command {
+export function buildProgram(
+  out: NodeJS.WritableStream = process.stdout,
+  env: NodeJS.ProcessEnv = process.env,
+): Command {
   const program = new Command('provline')
     .description('Provision IoT devices into AWS IoT Core on a factory line')
     .version(packageVersion(), '-V, --version')
-    .option('-c, --config <file>', 'config file (default ./provline.config.yaml if present; env PROVLINE_CONFIG)')
+    .option(
+      '-c, --config <file>',
+      'config file (default ./provline.config.yaml if present; env PROVLINE_CONFIG)',
+    )
     .option('--home <dir>', 'stack home (default ./.provline; env PROVLINE_HOME)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
@@ -37,7 +43,10 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout, env: N
   // Every subcommand inherits exitOverride and the output settings.
   const walk = (cmd: Command): void => {
     for (const sub of cmd.commands) {
-      sub.exitOverride().configureOutput({ writeOut: (s) => out.write(s) }).showHelpAfterError('(run with --help for usage)');
+      sub
+        .exitOverride()
+        .configureOutput({ writeOut: (s) => out.write(s) })
+        .showHelpAfterError('(run with --help for usage)');
       walk(sub);
     }
   };

@@ -21,7 +21,10 @@ export const CMNG_TYPE = { rootCa: 0, clientCert: 1, privateKey: 2 } as const;
 
 /** Trims, then rewrites every line ending as CRLF: the exact text written and hashed. */
 export function normalizePem(pem: string): string {
-  return pem.trim().split(/\r\n|\r|\n/).join('\r\n');
+  return pem
+    .trim()
+    .split(/\r\n|\r|\n/)
+    .join('\r\n');
 }
 
 /** SHA-256 of the UTF-8 text in upper-case hex, as `AT%CMNG=1` reports it. */
@@ -42,7 +45,8 @@ export function cmngWriteCommand(secTag: number, type: number, content: string):
 
 /** `AT%KEYGEN=<sec_tag>,2,0[,"<subject>"]`: a client private key, answering with a CSR. */
 export function keygenCommand(secTag: number, subject?: string): string {
-  if (subject !== undefined && subject.includes('"')) throw new Error('the subject must not contain a double quote');
+  if (subject !== undefined && subject.includes('"'))
+    throw new Error('the subject must not contain a double quote');
   return `AT%KEYGEN=${secTag},2,0${subject ? `,"${subject}"` : ''}`;
 }
 

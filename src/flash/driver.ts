@@ -142,7 +142,13 @@ export async function withRetries<T>(op: (attempt: number) => Promise<T>, policy
     try {
       return await op(attempt);
     } catch (e) {
-      if (!isProvlineError(e) || !e.retryable || attempt >= policy.attempts || (policy.retryIf && !policy.retryIf(e))) throw e;
+      if (
+        !isProvlineError(e) ||
+        !e.retryable ||
+        attempt >= policy.attempts ||
+        (policy.retryIf && !policy.retryIf(e))
+      )
+        throw e;
       await policy.onRetry?.(e, attempt);
     }
   }
@@ -154,11 +160,15 @@ export function verifyResult(objects: VerifiedObject[]): VerifyResult {
 
 export function mismatchError(result: VerifyResult, passes: number): ProvlineError {
   const bad = result.objects.filter((o) => !o.match).map((o) => o.object);
-  return new ProvlineError('DEVICE_VERIFY_MISMATCH', `the device's read-back does not match what was written (${bad.join(', ')}) after ${passes} pass${passes === 1 ? '' : 'es'}`, {
-    retryable: false,
-    hint: 'the link may be damaging data; check the cable and the baud rate',
-    details: { objects: result.objects, passes },
-  });
+  return new ProvlineError(
+    'DEVICE_VERIFY_MISMATCH',
+    `the device's read-back does not match what was written (${bad.join(', ')}) after ${passes} pass${passes === 1 ? '' : 'es'}`,
+    {
+      retryable: false,
+      hint: 'the link may be damaging data; check the cable and the baud rate',
+      details: { objects: result.objects, passes },
+    },
+  );
 }
 
 /** Parses a CSR and checks its self-signature; throws DEVICE_CSR_INVALID otherwise. */
@@ -167,12 +177,20 @@ export async function checkCsr(csrDer: Buffer, expectSubject?: string): Promise<
   try {
     csr = new Pkcs10CertificateRequest(csrDer);
   } catch (e) {
-    throw new ProvlineError('DEVICE_CSR_INVALID', 'the device returned a CSR that does not parse', { cause: e, retryable: true });
+    throw new ProvlineError('DEVICE_CSR_INVALID', 'the device returned a CSR that does not parse', {
+      cause: e,
+      retryable: true,
+    });
   }
   const ok = await csr.verify();
-  if (!ok) throw new ProvlineError('DEVICE_CSR_INVALID', "the CSR's signature does not verify", { retryable: true });
+  if (!ok)
+    throw new ProvlineError('DEVICE_CSR_INVALID', "the CSR's signature does not verify", { retryable: true });
   if (expectSubject && !csr.subject.includes(expectSubject)) {
-    throw new ProvlineError('DEVICE_CSR_INVALID', `the CSR subject "${csr.subject}" lacks "${expectSubject}"`, { retryable: false });
+    throw new ProvlineError(
+      'DEVICE_CSR_INVALID',
+      `the CSR subject "${csr.subject}" lacks "${expectSubject}"`,
+      { retryable: false },
+    );
   }
   return csr.toString('pem');
 }
@@ -191,7 +209,8 @@ export function checkPossession(message: Buffer, proof: PossessionProof, certifi
   } catch (e) {
     return fail(`the device's public key does not parse (${(e as Error).message})`);
   }
-  if (!verifySignature('sha256', message, { key, dsaEncoding: 'der' }, proof.signature)) fail('the signature does not verify');
+  if (!verifySignature('sha256', message, { key, dsaEncoding: 'der' }, proof.signature))
+    fail('the signature does not verify');
   if (certificatePem) {
     const cert = new X509Certificate(certificatePem);
     const certSpki = Buffer.from(cert.publicKey.rawData);

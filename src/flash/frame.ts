@@ -63,7 +63,8 @@ export function crc32(data: Uint8Array): number {
 }
 
 export function encodeFrame(frame: Frame): Buffer {
-  if (frame.payload.length > MAX_PAYLOAD) throw new Error(`payload of ${frame.payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+  if (frame.payload.length > MAX_PAYLOAD)
+    throw new Error(`payload of ${frame.payload.length} bytes exceeds ${MAX_PAYLOAD}`);
   const out = Buffer.alloc(HEADER_LEN + frame.payload.length + TRAILER_LEN);
   out[0] = SYNC[0];
   out[1] = SYNC[1];
@@ -71,7 +72,10 @@ export function encodeFrame(frame: Frame): Buffer {
   out[3] = frame.seq & 0xff;
   out.writeUInt16BE(frame.payload.length, 4);
   frame.payload.copy(out, HEADER_LEN);
-  out.writeUInt32BE(crc32(out.subarray(2, HEADER_LEN + frame.payload.length)), HEADER_LEN + frame.payload.length);
+  out.writeUInt32BE(
+    crc32(out.subarray(2, HEADER_LEN + frame.payload.length)),
+    HEADER_LEN + frame.payload.length,
+  );
   return out;
 }
 
@@ -102,7 +106,10 @@ export class FrameDecoder {
       const start = findSync(this.buf);
       if (start < 0) {
         // keep a trailing first sync byte: its partner may be in the next chunk
-        this.buf = this.buf.length && this.buf[this.buf.length - 1] === SYNC[0] ? this.buf.subarray(this.buf.length - 1) : Buffer.alloc(0);
+        this.buf =
+          this.buf.length && this.buf[this.buf.length - 1] === SYNC[0]
+            ? this.buf.subarray(this.buf.length - 1)
+            : Buffer.alloc(0);
         return out;
       }
       if (start > 0) this.buf = this.buf.subarray(start);
@@ -144,7 +151,8 @@ export class PayloadReader {
   constructor(private readonly buf: Buffer) {}
 
   private need(n: number): void {
-    if (this.off + n > this.buf.length) throw new PayloadError(`payload too short: need ${n} bytes at ${this.off}`);
+    if (this.off + n > this.buf.length)
+      throw new PayloadError(`payload too short: need ${n} bytes at ${this.off}`);
   }
   u8(): number {
     this.need(1);
@@ -178,7 +186,8 @@ export class PayloadReader {
     return this.bytes(this.buf.length - this.off);
   }
   end(): void {
-    if (this.off !== this.buf.length) throw new PayloadError(`${this.buf.length - this.off} unexpected trailing bytes`);
+    if (this.off !== this.buf.length)
+      throw new PayloadError(`${this.buf.length - this.off} unexpected trailing bytes`);
   }
 }
 

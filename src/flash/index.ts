@@ -12,7 +12,10 @@ export interface CreateDriverRequest {
   /** The profile's driverSettings (e.g. `secTag` for nordic-at). */
   settings?: Record<string, string | number | boolean>;
   /** Timing overrides (tests, slow devices). */
-  timing?: Pick<NordicAtOptions & SerialV1Options, 'commandTimeoutMs' | 'keygenTimeoutMs' | 'attempts' | 'writePasses'>;
+  timing?: Pick<
+    NordicAtOptions & SerialV1Options,
+    'commandTimeoutMs' | 'keygenTimeoutMs' | 'attempts' | 'writePasses'
+  >;
 }
 
 export function createDriver(req: CreateDriverRequest): DeviceDriver {
@@ -22,13 +25,20 @@ export function createDriver(req: CreateDriverRequest): DeviceDriver {
       const raw = req.settings?.secTag ?? DEFAULT_SEC_TAG;
       const secTag = typeof raw === 'number' ? raw : Number(raw);
       if (!Number.isInteger(secTag)) {
-        throw new ProvlineError('DRIVER_BAD_SETTINGS', `driverSettings.secTag must be a whole number, got "${String(raw)}"`, { kind: 'invalid-input' });
+        throw new ProvlineError(
+          'DRIVER_BAD_SETTINGS',
+          `driverSettings.secTag must be a whole number, got "${String(raw)}"`,
+          { kind: 'invalid-input' },
+        );
       }
       return new NordicAtDriver(req.transport, { secTag, ...timing });
     }
     case 'provline-serial-v1': {
       const chunk = req.settings?.chunkSize;
-      return new SerialV1Driver(req.transport, { ...timing, ...(typeof chunk === 'number' ? { chunkSize: chunk } : {}) });
+      return new SerialV1Driver(req.transport, {
+        ...timing,
+        ...(typeof chunk === 'number' ? { chunkSize: chunk } : {}),
+      });
     }
   }
 }

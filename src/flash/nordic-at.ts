@@ -71,7 +71,9 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
 
   constructor(transport: Transport, options: NordicAtOptions) {
     if (!Number.isInteger(options.secTag) || options.secTag < 0 || options.secTag > 2147483647) {
-      throw new ProvlineError('DRIVER_BAD_SETTINGS', `sec_tag ${options.secTag} is outside 0..2147483647`, { kind: 'invalid-input' });
+      throw new ProvlineError('DRIVER_BAD_SETTINGS', `sec_tag ${options.secTag} is outside 0..2147483647`, {
+        kind: 'invalid-input',
+      });
     }
     this.opts = { commandTimeoutMs: 2_000, keygenTimeoutMs: 20_000, attempts: 3, writePasses: 3, ...options };
     this.ex = new Exchange(transport, new AtResponseReader());
@@ -83,7 +85,11 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
       async () => {
         const lines = await this.run('AT+CGSN', options);
         const v = parseImei(lines);
-        if (!v) throw new ProvlineError('DEVICE_PROTOCOL_ERROR', 'AT+CGSN did not answer with a 15-digit IMEI', { retryable: true, details: { lines } });
+        if (!v)
+          throw new ProvlineError('DEVICE_PROTOCOL_ERROR', 'AT+CGSN did not answer with a 15-digit IMEI', {
+            retryable: true,
+            details: { lines },
+          });
         return v;
       },
       { attempts: this.opts.attempts, retryIf: notRetriedPerCommand },
@@ -117,9 +123,18 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
     await this.deleteIfPresent(CMNG_TYPE.privateKey, request);
     const answer = await withRetries(
       async () => {
-        const lines = await this.run(keygenCommand(this.opts.secTag, request.subject), { ...request, timeoutMs: this.opts.keygenTimeoutMs, retryCredentialExists: CMNG_TYPE.privateKey });
+        const lines = await this.run(keygenCommand(this.opts.secTag, request.subject), {
+          ...request,
+          timeoutMs: this.opts.keygenTimeoutMs,
+          retryCredentialExists: CMNG_TYPE.privateKey,
+        });
         const parsed = parseKeygen(lines);
-        if (!parsed) throw new ProvlineError('DEVICE_PROTOCOL_ERROR', 'AT%KEYGEN answered without a usable %KEYGEN line', { retryable: true, hint: "the modem's AT buffer may be too small for the CSR" });
+        if (!parsed)
+          throw new ProvlineError(
+            'DEVICE_PROTOCOL_ERROR',
+            'AT%KEYGEN answered without a usable %KEYGEN line',
+            { retryable: true, hint: "the modem's AT buffer may be too small for the CSR" },
+          );
         return { ...parsed, csrPem: await checkCsr(parsed.csrDer) };
       },
       { attempts: this.opts.attempts, retryIf: notRetriedPerCommand },
@@ -142,10 +157,14 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
 
   private plan(c: Credentials): PlannedObject[] {
     if (c.wrappedKey !== undefined) {
-      throw new ProvlineError('DRIVER_UNSUPPORTED_DELIVERY', 'the nordic-at driver cannot write wrapped keys: nRF91 modems hold no transport KEK', {
-        kind: 'invalid-input',
-        hint: 'use keyDelivery "device" (on-modem keygen) or "plain" for nordic-at profiles',
-      });
+      throw new ProvlineError(
+        'DRIVER_UNSUPPORTED_DELIVERY',
+        'the nordic-at driver cannot write wrapped keys: nRF91 modems hold no transport KEK',
+        {
+          kind: 'invalid-input',
+          hint: 'use keyDelivery "device" (on-modem keygen) or "plain" for nordic-at profiles',
+        },
+      );
     }
     const items: [CredentialObject, number, string | undefined][] = [
       ['rootCa', CMNG_TYPE.rootCa, c.rootCaPem],
@@ -189,13 +208,17 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
    * Sends one command with bounded retries. Remedies before a retry: 518 → AT+CFUN=4;
    * 519 on a write → delete that credential type first.
    */
-  private async run(command: string, options: CallOptions & { timeoutMs?: number; retryCredentialExists?: number }): Promise<string[]> {
+  private async run(
+    command: string,
+    options: CallOptions & { timeoutMs?: number; retryCredentialExists?: number },
+  ): Promise<string[]> {
     return withRetries(() => this.send(command, options), {
       attempts: this.opts.attempts,
       retryIf: (e) => e.code !== 'DEVICE_CREDENTIAL_EXISTS' || options.retryCredentialExists !== undefined,
       onRetry: async (e) => {
         if (e.code === 'DEVICE_NOT_OFFLINE') await this.send('AT+CFUN=4', options);
-        if (e.code === 'DEVICE_CREDENTIAL_EXISTS' && options.retryCredentialExists !== undefined) await this.deleteIfPresent(options.retryCredentialExists, options);
+        if (e.code === 'DEVICE_CREDENTIAL_EXISTS' && options.retryCredentialExists !== undefined)
+          await this.deleteIfPresent(options.retryCredentialExists, options);
       },
     });
   }
@@ -203,11 +226,19 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
   private async send(command: string, options: CallOptions & { timeoutMs?: number }): Promise<string[]> {
     const bytes = encodeAt(command);
     // Time for the command and a generous answer to cross the line, plus the modem's own time.
-    const timeoutMs = (options.timeoutMs ?? this.opts.commandTimeoutMs) + Math.ceil(this.ex.wireMs(bytes.length + 512) * 2);
+    const timeoutMs =
+      (options.timeoutMs ?? this.opts.commandTimeoutMs) + Math.ceil(this.ex.wireMs(bytes.length + 512) * 2);
     const what = command.length > 40 ? `${command.slice(0, 40)}…` : command;
-    const response = await this.ex.request(bytes, { what, timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
+    const response = await this.ex.request(bytes, {
+      what,
+      timeoutMs,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     if (response.final.kind === 'ok') return response.lines;
     if (response.final.kind === 'cme') throw cmeError(response.final.code, what);
-    throw new ProvlineError('DEVICE_COMMAND_ERROR', `the modem answered ERROR to ${what}`, { retryable: false, details: { command: what } });
+    throw new ProvlineError('DEVICE_COMMAND_ERROR', `the modem answered ERROR to ${what}`, {
+      retryable: false,
+      details: { command: what },
+    });
   }
 }

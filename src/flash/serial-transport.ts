@@ -8,7 +8,13 @@ import { DEFAULT_BAUD, Listeners, type Transport, type TransportOptions } from '
 
 export async function openSerialTransport(path: string, options: TransportOptions = {}): Promise<Transport> {
   const baudRate = options.baudRate ?? DEFAULT_BAUD;
-  const port = new SerialPort({ path, baudRate, rtscts: options.rtscts ?? false, autoOpen: false, hupcl: false });
+  const port = new SerialPort({
+    path,
+    baudRate,
+    rtscts: options.rtscts ?? false,
+    autoOpen: false,
+    hupcl: false,
+  });
   await new Promise<void>((resolve, reject) => {
     port.open((err) => {
       if (err) {
@@ -39,7 +45,9 @@ class SerialTransport implements Transport {
   ) {
     port.on('data', (chunk: Buffer) => this.data.emit(chunk));
     port.on('error', (err: Error) => (this.closeError ??= err));
-    port.on('close', (err?: Error) => this.closed.emit(this.closing ? undefined : (err ?? this.closeError ?? new Error('port closed'))));
+    port.on('close', (err?: Error) =>
+      this.closed.emit(this.closing ? undefined : (err ?? this.closeError ?? new Error('port closed'))),
+    );
   }
 
   get isOpen(): boolean {
@@ -49,11 +57,20 @@ class SerialTransport implements Transport {
   write(data: Uint8Array): Promise<void> {
     return new Promise((resolve, reject) => {
       if (!this.port.isOpen) {
-        reject(new ProvlineError('DEVICE_DISCONNECTED', `${this.target} is closed`, { details: { target: this.target } }));
+        reject(
+          new ProvlineError('DEVICE_DISCONNECTED', `${this.target} is closed`, {
+            details: { target: this.target },
+          }),
+        );
         return;
       }
       this.port.write(Buffer.from(data), (err) => {
-        if (err) reject(new ProvlineError('DEVICE_DISCONNECTED', `write to ${this.target} failed: ${messageOf(err)}`, { cause: err }));
+        if (err)
+          reject(
+            new ProvlineError('DEVICE_DISCONNECTED', `write to ${this.target} failed: ${messageOf(err)}`, {
+              cause: err,
+            }),
+          );
         else resolve();
       });
     });

@@ -90,16 +90,27 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
   private session: Session | undefined;
 
   constructor(transport: Transport, options: SerialV1Options = {}) {
-    this.opts = { commandTimeoutMs: 1_000, keygenTimeoutMs: 10_000, attempts: 4, writePasses: 3, chunkSize: 512, ...options };
+    this.opts = {
+      commandTimeoutMs: 1_000,
+      keygenTimeoutMs: 10_000,
+      attempts: 4,
+      writePasses: 3,
+      chunkSize: 512,
+      ...options,
+    };
     this.ex = new Exchange(transport, new FrameDecoder());
   }
 
   /** HELLO: agrees on a protocol version and learns the device's limits and abilities. */
   async negotiate(options: CallOptions = {}): Promise<Session> {
     if (this.session) return this.session;
-    const r = ok(await this.call(CMD.HELLO, Buffer.from([PROTOCOL_VERSION, PROTOCOL_VERSION]), 'HELLO', options), 'HELLO');
+    const r = ok(
+      await this.call(CMD.HELLO, Buffer.from([PROTOCOL_VERSION, PROTOCOL_VERSION]), 'HELLO', options),
+      'HELLO',
+    );
     const session = { version: r.u8(), maxPayload: r.u16(), caps: r.u32() };
-    if (session.version !== PROTOCOL_VERSION) throw protocolError(`the device chose protocol version ${session.version}`, {}, false);
+    if (session.version !== PROTOCOL_VERSION)
+      throw protocolError(`the device chose protocol version ${session.version}`, {}, false);
     this.session = session;
     return session;
   }
@@ -122,13 +133,19 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
     const session = await this.negotiate(request);
     const planned = this.plan(request);
     if (planned.some((p) => p.slot === SLOT.wrappedKey) && !(session.caps & CAP.wrappedKeys)) {
-      throw new ProvlineError('DRIVER_UNSUPPORTED_DELIVERY', 'this device cannot unwrap keys (no KEK)', { kind: 'invalid-input' });
+      throw new ProvlineError('DRIVER_UNSUPPORTED_DELIVERY', 'this device cannot unwrap keys (no KEK)', {
+        kind: 'invalid-input',
+      });
     }
     const before = this.ex.bytesOut;
     let pending = planned;
     let result: VerifyResult | undefined;
     for (let pass = 1; pass <= this.opts.writePasses; pass++) {
-      for (const p of pending) await withRetries(() => this.writeObject(p, request), { attempts: this.opts.attempts, retryIf: notRetriedPerCommand });
+      for (const p of pending)
+        await withRetries(() => this.writeObject(p, request), {
+          attempts: this.opts.attempts,
+          retryIf: notRetriedPerCommand,
+        });
       result = await this.compare(planned, request);
       if (result.ok) return { verify: result, bytesWritten: this.ex.bytesOut - before, passes: pass };
       pending = planned.filter((p) => !result!.objects.find((o) => o.object === p.object)?.match);
@@ -138,11 +155,20 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
 
   async generateKey(request: GenerateKeyRequest): Promise<GeneratedKey> {
     const s = await this.negotiate(request);
-    if (!(s.caps & CAP.keygen)) throw new ProvlineError('DRIVER_UNSUPPORTED', 'this device cannot generate keys', { kind: 'invalid-input' });
+    if (!(s.caps & CAP.keygen))
+      throw new ProvlineError('DRIVER_UNSUPPORTED', 'this device cannot generate keys', {
+        kind: 'invalid-input',
+      });
     return withRetries(
       async () => {
         const payload = Buffer.concat([u8(1), bytes16(Buffer.from(request.subject, 'utf8'))]);
-        const r = ok(await this.call(CMD.KEYGEN, payload, 'KEYGEN', { ...request, timeoutMs: this.opts.keygenTimeoutMs }), 'KEYGEN');
+        const r = ok(
+          await this.call(CMD.KEYGEN, payload, 'KEYGEN', {
+            ...request,
+            timeoutMs: this.opts.keygenTimeoutMs,
+          }),
+          'KEYGEN',
+        );
         const csrDer = r.bytes16();
         return { csrDer, csrPem: await checkCsr(csrDer) };
       },
@@ -152,8 +178,12 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
 
   async provePossession(request: ProvePossessionRequest): Promise<PossessionProof> {
     const s = await this.negotiate(request);
-    if (!(s.caps & CAP.prove)) throw new ProvlineError('DRIVER_UNSUPPORTED', 'this device cannot prove possession', { kind: 'invalid-input' });
-    if (request.nonce.length < 16 || request.nonce.length > 64) throw new Error('the nonce must be 16..64 bytes');
+    if (!(s.caps & CAP.prove))
+      throw new ProvlineError('DRIVER_UNSUPPORTED', 'this device cannot prove possession', {
+        kind: 'invalid-input',
+      });
+    if (request.nonce.length < 16 || request.nonce.length > 64)
+      throw new Error('the nonce must be 16..64 bytes');
     const r = ok(await this.call(CMD.PROVE, Buffer.from(request.nonce), 'PROVE', request), 'PROVE');
     const proof = { publicKeyDer: r.bytes16(), signature: r.bytes16() };
     checkPossession(popMessage(request.nonce), proof, request.certificatePem);
@@ -169,12 +199,29 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
     const items: [CredentialObject, SlotName, Buffer | undefined][] = [
       ['rootCa', 'rootCa', Buffer.from(normalizePem(c.rootCaPem), 'utf8')],
       ['certificate', 'certificate', Buffer.from(normalizePem(c.certificatePem), 'utf8')],
-      ['privateKey', 'privateKey', c.privateKeyPem === undefined ? undefined : Buffer.from(normalizePem(c.privateKeyPem), 'utf8')],
-      ['wrappedKey', 'wrappedKey', c.wrappedKey === undefined ? undefined : typeof c.wrappedKey === 'string' ? Buffer.from(c.wrappedKey, 'base64') : Buffer.from(c.wrappedKey)],
+      [
+        'privateKey',
+        'privateKey',
+        c.privateKeyPem === undefined ? undefined : Buffer.from(normalizePem(c.privateKeyPem), 'utf8'),
+      ],
+      [
+        'wrappedKey',
+        'wrappedKey',
+        c.wrappedKey === undefined
+          ? undefined
+          : typeof c.wrappedKey === 'string'
+            ? Buffer.from(c.wrappedKey, 'base64')
+            : Buffer.from(c.wrappedKey),
+      ],
     ];
     return items
       .filter((i): i is [CredentialObject, SlotName, Buffer] => i[2] !== undefined)
-      .map(([object, slot, data]) => ({ object, slot: SLOT[slot], data, sha256: createHash('sha256').update(data).digest() }));
+      .map(([object, slot, data]) => ({
+        object,
+        slot: SLOT[slot],
+        data,
+        sha256: createHash('sha256').update(data).digest(),
+      }));
   }
 
   private async compare(planned: Planned[], options: CallOptions): Promise<VerifyResult> {
@@ -201,34 +248,56 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
     let stalls = 0;
     while (offset < p.data.length) {
       const data = p.data.subarray(offset, offset + chunkSize);
-      const reply = await this.call(CMD.CHUNK, Buffer.concat([u8(p.slot), u32(offset), data]), 'CHUNK', request);
-      if (reply.status !== V1_STATUS.OK && reply.status !== V1_STATUS.BAD_OFFSET) throw v1StatusError(reply.status, 'CHUNK');
+      const reply = await this.call(
+        CMD.CHUNK,
+        Buffer.concat([u8(p.slot), u32(offset), data]),
+        'CHUNK',
+        request,
+      );
+      if (reply.status !== V1_STATUS.OK && reply.status !== V1_STATUS.BAD_OFFSET)
+        throw v1StatusError(reply.status, 'CHUNK');
       const next = reply.body.u32();
-      if (next > p.data.length) throw protocolError(`the device acknowledged offset ${next} of a ${p.data.length}-byte object`);
-      if (reply.status === V1_STATUS.BAD_OFFSET && ++stalls > this.opts.attempts) throw v1StatusError(reply.status, 'CHUNK');
+      if (next > p.data.length)
+        throw protocolError(`the device acknowledged offset ${next} of a ${p.data.length}-byte object`);
+      if (reply.status === V1_STATUS.BAD_OFFSET && ++stalls > this.opts.attempts)
+        throw v1StatusError(reply.status, 'CHUNK');
       offset = next;
       request.onProgress?.({ object: p.object, bytesSent: offset, bytesTotal: p.data.length });
     }
     const r = ok(await this.call(CMD.COMMIT, u8(p.slot), 'COMMIT', request), 'COMMIT');
     const stored = r.bytes(32);
-    if (!stored.equals(p.sha256)) throw new ProvlineError('DEVICE_HASH_MISMATCH', `the device committed ${p.object} with a different SHA-256`, { retryable: true });
+    if (!stored.equals(p.sha256))
+      throw new ProvlineError(
+        'DEVICE_HASH_MISMATCH',
+        `the device committed ${p.object} with a different SHA-256`,
+        { retryable: true },
+      );
   }
 
   /**
    * One command frame and its response, retransmitted (with a fresh sequence number) after a
    * timeout, a NAK or BUSY. Other statuses are returned for the caller to judge.
    */
-  private async call(type: number, payload: Buffer, what: string, options: CallOptions & { timeoutMs?: number }): Promise<Reply> {
+  private async call(
+    type: number,
+    payload: Buffer,
+    what: string,
+    options: CallOptions & { timeoutMs?: number },
+  ): Promise<Reply> {
     return withRetries(
       async () => {
         const seq = (this.seq = (this.seq + 1) & 0xff);
         const frame = encodeFrame({ type, seq, payload });
-        const timeoutMs = (options.timeoutMs ?? this.opts.commandTimeoutMs) + Math.ceil(this.ex.wireMs(frame.length + MAX_PAYLOAD + 10) * 2);
+        const timeoutMs =
+          (options.timeoutMs ?? this.opts.commandTimeoutMs) +
+          Math.ceil(this.ex.wireMs(frame.length + MAX_PAYLOAD + 10) * 2);
         const ev = await this.ex.request(frame, {
           what,
           timeoutMs,
           ...(options.signal ? { signal: options.signal } : {}),
-          accept: (e) => e.kind === 'frame' && (e.frame.type === NAK || (e.frame.type === (type | RESPONSE_BIT) && e.frame.seq === seq)),
+          accept: (e) =>
+            e.kind === 'frame' &&
+            (e.frame.type === NAK || (e.frame.type === (type | RESPONSE_BIT) && e.frame.seq === seq)),
         });
         if (ev.kind !== 'frame') throw protocolError('damaged frame');
         if (ev.frame.type === NAK) throw v1StatusError(V1_STATUS.BAD_FRAME, what);
@@ -246,4 +315,3 @@ function ok(reply: Reply, what: string): PayloadReader {
   if (reply.status !== V1_STATUS.OK) throw v1StatusError(reply.status, what);
   return reply.body;
 }
-

@@ -11,7 +11,9 @@ export function parseTcpTarget(target: string): { host: string; port: number } {
   const m = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(target);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port < 1 || port > 65535) {
-    throw new ProvlineError('TRANSPORT_BAD_TARGET', `"${target}" is not tcp://host:port`, { kind: 'invalid-input' });
+    throw new ProvlineError('TRANSPORT_BAD_TARGET', `"${target}" is not tcp://host:port`, {
+      kind: 'invalid-input',
+    });
   }
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
@@ -65,7 +67,9 @@ class TcpTransport implements Transport {
     socket.on('error', (err) => (this.lastError = err));
     socket.on('close', () => {
       this.open = false;
-      this.closed.emit(this.closing ? undefined : (this.lastError ?? new Error('the bridge closed the connection')));
+      this.closed.emit(
+        this.closing ? undefined : (this.lastError ?? new Error('the bridge closed the connection')),
+      );
     });
   }
 
@@ -76,11 +80,20 @@ class TcpTransport implements Transport {
   write(data: Uint8Array): Promise<void> {
     return new Promise((resolve, reject) => {
       if (!this.open) {
-        reject(new ProvlineError('DEVICE_DISCONNECTED', `${this.target} is closed`, { details: { target: this.target } }));
+        reject(
+          new ProvlineError('DEVICE_DISCONNECTED', `${this.target} is closed`, {
+            details: { target: this.target },
+          }),
+        );
         return;
       }
       this.socket.write(data, (err) => {
-        if (err) reject(new ProvlineError('DEVICE_DISCONNECTED', `write to ${this.target} failed: ${messageOf(err)}`, { cause: err }));
+        if (err)
+          reject(
+            new ProvlineError('DEVICE_DISCONNECTED', `write to ${this.target} failed: ${messageOf(err)}`, {
+              cause: err,
+            }),
+          );
         else resolve();
       });
     });

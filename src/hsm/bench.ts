@@ -69,7 +69,9 @@ export function buildRawBench(): string {
   mkdirSync(dir, { recursive: true });
   const tmp = `${bin}.${process.pid}.tmp`;
   try {
-    execFileSync('gcc', ['-O2', source, '-o', tmp, '-ldl', '-lpthread', '-I/usr/include/p11-kit-1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('gcc', ['-O2', source, '-o', tmp, '-ldl', '-lpthread', '-I/usr/include/p11-kit-1'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
   } catch (e) {
     throw new ProvlineError('HSM_BENCH_BUILD_FAILED', 'cannot compile the C baseline bench/hsm/raw.c', {
       cause: e,
@@ -80,15 +82,27 @@ export function buildRawBench(): string {
   return bin;
 }
 
-function rawRun(bin: string, settings: HsmSettings, env: NodeJS.ProcessEnv, devices: number, threads: number, keyType: KeyType): RunResult {
+function rawRun(
+  bin: string,
+  settings: HsmSettings,
+  env: NodeJS.ProcessEnv,
+  devices: number,
+  threads: number,
+  keyType: KeyType,
+): RunResult {
   const label = isPkcs11Uri(settings.token) ? parsePkcs11Uri(settings.token).token : settings.token;
-  if (label === undefined) throw new ProvlineError('HSM_BENCH_FAILED', 'the raw baseline needs a token label (pkcs11:token=…)');
+  if (label === undefined)
+    throw new ProvlineError('HSM_BENCH_FAILED', 'the raw baseline needs a token label (pkcs11:token=…)');
   // Only where the PIN lives goes into argv, never the PIN.
   const pinSource = env[settings.pinEnv] ? `env:${settings.pinEnv}` : `file:${settings.pinFile ?? ''}`;
   const childEnv = { ...env, ...(settings.softhsm2Conf ? { SOFTHSM2_CONF: settings.softhsm2Conf } : {}) };
   let out: string;
   try {
-    out = execFileSync(bin, [settings.module, label, pinSource, String(devices), String(threads), keyType], { env: childEnv, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    out = execFileSync(bin, [settings.module, label, pinSource, String(devices), String(threads), keyType], {
+      env: childEnv,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   } catch (e) {
     const stderr = (e as { stderr?: string }).stderr ?? '';
     throw new ProvlineError('HSM_BENCH_FAILED', `the raw C baseline failed: ${stderr.trim()}`, { cause: e });
@@ -97,14 +111,30 @@ function rawRun(bin: string, settings: HsmSettings, env: NodeJS.ProcessEnv, devi
   return { devices: r.devices, seconds: r.seconds, devicesPerSecond: r.devicesPerSecond };
 }
 
-async function provlineRun(settings: HsmSettings, env: NodeJS.ProcessEnv, o: BenchOptions, devices: number): Promise<RunResult> {
-  const hsm = await openHsm(settings, { mode: o.mode, sessions: o.lanes, simulatedLatencyMs: o.latencyMs, env });
+async function provlineRun(
+  settings: HsmSettings,
+  env: NodeJS.ProcessEnv,
+  o: BenchOptions,
+  devices: number,
+): Promise<RunResult> {
+  const hsm = await openHsm(settings, {
+    mode: o.mode,
+    sessions: o.lanes,
+    simulatedLatencyMs: o.latencyMs,
+    env,
+  });
   try {
     // A session KEK for the run: nothing is left on the token afterwards.
     const kekLabel = `provline-bench-kek-${process.pid}`;
     await hsm.createKek({ label: kekLabel, persistent: false });
     const one = (i: number) =>
-      hsm.createDeviceIdentity({ serial: `BENCH${String(i).padStart(8, '0')}`, thingName: `bench-${i}`, keyType: o.keyType, kekLabel, subject: { O: 'provline bench' } });
+      hsm.createDeviceIdentity({
+        serial: `BENCH${String(i).padStart(8, '0')}`,
+        thingName: `bench-${i}`,
+        keyType: o.keyType,
+        kekLabel,
+        subject: { O: 'provline bench' },
+      });
     const runLanes = async (n: number): Promise<number> => {
       let next = 0;
       let bytes = 0;
@@ -129,19 +159,27 @@ async function provlineRun(settings: HsmSettings, env: NodeJS.ProcessEnv, o: Ben
   }
 }
 
-export async function runHsmBench(settings: HsmSettings, o: BenchOptions, env: NodeJS.ProcessEnv = process.env): Promise<BenchResult> {
+export async function runHsmBench(
+  settings: HsmSettings,
+  o: BenchOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<BenchResult> {
   const withRaw = !o.skipRaw && o.latencyMs === 0;
   const bin = withRaw ? buildRawBench() : undefined;
   const ours: number[] = [];
   const raw: Record<string, number[]> = { '1': [], '2': [] };
   for (let r = 0; r < o.rounds; r++) {
-    if (bin) for (const t of [1, 2]) raw[String(t)]!.push(round1(rawRun(bin, settings, env, o.devices, t, o.keyType).devicesPerSecond));
+    if (bin)
+      for (const t of [1, 2])
+        raw[String(t)]!.push(round1(rawRun(bin, settings, env, o.devices, t, o.keyType).devicesPerSecond));
     ours.push(round1((await provlineRun(settings, env, o, o.devices)).devicesPerSecond));
   }
   const devicesPerSecond = round1(median(ours));
   let rawResult: BenchResult['raw'] = null;
   if (bin) {
-    const best = ['1', '2'].map((t) => ({ threads: Number(t), dps: median(raw[t]!) })).sort((a, b) => b.dps - a.dps)[0]!;
+    const best = ['1', '2']
+      .map((t) => ({ threads: Number(t), dps: median(raw[t]!) }))
+      .sort((a, b) => b.dps - a.dps)[0]!;
     rawResult = { devicesPerSecond: round1(best.dps), threads: best.threads, byThreads: raw };
   }
   return {

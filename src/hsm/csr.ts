@@ -27,7 +27,9 @@ const FIELD_OIDS: Record<SubjectField, Buffer> = {
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 /** x509's rule: PrintableString when every character allows it, else UTF8String. */
 function directoryString(value: string): Buffer {
-  return PRINTABLE.test(value) ? tlv(0x13, Buffer.from(value, 'latin1')) : tlv(0x0c, Buffer.from(value, 'utf8'));
+  return PRINTABLE.test(value)
+    ? tlv(0x13, Buffer.from(value, 'latin1'))
+    : tlv(0x0c, Buffer.from(value, 'utf8'));
 }
 
 /** The subject's RDNs in the order provline writes them (C, ST, L, O, OU, CN), one per set. */
@@ -41,7 +43,9 @@ export function subjectRdns(subject: CsrSubject): Array<[SubjectField, string]> 
 }
 
 export function encodeName(subject: CsrSubject): Buffer {
-  return seq(...subjectRdns(subject).map(([field, value]) => set(seq(FIELD_OIDS[field], directoryString(value)))));
+  return seq(
+    ...subjectRdns(subject).map(([field, value]) => set(seq(FIELD_OIDS[field], directoryString(value)))),
+  );
 }
 
 /** CertificationRequestInfo: the bytes that get signed. */

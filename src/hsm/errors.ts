@@ -26,37 +26,190 @@ function rule(ckrs: number[], r: CkrRule): void {
   for (const ckr of ckrs) rules.set(ckr, r);
 }
 
-rule([pkcs11js.CKR_PIN_INCORRECT], { code: 'HSM_PIN_INCORRECT', message: 'the HSM rejected the PIN', retryable: false, kind: 'invalid-input', hint: PIN_HINT });
-rule([pkcs11js.CKR_PIN_INVALID, pkcs11js.CKR_PIN_LEN_RANGE], { code: 'HSM_PIN_INVALID', message: 'the PIN has an invalid format or length for this token', retryable: false, kind: 'invalid-input', hint: PIN_HINT });
-rule([pkcs11js.CKR_PIN_LOCKED], { code: 'HSM_PIN_LOCKED', message: 'the user PIN is locked on this token', retryable: false, hint: 'The security officer must unlock or reset the user PIN.' });
-rule([pkcs11js.CKR_PIN_EXPIRED], { code: 'HSM_PIN_EXPIRED', message: 'the user PIN has expired', retryable: false, hint: 'Set a new user PIN on the token.' });
-rule([pkcs11js.CKR_USER_PIN_NOT_INITIALIZED], { code: 'HSM_TOKEN_NOT_READY', message: 'the token has no user PIN yet', retryable: false, hint: 'Initialise the user PIN (the local stack does this in `provline stack up`).' });
-rule([pkcs11js.CKR_USER_NOT_LOGGED_IN], { code: 'HSM_NOT_LOGGED_IN', message: 'the HSM session is not logged in', retryable: true });
-rule([pkcs11js.CKR_USER_TYPE_INVALID, pkcs11js.CKR_USER_ANOTHER_ALREADY_LOGGED_IN], { code: 'HSM_LOGIN_CONFLICT', message: 'another user type is logged in to the token', retryable: false });
-rule([pkcs11js.CKR_SLOT_ID_INVALID, pkcs11js.CKR_TOKEN_NOT_RECOGNIZED], { code: 'HSM_TOKEN_NOT_FOUND', message: 'the HSM slot or token is not known to the module', retryable: false, kind: 'invalid-input' });
-rule([pkcs11js.CKR_TOKEN_NOT_PRESENT, pkcs11js.CKR_DEVICE_REMOVED], { code: 'HSM_TOKEN_NOT_PRESENT', message: 'the HSM token went away', retryable: true });
-rule([pkcs11js.CKR_DEVICE_ERROR, pkcs11js.CKR_DEVICE_MEMORY], { code: 'HSM_DEVICE_ERROR', message: 'the HSM reported a device error', retryable: true });
-rule([pkcs11js.CKR_HOST_MEMORY], { code: 'HSM_HOST_MEMORY', message: 'the PKCS#11 module ran out of host memory', retryable: true });
-rule([pkcs11js.CKR_FUNCTION_FAILED, pkcs11js.CKR_FUNCTION_CANCELED], { code: 'HSM_FUNCTION_FAILED', message: 'the HSM operation failed', retryable: true });
-rule([pkcs11js.CKR_GENERAL_ERROR], { code: 'HSM_GENERAL_ERROR', message: 'the PKCS#11 module reported a general error', retryable: false });
-rule([pkcs11js.CKR_SESSION_HANDLE_INVALID, pkcs11js.CKR_SESSION_CLOSED], { code: 'HSM_SESSION_LOST', message: 'the HSM session was closed under us', retryable: true });
-rule([pkcs11js.CKR_SESSION_COUNT], { code: 'HSM_SESSION_LIMIT', message: 'the token refuses more sessions', retryable: true, hint: 'Lower hsm.sessions.' });
-rule([pkcs11js.CKR_SESSION_READ_ONLY, pkcs11js.CKR_TOKEN_WRITE_PROTECTED], { code: 'HSM_TOKEN_READ_ONLY', message: 'the token or session is read-only', retryable: false });
-rule([pkcs11js.CKR_OPERATION_ACTIVE], { code: 'HSM_OPERATION_ACTIVE', message: 'another operation is active on the session', retryable: true });
-rule([pkcs11js.CKR_MECHANISM_INVALID, pkcs11js.CKR_MECHANISM_PARAM_INVALID], { code: 'HSM_MECHANISM_UNSUPPORTED', message: 'the token does not support a required mechanism', retryable: false, hint: 'Run `provline hsm info` to see which mechanisms the token offers.' });
-rule([pkcs11js.CKR_KEY_HANDLE_INVALID, pkcs11js.CKR_OBJECT_HANDLE_INVALID], { code: 'HSM_OBJECT_GONE', message: 'an HSM key or object no longer exists', retryable: true });
-rule([pkcs11js.CKR_ATTRIBUTE_SENSITIVE], { code: 'HSM_ATTRIBUTE_SENSITIVE', message: 'the HSM refuses to reveal a sensitive attribute', retryable: false });
-rule([pkcs11js.CKR_KEY_UNEXTRACTABLE, pkcs11js.CKR_KEY_NOT_WRAPPABLE], { code: 'HSM_KEY_NOT_EXPORTABLE', message: 'the key may not be exported from the HSM', retryable: false });
-rule([pkcs11js.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11js.CKR_KEY_TYPE_INCONSISTENT], { code: 'HSM_KEY_USAGE_DENIED', message: 'the key is not allowed for this operation', retryable: false });
+rule([pkcs11js.CKR_PIN_INCORRECT], {
+  code: 'HSM_PIN_INCORRECT',
+  message: 'the HSM rejected the PIN',
+  retryable: false,
+  kind: 'invalid-input',
+  hint: PIN_HINT,
+});
+rule([pkcs11js.CKR_PIN_INVALID, pkcs11js.CKR_PIN_LEN_RANGE], {
+  code: 'HSM_PIN_INVALID',
+  message: 'the PIN has an invalid format or length for this token',
+  retryable: false,
+  kind: 'invalid-input',
+  hint: PIN_HINT,
+});
+rule([pkcs11js.CKR_PIN_LOCKED], {
+  code: 'HSM_PIN_LOCKED',
+  message: 'the user PIN is locked on this token',
+  retryable: false,
+  hint: 'The security officer must unlock or reset the user PIN.',
+});
+rule([pkcs11js.CKR_PIN_EXPIRED], {
+  code: 'HSM_PIN_EXPIRED',
+  message: 'the user PIN has expired',
+  retryable: false,
+  hint: 'Set a new user PIN on the token.',
+});
+rule([pkcs11js.CKR_USER_PIN_NOT_INITIALIZED], {
+  code: 'HSM_TOKEN_NOT_READY',
+  message: 'the token has no user PIN yet',
+  retryable: false,
+  hint: 'Initialise the user PIN (the local stack does this in `provline stack up`).',
+});
+rule([pkcs11js.CKR_USER_NOT_LOGGED_IN], {
+  code: 'HSM_NOT_LOGGED_IN',
+  message: 'the HSM session is not logged in',
+  retryable: true,
+});
+rule([pkcs11js.CKR_USER_TYPE_INVALID, pkcs11js.CKR_USER_ANOTHER_ALREADY_LOGGED_IN], {
+  code: 'HSM_LOGIN_CONFLICT',
+  message: 'another user type is logged in to the token',
+  retryable: false,
+});
+rule([pkcs11js.CKR_SLOT_ID_INVALID, pkcs11js.CKR_TOKEN_NOT_RECOGNIZED], {
+  code: 'HSM_TOKEN_NOT_FOUND',
+  message: 'the HSM slot or token is not known to the module',
+  retryable: false,
+  kind: 'invalid-input',
+});
+rule([pkcs11js.CKR_TOKEN_NOT_PRESENT, pkcs11js.CKR_DEVICE_REMOVED], {
+  code: 'HSM_TOKEN_NOT_PRESENT',
+  message: 'the HSM token went away',
+  retryable: true,
+});
+rule([pkcs11js.CKR_DEVICE_ERROR, pkcs11js.CKR_DEVICE_MEMORY], {
+  code: 'HSM_DEVICE_ERROR',
+  message: 'the HSM reported a device error',
+  retryable: true,
+});
+rule([pkcs11js.CKR_HOST_MEMORY], {
+  code: 'HSM_HOST_MEMORY',
+  message: 'the PKCS#11 module ran out of host memory',
+  retryable: true,
+});
+rule([pkcs11js.CKR_FUNCTION_FAILED, pkcs11js.CKR_FUNCTION_CANCELED], {
+  code: 'HSM_FUNCTION_FAILED',
+  message: 'the HSM operation failed',
+  retryable: true,
+});
+rule([pkcs11js.CKR_GENERAL_ERROR], {
+  code: 'HSM_GENERAL_ERROR',
+  message: 'the PKCS#11 module reported a general error',
+  retryable: false,
+});
+rule([pkcs11js.CKR_SESSION_HANDLE_INVALID, pkcs11js.CKR_SESSION_CLOSED], {
+  code: 'HSM_SESSION_LOST',
+  message: 'the HSM session was closed under us',
+  retryable: true,
+});
+rule([pkcs11js.CKR_SESSION_COUNT], {
+  code: 'HSM_SESSION_LIMIT',
+  message: 'the token refuses more sessions',
+  retryable: true,
+  hint: 'Lower hsm.sessions.',
+});
+rule([pkcs11js.CKR_SESSION_READ_ONLY, pkcs11js.CKR_TOKEN_WRITE_PROTECTED], {
+  code: 'HSM_TOKEN_READ_ONLY',
+  message: 'the token or session is read-only',
+  retryable: false,
+});
+rule([pkcs11js.CKR_OPERATION_ACTIVE], {
+  code: 'HSM_OPERATION_ACTIVE',
+  message: 'another operation is active on the session',
+  retryable: true,
+});
+rule([pkcs11js.CKR_MECHANISM_INVALID, pkcs11js.CKR_MECHANISM_PARAM_INVALID], {
+  code: 'HSM_MECHANISM_UNSUPPORTED',
+  message: 'the token does not support a required mechanism',
+  retryable: false,
+  hint: 'Run `provline hsm info` to see which mechanisms the token offers.',
+});
+rule([pkcs11js.CKR_KEY_HANDLE_INVALID, pkcs11js.CKR_OBJECT_HANDLE_INVALID], {
+  code: 'HSM_OBJECT_GONE',
+  message: 'an HSM key or object no longer exists',
+  retryable: true,
+});
+rule([pkcs11js.CKR_ATTRIBUTE_SENSITIVE], {
+  code: 'HSM_ATTRIBUTE_SENSITIVE',
+  message: 'the HSM refuses to reveal a sensitive attribute',
+  retryable: false,
+});
+rule([pkcs11js.CKR_KEY_UNEXTRACTABLE, pkcs11js.CKR_KEY_NOT_WRAPPABLE], {
+  code: 'HSM_KEY_NOT_EXPORTABLE',
+  message: 'the key may not be exported from the HSM',
+  retryable: false,
+});
+rule([pkcs11js.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11js.CKR_KEY_TYPE_INCONSISTENT], {
+  code: 'HSM_KEY_USAGE_DENIED',
+  message: 'the key is not allowed for this operation',
+  retryable: false,
+});
 // A KEK handle that went invalid (key deleted, module restarted) is retryable: the retry looks
 // the label up again and then fails for good with HSM_KEK_NOT_FOUND if the key is really gone.
-rule([pkcs11js.CKR_WRAPPING_KEY_HANDLE_INVALID, pkcs11js.CKR_UNWRAPPING_KEY_HANDLE_INVALID], { code: 'HSM_OBJECT_GONE', message: 'the transport KEK no longer exists under its cached handle', retryable: true });
-rule([pkcs11js.CKR_WRAPPING_KEY_SIZE_RANGE, pkcs11js.CKR_WRAPPING_KEY_TYPE_INCONSISTENT], { code: 'HSM_KEK_INVALID', message: 'the transport KEK cannot wrap this key', retryable: false, kind: 'invalid-input' });
-rule([pkcs11js.CKR_UNWRAPPING_KEY_SIZE_RANGE, pkcs11js.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT], { code: 'HSM_KEK_INVALID', message: 'the transport KEK cannot unwrap this key', retryable: false, kind: 'invalid-input' });
-rule([pkcs11js.CKR_WRAPPED_KEY_INVALID, pkcs11js.CKR_WRAPPED_KEY_LEN_RANGE, pkcs11js.CKR_ENCRYPTED_DATA_INVALID, pkcs11js.CKR_ENCRYPTED_DATA_LEN_RANGE], { code: 'HSM_WRAPPED_KEY_INVALID', message: 'the wrapped key does not unwrap under this KEK', retryable: false, kind: 'invalid-input' });
-rule([pkcs11js.CKR_TEMPLATE_INCOMPLETE, pkcs11js.CKR_TEMPLATE_INCONSISTENT, pkcs11js.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11js.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11js.CKR_ATTRIBUTE_READ_ONLY, pkcs11js.CKR_DOMAIN_PARAMS_INVALID, pkcs11js.CKR_KEY_SIZE_RANGE, 0x140 /* CKR_CURVE_NOT_SUPPORTED, not exported by pkcs11js */], { code: 'HSM_TEMPLATE_REJECTED', message: 'the token rejected the key attributes provline asked for', retryable: false });
-rule([pkcs11js.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED], { code: 'HSM_MODULE_STATE', message: 'the PKCS#11 module is in an unexpected initialisation state', retryable: false });
-rule([pkcs11js.CKR_DATA_LEN_RANGE, pkcs11js.CKR_DATA_INVALID, pkcs11js.CKR_BUFFER_TOO_SMALL, pkcs11js.CKR_ARGUMENTS_BAD], { code: 'HSM_INTERNAL', message: 'provline passed the HSM bad arguments (a bug)', retryable: false });
+rule([pkcs11js.CKR_WRAPPING_KEY_HANDLE_INVALID, pkcs11js.CKR_UNWRAPPING_KEY_HANDLE_INVALID], {
+  code: 'HSM_OBJECT_GONE',
+  message: 'the transport KEK no longer exists under its cached handle',
+  retryable: true,
+});
+rule([pkcs11js.CKR_WRAPPING_KEY_SIZE_RANGE, pkcs11js.CKR_WRAPPING_KEY_TYPE_INCONSISTENT], {
+  code: 'HSM_KEK_INVALID',
+  message: 'the transport KEK cannot wrap this key',
+  retryable: false,
+  kind: 'invalid-input',
+});
+rule([pkcs11js.CKR_UNWRAPPING_KEY_SIZE_RANGE, pkcs11js.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT], {
+  code: 'HSM_KEK_INVALID',
+  message: 'the transport KEK cannot unwrap this key',
+  retryable: false,
+  kind: 'invalid-input',
+});
+rule(
+  [
+    pkcs11js.CKR_WRAPPED_KEY_INVALID,
+    pkcs11js.CKR_WRAPPED_KEY_LEN_RANGE,
+    pkcs11js.CKR_ENCRYPTED_DATA_INVALID,
+    pkcs11js.CKR_ENCRYPTED_DATA_LEN_RANGE,
+  ],
+  {
+    code: 'HSM_WRAPPED_KEY_INVALID',
+    message: 'the wrapped key does not unwrap under this KEK',
+    retryable: false,
+    kind: 'invalid-input',
+  },
+);
+rule(
+  [
+    pkcs11js.CKR_TEMPLATE_INCOMPLETE,
+    pkcs11js.CKR_TEMPLATE_INCONSISTENT,
+    pkcs11js.CKR_ATTRIBUTE_VALUE_INVALID,
+    pkcs11js.CKR_ATTRIBUTE_TYPE_INVALID,
+    pkcs11js.CKR_ATTRIBUTE_READ_ONLY,
+    pkcs11js.CKR_DOMAIN_PARAMS_INVALID,
+    pkcs11js.CKR_KEY_SIZE_RANGE,
+    0x140 /* CKR_CURVE_NOT_SUPPORTED, not exported by pkcs11js */,
+  ],
+  {
+    code: 'HSM_TEMPLATE_REJECTED',
+    message: 'the token rejected the key attributes provline asked for',
+    retryable: false,
+  },
+);
+rule([pkcs11js.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED], {
+  code: 'HSM_MODULE_STATE',
+  message: 'the PKCS#11 module is in an unexpected initialisation state',
+  retryable: false,
+});
+rule(
+  [
+    pkcs11js.CKR_DATA_LEN_RANGE,
+    pkcs11js.CKR_DATA_INVALID,
+    pkcs11js.CKR_BUFFER_TOO_SMALL,
+    pkcs11js.CKR_ARGUMENTS_BAD,
+  ],
+  { code: 'HSM_INTERNAL', message: 'provline passed the HSM bad arguments (a bug)', retryable: false },
+);
 
 const ckrNames = new Map<number, string>();
 for (const [name, value] of Object.entries(pkcs11js)) {
@@ -97,10 +250,18 @@ export function hsmError(e: unknown, operation: string): ProvlineError {
         cause: e,
       });
     }
-    return new ProvlineError('HSM_CKR_UNEXPECTED', `${operation}: the PKCS#11 module returned ${details.ckr}`, { retryable: false, details, cause: e });
+    return new ProvlineError(
+      'HSM_CKR_UNEXPECTED',
+      `${operation}: the PKCS#11 module returned ${details.ckr}`,
+      { retryable: false, details, cause: e },
+    );
   }
   const message = e instanceof Error ? e.message : String(e);
-  return new ProvlineError('HSM_FAILED', `${operation}: ${message}`, { retryable: false, details: { operation }, cause: e });
+  return new ProvlineError('HSM_FAILED', `${operation}: ${message}`, {
+    retryable: false,
+    details: { operation },
+    cause: e,
+  });
 }
 
 // A valid Ed25519 PKCS#8 key (all-zero seed), used only to make OpenSSL report its error queue.

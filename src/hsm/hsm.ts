@@ -76,7 +76,11 @@ export class Hsm {
       module: this.module.info(),
       token,
       tokenUri: `pkcs11:token=${encodeURIComponent(token.label)}`,
-      sessions: { configured: this.settings.sessions, pool: this.pool.size, tokenMaxRw: token.maxRwSessions ?? null },
+      sessions: {
+        configured: this.settings.sessions,
+        pool: this.pool.size,
+        tokenMaxRw: token.maxRwSessions ?? null,
+      },
       mechanisms: this.token.mechanisms(),
     };
   }
@@ -84,7 +88,15 @@ export class Hsm {
   /** The call implementation for a key type (see CallMode). */
   opsFor(keyType: KeyType): KeyOps {
     const base =
-      this.mode === 'sync' ? syncOps : this.mode === 'async' ? asyncOps : this.mode === 'hybrid' ? hybridOps : KEY_TYPE_SPECS[keyType].family === 'rsa' ? asyncOps : syncOps;
+      this.mode === 'sync'
+        ? syncOps
+        : this.mode === 'async'
+          ? asyncOps
+          : this.mode === 'hybrid'
+            ? hybridOps
+            : KEY_TYPE_SPECS[keyType].family === 'rsa'
+              ? asyncOps
+              : syncOps;
     return this.latencyMs > 0 ? withLatency(base, this.latencyMs) : base;
   }
 
@@ -154,11 +166,15 @@ export class Hsm {
     if (!k) {
       k = findKek(s, this.token.label, label);
       if (!k) {
-        throw new ProvlineError('HSM_KEK_NOT_FOUND', `no transport KEK labelled "${label}" on token "${this.token.label}"`, {
-          kind: 'invalid-input',
-          hint: 'Create it with `provline hsm kek create --profile <p>` or import the agreed key with `provline hsm kek import`.',
-          details: { kekLabel: label },
-        });
+        throw new ProvlineError(
+          'HSM_KEK_NOT_FOUND',
+          `no transport KEK labelled "${label}" on token "${this.token.label}"`,
+          {
+            kind: 'invalid-input',
+            hint: 'Create it with `provline hsm kek create --profile <p>` or import the agreed key with `provline hsm kek import`.',
+            details: { kekLabel: label },
+          },
+        );
       }
       this.keks.set(label, k);
     }
@@ -178,8 +194,12 @@ export function openHsm(settings: HsmSettings, options: OpenHsmOptions = {}): Pr
     try {
       const token = module.findToken(settings.token);
       const env = options.env ?? process.env;
-      const pool = new SessionPool(token, options.sessions ?? settings.sessions, (s) => s.login(readPin(settings, env)));
-      resolve(new Hsm(module, token, pool, settings, options.mode ?? 'auto', options.simulatedLatencyMs ?? 0));
+      const pool = new SessionPool(token, options.sessions ?? settings.sessions, (s) =>
+        s.login(readPin(settings, env)),
+      );
+      resolve(
+        new Hsm(module, token, pool, settings, options.mode ?? 'auto', options.simulatedLatencyMs ?? 0),
+      );
     } catch (e) {
       module.release();
       throw e;

@@ -10,7 +10,14 @@
 import pkcs11js from 'pkcs11js';
 import type { KeyType } from '../config/schema.js';
 import { ProvlineError } from '../core/errors.js';
-import { certificationRequest, certificationRequestInfo, signatureValue, signingInput, toPem, type CsrSubject } from './csr.js';
+import {
+  certificationRequest,
+  certificationRequestInfo,
+  signatureValue,
+  signingInput,
+  toPem,
+  type CsrSubject,
+} from './csr.js';
 import { hsmError } from './errors.js';
 import type { KekRef } from './kek.js';
 import { ecSpki, KEY_TYPE_SPECS, rsaSpki, RSA_PUBLIC_EXPONENT, type KeyTypeSpec } from './key-types.js';
@@ -52,10 +59,17 @@ const RSA_PKCS: pkcs11js.Mechanism = { mechanism: pkcs11js.CKM_RSA_PKCS };
 // template. A shared constant made concurrent identities alias one public key (and P-384 after
 // P-256 failed with CKR_BUFFER_TOO_SMALL). Pinned by the concurrency test in hsm.test.ts.
 const ecPointTemplate = (): pkcs11js.Template => [{ type: pkcs11js.CKA_EC_POINT }];
-const rsaPublicTemplate = (): pkcs11js.Template => [{ type: pkcs11js.CKA_MODULUS }, { type: pkcs11js.CKA_PUBLIC_EXPONENT }];
+const rsaPublicTemplate = (): pkcs11js.Template => [
+  { type: pkcs11js.CKA_MODULUS },
+  { type: pkcs11js.CKA_PUBLIC_EXPONENT },
+];
 
 /** Key-pair templates for a device key: session objects, private half sensitive. */
-export function deviceKeyTemplates(spec: KeyTypeSpec, label: string, id: Buffer): { pub: pkcs11js.Template; priv: pkcs11js.Template } {
+export function deviceKeyTemplates(
+  spec: KeyTypeSpec,
+  label: string,
+  id: Buffer,
+): { pub: pkcs11js.Template; priv: pkcs11js.Template } {
   const common: pkcs11js.Template = [
     { type: pkcs11js.CKA_TOKEN, value: false },
     { type: pkcs11js.CKA_LABEL, value: label },
@@ -63,7 +77,11 @@ export function deviceKeyTemplates(spec: KeyTypeSpec, label: string, id: Buffer)
   ];
   const pub: pkcs11js.Template = [...common, { type: pkcs11js.CKA_VERIFY, value: true }];
   if (spec.family === 'ec') pub.push({ type: pkcs11js.CKA_EC_PARAMS, value: spec.ecParams! });
-  else pub.push({ type: pkcs11js.CKA_MODULUS_BITS, value: spec.modulusBits! }, { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: RSA_PUBLIC_EXPONENT });
+  else
+    pub.push(
+      { type: pkcs11js.CKA_MODULUS_BITS, value: spec.modulusBits! },
+      { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: RSA_PUBLIC_EXPONENT },
+    );
   const priv: pkcs11js.Template = [
     ...common,
     { type: pkcs11js.CKA_PRIVATE, value: true },
@@ -88,12 +106,22 @@ async function step<T>(operation: string, fn: () => T | Promise<T>): Promise<T> 
 }
 
 /** Creates one identity on `s` (which the caller owns exclusively for the duration). */
-export async function createIdentityOn(s: Session, ops: KeyOps, kek: KekRef, req: DeviceIdentityRequest): Promise<DeviceIdentity> {
+export async function createIdentityOn(
+  s: Session,
+  ops: KeyOps,
+  kek: KekRef,
+  req: DeviceIdentityRequest,
+): Promise<DeviceIdentity> {
   const spec = KEY_TYPE_SPECS[req.keyType];
-  if (!spec) throw new ProvlineError('HSM_KEY_TYPE_UNSUPPORTED', `unsupported key type ${String(req.keyType)}`, { kind: 'invalid-input' });
+  if (!spec)
+    throw new ProvlineError('HSM_KEY_TYPE_UNSUPPORTED', `unsupported key type ${String(req.keyType)}`, {
+      kind: 'invalid-input',
+    });
   const { p, handle } = s;
   const { pub, priv } = deviceKeyTemplates(spec, req.serial, Buffer.from(req.serial, 'utf8'));
-  const kp = await step('generating the device key', () => ops.generateKeyPair(p, handle, spec.family === 'ec' ? EC_KEYGEN : RSA_KEYGEN, pub, priv));
+  const kp = await step('generating the device key', () =>
+    ops.generateKeyPair(p, handle, spec.family === 'ec' ? EC_KEYGEN : RSA_KEYGEN, pub, priv),
+  );
   let result: DeviceIdentity | undefined;
   let failure: Error | undefined;
   try {
@@ -107,10 +135,19 @@ export async function createIdentityOn(s: Session, ops: KeyOps, kek: KekRef, req
     });
     const tbs = certificationRequestInfo(subjectFor(req), spki);
     const raw = await step('signing the CSR', () =>
-      ops.sign(p, handle, spec.family === 'ec' ? ECDSA : RSA_PKCS, kp.privateKey, signingInput(tbs, spec), spec.signatureBytes),
+      ops.sign(
+        p,
+        handle,
+        spec.family === 'ec' ? ECDSA : RSA_PKCS,
+        kp.privateKey,
+        signingInput(tbs, spec),
+        spec.signatureBytes,
+      ),
     );
     const csr = certificationRequest(tbs, spec, signatureValue(raw, spec));
-    const wrapped = await step('wrapping the device key', () => ops.wrap(p, handle, AES_KEY_WRAP_PAD, kek.handle, kp.privateKey, spec.wrappedBytes));
+    const wrapped = await step('wrapping the device key', () =>
+      ops.wrap(p, handle, AES_KEY_WRAP_PAD, kek.handle, kp.privateKey, spec.wrappedBytes),
+    );
     result = {
       serial: req.serial,
       thingName: req.thingName,

@@ -45,7 +45,13 @@ function baseTemplate(label: string, id: Buffer, persistent: boolean): pkcs11js.
 }
 
 function ref(tokenLabel: string, label: string, id: Buffer, handle: Buffer, persistent: boolean): KekRef {
-  return { label, id, handle, persistent, uri: formatPkcs11Uri({ token: tokenLabel, object: label, id, type: 'secret-key' }) };
+  return {
+    label,
+    id,
+    handle,
+    persistent,
+    uri: formatPkcs11Uri({ token: tokenLabel, object: label, id, type: 'secret-key' }),
+  };
 }
 
 /** The KEK labelled `label`, or undefined. Two keys with one label are an error. */
@@ -59,26 +65,50 @@ export function findKek(s: Session, tokenLabel: string, label: string): KekRef |
   );
   if (handles.length === 0) return undefined;
   if (handles.length > 1) {
-    throw new ProvlineError('HSM_KEK_AMBIGUOUS', `more than one secret key on the token is labelled "${label}"`, {
-      kind: 'invalid-input',
-      hint: 'Remove the duplicate with the HSM vendor tools (or pkcs11-tool --delete-object).',
-    });
+    throw new ProvlineError(
+      'HSM_KEK_AMBIGUOUS',
+      `more than one secret key on the token is labelled "${label}"`,
+      {
+        kind: 'invalid-input',
+        hint: 'Remove the duplicate with the HSM vendor tools (or pkcs11-tool --delete-object).',
+      },
+    );
   }
   const handle = handles[0]!;
-  const attrs = s.attributes(handle, [pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_WRAP, pkcs11js.CKA_ID, pkcs11js.CKA_TOKEN], 'reading the KEK attributes');
-  const keyType = attrs.get(pkcs11js.CKA_KEY_TYPE)!.readUIntLE(0, Math.min(6, attrs.get(pkcs11js.CKA_KEY_TYPE)!.length));
+  const attrs = s.attributes(
+    handle,
+    [pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_WRAP, pkcs11js.CKA_ID, pkcs11js.CKA_TOKEN],
+    'reading the KEK attributes',
+  );
+  const keyType = attrs
+    .get(pkcs11js.CKA_KEY_TYPE)!
+    .readUIntLE(0, Math.min(6, attrs.get(pkcs11js.CKA_KEY_TYPE)!.length));
   if (keyType !== pkcs11js.CKK_AES || attrs.get(pkcs11js.CKA_WRAP)?.[0] !== 1) {
-    throw new ProvlineError('HSM_KEK_INVALID', `the key labelled "${label}" is not an AES key allowed to wrap`, { kind: 'invalid-input' });
+    throw new ProvlineError(
+      'HSM_KEK_INVALID',
+      `the key labelled "${label}" is not an AES key allowed to wrap`,
+      { kind: 'invalid-input' },
+    );
   }
-  return ref(tokenLabel, label, attrs.get(pkcs11js.CKA_ID) ?? Buffer.alloc(0), handle, attrs.get(pkcs11js.CKA_TOKEN)?.[0] === 1);
+  return ref(
+    tokenLabel,
+    label,
+    attrs.get(pkcs11js.CKA_ID) ?? Buffer.alloc(0),
+    handle,
+    attrs.get(pkcs11js.CKA_TOKEN)?.[0] === 1,
+  );
 }
 
 function refuseExisting(s: Session, tokenLabel: string, label: string): void {
   if (findKek(s, tokenLabel, label)) {
-    throw new ProvlineError('HSM_KEK_EXISTS', `a KEK labelled "${label}" already exists on token "${tokenLabel}"`, {
-      kind: 'invalid-input',
-      hint: 'KEKs are never replaced by provline: use another kekLabel in the profile, or remove the old key deliberately.',
-    });
+    throw new ProvlineError(
+      'HSM_KEK_EXISTS',
+      `a KEK labelled "${label}" already exists on token "${tokenLabel}"`,
+      {
+        kind: 'invalid-input',
+        hint: 'KEKs are never replaced by provline: use another kekLabel in the profile, or remove the old key deliberately.',
+      },
+    );
   }
 }
 
@@ -102,14 +132,27 @@ export function generateKek(s: Session, tokenLabel: string, label: string, persi
  * where simulators hold the same KEK). The value crosses the PKCS#11 boundary in the clear:
  * for production, prefer `generateKek` or the vendor's key-ceremony import (docs/hsm.md).
  */
-export function importKek(s: Session, tokenLabel: string, label: string, value: Buffer, persistent = true): KekRef {
+export function importKek(
+  s: Session,
+  tokenLabel: string,
+  label: string,
+  value: Buffer,
+  persistent = true,
+): KekRef {
   if (value.length !== KEK_BYTES) {
-    throw new ProvlineError('HSM_KEK_FILE_INVALID', `a KEK must be ${KEK_BYTES} bytes (AES-256), got ${value.length}`, { kind: 'invalid-input' });
+    throw new ProvlineError(
+      'HSM_KEK_FILE_INVALID',
+      `a KEK must be ${KEK_BYTES} bytes (AES-256), got ${value.length}`,
+      { kind: 'invalid-input' },
+    );
   }
   refuseExisting(s, tokenLabel, label);
   const id = randomBytes(16);
   try {
-    const handle = s.p.C_CreateObject(s.handle, [...baseTemplate(label, id, persistent), { type: pkcs11js.CKA_VALUE, value }]);
+    const handle = s.p.C_CreateObject(s.handle, [
+      ...baseTemplate(label, id, persistent),
+      { type: pkcs11js.CKA_VALUE, value },
+    ]);
     return ref(tokenLabel, label, id, handle, persistent);
   } catch (e) {
     throw hsmError(e, 'importing the KEK');
@@ -121,7 +164,11 @@ export function parseKekFile(content: Buffer): Buffer {
   if (content.length === KEK_BYTES) return content;
   const text = content.toString('latin1').trim();
   if (/^[0-9a-fA-F]{64}$/.test(text)) return Buffer.from(text, 'hex');
-  throw new ProvlineError('HSM_KEK_FILE_INVALID', `a KEK file must hold ${KEK_BYTES} raw bytes or 64 hex digits (got ${content.length} bytes)`, {
-    kind: 'invalid-input',
-  });
+  throw new ProvlineError(
+    'HSM_KEK_FILE_INVALID',
+    `a KEK file must hold ${KEK_BYTES} raw bytes or 64 hex digits (got ${content.length} bytes)`,
+    {
+      kind: 'invalid-input',
+    },
+  );
 }

@@ -75,7 +75,8 @@ export function ecSpki(spec: KeyTypeSpec, ecPoint: Buffer): Buffer {
   const pointLen = 1 + 2 * spec.fieldBytes!;
   let point = ecPoint;
   if (ecPoint.length !== pointLen) point = readTlv(ecPoint).content;
-  if (point.length !== pointLen || point[0] !== 0x04) throw new Error(`unexpected EC point of ${ecPoint.length} bytes`);
+  if (point.length !== pointLen || point[0] !== 0x04)
+    throw new Error(`unexpected EC point of ${ecPoint.length} bytes`);
   return seq(seq(EC_PUBLIC_KEY, spec.ecParams!), bitString(point));
 }
 
@@ -90,8 +91,13 @@ export function rsaSpki(modulus: Buffer, exponent: Buffer): Buffer {
  */
 export function ecPkcs8(spec: KeyTypeSpec, d: Buffer): Buffer {
   const size = spec.fieldBytes!;
-  const scalar = d.length >= size ? d.subarray(d.length - size) : Buffer.concat([Buffer.alloc(size - d.length), d]);
-  return seq(smallInteger(0), seq(EC_PUBLIC_KEY, spec.ecParams!), octetString(seq(smallInteger(1), octetString(scalar))));
+  const scalar =
+    d.length >= size ? d.subarray(d.length - size) : Buffer.concat([Buffer.alloc(size - d.length), d]);
+  return seq(
+    smallInteger(0),
+    seq(EC_PUBLIC_KEY, spec.ecParams!),
+    octetString(seq(smallInteger(1), octetString(scalar))),
+  );
 }
 
 /** ECDSA raw r||s (what CKM_ECDSA returns) to a DER ECDSA-Sig-Value. */

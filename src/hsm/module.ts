@@ -41,10 +41,18 @@ export class Pkcs11Module {
   static open(path: string, softhsm2Conf?: string): Pkcs11Module {
     const existing = loaded.get(path);
     if (existing) {
-      if (softhsm2Conf !== undefined && existing.softhsm2Conf !== undefined && softhsm2Conf !== existing.softhsm2Conf) {
-        throw new ProvlineError('HSM_MODULE_CONFLICT', 'this process already uses the PKCS#11 module with another SOFTHSM2_CONF', {
-          details: { module: path },
-        });
+      if (
+        softhsm2Conf !== undefined &&
+        existing.softhsm2Conf !== undefined &&
+        softhsm2Conf !== existing.softhsm2Conf
+      ) {
+        throw new ProvlineError(
+          'HSM_MODULE_CONFLICT',
+          'this process already uses the PKCS#11 module with another SOFTHSM2_CONF',
+          {
+            details: { module: path },
+          },
+        );
       }
       existing.refs++;
       return existing.module;
@@ -60,7 +68,11 @@ export class Pkcs11Module {
     try {
       p.load(path);
     } catch (e) {
-      throw new ProvlineError('HSM_MODULE_LOAD_FAILED', `cannot load the PKCS#11 module ${path}`, { kind: 'invalid-input', cause: e, details: { module: path } });
+      throw new ProvlineError('HSM_MODULE_LOAD_FAILED', `cannot load the PKCS#11 module ${path}`, {
+        kind: 'invalid-input',
+        cause: e,
+        details: { module: path },
+      });
     }
     try {
       p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
@@ -100,7 +112,8 @@ export class Pkcs11Module {
   /** Every slot with an initialised token, as Token objects (SoftHSM always adds an empty one). */
   tokens(): Token[] {
     try {
-      return this.p.C_GetSlotList(true)
+      return this.p
+        .C_GetSlotList(true)
         .map((slot) => new Token(this, slot))
         .filter((t) => t.info().initialized);
     } catch (e) {
@@ -125,10 +138,14 @@ export class Pkcs11Module {
         details: { token: selector, available: all.map((t) => t.label) },
       });
     }
-    throw new ProvlineError('HSM_TOKEN_AMBIGUOUS', `${matches.length} HSM tokens match ${JSON.stringify(selector)}`, {
-      kind: 'invalid-input',
-      hint: 'Narrow hsm.token with a URI: pkcs11:token=<label>;serial=<serial>.',
-      details: { token: selector },
-    });
+    throw new ProvlineError(
+      'HSM_TOKEN_AMBIGUOUS',
+      `${matches.length} HSM tokens match ${JSON.stringify(selector)}`,
+      {
+        kind: 'invalid-input',
+        hint: 'Narrow hsm.token with a URI: pkcs11:token=<label>;serial=<serial>.',
+        details: { token: selector },
+      },
+    );
   }
 }

@@ -22,10 +22,35 @@ type Maybe<T> = T | Promise<T>;
 
 export interface KeyOps {
   readonly name: string;
-  generateKeyPair: (p: pkcs11js.PKCS11, s: Buffer, mech: pkcs11js.Mechanism, pub: pkcs11js.Template, priv: pkcs11js.Template) => Maybe<pkcs11js.KeyPair>;
-  getAttributes: (p: pkcs11js.PKCS11, s: Buffer, object: Buffer, template: pkcs11js.Template) => Maybe<pkcs11js.TemplateResult>;
-  sign: (p: pkcs11js.PKCS11, s: Buffer, mech: pkcs11js.Mechanism, key: Buffer, input: Buffer, outLen: number) => Maybe<Buffer>;
-  wrap: (p: pkcs11js.PKCS11, s: Buffer, mech: pkcs11js.Mechanism, kek: Buffer, key: Buffer, outLen: number) => Maybe<Buffer>;
+  generateKeyPair: (
+    p: pkcs11js.PKCS11,
+    s: Buffer,
+    mech: pkcs11js.Mechanism,
+    pub: pkcs11js.Template,
+    priv: pkcs11js.Template,
+  ) => Maybe<pkcs11js.KeyPair>;
+  getAttributes: (
+    p: pkcs11js.PKCS11,
+    s: Buffer,
+    object: Buffer,
+    template: pkcs11js.Template,
+  ) => Maybe<pkcs11js.TemplateResult>;
+  sign: (
+    p: pkcs11js.PKCS11,
+    s: Buffer,
+    mech: pkcs11js.Mechanism,
+    key: Buffer,
+    input: Buffer,
+    outLen: number,
+  ) => Maybe<Buffer>;
+  wrap: (
+    p: pkcs11js.PKCS11,
+    s: Buffer,
+    mech: pkcs11js.Mechanism,
+    kek: Buffer,
+    key: Buffer,
+    outLen: number,
+  ) => Maybe<Buffer>;
   destroy: (p: pkcs11js.PKCS11, s: Buffer, object: Buffer) => Maybe<void>;
 }
 

@@ -14,10 +14,14 @@ export function readPin(source: PinSource, env: NodeJS.ProcessEnv = process.env)
   const fromEnv = env[source.pinEnv];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
   if (source.pinFile === undefined) {
-    throw new ProvlineError('HSM_PIN_MISSING', 'no HSM user PIN: neither a pin file nor the PIN environment variable is set', {
-      kind: 'invalid-input',
-      hint: `Set hsm.pinFile (PROVLINE_HSM_PIN_FILE) to a 0600 file holding the PIN, or export ${source.pinEnv}.`,
-    });
+    throw new ProvlineError(
+      'HSM_PIN_MISSING',
+      'no HSM user PIN: neither a pin file nor the PIN environment variable is set',
+      {
+        kind: 'invalid-input',
+        hint: `Set hsm.pinFile (PROVLINE_HSM_PIN_FILE) to a 0600 file holding the PIN, or export ${source.pinEnv}.`,
+      },
+    );
   }
   let text: string;
   try {
@@ -30,6 +34,9 @@ export function readPin(source: PinSource, env: NodeJS.ProcessEnv = process.env)
     });
   }
   const pin = text.replace(/\r?\n$/, '');
-  if (pin === '') throw new ProvlineError('HSM_PIN_MISSING', `the HSM pin file ${source.pinFile} is empty`, { kind: 'invalid-input' });
+  if (pin === '')
+    throw new ProvlineError('HSM_PIN_MISSING', `the HSM pin file ${source.pinFile} is empty`, {
+      kind: 'invalid-input',
+    });
   return pin;
 }

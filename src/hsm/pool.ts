@@ -52,7 +52,8 @@ export class SessionPool {
   /** Closes every session; callers still waiting get HSM_CLOSED. */
   close(): void {
     this.closed = true;
-    for (const w of this.waiters.splice(0)) w.reject(new ProvlineError('HSM_CLOSED', 'the HSM connection was closed'));
+    for (const w of this.waiters.splice(0))
+      w.reject(new ProvlineError('HSM_CLOSED', 'the HSM connection was closed'));
     // Close the login session last so the others never run logged out.
     for (const s of [...this.all].reverse()) s.close();
     this.all.clear();

@@ -48,7 +48,11 @@ export class Session {
 
   attributes(object: Buffer, types: number[], operation = 'reading key attributes'): Map<number, Buffer> {
     try {
-      const out = this.p.C_GetAttributeValue(this.handle, object, types.map((type) => ({ type })));
+      const out = this.p.C_GetAttributeValue(
+        this.handle,
+        object,
+        types.map((type) => ({ type })),
+      );
       return new Map(out.map((a) => [a.type, a.value]));
     } catch (e) {
       throw hsmError(e, operation);
@@ -62,7 +66,8 @@ export class Session {
       this.p.C_CloseSession(this.handle);
     } catch (e) {
       // A session the module already dropped (token removed, finalize) is closed anyway.
-      if (!hasCkr(e, pkcs11js.CKR_SESSION_HANDLE_INVALID) && !hasCkr(e, pkcs11js.CKR_SESSION_CLOSED)) throw hsmError(e, 'closing an HSM session');
+      if (!hasCkr(e, pkcs11js.CKR_SESSION_HANDLE_INVALID) && !hasCkr(e, pkcs11js.CKR_SESSION_CLOSED))
+        throw hsmError(e, 'closing an HSM session');
     }
   }
 }

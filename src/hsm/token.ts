@@ -21,13 +21,37 @@ export interface TokenInfo {
 
 /** The mechanisms provline relies on, with why. */
 export const MECHANISMS_THAT_MATTER: Array<{ name: string; mechanism: number; usedFor: string }> = [
-  { name: 'CKM_EC_KEY_PAIR_GEN', mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN, usedFor: 'P-256 / P-384 device keys' },
-  { name: 'CKM_ECDSA', mechanism: pkcs11js.CKM_ECDSA, usedFor: 'signing EC CSRs (hash computed in provline)' },
-  { name: 'CKM_RSA_PKCS_KEY_PAIR_GEN', mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN, usedFor: 'RSA-2048 device keys' },
-  { name: 'CKM_RSA_PKCS', mechanism: pkcs11js.CKM_RSA_PKCS, usedFor: 'signing RSA CSRs (DigestInfo built in provline)' },
+  {
+    name: 'CKM_EC_KEY_PAIR_GEN',
+    mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN,
+    usedFor: 'P-256 / P-384 device keys',
+  },
+  {
+    name: 'CKM_ECDSA',
+    mechanism: pkcs11js.CKM_ECDSA,
+    usedFor: 'signing EC CSRs (hash computed in provline)',
+  },
+  {
+    name: 'CKM_RSA_PKCS_KEY_PAIR_GEN',
+    mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN,
+    usedFor: 'RSA-2048 device keys',
+  },
+  {
+    name: 'CKM_RSA_PKCS',
+    mechanism: pkcs11js.CKM_RSA_PKCS,
+    usedFor: 'signing RSA CSRs (DigestInfo built in provline)',
+  },
   { name: 'CKM_AES_KEY_GEN', mechanism: pkcs11js.CKM_AES_KEY_GEN, usedFor: '`hsm kek create`' },
-  { name: 'CKM_AES_KEY_WRAP_PAD', mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD, usedFor: 'exporting device keys wrapped (RFC 5649)' },
-  { name: 'CKM_ECDSA_SHA256', mechanism: pkcs11js.CKM_ECDSA_SHA256, usedFor: 'not needed (provline hashes itself); listed for comparison' },
+  {
+    name: 'CKM_AES_KEY_WRAP_PAD',
+    mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD,
+    usedFor: 'exporting device keys wrapped (RFC 5649)',
+  },
+  {
+    name: 'CKM_ECDSA_SHA256',
+    mechanism: pkcs11js.CKM_ECDSA_SHA256,
+    usedFor: 'not needed (provline hashes itself); listed for comparison',
+  },
 ];
 
 export interface MechanismSupport {
@@ -79,7 +103,9 @@ export class Token {
 
   /** The slot id as a decimal string (pkcs11js hands slot ids over as little-endian buffers). */
   slotId(): string {
-    return this.slot.length >= 8 ? this.slot.readBigUInt64LE(0).toString() : String(this.slot.readUInt32LE(0));
+    return this.slot.length >= 8
+      ? this.slot.readBigUInt64LE(0).toString()
+      : String(this.slot.readUInt32LE(0));
   }
 
   /** RFC 7512 matching: every attribute the URI gives must be equal. */
@@ -110,7 +136,10 @@ export class Token {
   /** A new read/write session. Owned by the caller (normally the SessionPool). */
   openSession(): Session {
     try {
-      const handle = this.module.p.C_OpenSession(this.slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+      const handle = this.module.p.C_OpenSession(
+        this.slot,
+        pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION,
+      );
       return new Session(this.module.p, handle);
     } catch (e) {
       throw hsmError(e, 'opening an HSM session');

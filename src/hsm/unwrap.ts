@@ -54,19 +54,29 @@ export function unwrapOn(s: Session, kek: KekRef, req: UnwrapRequest): Buffer {
     // CKR_GENERAL_ERROR rather than CKR_WRAPPED_KEY_INVALID; in this one call that is what it means.
     if (hasCkr(e, pkcs11js.CKR_GENERAL_ERROR)) {
       drainOpenSslErrors();
-      throw new ProvlineError('HSM_WRAPPED_KEY_INVALID', 'unwrapping the device key: the wrapped key does not unwrap under this KEK', {
-        kind: 'invalid-input',
-        details: { ckr: 'CKR_GENERAL_ERROR', method: 'C_UnwrapKey', kekLabel: req.kekLabel },
-        cause: e,
-      });
+      throw new ProvlineError(
+        'HSM_WRAPPED_KEY_INVALID',
+        'unwrapping the device key: the wrapped key does not unwrap under this KEK',
+        {
+          kind: 'invalid-input',
+          details: { ckr: 'CKR_GENERAL_ERROR', method: 'C_UnwrapKey', kekLabel: req.kekLabel },
+          cause: e,
+        },
+      );
     }
     throw hsmError(e, 'unwrapping the device key');
   }
   try {
     if (spec.family === 'ec') {
-      const a = s.attributes(handle, [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_VALUE], 'reading the unwrapped key');
+      const a = s.attributes(
+        handle,
+        [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_VALUE],
+        'reading the unwrapped key',
+      );
       if (!a.get(pkcs11js.CKA_EC_PARAMS)!.equals(spec.ecParams!)) {
-        throw new ProvlineError('HSM_WRAPPED_KEY_INVALID', `the wrapped key is not a ${req.keyType} key`, { kind: 'invalid-input' });
+        throw new ProvlineError('HSM_WRAPPED_KEY_INVALID', `the wrapped key is not a ${req.keyType} key`, {
+          kind: 'invalid-input',
+        });
       }
       return ecPkcs8(spec, a.get(pkcs11js.CKA_VALUE)!);
     }

@@ -42,7 +42,11 @@ export function isPkcs11Uri(s: string): boolean {
 export function parsePkcs11Uri(uri: string): Pkcs11Uri {
   if (!isPkcs11Uri(uri)) throw uriError(uri, 'it must start with "pkcs11:"');
   const rest = uri.slice('pkcs11:'.length);
-  if (rest.includes('?')) throw uriError(uri, 'query attributes such as pin-value are not accepted; PINs come from a pin file or the environment');
+  if (rest.includes('?'))
+    throw uriError(
+      uri,
+      'query attributes such as pin-value are not accepted; PINs come from a pin file or the environment',
+    );
   const out: Pkcs11Uri = {};
   if (rest === '') return out;
   for (const part of rest.split(';')) {
@@ -96,7 +100,10 @@ export function formatPkcs11Uri(u: Pkcs11Uri): string {
   const parts: string[] = [];
   const add = (name: string, value: string | Buffer | undefined): void => {
     // Text attributes keep their safe characters; the binary id is %XX throughout (as p11-kit).
-    if (value !== undefined) parts.push(`${name}=${typeof value === 'string' ? percentEncode(Buffer.from(value, 'utf8')) : percentEncode(value, true)}`);
+    if (value !== undefined)
+      parts.push(
+        `${name}=${typeof value === 'string' ? percentEncode(Buffer.from(value, 'utf8')) : percentEncode(value, true)}`,
+      );
   };
   add('token', u.token);
   add('manufacturer', u.manufacturer);
@@ -140,7 +147,9 @@ function percentDecode(s: string): Buffer {
  */
 export function padTokenLabel(label: string): string {
   if (Buffer.byteLength(label, 'utf8') > 32) {
-    throw new ProvlineError('HSM_LABEL_TOO_LONG', `token label "${label}" is longer than 32 bytes`, { kind: 'invalid-input' });
+    throw new ProvlineError('HSM_LABEL_TOO_LONG', `token label "${label}" is longer than 32 bytes`, {
+      kind: 'invalid-input',
+    });
   }
   return label + ' '.repeat(32 - Buffer.byteLength(label, 'utf8'));
 }

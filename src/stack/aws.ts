@@ -40,9 +40,23 @@ export interface AwsStatus {
   running: boolean;
 }
 
-function files(paths: StackPaths): { credentials: string; config: string; pid: string; ready: string; log: string; state: string } {
+function files(paths: StackPaths): {
+  credentials: string;
+  config: string;
+  pid: string;
+  ready: string;
+  log: string;
+  state: string;
+} {
   const d = paths.awsDir;
-  return { credentials: join(d, 'credentials'), config: join(d, 'config'), pid: join(d, 'emulator.pid'), ready: join(d, 'ready.json'), log: join(d, 'emulator.log'), state: join(d, 'state') };
+  return {
+    credentials: join(d, 'credentials'),
+    config: join(d, 'config'),
+    pid: join(d, 'emulator.pid'),
+    ready: join(d, 'ready.json'),
+    log: join(d, 'emulator.log'),
+    state: join(d, 'state'),
+  };
 }
 
 export function awsStatus(paths: StackPaths, state: StackState): AwsStatus {
@@ -52,7 +66,18 @@ export function awsStatus(paths: StackPaths, state: StackState): AwsStatus {
   const port = state.aws?.port;
   const s3Port = state.aws?.s3Port;
   if (!port || !s3Port) {
-    return { endpoint: null, s3Endpoint: null, region: null, credentialsFile: null, configFile: null, profile: null, bucket: null, roleArn: null, pid: null, running: false };
+    return {
+      endpoint: null,
+      s3Endpoint: null,
+      region: null,
+      credentialsFile: null,
+      configFile: null,
+      profile: null,
+      bucket: null,
+      roleArn: null,
+      pid: null,
+      running: false,
+    };
   }
   return {
     endpoint: `http://127.0.0.1:${port}`,
@@ -73,7 +98,11 @@ function newCredentialsFile(file: string): void {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
   const id = `AKIA${[...randomBytes(16)].map((b) => alphabet[b % 32]).join('')}`;
   const secret = randomBytes(30).toString('base64');
-  writeFileSync(file, `# Written by \`provline stack up\` for the local AWS IoT stand-in; not valid against AWS.\n[${AWS_PROFILE}]\naws_access_key_id = ${id}\naws_secret_access_key = ${secret}\n`, { mode: 0o600 });
+  writeFileSync(
+    file,
+    `# Written by \`provline stack up\` for the local AWS IoT stand-in; not valid against AWS.\n[${AWS_PROFILE}]\naws_access_key_id = ${id}\naws_secret_access_key = ${secret}\n`,
+    { mode: 0o600 },
+  );
 }
 
 /** Starts the stand-in (or keeps it running); returns what to record in stack.json. */
@@ -81,7 +110,8 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
   const f = files(paths);
   mkdirSync(paths.awsDir, { recursive: true, mode: 0o700 });
   if (!existsSync(f.credentials)) newCredentialsFile(f.credentials);
-  if (!existsSync(f.config)) writeFileSync(f.config, `[profile ${AWS_PROFILE}]\nregion = ${AWS_REGION}\n`, { mode: 0o600 });
+  if (!existsSync(f.config))
+    writeFileSync(f.config, `[profile ${AWS_PROFILE}]\nregion = ${AWS_REGION}\n`, { mode: 0o600 });
   const current = awsStatus(paths, state);
   if (current.running && state.aws) return state.aws;
   const port = await freePort(state.aws?.port);
@@ -90,11 +120,36 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
   rmSync(f.ready, { force: true });
   const script = join(packageRoot(), 'dist', 'emulator', 'main.js');
   if (!existsSync(script)) {
-    throw new ProvlineError('STACK_AWS_FAILED', `the AWS IoT stand-in is not built (${script} is missing)`, { hint: 'Run `bash scripts/bootstrap.sh` (or `npm run build`).' });
+    throw new ProvlineError('STACK_AWS_FAILED', `the AWS IoT stand-in is not built (${script} is missing)`, {
+      hint: 'Run `bash scripts/bootstrap.sh` (or `npm run build`).',
+    });
   }
   const log = openSync(f.log, 'a', 0o600);
-  const args = [script, '--state-dir', f.state, '--port', String(port), '--s3-port', String(s3Port), '--region', AWS_REGION, '--account', AWS_ACCOUNT];
-  args.push('--credentials-file', f.credentials, '--profile', AWS_PROFILE, '--pid-file', f.pid, '--ready-file', f.ready, '--bucket', AWS_BUCKET);
+  const args = [
+    script,
+    '--state-dir',
+    f.state,
+    '--port',
+    String(port),
+    '--s3-port',
+    String(s3Port),
+    '--region',
+    AWS_REGION,
+    '--account',
+    AWS_ACCOUNT,
+  ];
+  args.push(
+    '--credentials-file',
+    f.credentials,
+    '--profile',
+    AWS_PROFILE,
+    '--pid-file',
+    f.pid,
+    '--ready-file',
+    f.ready,
+    '--bucket',
+    AWS_BUCKET,
+  );
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
   closeSync(log);
   let exited: number | null = null;
@@ -110,7 +165,11 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
       20_000,
     );
   } catch (e) {
-    throw new ProvlineError('STACK_AWS_FAILED', 'the AWS IoT stand-in did not start', { cause: e, hint: `See ${f.log}.`, details: { log: tail(f.log) } });
+    throw new ProvlineError('STACK_AWS_FAILED', 'the AWS IoT stand-in did not start', {
+      cause: e,
+      hint: `See ${f.log}.`,
+      details: { log: tail(f.log) },
+    });
   }
   return { ...state.aws, port, s3Port };
 }

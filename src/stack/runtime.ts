@@ -67,7 +67,7 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
       credentialsFile: config.aws.credentialsFile ?? stackAws.credentialsFile ?? undefined,
       profile: config.aws.profile ?? stackAws.profile ?? undefined,
       bucket: config.aws.bucket ?? stackAws.bucket ?? undefined,
-      roleArn: config.aws.roleArn,
+      roleArn: config.aws.roleArn ?? (config.aws.useRealAws ? undefined : (stackAws.roleArn ?? undefined)),
       useRealAws: config.aws.useRealAws,
     },
   };

@@ -28,20 +28,50 @@ import {
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/home.js';
-import { KEY, REGION, SECRET, iotClient, makeCsr, s3Client, startEmulatorProcess, type EmulatorProcess, type TestCsr } from './emulator-helpers.js';
+import {
+  KEY,
+  REGION,
+  SECRET,
+  iotClient,
+  makeCsr,
+  s3Client,
+  startEmulatorProcess,
+  type EmulatorProcess,
+  type TestCsr,
+} from './emulator-helpers.js';
 
 const run = promisify(execFile);
 const ROLE = 'arn:aws:iam::123456789012:role/provline-local-registration';
-const cliEnv = { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET, AWS_DEFAULT_REGION: REGION, AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null' };
+const cliEnv = {
+  ...process.env,
+  AWS_ACCESS_KEY_ID: KEY,
+  AWS_SECRET_ACCESS_KEY: SECRET,
+  AWS_DEFAULT_REGION: REGION,
+  AWS_CONFIG_FILE: '/dev/null',
+  AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
+};
 
 const TEMPLATE = JSON.stringify({
-  Parameters: { ThingName: { Type: 'String' }, SerialNumber: { Type: 'String' }, Hw: { Type: 'String', Default: 'A' }, CSR: { Type: 'String' } },
+  Parameters: {
+    ThingName: { Type: 'String' },
+    SerialNumber: { Type: 'String' },
+    Hw: { Type: 'String', Default: 'A' },
+    CSR: { Type: 'String' },
+  },
   Resources: {
     thing: {
       Type: 'AWS::IoT::Thing',
-      Properties: { ThingName: { Ref: 'ThingName' }, ThingTypeName: 'sensor', ThingGroups: ['line-3'], AttributePayload: { serial: { Ref: 'SerialNumber' }, hw: { Ref: 'Hw' } } },
+      Properties: {
+        ThingName: { Ref: 'ThingName' },
+        ThingTypeName: 'sensor',
+        ThingGroups: ['line-3'],
+        AttributePayload: { serial: { Ref: 'SerialNumber' }, hw: { Ref: 'Hw' } },
+      },
     },
-    certificate: { Type: 'AWS::IoT::Certificate', Properties: { CertificateSigningRequest: { Ref: 'CSR' }, Status: 'ACTIVE' } },
+    certificate: {
+      Type: 'AWS::IoT::Certificate',
+      Properties: { CertificateSigningRequest: { Ref: 'CSR' }, Status: 'ACTIVE' },
+    },
     policy: { Type: 'AWS::IoT::Policy', Properties: { PolicyName: 'device' } },
   },
 });
@@ -49,10 +79,23 @@ const TEMPLATE = JSON.stringify({
 async function setupAccount(client: IoTClient): Promise<void> {
   await client.send(new CreateThingTypeCommand({ thingTypeName: 'sensor' }));
   await client.send(new CreateThingGroupCommand({ thingGroupName: 'line-3' }));
-  await client.send(new CreatePolicyCommand({ policyName: 'device', policyDocument: JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 'iot:Connect', Resource: '*' }] }) }));
+  await client.send(
+    new CreatePolicyCommand({
+      policyName: 'device',
+      policyDocument: JSON.stringify({
+        Version: '2012-10-17',
+        Statement: [{ Effect: 'Allow', Action: 'iot:Connect', Resource: '*' }],
+      }),
+    }),
+  );
 }
 
-async function waitStatus(client: IoTClient, taskId: string, done: (t: { status?: string; successCount?: number }) => boolean, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+async function waitStatus(
+  client: IoTClient,
+  taskId: string,
+  done: (t: { status?: string; successCount?: number }) => boolean,
+  timeoutMs = 30_000,
+): Promise<Record<string, unknown>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const t = await client.send(new DescribeThingRegistrationTaskCommand({ taskId }));
@@ -62,20 +105,36 @@ async function waitStatus(client: IoTClient, taskId: string, done: (t: { status?
   }
 }
 
-async function reportLines(client: IoTClient, taskId: string, reportType: 'RESULTS' | 'ERRORS'): Promise<Array<Record<string, any>>> {
+async function reportLines(
+  client: IoTClient,
+  taskId: string,
+  reportType: 'RESULTS' | 'ERRORS',
+): Promise<Array<Record<string, any>>> {
   const r = await client.send(new ListThingRegistrationTaskReportsCommand({ taskId, reportType }));
   const out: Array<Record<string, any>> = [];
   for (const link of r.resourceLinks ?? []) {
     const res = await fetch(link);
     expect(res.status).toBe(200);
-    out.push(...(await res.text()).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>));
+    out.push(
+      ...(await res.text())
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, any>),
+    );
   }
   return out;
 }
 
 function lines(n: number, prefix: string): { text: string; csrs: TestCsr[] } {
   const csrs = Array.from({ length: n }, (_, i) => makeCsr(`${prefix}-${i}`));
-  return { text: csrs.map((c, i) => JSON.stringify({ ThingName: `${prefix}-${i}`, SerialNumber: `SN${i}`, CSR: c.csr })).join('\n') + '\n', csrs };
+  return {
+    text:
+      csrs
+        .map((c, i) => JSON.stringify({ ThingName: `${prefix}-${i}`, SerialNumber: `SN${i}`, CSR: c.csr }))
+        .join('\n') + '\n',
+    csrs,
+  };
 }
 
 describe('bulk registration with planted bad lines', () => {
@@ -85,7 +144,12 @@ describe('bulk registration with planted bad lines', () => {
 
   beforeAll(async () => {
     dir = tempDir('provline-emu-bulk-');
-    emu = await startEmulatorProcess(join(dir, 'state'), ['--faults', JSON.stringify({ failLines: [{ pattern: 'SN-FAULT', error: 'ThrottlingException', message: 'Rate exceeded' }] })]);
+    emu = await startEmulatorProcess(join(dir, 'state'), [
+      '--faults',
+      JSON.stringify({
+        failLines: [{ pattern: 'SN-FAULT', error: 'ThrottlingException', message: 'Rate exceeded' }],
+      }),
+    ]);
     client = iotClient(emu.iotUrl);
     await setupAccount(client);
   });
@@ -101,17 +165,49 @@ describe('bulk registration with planted bad lines', () => {
     rows.splice(5, 0, JSON.stringify({ SerialNumber: 'SN-no-name', CSR: good.csrs[0]!.csr }));
     rows.splice(7, 0, '');
     rows.splice(8, 0, JSON.stringify({ ThingName: 'bad name', SerialNumber: 'SN', CSR: good.csrs[0]!.csr }));
-    rows.splice(10, 0, JSON.stringify({ ThingName: 'faulty', SerialNumber: 'SN-FAULT', CSR: good.csrs[0]!.csr }));
+    rows.splice(
+      10,
+      0,
+      JSON.stringify({ ThingName: 'faulty', SerialNumber: 'SN-FAULT', CSR: good.csrs[0]!.csr }),
+    );
     const file = join(dir, 'input.ndjson');
     writeFileSync(file, `${rows.join('\n')}\n`);
     // The input goes up with the AWS CLI's s3 commands, as an operator would do it.
-    await run('/usr/bin/aws', ['s3', 'cp', file, 's3://provline-local/batches/b1.ndjson', '--endpoint-url', emu.s3Url, '--only-show-errors'], { env: cliEnv });
-    const ls = await run('/usr/bin/aws', ['s3', 'ls', 's3://provline-local/batches/', '--endpoint-url', emu.s3Url], { env: cliEnv });
+    await run(
+      '/usr/bin/aws',
+      [
+        's3',
+        'cp',
+        file,
+        's3://provline-local/batches/b1.ndjson',
+        '--endpoint-url',
+        emu.s3Url,
+        '--only-show-errors',
+      ],
+      { env: cliEnv },
+    );
+    const ls = await run(
+      '/usr/bin/aws',
+      ['s3', 'ls', 's3://provline-local/batches/', '--endpoint-url', emu.s3Url],
+      { env: cliEnv },
+    );
     expect(ls.stdout).toMatch(/b1\.ndjson/);
 
-    const { taskId } = await client.send(new StartThingRegistrationTaskCommand({ templateBody: TEMPLATE, inputFileBucket: 'provline-local', inputFileKey: 'batches/b1.ndjson', roleArn: ROLE }));
+    const { taskId } = await client.send(
+      new StartThingRegistrationTaskCommand({
+        templateBody: TEMPLATE,
+        inputFileBucket: 'provline-local',
+        inputFileKey: 'batches/b1.ndjson',
+        roleArn: ROLE,
+      }),
+    );
     const task = await waitStatus(client, taskId!, (t) => t.status !== 'InProgress');
-    expect(task).toMatchObject({ status: 'Completed', successCount: 12, failureCount: 4, percentageProgress: 100 });
+    expect(task).toMatchObject({
+      status: 'Completed',
+      successCount: 12,
+      failureCount: 4,
+      percentageProgress: 100,
+    });
 
     const errors = await reportLines(client, taskId!, 'ERRORS');
     const byLine = new Map(errors.map((e) => [e.lineNumber as number, e]));
@@ -119,7 +215,9 @@ describe('bulk registration with planted bad lines', () => {
     expect(byLine.get(4)!.errorMessage).toMatch(/InvalidRequestException: The input line is not valid JSON/);
     expect(byLine.get(6)!.errorMessage).toContain('Cannot resolve reference value: {Ref=ThingName}');
     expect(byLine.get(9)!.errorMessage).toMatch(/InvalidRequestException: .*thingName/);
-    expect(byLine.get(11)!.errorMessage).toMatch(/^com\.amazonaws\.services\.iot\.model\.ThrottlingException: Rate exceeded/);
+    expect(byLine.get(11)!.errorMessage).toMatch(
+      /^com\.amazonaws\.services\.iot\.model\.ThrottlingException: Rate exceeded/,
+    );
     for (const e of errors) expect(e.response).toBeNull();
     const bytes = Buffer.from(`${rows.join('\n')}\n`);
     const endOf = (n: number): number => {
@@ -141,42 +239,107 @@ describe('bulk registration with planted bad lines', () => {
       expect(Object.keys(r.response.resourceArns).sort()).toEqual(['certificate', 'thing']);
       const certFile = join(dir, `${row.ThingName}.pem`);
       writeFileSync(certFile, r.response.certificatePem as string);
-      expect(execFileSync('openssl', ['x509', '-in', certFile, '-noout', '-pubkey'], { encoding: 'utf8' })).toBe(good.csrs[i]!.publicKeyPem);
+      expect(
+        execFileSync('openssl', ['x509', '-in', certFile, '-noout', '-pubkey'], { encoding: 'utf8' }),
+      ).toBe(good.csrs[i]!.publicKeyPem);
       writeFileSync(join(dir, 'req.pem'), row.CSR);
-      expect(execFileSync('openssl', ['req', '-in', join(dir, 'req.pem'), '-noout', '-pubkey'], { encoding: 'utf8' })).toBe(good.csrs[i]!.publicKeyPem);
-      expect(execFileSync('openssl', ['verify', '-CAfile', join(dir, 'ca.pem'), certFile], { encoding: 'utf8' })).toContain(': OK');
+      expect(
+        execFileSync('openssl', ['req', '-in', join(dir, 'req.pem'), '-noout', '-pubkey'], {
+          encoding: 'utf8',
+        }),
+      ).toBe(good.csrs[i]!.publicKeyPem);
+      expect(
+        execFileSync('openssl', ['verify', '-CAfile', join(dir, 'ca.pem'), certFile], { encoding: 'utf8' }),
+      ).toContain(': OK');
     }
-    const subject = execFileSync('openssl', ['x509', '-in', join(dir, 'dev-0.pem'), '-noout', '-subject', '-issuer', '-enddate'], { encoding: 'utf8' });
+    const subject = execFileSync(
+      'openssl',
+      ['x509', '-in', join(dir, 'dev-0.pem'), '-noout', '-subject', '-issuer', '-enddate'],
+      { encoding: 'utf8' },
+    );
     expect(subject).toContain('subject=CN = AWS IoT Certificate');
-    expect(subject).toContain('issuer=OU = Amazon Web Services O=Amazon.com Inc. L=Seattle ST=Washington C=US');
+    expect(subject).toContain(
+      'issuer=OU = Amazon Web Services O=Amazon.com Inc. L=Seattle ST=Washington C=US',
+    );
     expect(subject).toContain('notAfter=Dec 31 23:59:59 2049 GMT');
 
     const thing = await client.send(new DescribeThingCommand({ thingName: 'dev-5' }));
     expect(thing).toMatchObject({ thingTypeName: 'sensor', attributes: { serial: 'SN5', hw: 'A' } });
-    expect((await client.send(new ListThingGroupsForThingCommand({ thingName: 'dev-5' }))).thingGroups?.map((g) => g.groupName)).toEqual(['line-3']);
-    const principals = (await client.send(new ListThingPrincipalsCommand({ thingName: 'dev-5' }))).principals!;
+    expect(
+      (await client.send(new ListThingGroupsForThingCommand({ thingName: 'dev-5' }))).thingGroups?.map(
+        (g) => g.groupName,
+      ),
+    ).toEqual(['line-3']);
+    const principals = (await client.send(new ListThingPrincipalsCommand({ thingName: 'dev-5' })))
+      .principals!;
     expect(principals).toHaveLength(1);
-    expect((await client.send(new ListAttachedPoliciesCommand({ target: principals[0]! }))).policies?.map((p) => p.policyName)).toEqual(['device']);
+    expect(
+      (await client.send(new ListAttachedPoliciesCommand({ target: principals[0]! }))).policies?.map(
+        (p) => p.policyName,
+      ),
+    ).toEqual(['device']);
 
     // The report objects are ordinary S3 objects too (SDK with WHEN_REQUIRED checksums, and the AWS CLI).
-    const key = new URL((await client.send(new ListThingRegistrationTaskReportsCommand({ taskId, reportType: 'RESULTS' }))).resourceLinks![0]!).pathname.split('/').slice(2).join('/');
-    const obj = await s3Client(emu.s3Url).send(new GetObjectCommand({ Bucket: 'aws-iot-registration-reports', Key: decodeURIComponent(key) }));
+    const key = new URL(
+      (await client.send(new ListThingRegistrationTaskReportsCommand({ taskId, reportType: 'RESULTS' })))
+        .resourceLinks![0]!,
+    ).pathname
+      .split('/')
+      .slice(2)
+      .join('/');
+    const obj = await s3Client(emu.s3Url).send(
+      new GetObjectCommand({ Bucket: 'aws-iot-registration-reports', Key: decodeURIComponent(key) }),
+    );
     expect((await obj.Body!.transformToString()).trim().split('\n')).toHaveLength(12);
-    const cp = await run('/usr/bin/aws', ['s3', 'cp', `s3://aws-iot-registration-reports/${decodeURIComponent(key)}`, '-', '--endpoint-url', emu.s3Url], { env: cliEnv });
+    const cp = await run(
+      '/usr/bin/aws',
+      [
+        's3',
+        'cp',
+        `s3://aws-iot-registration-reports/${decodeURIComponent(key)}`,
+        '-',
+        '--endpoint-url',
+        emu.s3Url,
+      ],
+      { env: cliEnv },
+    );
     expect(cp.stdout.trim().split('\n')).toHaveLength(12);
   }, 90_000);
 
   it('a failing task fault fails the task outright, with its message', async () => {
-    await fetch(`${emu.iotUrl}/_emulator/faults`, { method: 'PUT', body: JSON.stringify({ failTask: { message: 'Injected: input unreadable' } }) });
-    await s3Client(emu.s3Url).send(new (await import('@aws-sdk/client-s3')).PutObjectCommand({ Bucket: 'provline-local', Key: 'b2.ndjson', Body: lines(2, 'ft').text }));
-    const { taskId } = await client.send(new StartThingRegistrationTaskCommand({ templateBody: TEMPLATE, inputFileBucket: 'provline-local', inputFileKey: 'b2.ndjson', roleArn: ROLE }));
+    await fetch(`${emu.iotUrl}/_emulator/faults`, {
+      method: 'PUT',
+      body: JSON.stringify({ failTask: { message: 'Injected: input unreadable' } }),
+    });
+    await s3Client(emu.s3Url).send(
+      new (await import('@aws-sdk/client-s3')).PutObjectCommand({
+        Bucket: 'provline-local',
+        Key: 'b2.ndjson',
+        Body: lines(2, 'ft').text,
+      }),
+    );
+    const { taskId } = await client.send(
+      new StartThingRegistrationTaskCommand({
+        templateBody: TEMPLATE,
+        inputFileBucket: 'provline-local',
+        inputFileKey: 'b2.ndjson',
+        roleArn: ROLE,
+      }),
+    );
     const t = await waitStatus(client, taskId!, (x) => x.status !== 'InProgress');
     expect(t).toMatchObject({ status: 'Failed', message: 'Injected: input unreadable', successCount: 0 });
     await fetch(`${emu.iotUrl}/_emulator/faults?replace=true`, { method: 'PUT', body: '{}' });
   });
 
   it('a missing input object fails the task with a message, not the API call', async () => {
-    const { taskId } = await client.send(new StartThingRegistrationTaskCommand({ templateBody: TEMPLATE, inputFileBucket: 'provline-local', inputFileKey: 'missing.ndjson', roleArn: ROLE }));
+    const { taskId } = await client.send(
+      new StartThingRegistrationTaskCommand({
+        templateBody: TEMPLATE,
+        inputFileBucket: 'provline-local',
+        inputFileKey: 'missing.ndjson',
+        roleArn: ROLE,
+      }),
+    );
     const t = await waitStatus(client, taskId!, (x) => x.status !== 'InProgress');
     expect(t.status).toBe('Failed');
     expect(t.message).toMatch(/does not exist/);
@@ -184,12 +347,16 @@ describe('bulk registration with planted bad lines', () => {
 
   it('throttling is per operation, returns ThrottlingException 400, and repeats exactly with the same seed', async () => {
     const pattern = async (): Promise<string> => {
-      await fetch(`${emu.iotUrl}/_emulator/faults?replace=true`, { method: 'PUT', body: JSON.stringify({ seed: 7, throttle: { DescribeEndpoint: 0.5 } }) });
+      await fetch(`${emu.iotUrl}/_emulator/faults?replace=true`, {
+        method: 'PUT',
+        body: JSON.stringify({ seed: 7, throttle: { DescribeEndpoint: 0.5 } }),
+      });
       let s = '';
       for (let i = 0; i < 24; i++) {
         const r = await client.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' })).then(
           () => '.',
-          (e: Error & { $metadata: { httpStatusCode: number } }) => (e.name === 'ThrottlingException' && e.$metadata.httpStatusCode === 400 ? 'T' : '?'),
+          (e: Error & { $metadata: { httpStatusCode: number } }) =>
+            e.name === 'ThrottlingException' && e.$metadata.httpStatusCode === 400 ? 'T' : '?',
         );
         s += r;
       }
@@ -201,7 +368,10 @@ describe('bulk registration with planted bad lines', () => {
     expect(a).toContain('T');
     expect(a).toContain('.');
     expect(await pattern()).toBe(a);
-    await fetch(`${emu.iotUrl}/_emulator/faults?replace=true`, { method: 'PUT', body: JSON.stringify({ latencyMs: { GetRegistrationCode: 300 } }) });
+    await fetch(`${emu.iotUrl}/_emulator/faults?replace=true`, {
+      method: 'PUT',
+      body: JSON.stringify({ latencyMs: { GetRegistrationCode: 300 } }),
+    });
     const t0 = Date.now();
     await client.send(new GetRegistrationCodeCommand({}));
     expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
@@ -219,10 +389,25 @@ describe('durability', () => {
     let emu = await startEmulatorProcess(state, ['--lines-per-second', '150']);
     let client = iotClient(emu.iotUrl);
     await setupAccount(client);
-    await client.send(new CreateThingCommand({ thingName: 'before-kill', attributePayload: { attributes: { a: '1' } } }));
+    await client.send(
+      new CreateThingCommand({ thingName: 'before-kill', attributePayload: { attributes: { a: '1' } } }),
+    );
     const n = 400;
-    await s3Client(emu.s3Url).send(new (await import('@aws-sdk/client-s3')).PutObjectCommand({ Bucket: 'provline-local', Key: 'big.ndjson', Body: lines(n, 'k').text }));
-    const { taskId } = await client.send(new StartThingRegistrationTaskCommand({ templateBody: TEMPLATE, inputFileBucket: 'provline-local', inputFileKey: 'big.ndjson', roleArn: ROLE }));
+    await s3Client(emu.s3Url).send(
+      new (await import('@aws-sdk/client-s3')).PutObjectCommand({
+        Bucket: 'provline-local',
+        Key: 'big.ndjson',
+        Body: lines(n, 'k').text,
+      }),
+    );
+    const { taskId } = await client.send(
+      new StartThingRegistrationTaskCommand({
+        templateBody: TEMPLATE,
+        inputFileBucket: 'provline-local',
+        inputFileKey: 'big.ndjson',
+        roleArn: ROLE,
+      }),
+    );
     const mid = await waitStatus(client, taskId!, (t) => (t.successCount ?? 0) >= 60);
     expect(mid.status).toBe('InProgress');
     await emu.stop('SIGKILL');
@@ -230,11 +415,20 @@ describe('durability', () => {
     emu = await startEmulatorProcess(state);
     client = iotClient(emu.iotUrl);
     try {
-      expect((await client.send(new DescribeThingCommand({ thingName: 'before-kill' }))).attributes).toEqual({ a: '1' });
+      expect((await client.send(new DescribeThingCommand({ thingName: 'before-kill' }))).attributes).toEqual({
+        a: '1',
+      });
       const done = await waitStatus(client, taskId!, (t) => t.status !== 'InProgress');
-      expect(done).toMatchObject({ status: 'Completed', successCount: n, failureCount: 0, percentageProgress: 100 });
+      expect(done).toMatchObject({
+        status: 'Completed',
+        successCount: n,
+        failureCount: 0,
+        percentageProgress: 100,
+      });
       const results = await reportLines(client, taskId!, 'RESULTS');
-      expect(results.map((r) => r.lineNumber as number).sort((a, b) => a - b)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+      expect(results.map((r) => r.lineNumber as number).sort((a, b) => a - b)).toEqual(
+        Array.from({ length: n }, (_, i) => i + 1),
+      );
       let certs = 0;
       let marker: string | undefined;
       do {

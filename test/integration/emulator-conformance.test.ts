@@ -12,7 +12,19 @@ import * as iot from '@aws-sdk/client-iot';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/home.js';
-import { KEY, REGION, SECRET, iotClient, makeCsr, makeRsaCsr, pemDer, s3Client, sha256, startEmulatorProcess, type EmulatorProcess } from './emulator-helpers.js';
+import {
+  KEY,
+  REGION,
+  SECRET,
+  iotClient,
+  makeCsr,
+  makeRsaCsr,
+  pemDer,
+  s3Client,
+  sha256,
+  startEmulatorProcess,
+  type EmulatorProcess,
+} from './emulator-helpers.js';
 
 type Out = Record<string, any>;
 type Result = { ok: true; out: Out } | { ok: false; name: string; message: string };
@@ -41,7 +53,9 @@ function sdkDriver(): Driver {
   return {
     name: 'sdk',
     async call(op, input) {
-      const Cmd = (iot as unknown as Record<string, new (i: unknown) => iot.ListThingsCommand>)[`${op}Command`];
+      const Cmd = (iot as unknown as Record<string, new (i: unknown) => iot.ListThingsCommand>)[
+        `${op}Command`
+      ];
       if (!Cmd) throw new Error(`no SDK command ${op}`);
       try {
         const out = (await client.send(new Cmd(input))) as Out;
@@ -60,16 +74,40 @@ const kebab = (op: string): string =>
     .toLowerCase();
 
 function cliDriver(): Driver {
-  const env = { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET, AWS_DEFAULT_REGION: REGION, AWS_PAGER: '', AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null' };
+  const env = {
+    ...process.env,
+    AWS_ACCESS_KEY_ID: KEY,
+    AWS_SECRET_ACCESS_KEY: SECRET,
+    AWS_DEFAULT_REGION: REGION,
+    AWS_PAGER: '',
+    AWS_CONFIG_FILE: '/dev/null',
+    AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
+  };
   return {
     name: 'cli',
     call(op, input) {
-      const args = ['iot', kebab(op), '--cli-input-json', JSON.stringify(input), '--endpoint-url', emu.iotUrl, '--output', 'json', '--no-cli-pager'];
+      const args = [
+        'iot',
+        kebab(op),
+        '--cli-input-json',
+        JSON.stringify(input),
+        '--endpoint-url',
+        emu.iotUrl,
+        '--output',
+        'json',
+        '--no-cli-pager',
+      ];
       return new Promise((resolve) => {
         execFile('/usr/bin/aws', args, { env, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
           if (!err) return resolve({ ok: true, out: stdout.trim() ? (JSON.parse(stdout) as Out) : {} });
-          const m = /An error occurred \(([A-Za-z]+)\) when calling the \w+ operation: ([\s\S]*)/.exec(stderr);
-          resolve(m ? { ok: false, name: m[1]!, message: m[2]!.trim() } : { ok: false, name: 'CliFailure', message: stderr });
+          const m = /An error occurred \(([A-Za-z]+)\) when calling the \w+ operation: ([\s\S]*)/.exec(
+            stderr,
+          );
+          resolve(
+            m
+              ? { ok: false, name: m[1]!, message: m[2]!.trim() }
+              : { ok: false, name: 'CliFailure', message: stderr },
+          );
         });
       });
     },
@@ -81,60 +119,236 @@ function openssl(args: string[], input?: string): string {
 }
 
 const ZERO_ID = '0'.repeat(64);
-const POLICY = JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 'iot:Connect', Resource: '*' }] });
+const POLICY = JSON.stringify({
+  Version: '2012-10-17',
+  Statement: [{ Effect: 'Allow', Action: 'iot:Connect', Resource: '*' }],
+});
 
 /** The scenarios; `p` prefixes every name so both drivers could share one account. */
 function chains(p: string, work: string): Step[][] {
   const things: Step[] = [
-    { op: 'CreateThingType', input: () => ({ thingTypeName: `${p}-type`, thingTypeProperties: { thingTypeDescription: 'a sensor', searchableAttributes: ['serial'] } }), expect: 'ok', check: (o) => expect(o.thingTypeArn).toMatch(/:thingtype\//) },
-    { op: 'CreateThingType', input: () => ({ thingTypeName: `${p}-type` }), expect: 'ResourceAlreadyExistsException' },
-    { op: 'DescribeThingType', input: () => ({ thingTypeName: `${p}-type` }), expect: 'ok', check: (o) => expect(o.thingTypeMetadata.deprecated).toBe(false) },
-    { op: 'DescribeThingType', input: () => ({ thingTypeName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'CreateThingType',
+      input: () => ({
+        thingTypeName: `${p}-type`,
+        thingTypeProperties: { thingTypeDescription: 'a sensor', searchableAttributes: ['serial'] },
+      }),
+      expect: 'ok',
+      check: (o) => expect(o.thingTypeArn).toMatch(/:thingtype\//),
+    },
+    {
+      op: 'CreateThingType',
+      input: () => ({ thingTypeName: `${p}-type` }),
+      expect: 'ResourceAlreadyExistsException',
+    },
+    {
+      op: 'DescribeThingType',
+      input: () => ({ thingTypeName: `${p}-type` }),
+      expect: 'ok',
+      check: (o) => expect(o.thingTypeMetadata.deprecated).toBe(false),
+    },
+    {
+      op: 'DescribeThingType',
+      input: () => ({ thingTypeName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
     {
       op: 'CreateThing',
-      input: () => ({ thingName: `${p}-thing:1`, thingTypeName: `${p}-type`, attributePayload: { attributes: { serial: 'S1' } } }),
+      input: () => ({
+        thingName: `${p}-thing:1`,
+        thingTypeName: `${p}-type`,
+        attributePayload: { attributes: { serial: 'S1' } },
+      }),
       expect: 'ok',
       check: (o, s) => {
         expect(o.thingArn).toBe(`arn:aws:iot:${REGION}:123456789012:thing/${p}-thing:1`);
         s.thingId = o.thingId;
       },
     },
-    { op: 'CreateThing', input: () => ({ thingName: `${p}-thing:1`, thingTypeName: `${p}-type`, attributePayload: { attributes: { serial: 'S1' } } }), expect: 'ok', check: (o, s) => expect(o.thingId).toBe(s.thingId) },
-    { op: 'CreateThing', input: () => ({ thingName: `${p}-thing:1`, attributePayload: { attributes: { serial: 'S2' } } }), expect: 'ResourceAlreadyExistsException' },
+    {
+      op: 'CreateThing',
+      input: () => ({
+        thingName: `${p}-thing:1`,
+        thingTypeName: `${p}-type`,
+        attributePayload: { attributes: { serial: 'S1' } },
+      }),
+      expect: 'ok',
+      check: (o, s) => expect(o.thingId).toBe(s.thingId),
+    },
+    {
+      op: 'CreateThing',
+      input: () => ({ thingName: `${p}-thing:1`, attributePayload: { attributes: { serial: 'S2' } } }),
+      expect: 'ResourceAlreadyExistsException',
+    },
     { op: 'CreateThing', input: () => ({ thingName: 'bad name' }), expect: 'InvalidRequestException' },
-    { op: 'CreateThing', input: () => ({ thingName: `${p}-x`, attributePayload: { attributes: { a: '1', b: '2', c: '3', d: '4' } } }), expect: 'InvalidRequestException' },
-    { op: 'CreateThing', input: () => ({ thingName: `${p}-x`, attributePayload: { attributes: { a: 'with space' } } }), expect: 'InvalidRequestException' },
-    { op: 'CreateThing', input: () => ({ thingName: `${p}-x`, thingTypeName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
-    { op: 'DescribeThing', input: () => ({ thingName: `${p}-thing:1` }), expect: 'ok', check: (o) => expect([o.version, o.defaultClientId, o.attributes.serial]).toEqual([1, `${p}-thing:1`, 'S1']) },
+    {
+      op: 'CreateThing',
+      input: () => ({
+        thingName: `${p}-x`,
+        attributePayload: { attributes: { a: '1', b: '2', c: '3', d: '4' } },
+      }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'CreateThing',
+      input: () => ({ thingName: `${p}-x`, attributePayload: { attributes: { a: 'with space' } } }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'CreateThing',
+      input: () => ({ thingName: `${p}-x`, thingTypeName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'DescribeThing',
+      input: () => ({ thingName: `${p}-thing:1` }),
+      expect: 'ok',
+      check: (o) =>
+        expect([o.version, o.defaultClientId, o.attributes.serial]).toEqual([1, `${p}-thing:1`, 'S1']),
+    },
     { op: 'DescribeThing', input: () => ({ thingName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
-    { op: 'UpdateThing', input: () => ({ thingName: `${p}-thing:1`, attributePayload: { attributes: { hw: 'B' }, merge: true }, expectedVersion: 1 }), expect: 'ok' },
-    { op: 'UpdateThing', input: () => ({ thingName: `${p}-thing:1`, expectedVersion: 99 }), expect: 'VersionConflictException' },
-    { op: 'DescribeThing', input: () => ({ thingName: `${p}-thing:1` }), expect: 'ok', check: (o) => expect([o.version, o.attributes]).toEqual([2, { serial: 'S1', hw: 'B' }]) },
-    { op: 'ListThings', input: () => ({ thingTypeName: `${p}-type` }), expect: 'ok', check: (o) => expect(o.things.map((t: Out) => t.thingName)).toEqual([`${p}-thing:1`]) },
+    {
+      op: 'UpdateThing',
+      input: () => ({
+        thingName: `${p}-thing:1`,
+        attributePayload: { attributes: { hw: 'B' }, merge: true },
+        expectedVersion: 1,
+      }),
+      expect: 'ok',
+    },
+    {
+      op: 'UpdateThing',
+      input: () => ({ thingName: `${p}-thing:1`, expectedVersion: 99 }),
+      expect: 'VersionConflictException',
+    },
+    {
+      op: 'DescribeThing',
+      input: () => ({ thingName: `${p}-thing:1` }),
+      expect: 'ok',
+      check: (o) => expect([o.version, o.attributes]).toEqual([2, { serial: 'S1', hw: 'B' }]),
+    },
+    {
+      op: 'ListThings',
+      input: () => ({ thingTypeName: `${p}-type` }),
+      expect: 'ok',
+      check: (o) => expect(o.things.map((t: Out) => t.thingName)).toEqual([`${p}-thing:1`]),
+    },
     { op: 'ListThings', input: () => ({ nextToken: 'garbage' }), expect: 'InvalidRequestException' },
-    { op: 'CreateThingGroup', input: () => ({ thingGroupName: `${p}-group`, thingGroupProperties: { thingGroupDescription: 'line 3' } }), expect: 'ok', check: (o, s) => (s.groupId = o.thingGroupId) },
-    { op: 'CreateThingGroup', input: () => ({ thingGroupName: `${p}-group`, thingGroupProperties: { thingGroupDescription: 'line 3' } }), expect: 'ok', check: (o, s) => expect(o.thingGroupId).toBe(s.groupId) },
-    { op: 'CreateThingGroup', input: () => ({ thingGroupName: `${p}-group`, thingGroupProperties: { thingGroupDescription: 'other' } }), expect: 'ResourceAlreadyExistsException' },
-    { op: 'CreateThingGroup', input: () => ({ thingGroupName: `${p}-child`, parentGroupName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
-    { op: 'DescribeThingGroup', input: () => ({ thingGroupName: `${p}-group` }), expect: 'ok', check: (o) => expect(o.thingGroupProperties.thingGroupDescription).toBe('line 3') },
-    { op: 'DescribeThingGroup', input: () => ({ thingGroupName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
-    { op: 'AddThingToThingGroup', input: () => ({ thingGroupName: `${p}-group`, thingName: `${p}-thing:1` }), expect: 'ok' },
-    { op: 'AddThingToThingGroup', input: () => ({ thingGroupName: `${p}-nope`, thingName: `${p}-thing:1` }), expect: 'ResourceNotFoundException' },
-    { op: 'ListThingGroupsForThing', input: () => ({ thingName: `${p}-thing:1` }), expect: 'ok', check: (o) => expect(o.thingGroups.map((g: Out) => g.groupName)).toEqual([`${p}-group`]) },
-    { op: 'ListThingGroupsForThing', input: () => ({ thingName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
-    { op: 'DeleteThing', input: () => ({ thingName: `${p}-thing:1`, expectedVersion: 1 }), expect: 'VersionConflictException' },
+    {
+      op: 'CreateThingGroup',
+      input: () => ({
+        thingGroupName: `${p}-group`,
+        thingGroupProperties: { thingGroupDescription: 'line 3' },
+      }),
+      expect: 'ok',
+      check: (o, s) => (s.groupId = o.thingGroupId),
+    },
+    {
+      op: 'CreateThingGroup',
+      input: () => ({
+        thingGroupName: `${p}-group`,
+        thingGroupProperties: { thingGroupDescription: 'line 3' },
+      }),
+      expect: 'ok',
+      check: (o, s) => expect(o.thingGroupId).toBe(s.groupId),
+    },
+    {
+      op: 'CreateThingGroup',
+      input: () => ({
+        thingGroupName: `${p}-group`,
+        thingGroupProperties: { thingGroupDescription: 'other' },
+      }),
+      expect: 'ResourceAlreadyExistsException',
+    },
+    {
+      op: 'CreateThingGroup',
+      input: () => ({ thingGroupName: `${p}-child`, parentGroupName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'DescribeThingGroup',
+      input: () => ({ thingGroupName: `${p}-group` }),
+      expect: 'ok',
+      check: (o) => expect(o.thingGroupProperties.thingGroupDescription).toBe('line 3'),
+    },
+    {
+      op: 'DescribeThingGroup',
+      input: () => ({ thingGroupName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'AddThingToThingGroup',
+      input: () => ({ thingGroupName: `${p}-group`, thingName: `${p}-thing:1` }),
+      expect: 'ok',
+    },
+    {
+      op: 'AddThingToThingGroup',
+      input: () => ({ thingGroupName: `${p}-nope`, thingName: `${p}-thing:1` }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'ListThingGroupsForThing',
+      input: () => ({ thingName: `${p}-thing:1` }),
+      expect: 'ok',
+      check: (o) => expect(o.thingGroups.map((g: Out) => g.groupName)).toEqual([`${p}-group`]),
+    },
+    {
+      op: 'ListThingGroupsForThing',
+      input: () => ({ thingName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'DeleteThing',
+      input: () => ({ thingName: `${p}-thing:1`, expectedVersion: 1 }),
+      expect: 'VersionConflictException',
+    },
     { op: 'DeleteThing', input: () => ({ thingName: `${p}-thing:1` }), expect: 'ok' },
-    { op: 'DescribeThing', input: () => ({ thingName: `${p}-thing:1` }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'DescribeThing',
+      input: () => ({ thingName: `${p}-thing:1` }),
+      expect: 'ResourceNotFoundException',
+    },
   ];
 
   const certs: Step[] = [
-    { op: 'CreatePolicy', input: () => ({ policyName: `${p}-policy`, policyDocument: POLICY }), expect: 'ok', check: (o) => expect(o.policyVersionId).toBe('1') },
-    { op: 'CreatePolicy', input: () => ({ policyName: `${p}-policy`, policyDocument: POLICY }), expect: 'ResourceAlreadyExistsException' },
-    { op: 'CreatePolicy', input: () => ({ policyName: `${p}-bad`, policyDocument: '{not json' }), expect: 'MalformedPolicyException' },
-    { op: 'CreatePolicy', input: () => ({ policyName: `${p}-big`, policyDocument: JSON.stringify({ Statement: [{ Resource: 'x'.repeat(2100) }] }) }), expect: 'MalformedPolicyException' },
-    { op: 'GetPolicy', input: () => ({ policyName: `${p}-policy` }), expect: 'ok', check: (o) => expect([o.defaultVersionId, o.generationId]).toEqual(['1', expect.stringMatching(/^[0-9a-f]{64}$/)]) },
+    {
+      op: 'CreatePolicy',
+      input: () => ({ policyName: `${p}-policy`, policyDocument: POLICY }),
+      expect: 'ok',
+      check: (o) => expect(o.policyVersionId).toBe('1'),
+    },
+    {
+      op: 'CreatePolicy',
+      input: () => ({ policyName: `${p}-policy`, policyDocument: POLICY }),
+      expect: 'ResourceAlreadyExistsException',
+    },
+    {
+      op: 'CreatePolicy',
+      input: () => ({ policyName: `${p}-bad`, policyDocument: '{not json' }),
+      expect: 'MalformedPolicyException',
+    },
+    {
+      op: 'CreatePolicy',
+      input: () => ({
+        policyName: `${p}-big`,
+        policyDocument: JSON.stringify({ Statement: [{ Resource: 'x'.repeat(2100) }] }),
+      }),
+      expect: 'MalformedPolicyException',
+    },
+    {
+      op: 'GetPolicy',
+      input: () => ({ policyName: `${p}-policy` }),
+      expect: 'ok',
+      check: (o) =>
+        expect([o.defaultVersionId, o.generationId]).toEqual(['1', expect.stringMatching(/^[0-9a-f]{64}$/)]),
+    },
     { op: 'GetPolicy', input: () => ({ policyName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
-    { op: 'ListPolicies', input: () => ({}), expect: 'ok', check: (o) => expect(o.policies.map((x: Out) => x.policyName)).toContain(`${p}-policy`) },
+    {
+      op: 'ListPolicies',
+      input: () => ({}),
+      expect: 'ok',
+      check: (o) => expect(o.policies.map((x: Out) => x.policyName)).toContain(`${p}-policy`),
+    },
     { op: 'ListPolicies', input: () => ({ marker: 'garbage' }), expect: 'InvalidRequestException' },
     { run: (s) => void Object.assign(s, { csr: makeCsr(`${p}-dev`) }) },
     {
@@ -150,7 +364,14 @@ function chains(p: string, work: string): Step[][] {
         Object.assign(s, { certId: o.certificateId, certArn: o.certificateArn });
       },
     },
-    { op: 'CreateCertificateFromCsr', input: () => ({ certificateSigningRequest: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n' }), expect: 'InvalidRequestException' },
+    {
+      op: 'CreateCertificateFromCsr',
+      input: () => ({
+        certificateSigningRequest:
+          '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n',
+      }),
+      expect: 'InvalidRequestException',
+    },
     {
       op: 'CreateKeysAndCertificate',
       input: () => ({ setAsActive: false }),
@@ -161,113 +382,493 @@ function chains(p: string, work: string): Step[][] {
         s.certId2 = o.certificateId;
       },
     },
-    { op: 'DescribeCertificate', input: (s) => ({ certificateId: s.certId }), expect: 'ok', check: (o) => expect([o.certificateDescription.status, o.certificateDescription.ownedBy]).toEqual(['ACTIVE', '123456789012']) },
-    { op: 'DescribeCertificate', input: (s) => ({ certificateId: s.certId2 }), expect: 'ok', check: (o) => expect(o.certificateDescription.status).toBe('INACTIVE') },
-    { op: 'DescribeCertificate', input: () => ({ certificateId: ZERO_ID }), expect: 'ResourceNotFoundException' },
-    { op: 'DescribeCertificate', input: () => ({ certificateId: 'z'.repeat(64) }), expect: 'InvalidRequestException' },
-    { op: 'ListCertificates', input: () => ({ pageSize: 250 }), expect: 'ok', check: (o, s) => expect(o.certificates.map((c: Out) => c.certificateId)).toContain(s.certId) },
-    { op: 'UpdateCertificate', input: (s) => ({ certificateId: s.certId2, newStatus: 'ACTIVE' }), expect: 'ok' },
-    { op: 'UpdateCertificate', input: (s) => ({ certificateId: s.certId2, newStatus: 'PENDING_ACTIVATION' }), expect: 'InvalidRequestException' },
-    { op: 'UpdateCertificate', input: (s) => ({ certificateId: s.certId2, newStatus: 'REVOKED' }), expect: 'ok' },
-    { op: 'UpdateCertificate', input: (s) => ({ certificateId: s.certId2, newStatus: 'ACTIVE' }), expect: 'CertificateStateException' },
-    { op: 'UpdateCertificate', input: () => ({ certificateId: ZERO_ID, newStatus: 'ACTIVE' }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'DescribeCertificate',
+      input: (s) => ({ certificateId: s.certId }),
+      expect: 'ok',
+      check: (o) =>
+        expect([o.certificateDescription.status, o.certificateDescription.ownedBy]).toEqual([
+          'ACTIVE',
+          '123456789012',
+        ]),
+    },
+    {
+      op: 'DescribeCertificate',
+      input: (s) => ({ certificateId: s.certId2 }),
+      expect: 'ok',
+      check: (o) => expect(o.certificateDescription.status).toBe('INACTIVE'),
+    },
+    {
+      op: 'DescribeCertificate',
+      input: () => ({ certificateId: ZERO_ID }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'DescribeCertificate',
+      input: () => ({ certificateId: 'z'.repeat(64) }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'ListCertificates',
+      input: () => ({ pageSize: 250 }),
+      expect: 'ok',
+      check: (o, s) => expect(o.certificates.map((c: Out) => c.certificateId)).toContain(s.certId),
+    },
+    {
+      op: 'UpdateCertificate',
+      input: (s) => ({ certificateId: s.certId2, newStatus: 'ACTIVE' }),
+      expect: 'ok',
+    },
+    {
+      op: 'UpdateCertificate',
+      input: (s) => ({ certificateId: s.certId2, newStatus: 'PENDING_ACTIVATION' }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'UpdateCertificate',
+      input: (s) => ({ certificateId: s.certId2, newStatus: 'REVOKED' }),
+      expect: 'ok',
+    },
+    {
+      op: 'UpdateCertificate',
+      input: (s) => ({ certificateId: s.certId2, newStatus: 'ACTIVE' }),
+      expect: 'CertificateStateException',
+    },
+    {
+      op: 'UpdateCertificate',
+      input: () => ({ certificateId: ZERO_ID, newStatus: 'ACTIVE' }),
+      expect: 'ResourceNotFoundException',
+    },
     {
       run: (s) => {
         const key = join(work, `${p}-self.key`);
-        s.selfSigned = openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-subj', `/CN=${p}-self`, '-days', '30']);
+        s.selfSigned = openssl([
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-keyout',
+          key,
+          '-subj',
+          `/CN=${p}-self`,
+          '-days',
+          '30',
+        ]);
       },
     },
-    { op: 'RegisterCertificateWithoutCA', input: (s) => ({ certificatePem: s.selfSigned, status: 'ACTIVE' }), expect: 'ok', check: (o, s) => expect(o.certificateId).toBe(sha256(pemDer(s.selfSigned))) },
-    { op: 'RegisterCertificateWithoutCA', input: (s) => ({ certificatePem: s.selfSigned }), expect: 'ResourceAlreadyExistsException' },
-    { op: 'RegisterCertificate', input: (s) => ({ certificatePem: s.selfSigned }), expect: 'ResourceAlreadyExistsException' },
+    {
+      op: 'RegisterCertificateWithoutCA',
+      input: (s) => ({ certificatePem: s.selfSigned, status: 'ACTIVE' }),
+      expect: 'ok',
+      check: (o, s) => expect(o.certificateId).toBe(sha256(pemDer(s.selfSigned))),
+    },
+    {
+      op: 'RegisterCertificateWithoutCA',
+      input: (s) => ({ certificatePem: s.selfSigned }),
+      expect: 'ResourceAlreadyExistsException',
+    },
+    {
+      op: 'RegisterCertificate',
+      input: (s) => ({ certificatePem: s.selfSigned }),
+      expect: 'ResourceAlreadyExistsException',
+    },
     { op: 'AttachPolicy', input: (s) => ({ policyName: `${p}-policy`, target: s.certArn }), expect: 'ok' },
-    { op: 'AttachPolicy', input: (s) => ({ policyName: `${p}-nope`, target: s.certArn }), expect: 'ResourceNotFoundException' },
-    { op: 'ListAttachedPolicies', input: (s) => ({ target: s.certArn }), expect: 'ok', check: (o) => expect(o.policies.map((x: Out) => x.policyName)).toEqual([`${p}-policy`]) },
-    { op: 'ListAttachedPolicies', input: () => ({ target: `arn:aws:iot:${REGION}:123456789012:cert/${ZERO_ID}` }), expect: 'ResourceNotFoundException' },
-    { op: 'ListTargetsForPolicy', input: () => ({ policyName: `${p}-policy` }), expect: 'ok', check: (o, s) => expect(o.targets).toEqual([s.certArn]) },
-    { op: 'ListTargetsForPolicy', input: () => ({ policyName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'AttachPolicy',
+      input: (s) => ({ policyName: `${p}-nope`, target: s.certArn }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'ListAttachedPolicies',
+      input: (s) => ({ target: s.certArn }),
+      expect: 'ok',
+      check: (o) => expect(o.policies.map((x: Out) => x.policyName)).toEqual([`${p}-policy`]),
+    },
+    {
+      op: 'ListAttachedPolicies',
+      input: () => ({ target: `arn:aws:iot:${REGION}:123456789012:cert/${ZERO_ID}` }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'ListTargetsForPolicy',
+      input: () => ({ policyName: `${p}-policy` }),
+      expect: 'ok',
+      check: (o, s) => expect(o.targets).toEqual([s.certArn]),
+    },
+    {
+      op: 'ListTargetsForPolicy',
+      input: () => ({ policyName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
     { op: 'CreateThing', input: () => ({ thingName: `${p}-dev` }), expect: 'ok' },
-    { op: 'AttachThingPrincipal', input: (s) => ({ thingName: `${p}-dev`, principal: s.certArn }), expect: 'ok' },
-    { op: 'AttachThingPrincipal', input: (s) => ({ thingName: `${p}-nope`, principal: s.certArn }), expect: 'ResourceNotFoundException' },
-    { op: 'ListThingPrincipals', input: () => ({ thingName: `${p}-dev` }), expect: 'ok', check: (o, s) => expect(o.principals).toEqual([s.certArn]) },
-    { op: 'ListThingPrincipals', input: () => ({ thingName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
-    { op: 'ListPrincipalThings', input: (s) => ({ principal: s.certArn }), expect: 'ok', check: (o) => expect(o.things).toEqual([`${p}-dev`]) },
-    { op: 'ListPrincipalThings', input: () => ({ principal: `arn:aws:iot:${REGION}:123456789012:cert/${ZERO_ID}` }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'AttachThingPrincipal',
+      input: (s) => ({ thingName: `${p}-dev`, principal: s.certArn }),
+      expect: 'ok',
+    },
+    {
+      op: 'AttachThingPrincipal',
+      input: (s) => ({ thingName: `${p}-nope`, principal: s.certArn }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'ListThingPrincipals',
+      input: () => ({ thingName: `${p}-dev` }),
+      expect: 'ok',
+      check: (o, s) => expect(o.principals).toEqual([s.certArn]),
+    },
+    {
+      op: 'ListThingPrincipals',
+      input: () => ({ thingName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'ListPrincipalThings',
+      input: (s) => ({ principal: s.certArn }),
+      expect: 'ok',
+      check: (o) => expect(o.things).toEqual([`${p}-dev`]),
+    },
+    {
+      op: 'ListPrincipalThings',
+      input: () => ({ principal: `arn:aws:iot:${REGION}:123456789012:cert/${ZERO_ID}` }),
+      expect: 'ResourceNotFoundException',
+    },
     { op: 'DeleteThing', input: () => ({ thingName: `${p}-dev` }), expect: 'InvalidRequestException' },
-    { op: 'DeleteCertificate', input: (s) => ({ certificateId: s.certId }), expect: 'CertificateStateException' },
-    { op: 'UpdateCertificate', input: (s) => ({ certificateId: s.certId, newStatus: 'INACTIVE' }), expect: 'ok' },
-    { op: 'DeleteCertificate', input: (s) => ({ certificateId: s.certId }), expect: 'DeleteConflictException' },
-    { op: 'DetachThingPrincipal', input: (s) => ({ thingName: `${p}-dev`, principal: s.certArn }), expect: 'ok' },
-    { op: 'DetachThingPrincipal', input: (s) => ({ thingName: `${p}-nope`, principal: s.certArn }), expect: 'ResourceNotFoundException' },
-    { op: 'DeleteCertificate', input: (s) => ({ certificateId: s.certId }), expect: 'DeleteConflictException' },
+    {
+      op: 'DeleteCertificate',
+      input: (s) => ({ certificateId: s.certId }),
+      expect: 'CertificateStateException',
+    },
+    {
+      op: 'UpdateCertificate',
+      input: (s) => ({ certificateId: s.certId, newStatus: 'INACTIVE' }),
+      expect: 'ok',
+    },
+    {
+      op: 'DeleteCertificate',
+      input: (s) => ({ certificateId: s.certId }),
+      expect: 'DeleteConflictException',
+    },
+    {
+      op: 'DetachThingPrincipal',
+      input: (s) => ({ thingName: `${p}-dev`, principal: s.certArn }),
+      expect: 'ok',
+    },
+    {
+      op: 'DetachThingPrincipal',
+      input: (s) => ({ thingName: `${p}-nope`, principal: s.certArn }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'DeleteCertificate',
+      input: (s) => ({ certificateId: s.certId }),
+      expect: 'DeleteConflictException',
+    },
     { op: 'DetachPolicy', input: (s) => ({ policyName: `${p}-policy`, target: s.certArn }), expect: 'ok' },
-    { op: 'DetachPolicy', input: (s) => ({ policyName: `${p}-nope`, target: s.certArn }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'DetachPolicy',
+      input: (s) => ({ policyName: `${p}-nope`, target: s.certArn }),
+      expect: 'ResourceNotFoundException',
+    },
     { op: 'DeleteCertificate', input: (s) => ({ certificateId: s.certId }), expect: 'ok' },
-    { op: 'DeleteCertificate', input: (s) => ({ certificateId: s.certId }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'DeleteCertificate',
+      input: (s) => ({ certificateId: s.certId }),
+      expect: 'ResourceNotFoundException',
+    },
   ];
 
   const cas: Step[] = [
-    { op: 'GetRegistrationCode', input: () => ({}), expect: 'ok', check: (o, s) => (s.code = o.registrationCode) },
+    {
+      op: 'GetRegistrationCode',
+      input: () => ({}),
+      expect: 'ok',
+      check: (o, s) => (s.code = o.registrationCode),
+    },
     {
       run: (s) => {
         const f = (n: string): string => join(work, `${p}-${n}`);
-        openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-subj', `/CN=${p} test CA`, '-days', '30', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign', '-out', f('ca.pem')]);
+        openssl([
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-keyout',
+          f('ca.key'),
+          '-subj',
+          `/CN=${p} test CA`,
+          '-days',
+          '30',
+          '-addext',
+          'basicConstraints=critical,CA:TRUE',
+          '-addext',
+          'keyUsage=critical,keyCertSign',
+          '-out',
+          f('ca.pem'),
+        ]);
         const signed = (name: string, cn: string): string => {
-          openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f(`${name}.key`), '-subj', `/CN=${cn}`, '-out', f(`${name}.csr`)]);
-          return openssl(['x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '10']);
+          openssl([
+            'req',
+            '-new',
+            '-newkey',
+            'ec',
+            '-pkeyopt',
+            'ec_paramgen_curve:P-256',
+            '-nodes',
+            '-keyout',
+            f(`${name}.key`),
+            '-subj',
+            `/CN=${cn}`,
+            '-out',
+            f(`${name}.csr`),
+          ]);
+          return openssl([
+            'x509',
+            '-req',
+            '-in',
+            f(`${name}.csr`),
+            '-CA',
+            f('ca.pem'),
+            '-CAkey',
+            f('ca.key'),
+            '-CAcreateserial',
+            '-days',
+            '10',
+          ]);
         };
         s.caPem = openssl(['x509', '-in', f('ca.pem')]);
         s.verification = signed('verify', s.code);
         s.wrongVerification = signed('wrong', 'not-the-code');
         s.deviceByCa = signed('device', `${p}-device`);
-        s.notCa = openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('leaf.key'), '-subj', `/CN=${p}-leaf`, '-days', '30', '-addext', 'basicConstraints=CA:FALSE']);
+        s.notCa = openssl([
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-keyout',
+          f('leaf.key'),
+          '-subj',
+          `/CN=${p}-leaf`,
+          '-days',
+          '30',
+          '-addext',
+          'basicConstraints=CA:FALSE',
+        ]);
       },
     },
-    { op: 'RegisterCertificate', input: (s) => ({ certificatePem: s.deviceByCa, setAsActive: true }), expect: 'CertificateValidationException' },
-    { op: 'RegisterCACertificate', input: (s) => ({ caCertificate: s.caPem, verificationCertificate: s.wrongVerification }), expect: 'RegistrationCodeValidationException' },
-    { op: 'RegisterCACertificate', input: (s) => ({ caCertificate: s.notCa, verificationCertificate: s.verification }), expect: 'CertificateValidationException' },
-    { op: 'RegisterCACertificate', input: (s) => ({ caCertificate: s.caPem, verificationCertificate: s.verification, allowAutoRegistration: true }), expect: 'ok', check: (o, s) => (s.caId = o.certificateId) },
-    { op: 'RegisterCACertificate', input: (s) => ({ caCertificate: s.caPem, verificationCertificate: s.verification }), expect: 'ResourceAlreadyExistsException' },
-    { op: 'DescribeCACertificate', input: (s) => ({ certificateId: s.caId }), expect: 'ok', check: (o) => expect([o.certificateDescription.status, o.certificateDescription.autoRegistrationStatus]).toEqual(['INACTIVE', 'ENABLE']) },
-    { op: 'DescribeCACertificate', input: () => ({ certificateId: ZERO_ID }), expect: 'ResourceNotFoundException' },
-    { op: 'RegisterCertificate', input: (s) => ({ certificatePem: s.deviceByCa, setAsActive: true }), expect: 'CertificateStateException' },
-    { op: 'UpdateCACertificate', input: (s) => ({ certificateId: s.caId, newStatus: 'ACTIVE' }), expect: 'ok' },
-    { op: 'UpdateCACertificate', input: (s) => ({ certificateId: s.caId, newStatus: 'SOMETIMES' }), expect: 'InvalidRequestException' },
-    { op: 'UpdateCACertificate', input: () => ({ certificateId: ZERO_ID, newStatus: 'ACTIVE' }), expect: 'ResourceNotFoundException' },
-    { op: 'ListCACertificates', input: () => ({}), expect: 'ok', check: (o, s) => expect(o.certificates.map((c: Out) => c.certificateId)).toContain(s.caId) },
+    {
+      op: 'RegisterCertificate',
+      input: (s) => ({ certificatePem: s.deviceByCa, setAsActive: true }),
+      expect: 'CertificateValidationException',
+    },
+    {
+      op: 'RegisterCACertificate',
+      input: (s) => ({ caCertificate: s.caPem, verificationCertificate: s.wrongVerification }),
+      expect: 'RegistrationCodeValidationException',
+    },
+    {
+      op: 'RegisterCACertificate',
+      input: (s) => ({ caCertificate: s.notCa, verificationCertificate: s.verification }),
+      expect: 'CertificateValidationException',
+    },
+    {
+      op: 'RegisterCACertificate',
+      input: (s) => ({
+        caCertificate: s.caPem,
+        verificationCertificate: s.verification,
+        allowAutoRegistration: true,
+      }),
+      expect: 'ok',
+      check: (o, s) => (s.caId = o.certificateId),
+    },
+    {
+      op: 'RegisterCACertificate',
+      input: (s) => ({ caCertificate: s.caPem, verificationCertificate: s.verification }),
+      expect: 'ResourceAlreadyExistsException',
+    },
+    {
+      op: 'DescribeCACertificate',
+      input: (s) => ({ certificateId: s.caId }),
+      expect: 'ok',
+      check: (o) =>
+        expect([o.certificateDescription.status, o.certificateDescription.autoRegistrationStatus]).toEqual([
+          'INACTIVE',
+          'ENABLE',
+        ]),
+    },
+    {
+      op: 'DescribeCACertificate',
+      input: () => ({ certificateId: ZERO_ID }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'RegisterCertificate',
+      input: (s) => ({ certificatePem: s.deviceByCa, setAsActive: true }),
+      expect: 'CertificateStateException',
+    },
+    {
+      op: 'UpdateCACertificate',
+      input: (s) => ({ certificateId: s.caId, newStatus: 'ACTIVE' }),
+      expect: 'ok',
+    },
+    {
+      op: 'UpdateCACertificate',
+      input: (s) => ({ certificateId: s.caId, newStatus: 'SOMETIMES' }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'UpdateCACertificate',
+      input: () => ({ certificateId: ZERO_ID, newStatus: 'ACTIVE' }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'ListCACertificates',
+      input: () => ({}),
+      expect: 'ok',
+      check: (o, s) => expect(o.certificates.map((c: Out) => c.certificateId)).toContain(s.caId),
+    },
     { op: 'ListCACertificates', input: () => ({ marker: 'garbage' }), expect: 'InvalidRequestException' },
-    { op: 'RegisterCertificate', input: (s) => ({ certificatePem: s.deviceByCa, setAsActive: true }), expect: 'ok', check: (o, s) => (s.devId = o.certificateId) },
-    { op: 'DescribeCertificate', input: (s) => ({ certificateId: s.devId }), expect: 'ok', check: (o, s) => expect([o.certificateDescription.caCertificateId, o.certificateDescription.status]).toEqual([s.caId, 'ACTIVE']) },
-    { op: 'DescribeEndpoint', input: () => ({ endpointType: 'iot:Data-ATS' }), expect: 'ok', check: (o) => expect(o.endpointAddress).toMatch(/^[0-9a-f]{14}-ats\.iot\.us-east-1\.amazonaws\.com$/) },
-    { op: 'DescribeEndpoint', input: () => ({ endpointType: 'iot:Nope' }), expect: 'InvalidRequestException' },
+    {
+      op: 'RegisterCertificate',
+      input: (s) => ({ certificatePem: s.deviceByCa, setAsActive: true }),
+      expect: 'ok',
+      check: (o, s) => (s.devId = o.certificateId),
+    },
+    {
+      op: 'DescribeCertificate',
+      input: (s) => ({ certificateId: s.devId }),
+      expect: 'ok',
+      check: (o, s) =>
+        expect([o.certificateDescription.caCertificateId, o.certificateDescription.status]).toEqual([
+          s.caId,
+          'ACTIVE',
+        ]),
+    },
+    {
+      op: 'DescribeEndpoint',
+      input: () => ({ endpointType: 'iot:Data-ATS' }),
+      expect: 'ok',
+      check: (o) => expect(o.endpointAddress).toMatch(/^[0-9a-f]{14}-ats\.iot\.us-east-1\.amazonaws\.com$/),
+    },
+    {
+      op: 'DescribeEndpoint',
+      input: () => ({ endpointType: 'iot:Nope' }),
+      expect: 'InvalidRequestException',
+    },
   ];
 
   const fleet = JSON.stringify({
     Parameters: { SerialNumber: { Type: 'String' }, 'AWS::IoT::Certificate::Id': { Type: 'String' } },
     Resources: {
-      thing: { Type: 'AWS::IoT::Thing', Properties: { ThingName: { 'Fn::Join': ['', ['fleet-', { Ref: 'SerialNumber' }]] } } },
-      certificate: { Type: 'AWS::IoT::Certificate', Properties: { CertificateId: { Ref: 'AWS::IoT::Certificate::Id' }, Status: 'Active' } },
+      thing: {
+        Type: 'AWS::IoT::Thing',
+        Properties: { ThingName: { 'Fn::Join': ['', ['fleet-', { Ref: 'SerialNumber' }]] } },
+      },
+      certificate: {
+        Type: 'AWS::IoT::Certificate',
+        Properties: { CertificateId: { Ref: 'AWS::IoT::Certificate::Id' }, Status: 'Active' },
+      },
     },
   });
   const templates: Step[] = [
-    { op: 'CreateProvisioningTemplate', input: () => ({ templateName: `${p}-fleet`, templateBody: fleet, provisioningRoleArn: 'arn:aws:iam::123456789012:role/prov' }), expect: 'ok', check: (o) => expect(o.defaultVersionId).toBe(1) },
-    { op: 'CreateProvisioningTemplate', input: () => ({ templateName: `${p}-fleet`, templateBody: fleet, provisioningRoleArn: 'arn:aws:iam::123456789012:role/prov' }), expect: 'ResourceAlreadyExistsException' },
-    { op: 'CreateProvisioningTemplate', input: () => ({ templateName: `${p}-if`, templateBody: JSON.stringify({ Resources: { t: { Type: 'AWS::IoT::Thing', Properties: { ThingName: { 'Fn::If': ['c', 'a', 'b'] } } } } }), provisioningRoleArn: 'arn:aws:iam::123456789012:role/prov' }), expect: 'InvalidRequestException' },
-    { op: 'DescribeProvisioningTemplate', input: () => ({ templateName: `${p}-fleet` }), expect: 'ok', check: (o) => expect([o.enabled, o.type, o.templateBody]).toEqual([false, 'FLEET_PROVISIONING', fleet]) },
-    { op: 'DescribeProvisioningTemplate', input: () => ({ templateName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
-    { op: 'ListProvisioningTemplates', input: () => ({}), expect: 'ok', check: (o) => expect(o.templates.map((t: Out) => t.templateName)).toContain(`${p}-fleet`) },
-    { op: 'ListProvisioningTemplates', input: () => ({ nextToken: 'garbage' }), expect: 'InvalidRequestException' },
-    { op: 'UpdateProvisioningTemplate', input: () => ({ templateName: `${p}-fleet`, enabled: true, description: 'factory' }), expect: 'ok' },
-    { op: 'UpdateProvisioningTemplate', input: () => ({ templateName: `${p}-nope`, enabled: true }), expect: 'ResourceNotFoundException' },
-    { op: 'CreateProvisioningClaim', input: () => ({ templateName: `${p}-fleet` }), expect: 'ok', check: (o) => expect(o.keyPair.PrivateKey).toMatch(/RSA PRIVATE KEY/) },
-    { op: 'CreateProvisioningClaim', input: () => ({ templateName: `${p}-nope` }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'CreateProvisioningTemplate',
+      input: () => ({
+        templateName: `${p}-fleet`,
+        templateBody: fleet,
+        provisioningRoleArn: 'arn:aws:iam::123456789012:role/prov',
+      }),
+      expect: 'ok',
+      check: (o) => expect(o.defaultVersionId).toBe(1),
+    },
+    {
+      op: 'CreateProvisioningTemplate',
+      input: () => ({
+        templateName: `${p}-fleet`,
+        templateBody: fleet,
+        provisioningRoleArn: 'arn:aws:iam::123456789012:role/prov',
+      }),
+      expect: 'ResourceAlreadyExistsException',
+    },
+    {
+      op: 'CreateProvisioningTemplate',
+      input: () => ({
+        templateName: `${p}-if`,
+        templateBody: JSON.stringify({
+          Resources: {
+            t: { Type: 'AWS::IoT::Thing', Properties: { ThingName: { 'Fn::If': ['c', 'a', 'b'] } } },
+          },
+        }),
+        provisioningRoleArn: 'arn:aws:iam::123456789012:role/prov',
+      }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'DescribeProvisioningTemplate',
+      input: () => ({ templateName: `${p}-fleet` }),
+      expect: 'ok',
+      check: (o) => expect([o.enabled, o.type, o.templateBody]).toEqual([false, 'FLEET_PROVISIONING', fleet]),
+    },
+    {
+      op: 'DescribeProvisioningTemplate',
+      input: () => ({ templateName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'ListProvisioningTemplates',
+      input: () => ({}),
+      expect: 'ok',
+      check: (o) => expect(o.templates.map((t: Out) => t.templateName)).toContain(`${p}-fleet`),
+    },
+    {
+      op: 'ListProvisioningTemplates',
+      input: () => ({ nextToken: 'garbage' }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'UpdateProvisioningTemplate',
+      input: () => ({ templateName: `${p}-fleet`, enabled: true, description: 'factory' }),
+      expect: 'ok',
+    },
+    {
+      op: 'UpdateProvisioningTemplate',
+      input: () => ({ templateName: `${p}-nope`, enabled: true }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'CreateProvisioningClaim',
+      input: () => ({ templateName: `${p}-fleet` }),
+      expect: 'ok',
+      check: (o) => expect(o.keyPair.PrivateKey).toMatch(/RSA PRIVATE KEY/),
+    },
+    {
+      op: 'CreateProvisioningClaim',
+      input: () => ({ templateName: `${p}-nope` }),
+      expect: 'ResourceNotFoundException',
+    },
     { op: 'DeleteProvisioningTemplate', input: () => ({ templateName: `${p}-fleet` }), expect: 'ok' },
-    { op: 'DeleteProvisioningTemplate', input: () => ({ templateName: `${p}-fleet` }), expect: 'ResourceNotFoundException' },
+    {
+      op: 'DeleteProvisioningTemplate',
+      input: () => ({ templateName: `${p}-fleet` }),
+      expect: 'ResourceNotFoundException',
+    },
     { op: 'CreateThingType', input: () => ({ thingTypeName: `${p}-rt-type` }), expect: 'ok' },
     { run: (s) => void Object.assign(s, { rtCsr: makeRsaCsr(`${p}-rt`) }) },
     {
       op: 'RegisterThing',
-      input: (s) => ({ templateBody: registerTemplate(`${p}-rt-type`), parameters: { ThingName: `${p}-rt-1`, CSR: s.rtCsr.csr } }),
+      input: (s) => ({
+        templateBody: registerTemplate(`${p}-rt-type`),
+        parameters: { ThingName: `${p}-rt-1`, CSR: s.rtCsr.csr },
+      }),
       expect: 'ok',
       check: (o) => {
         expect(Object.keys(o.resourceArns).sort()).toEqual(['certificate', 'policy', 'thing']);
@@ -276,42 +877,142 @@ function chains(p: string, work: string): Step[][] {
         expect(o.certificatePem).toMatch(/^-----BEGIN CERTIFICATE-----/);
       },
     },
-    { op: 'RegisterThing', input: (s) => ({ templateBody: registerTemplate(`${p}-rt-type`), parameters: { CSR: s.rtCsr.csr } }), expect: 'InvalidRequestException' },
-    { op: 'RegisterThing', input: (s) => ({ templateBody: registerTemplate(`${p}-missing-type`), parameters: { ThingName: `${p}-rt-2`, CSR: s.rtCsr.csr } }), expect: 'ResourceRegistrationFailureException' },
+    {
+      op: 'RegisterThing',
+      input: (s) => ({ templateBody: registerTemplate(`${p}-rt-type`), parameters: { CSR: s.rtCsr.csr } }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'RegisterThing',
+      input: (s) => ({
+        templateBody: registerTemplate(`${p}-missing-type`),
+        parameters: { ThingName: `${p}-rt-2`, CSR: s.rtCsr.csr },
+      }),
+      expect: 'ResourceRegistrationFailureException',
+    },
     { op: 'DescribeThing', input: () => ({ thingName: `${p}-rt-2` }), expect: 'ResourceNotFoundException' },
   ];
 
   const bulk: Step[] = [
     {
       run: async () => {
-        const lines = [0, 1, 2].map((i) => JSON.stringify({ ThingName: `${p}-bulk-${i}`, CSR: makeCsr(`${p}-bulk-${i}`).csr }));
+        const lines = [0, 1, 2].map((i) =>
+          JSON.stringify({ ThingName: `${p}-bulk-${i}`, CSR: makeCsr(`${p}-bulk-${i}`).csr }),
+        );
         lines.splice(1, 0, '{"ThingName": "bad name", "CSR": "x"}');
         const s3 = s3Client(emu.s3Url);
-        await s3.send(new PutObjectCommand({ Bucket: 'provline-local', Key: `${p}/input.ndjson`, Body: `${lines.join('\n')}\n` }));
-        const slow = Array.from({ length: 30 }, (_, i) => JSON.stringify({ ThingName: `${p}-slow-${i}`, CSR: makeCsr(`${p}-slow`).csr }));
-        await s3.send(new PutObjectCommand({ Bucket: 'provline-local', Key: `${p}/slow.ndjson`, Body: `${slow.join('\n')}\n` }));
-        await fetch(`${emu.iotUrl}/_emulator/faults`, { method: 'PUT', body: JSON.stringify({ linesPerSecond: 1 }) });
+        await s3.send(
+          new PutObjectCommand({
+            Bucket: 'provline-local',
+            Key: `${p}/input.ndjson`,
+            Body: `${lines.join('\n')}\n`,
+          }),
+        );
+        const slow = Array.from({ length: 30 }, (_, i) =>
+          JSON.stringify({ ThingName: `${p}-slow-${i}`, CSR: makeCsr(`${p}-slow`).csr }),
+        );
+        await s3.send(
+          new PutObjectCommand({
+            Bucket: 'provline-local',
+            Key: `${p}/slow.ndjson`,
+            Body: `${slow.join('\n')}\n`,
+          }),
+        );
+        await fetch(`${emu.iotUrl}/_emulator/faults`, {
+          method: 'PUT',
+          body: JSON.stringify({ linesPerSecond: 1 }),
+        });
       },
     },
-    { op: 'StartThingRegistrationTask', input: () => ({ templateBody: bulkTemplate, inputFileBucket: 'provline-local', inputFileKey: `${p}/slow.ndjson`, roleArn: 'arn:aws:iam::123456789012:role/bulk' }), expect: 'ok', check: (o, s) => (s.paced = o.taskId) },
-    { op: 'StartThingRegistrationTask', input: () => ({ templateBody: bulkTemplate, inputFileBucket: 'provline-local', inputFileKey: `${p}/input.ndjson`, roleArn: 'arn:aws:iam::123456789012:role/bulk' }), expect: 'InvalidRequestException' },
+    {
+      op: 'StartThingRegistrationTask',
+      input: () => ({
+        templateBody: bulkTemplate,
+        inputFileBucket: 'provline-local',
+        inputFileKey: `${p}/slow.ndjson`,
+        roleArn: 'arn:aws:iam::123456789012:role/bulk',
+      }),
+      expect: 'ok',
+      check: (o, s) => (s.paced = o.taskId),
+    },
+    {
+      op: 'StartThingRegistrationTask',
+      input: () => ({
+        templateBody: bulkTemplate,
+        inputFileBucket: 'provline-local',
+        inputFileKey: `${p}/input.ndjson`,
+        roleArn: 'arn:aws:iam::123456789012:role/bulk',
+      }),
+      expect: 'InvalidRequestException',
+    },
     { op: 'StopThingRegistrationTask', input: (s) => ({ taskId: s.paced }), expect: 'ok' },
-    { op: 'StopThingRegistrationTask', input: () => ({ taskId: 'nope' }), expect: 'ResourceNotFoundException' },
-    { run: () => fetch(`${emu.iotUrl}/_emulator/faults?replace=true`, { method: 'PUT', body: '{}' }).then(() => undefined) },
-    { op: 'StartThingRegistrationTask', input: () => ({ templateBody: '{"Resources": {}}', inputFileBucket: 'provline-local', inputFileKey: `${p}/input.ndjson`, roleArn: 'arn:aws:iam::123456789012:role/bulk' }), expect: 'InvalidRequestException' },
+    {
+      op: 'StopThingRegistrationTask',
+      input: () => ({ taskId: 'nope' }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      run: () =>
+        fetch(`${emu.iotUrl}/_emulator/faults?replace=true`, { method: 'PUT', body: '{}' }).then(
+          () => undefined,
+        ),
+    },
+    {
+      op: 'StartThingRegistrationTask',
+      input: () => ({
+        templateBody: '{"Resources": {}}',
+        inputFileBucket: 'provline-local',
+        inputFileKey: `${p}/input.ndjson`,
+        roleArn: 'arn:aws:iam::123456789012:role/bulk',
+      }),
+      expect: 'InvalidRequestException',
+    },
     { run: (s, d) => waitTask(d, s.paced, 'Cancelled') },
-    { op: 'StartThingRegistrationTask', input: () => ({ templateBody: bulkTemplate, inputFileBucket: 'provline-local', inputFileKey: `${p}/input.ndjson`, roleArn: 'arn:aws:iam::123456789012:role/bulk' }), expect: 'ok', check: (o, s) => (s.taskId = o.taskId) },
+    {
+      op: 'StartThingRegistrationTask',
+      input: () => ({
+        templateBody: bulkTemplate,
+        inputFileBucket: 'provline-local',
+        inputFileKey: `${p}/input.ndjson`,
+        roleArn: 'arn:aws:iam::123456789012:role/bulk',
+      }),
+      expect: 'ok',
+      check: (o, s) => (s.taskId = o.taskId),
+    },
     { run: (s, d) => waitTask(d, s.taskId, 'Completed') },
     {
       op: 'DescribeThingRegistrationTask',
       input: (s) => ({ taskId: s.taskId }),
       expect: 'ok',
-      check: (o) => expect([o.status, o.successCount, o.failureCount, o.percentageProgress]).toEqual(['Completed', 3, 1, 100]),
+      check: (o) =>
+        expect([o.status, o.successCount, o.failureCount, o.percentageProgress]).toEqual([
+          'Completed',
+          3,
+          1,
+          100,
+        ]),
     },
-    { op: 'DescribeThingRegistrationTask', input: () => ({ taskId: 'nope' }), expect: 'ResourceNotFoundException' },
-    { op: 'StopThingRegistrationTask', input: (s) => ({ taskId: s.taskId }), expect: 'InvalidRequestException' },
-    { op: 'ListThingRegistrationTasks', input: () => ({ status: 'Completed' }), expect: 'ok', check: (o, s) => expect(o.taskIds).toContain(s.taskId) },
-    { op: 'ListThingRegistrationTasks', input: () => ({ nextToken: 'garbage' }), expect: 'InvalidRequestException' },
+    {
+      op: 'DescribeThingRegistrationTask',
+      input: () => ({ taskId: 'nope' }),
+      expect: 'ResourceNotFoundException',
+    },
+    {
+      op: 'StopThingRegistrationTask',
+      input: (s) => ({ taskId: s.taskId }),
+      expect: 'InvalidRequestException',
+    },
+    {
+      op: 'ListThingRegistrationTasks',
+      input: () => ({ status: 'Completed' }),
+      expect: 'ok',
+      check: (o, s) => expect(o.taskIds).toContain(s.taskId),
+    },
+    {
+      op: 'ListThingRegistrationTasks',
+      input: () => ({ nextToken: 'garbage' }),
+      expect: 'InvalidRequestException',
+    },
     {
       op: 'ListThingRegistrationTaskReports',
       input: (s) => ({ taskId: s.taskId, reportType: 'ERRORS' }),
@@ -325,16 +1026,30 @@ function chains(p: string, work: string): Step[][] {
     {
       run: async (s) => {
         const text = await (await fetch(s.errorsLink)).text();
-        const lines = text.trim().split('\n').map((l) => JSON.parse(l) as Out);
+        const lines = text
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Out);
         expect(lines).toHaveLength(1);
         expect(Object.keys(lines[0]!)).toEqual(['errorMessage', 'lineNumber', 'offset', 'response']);
         expect(lines[0]!.lineNumber).toBe(2);
         expect(lines[0]!.response).toBeNull();
-        expect(lines[0]!.errorMessage).toMatch(/^com\.amazonaws\.services\.iot\.model\.InvalidRequestException: .*\(Service: AWSIot; Status Code: 400; Error Code: InvalidRequestException; Request ID: [0-9a-f-]+; Proxy: null\)$/);
+        expect(lines[0]!.errorMessage).toMatch(
+          /^com\.amazonaws\.services\.iot\.model\.InvalidRequestException: .*\(Service: AWSIot; Status Code: 400; Error Code: InvalidRequestException; Request ID: [0-9a-f-]+; Proxy: null\)$/,
+        );
       },
     },
-    { op: 'ListThingRegistrationTaskReports', input: (s) => ({ taskId: s.taskId, reportType: 'RESULTS' }), expect: 'ok', check: (o) => expect(o.resourceLinks).toHaveLength(1) },
-    { op: 'ListThingRegistrationTaskReports', input: () => ({ taskId: 'nope', reportType: 'RESULTS' }), expect: 'InvalidRequestException' },
+    {
+      op: 'ListThingRegistrationTaskReports',
+      input: (s) => ({ taskId: s.taskId, reportType: 'RESULTS' }),
+      expect: 'ok',
+      check: (o) => expect(o.resourceLinks).toHaveLength(1),
+    },
+    {
+      op: 'ListThingRegistrationTaskReports',
+      input: () => ({ taskId: 'nope', reportType: 'RESULTS' }),
+      expect: 'InvalidRequestException',
+    },
     { op: 'DescribeThing', input: () => ({ thingName: `${p}-bulk-2` }), expect: 'ok' },
   ];
 
@@ -345,9 +1060,27 @@ function registerTemplate(thingType: string): string {
   return JSON.stringify({
     Parameters: { ThingName: { Type: 'String' }, CSR: { Type: 'String' } },
     Resources: {
-      thing: { Type: 'AWS::IoT::Thing', Properties: { ThingName: { Ref: 'ThingName' }, ThingTypeName: thingType, AttributePayload: { model: 'x1' } } },
-      certificate: { Type: 'AWS::IoT::Certificate', Properties: { CertificateSigningRequest: { Ref: 'CSR' }, Status: 'ACTIVE' } },
-      policy: { Type: 'AWS::IoT::Policy', Properties: { PolicyDocument: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 'iot:Connect', Resource: '*' }] } } },
+      thing: {
+        Type: 'AWS::IoT::Thing',
+        Properties: {
+          ThingName: { Ref: 'ThingName' },
+          ThingTypeName: thingType,
+          AttributePayload: { model: 'x1' },
+        },
+      },
+      certificate: {
+        Type: 'AWS::IoT::Certificate',
+        Properties: { CertificateSigningRequest: { Ref: 'CSR' }, Status: 'ACTIVE' },
+      },
+      policy: {
+        Type: 'AWS::IoT::Policy',
+        Properties: {
+          PolicyDocument: {
+            Version: '2012-10-17',
+            Statement: [{ Effect: 'Allow', Action: 'iot:Connect', Resource: '*' }],
+          },
+        },
+      },
     },
   });
 }
@@ -356,7 +1089,10 @@ const bulkTemplate = JSON.stringify({
   Parameters: { ThingName: { Type: 'String' }, CSR: { Type: 'String' } },
   Resources: {
     thing: { Type: 'AWS::IoT::Thing', Properties: { ThingName: { Ref: 'ThingName' } } },
-    certificate: { Type: 'AWS::IoT::Certificate', Properties: { CertificateSigningRequest: { Ref: 'CSR' }, Status: 'ACTIVE' } },
+    certificate: {
+      Type: 'AWS::IoT::Certificate',
+      Properties: { CertificateSigningRequest: { Ref: 'CSR' }, Status: 'ACTIVE' },
+    },
   },
 });
 
@@ -399,15 +1135,28 @@ afterAll(async () => {
 });
 
 for (const make of [sdkDriver, cliDriver]) {
-  describe.concurrent(`conformance via ${make === sdkDriver ? '@aws-sdk/client-iot' : 'AWS CLI v2 (/usr/bin/aws)'}`, () => {
-    const p = make === sdkDriver ? 'sdk' : 'cli';
-    const names = ['things, types and groups', 'certificates, policies and principals', 'CA certificates and endpoints', 'provisioning templates and RegisterThing', 'bulk registration'];
-    it.each(names.map((n, i) => [n, i] as const))('%s', async (_name, i) => {
-      const work = join(dir, p);
-      mkdirSync(work, { recursive: true });
-      await runChain(make(), chains(p, work)[i]!);
-    }, 120_000);
-  });
+  describe.concurrent(
+    `conformance via ${make === sdkDriver ? '@aws-sdk/client-iot' : 'AWS CLI v2 (/usr/bin/aws)'}`,
+    () => {
+      const p = make === sdkDriver ? 'sdk' : 'cli';
+      const names = [
+        'things, types and groups',
+        'certificates, policies and principals',
+        'CA certificates and endpoints',
+        'provisioning templates and RegisterThing',
+        'bulk registration',
+      ];
+      it.each(names.map((n, i) => [n, i] as const))(
+        '%s',
+        async (_name, i) => {
+          const work = join(dir, p);
+          mkdirSync(work, { recursive: true });
+          await runChain(make(), chains(p, work)[i]!);
+        },
+        120_000,
+      );
+    },
+  );
 }
 
 describe('authentication', () => {

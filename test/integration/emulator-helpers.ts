@@ -20,10 +20,14 @@ export interface EmulatorProcess {
 }
 
 export function startEmulatorProcess(stateDir: string, extra: string[] = []): Promise<EmulatorProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'dist/emulator/main.js'), '--state-dir', stateDir, '--bucket', 'provline-local', ...extra], {
-    env: { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'dist/emulator/main.js'), '--state-dir', stateDir, '--bucket', 'provline-local', ...extra],
+    {
+      env: { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   return new Promise((resolve, reject) => {
@@ -51,7 +55,12 @@ export function startEmulatorProcess(stateDir: string, extra: string[] = []): Pr
 }
 
 export function iotClient(url: string, secret = SECRET): IoTClient {
-  return new IoTClient({ endpoint: url, region: REGION, credentials: { accessKeyId: KEY, secretAccessKey: secret }, maxAttempts: 1 });
+  return new IoTClient({
+    endpoint: url,
+    region: REGION,
+    credentials: { accessKeyId: KEY, secretAccessKey: secret },
+    maxAttempts: 1,
+  });
 }
 
 export function s3Client(url: string): S3Client {
@@ -74,18 +83,34 @@ export interface TestCsr {
 export function makeCsr(cn: string): TestCsr {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const spki = publicKey.export({ format: 'der', type: 'spki' });
-  const info = seq(tlv(0x02, Buffer.from([0])), seq(set(seq(oid('2.5.4.3'), utf8(cn)))), spki, tlv(0xa0, Buffer.alloc(0)));
+  const info = seq(
+    tlv(0x02, Buffer.from([0])),
+    seq(set(seq(oid('2.5.4.3'), utf8(cn)))),
+    spki,
+    tlv(0xa0, Buffer.alloc(0)),
+  );
   const der = seq(info, seq(oid('1.2.840.10045.4.3.2')), bitString(sign('sha256', info, privateKey)));
-  return { csr: toPem(der, 'CERTIFICATE REQUEST'), publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }) as string };
+  return {
+    csr: toPem(der, 'CERTIFICATE REQUEST'),
+    publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }) as string,
+  };
 }
 
 /** An RSA-2048 CSR (sha256WithRSAEncryption). */
 export function makeRsaCsr(cn: string): TestCsr {
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const spki = publicKey.export({ format: 'der', type: 'spki' });
-  const info = seq(tlv(0x02, Buffer.from([0])), seq(set(seq(oid('2.5.4.3'), utf8(cn)))), spki, tlv(0xa0, Buffer.alloc(0)));
+  const info = seq(
+    tlv(0x02, Buffer.from([0])),
+    seq(set(seq(oid('2.5.4.3'), utf8(cn)))),
+    spki,
+    tlv(0xa0, Buffer.alloc(0)),
+  );
   const der = seq(info, seq(oid('1.2.840.113549.1.1.11'), NULL), bitString(sign('sha256', info, privateKey)));
-  return { csr: toPem(der, 'CERTIFICATE REQUEST'), publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }) as string };
+  return {
+    csr: toPem(der, 'CERTIFICATE REQUEST'),
+    publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }) as string,
+  };
 }
 
 export function pemDer(pem: string): Buffer {

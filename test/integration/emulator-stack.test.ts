@@ -37,7 +37,12 @@ describe('the stand-in in the local stack', () => {
     const r = await runCli(['stack', 'up', '--json'], { env: env() });
     expect(r.code, r.stderr).toBe(0);
     const aws = json<{ aws: Aws }>(r).aws;
-    expect(aws).toMatchObject({ region: 'us-east-1', profile: 'provline-local', bucket: 'provline-local', running: true });
+    expect(aws).toMatchObject({
+      region: 'us-east-1',
+      profile: 'provline-local',
+      bucket: 'provline-local',
+      running: true,
+    });
     expect(aws.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(statSync(aws.credentialsFile).mode & 0o777).toBe(0o600);
 
@@ -45,8 +50,17 @@ describe('the stand-in in the local stack', () => {
     const credentials = credentialsFromIni(readFileSync(aws.credentialsFile, 'utf8'), aws.profile)!;
     expect(credentials.accessKeyId).toMatch(/^AKIA[A-Z2-7]{16}$/);
     const iot = new IoTClient({ endpoint: aws.endpoint, region: aws.region, credentials });
-    expect((await iot.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }))).endpointAddress).toMatch(/-ats\.iot\.us-east-1\.amazonaws\.com$/);
-    const s3 = new S3Client({ endpoint: aws.s3Endpoint, region: aws.region, credentials, forcePathStyle: true, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+    expect(
+      (await iot.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }))).endpointAddress,
+    ).toMatch(/-ats\.iot\.us-east-1\.amazonaws\.com$/);
+    const s3 = new S3Client({
+      endpoint: aws.s3Endpoint,
+      region: aws.region,
+      credentials,
+      forcePathStyle: true,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
     await s3.send(new HeadBucketCommand({ Bucket: aws.bucket }));
 
     const again = json<{ aws: Aws }>(await runCli(['stack', 'up', '--json'], { env: env() })).aws;
@@ -54,13 +68,22 @@ describe('the stand-in in the local stack', () => {
   });
 
   it('provline emulator faults reads and changes the running stand-in', async () => {
-    const set = await runCli(['emulator', 'faults', '--set', '{"throttle":{"CreateThing":0.25},"seed":3}'], { env: env() });
+    const set = await runCli(['emulator', 'faults', '--set', '{"throttle":{"CreateThing":0.25},"seed":3}'], {
+      env: env(),
+    });
     expect(set.code, set.stderr).toBe(0);
-    expect(json<{ throttle: Record<string, number>; seed: number }>(set)).toMatchObject({ throttle: { CreateThing: 0.25 }, seed: 3 });
-    const bad = await runCli(['emulator', 'faults', '--set', '{"throttle":{"CreateThing":2}}'], { env: env() });
+    expect(json<{ throttle: Record<string, number>; seed: number }>(set)).toMatchObject({
+      throttle: { CreateThing: 0.25 },
+      seed: 3,
+    });
+    const bad = await runCli(['emulator', 'faults', '--set', '{"throttle":{"CreateThing":2}}'], {
+      env: env(),
+    });
     expect(bad.code).toBe(3);
     expect(bad.stderr).toContain('EMULATOR_FAULTS_REJECTED');
-    const cleared = json<{ throttle: Record<string, number> }>(await runCli(['emulator', 'faults', '--clear'], { env: env() }));
+    const cleared = json<{ throttle: Record<string, number> }>(
+      await runCli(['emulator', 'faults', '--clear'], { env: env() }),
+    );
     expect(cleared.throttle).toEqual({});
   });
 

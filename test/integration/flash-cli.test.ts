@@ -24,7 +24,9 @@ afterEach(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function startSim(args: string[]): { child: ChildProcess; events: Record<string, unknown>[] } {
-  const child = spawn(process.execPath, [BIN, 'device-sim', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'device-sim', '--json', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(child);
   const events: Record<string, unknown>[] = [];
   let buf = '';
@@ -45,7 +47,17 @@ describe('provline device-sim', () => {
     const kek = newKek();
     const kekFile = join(dir, 'kek.bin');
     writeFileSync(kekFile, kek);
-    const { child, events } = startSim(['--driver', 'provline-serial-v1', '--port', pair.device, '--serial', 'CLI-0001', '--no-throttle', '--kek-file', kekFile]);
+    const { child, events } = startSim([
+      '--driver',
+      'provline-serial-v1',
+      '--port',
+      pair.device,
+      '--serial',
+      'CLI-0001',
+      '--no-throttle',
+      '--kek-file',
+      kekFile,
+    ]);
     await waitFor('device-sim ready', () => events.find((e) => e.event === 'ready'), 10_000);
 
     const transport = await openTransport(pair.host);
@@ -53,7 +65,11 @@ describe('provline device-sim', () => {
     expect((await driver.readIdentity()).serial).toBe('CLI-0001');
     const ca = await makeCa();
     const key = await makeDeviceKey();
-    const creds = { rootCaPem: ca.rootCaPem, certificatePem: await ca.issue('CLI-0001', key.spkiDer), wrappedKey: wrapKey(kek, key.pkcs8Der) };
+    const creds = {
+      rootCaPem: ca.rootCaPem,
+      certificatePem: await ca.issue('CLI-0001', key.spkiDer),
+      wrappedKey: wrapKey(kek, key.pkcs8Der),
+    };
     expect((await driver.writeCredentials(creds)).verify.ok).toBe(true);
     await driver.close();
     await transport.close();
@@ -67,11 +83,25 @@ describe('provline device-sim', () => {
   it('exits on its own after an unplug fault', async () => {
     const pair = await startPtyPair(dir, 'cli2');
     pairs.push(pair);
-    const { child, events } = startSim(['--driver', 'nordic-at', '--port', pair.device, '--imei', '352656100000099', '--faults', 'unplug@identity', '--no-throttle']);
+    const { child, events } = startSim([
+      '--driver',
+      'nordic-at',
+      '--port',
+      pair.device,
+      '--imei',
+      '352656100000099',
+      '--faults',
+      'unplug@identity',
+      '--no-throttle',
+    ]);
     await waitFor('device-sim ready', () => events.find((e) => e.event === 'ready'), 10_000);
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const transport = await openTransport(pair.host);
-    const driver = createDriver({ driver: 'nordic-at', transport, timing: { commandTimeoutMs: 200, attempts: 1 } });
+    const driver = createDriver({
+      driver: 'nordic-at',
+      transport,
+      timing: { commandTimeoutMs: 200, attempts: 1 },
+    });
     await expect(driver.readIdentity()).rejects.toMatchObject({ code: 'DEVICE_TIMEOUT' });
     expect(await exited).toBe(0);
     expect(events.at(-1)).toMatchObject({ event: 'stopped', reason: 'unplugged' });
@@ -79,13 +109,29 @@ describe('provline device-sim', () => {
   });
 
   it('refuses a bad fault spec and a short KEK file as usage / input errors', async () => {
-    const bad = await runCli(['device-sim', '--driver', 'nordic-at', '--port', '/nonexistent', '--faults', 'explode']);
+    const bad = await runCli([
+      'device-sim',
+      '--driver',
+      'nordic-at',
+      '--port',
+      '/nonexistent',
+      '--faults',
+      'explode',
+    ]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/unknown fault kind "explode"/);
     const kekFile = join(dir, 'short.bin');
     writeFileSync(kekFile, Buffer.alloc(16));
-    const short = await runCli(['device-sim', '--driver', 'provline-serial-v1', '--port', '/nonexistent', '--kek-file', kekFile]);
+    const short = await runCli([
+      'device-sim',
+      '--driver',
+      'provline-serial-v1',
+      '--port',
+      '/nonexistent',
+      '--kek-file',
+      kekFile,
+    ]);
     expect(short.code).toBe(3);
-    expect(short.stderr).toMatch(/INVALID_KEK_FILE/);
+    expect(short.stderr).toMatch(/HSM_KEK_FILE_INVALID/);
   });
 });

@@ -16,7 +16,15 @@ import type { DriverName } from '../../src/config/schema.js';
 import { isProvlineError } from '../../src/core/errors.js';
 import { normalizePem, sha256Upper } from '../../src/flash/at.js';
 import { SLOT } from '../../src/flash/frame.js';
-import { canGenerateKey, canProvePossession, createDriver, openTransport, type Credentials, type DeviceDriver, type Transport } from '../../src/flash/index.js';
+import {
+  canGenerateKey,
+  canProvePossession,
+  createDriver,
+  openTransport,
+  type Credentials,
+  type DeviceDriver,
+  type Transport,
+} from '../../src/flash/index.js';
 import { startPtyPair, startSer2net, type PtyPair, type Ser2net } from '../helpers/pty.js';
 import { makeCa, makeDeviceKey, newKek, wrapKey, type TestCa } from './flash-fixtures.js';
 
@@ -50,7 +58,11 @@ interface Rig {
   reconnect(): Promise<DeviceDriver>;
 }
 
-async function rig(driverName: DriverName, link: Link, options: { faults?: string; baudRate?: number } = {}): Promise<Rig> {
+async function rig(
+  driverName: DriverName,
+  link: Link,
+  options: { faults?: string; baudRate?: number } = {},
+): Promise<Rig> {
   const name = `d${++counter}`;
   const serial = driverName === 'nordic-at' ? `3526561${String(counter).padStart(8, '0')}` : `SN-${counter}`;
   const kek = newKek();
@@ -66,7 +78,10 @@ async function rig(driverName: DriverName, link: Link, options: { faults?: strin
   const connect = async (): Promise<[DeviceDriver, Transport]> => {
     const transport = await openTransport(target, { baudRate: 115_200 });
     cleanups.push(() => transport.close());
-    return [createDriver({ driver: driverName, transport, settings: { secTag: SEC_TAG }, timing: TIMING }), transport];
+    return [
+      createDriver({ driver: driverName, transport, settings: { secTag: SEC_TAG }, timing: TIMING }),
+      transport,
+    ];
   };
   const [driver, transport] = await connect();
   return {
@@ -105,13 +120,19 @@ function deviceHolds(r: Rig, creds: Credentials): boolean {
       [1, creds.certificatePem],
       [2, creds.privateKeyPem],
     ];
-    return want.every(([type, pem]) => pem === undefined || model.store.get(`${SEC_TAG},${type}`)?.content === normalizePem(pem));
+    return want.every(
+      ([type, pem]) =>
+        pem === undefined || model.store.get(`${SEC_TAG},${type}`)?.content === normalizePem(pem),
+    );
   }
   if (model instanceof SerialV1Model) {
     const want: [number, Buffer | undefined][] = [
       [SLOT.rootCa, Buffer.from(normalizePem(creds.rootCaPem))],
       [SLOT.certificate, Buffer.from(normalizePem(creds.certificatePem))],
-      [SLOT.wrappedKey, typeof creds.wrappedKey === 'string' ? Buffer.from(creds.wrappedKey, 'base64') : undefined],
+      [
+        SLOT.wrappedKey,
+        typeof creds.wrappedKey === 'string' ? Buffer.from(creds.wrappedKey, 'base64') : undefined,
+      ],
     ];
     return want.every(([slot, data]) => data === undefined || model.objects.get(slot)?.equals(data) === true);
   }
@@ -152,9 +173,15 @@ describe.each(DRIVERS.flatMap((d) => LINKS.map((l) => [d, l] as const)))('%s ove
 
     const result = await r.driver.writeCredentials(creds);
     expect(result).toMatchObject({ passes: 1, verify: { ok: true } });
-    expect(result.verify.objects.map((o) => o.object).sort()).toEqual(driverName === 'nordic-at' ? ['certificate', 'privateKey', 'rootCa'] : ['certificate', 'rootCa', 'wrappedKey']);
+    expect(result.verify.objects.map((o) => o.object).sort()).toEqual(
+      driverName === 'nordic-at'
+        ? ['certificate', 'privateKey', 'rootCa']
+        : ['certificate', 'rootCa', 'wrappedKey'],
+    );
     // The expected hash is over exactly the bytes sent: normalised CRLF PEM text.
-    expect(result.verify.objects.find((o) => o.object === 'certificate')!.expected).toBe(sha256Upper(normalizePem(creds.certificatePem)));
+    expect(result.verify.objects.find((o) => o.object === 'certificate')!.expected).toBe(
+      sha256Upper(normalizePem(creds.certificatePem)),
+    );
     expect(deviceHolds(r, creds)).toBe(true);
 
     const again = await r.reconnect();
@@ -178,7 +205,8 @@ describe.each(DRIVERS.flatMap((d) => LINKS.map((l) => [d, l] as const)))('%s ove
     const certificatePem = await ca.issueForCsr(generated.csrPem);
     const result = await r.driver.writeCredentials({ rootCaPem: ca.rootCaPem, certificatePem });
     expect(result.verify.ok).toBe(true);
-    if (canProvePossession(r.driver)) await r.driver.provePossession({ nonce: randomBytes(32), certificatePem });
+    if (canProvePossession(r.driver))
+      await r.driver.provePossession({ nonce: randomBytes(32), certificatePem });
   });
 
   const v1Only = driverName === 'provline-serial-v1' ? it : it.skip;
@@ -189,27 +217,39 @@ describe.each(DRIVERS.flatMap((d) => LINKS.map((l) => [d, l] as const)))('%s ove
     const { creds } = await credentialsFor(r);
     await r.driver.writeCredentials(creds);
     if (!canProvePossession(r.driver)) throw new Error('serial-v1 proves possession');
-    const proof = await r.driver.provePossession({ nonce: randomBytes(32), certificatePem: creds.certificatePem });
+    const proof = await r.driver.provePossession({
+      nonce: randomBytes(32),
+      certificatePem: creds.certificatePem,
+    });
     expect(proof.signature.length).toBeGreaterThan(60);
     const stranger = await credentialsFor(r);
-    await expect(r.driver.provePossession({ nonce: randomBytes(32), certificatePem: stranger.creds.certificatePem })).rejects.toMatchObject({ code: 'DEVICE_POP_FAILED' });
+    await expect(
+      r.driver.provePossession({ nonce: randomBytes(32), certificatePem: stranger.creds.certificatePem }),
+    ).rejects.toMatchObject({ code: 'DEVICE_POP_FAILED' });
   });
 
   v1Only('refuses a key wrapped under another KEK (DEVICE_UNWRAP_FAILED), never verified', async () => {
     const r = await rig(driverName, link);
     const key = await makeDeviceKey();
-    const creds = { rootCaPem: ca.rootCaPem, certificatePem: await ca.issue(r.serial, key.spkiDer), wrappedKey: wrapKey(newKek(), key.pkcs8Der) };
+    const creds = {
+      rootCaPem: ca.rootCaPem,
+      certificatePem: await ca.issue(r.serial, key.spkiDer),
+      wrappedKey: wrapKey(newKek(), key.pkcs8Der),
+    };
     expect(await writeOutcome(r, creds)).toBe('DEVICE_UNWRAP_FAILED');
   });
 
-  nordicOnly('turns the modem offline before credential work (the simulator refuses with 518 otherwise)', async () => {
-    const r = await rig(driverName, link);
-    const model = r.sim.model as NordicModemModel;
-    expect(model.cfun).toBe(1);
-    const { creds } = await credentialsFor(r);
-    await r.driver.writeCredentials(creds);
-    expect(model.cfun).toBe(4);
-  });
+  nordicOnly(
+    'turns the modem offline before credential work (the simulator refuses with 518 otherwise)',
+    async () => {
+      const r = await rig(driverName, link);
+      const model = r.sim.model as NordicModemModel;
+      expect(model.cfun).toBe(1);
+      const { creds } = await credentialsFor(r);
+      await r.driver.writeCredentials(creds);
+      expect(model.cfun).toBe(4);
+    },
+  );
 
   // fault spec → expected outcome per driver
   const FAULTS: [string, Record<DriverName, string>][] = [

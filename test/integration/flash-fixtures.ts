@@ -20,7 +20,11 @@ export interface TestCa {
 
 export async function makeCa(): Promise<TestCa> {
   const keys = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']);
-  const root = await X509CertificateGenerator.createSelfSigned({ name: 'CN=provline test root', keys, signingAlgorithm: SIG });
+  const root = await X509CertificateGenerator.createSelfSigned({
+    name: 'CN=provline test root',
+    keys,
+    signingAlgorithm: SIG,
+  });
   const issue = async (cn: string, spkiDer: Uint8Array): Promise<string> => {
     const cert = await X509CertificateGenerator.create({
       subject: `CN=${cn}`,
@@ -53,7 +57,9 @@ export async function makeDeviceKey(): Promise<TestDeviceKey> {
   const kp = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']);
   const pkcs8Der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', kp.privateKey));
   const spkiDer = Buffer.from(await webcrypto.subtle.exportKey('spki', kp.publicKey));
-  const privateKeyPem = createPrivateKey({ key: pkcs8Der, format: 'der', type: 'pkcs8' }).export({ type: 'pkcs8', format: 'pem' }).toString();
+  const privateKeyPem = createPrivateKey({ key: pkcs8Der, format: 'der', type: 'pkcs8' })
+    .export({ type: 'pkcs8', format: 'pem' })
+    .toString();
   return { pkcs8Der, privateKeyPem, spkiDer };
 }
 

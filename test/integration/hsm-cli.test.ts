@@ -29,7 +29,12 @@ describe('provline hsm (CLI)', () => {
   let home: string;
   const kek = randomBytes(32);
   // SOFTHSM2_CONF from the outer environment would override the stack's token.
-  const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ PROVLINE_HOME: home, SOFTHSM2_CONF: undefined, PROVLINE_HSM_PIN: undefined, ...extra });
+  const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({
+    PROVLINE_HOME: home,
+    SOFTHSM2_CONF: undefined,
+    PROVLINE_HSM_PIN: undefined,
+    ...extra,
+  });
   const all = (r: CliResult): string => r.stdout + r.stderr;
 
   beforeAll(() => {
@@ -44,22 +49,37 @@ describe('provline hsm (CLI)', () => {
   it('hsm info --json shows module, token, session sizing and mechanisms', async () => {
     const r = await runCli(['hsm', 'info', '--json'], { env: env() });
     expect(r.code).toBe(0);
-    const info = json<{ token: { label: string }; sessions: { pool: number }; mechanisms: Array<{ name: string; supported: boolean }> }>(r);
+    const info = json<{
+      token: { label: string };
+      sessions: { pool: number };
+      mechanisms: Array<{ name: string; supported: boolean }>;
+    }>(r);
     expect(info.token.label).toBe('provline');
     expect(info.sessions.pool).toBe(8);
     expect(info.mechanisms.find((m) => m.name === 'CKM_AES_KEY_WRAP_PAD')?.supported).toBe(true);
   });
 
   it('kek import takes the agreed key once (exit 3 the second time); keygen without a KEK says how to make one', async () => {
-    const missing = await runCli(['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0', '--out-dir', join(home, 'out')], { env: env() });
+    const missing = await runCli(
+      ['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0', '--out-dir', join(home, 'out')],
+      { env: env() },
+    );
     expect(missing.code).toBe(3);
     expect(missing.stderr).toContain('HSM_KEK_NOT_FOUND');
     expect(missing.stderr).toContain('hsm kek create');
 
-    const r = await runCli(['hsm', 'kek', 'import', '--profile', 'demo', '--file', join(home, 'kek.hex'), '--json'], { env: env() });
+    const r = await runCli(
+      ['hsm', 'kek', 'import', '--profile', 'demo', '--file', join(home, 'kek.hex'), '--json'],
+      { env: env() },
+    );
     expect(r.code).toBe(0);
-    expect(json<{ kek: { uri: string } }>(r).kek.uri).toMatch(/^pkcs11:token=provline;object=provline-demo-kek;id=(%[0-9A-F]{2}){16};type=secret-key$/);
-    const again = await runCli(['hsm', 'kek', 'import', '--profile', 'demo', '--file', join(home, 'kek.hex'), '--json'], { env: env() });
+    expect(json<{ kek: { uri: string } }>(r).kek.uri).toMatch(
+      /^pkcs11:token=provline;object=provline-demo-kek;id=(%[0-9A-F]{2}){16};type=secret-key$/,
+    );
+    const again = await runCli(
+      ['hsm', 'kek', 'import', '--profile', 'demo', '--file', join(home, 'kek.hex'), '--json'],
+      { env: env() },
+    );
     expect(again.code).toBe(3);
     expect(json<{ error: { code: string } }>(again).error.code).toBe('HSM_KEK_EXISTS');
     expect(all(again)).not.toContain(kek.toString('hex'));
@@ -67,19 +87,38 @@ describe('provline hsm (CLI)', () => {
 
   it('keygen writes a verifiable CSR and a wrapped key that OpenSSL unwraps to the CSR key', async () => {
     const out = join(home, 'out');
-    const r = await runCli(['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0001', '--out-dir', out], { env: env() });
+    const r = await runCli(['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0001', '--out-dir', out], {
+      env: env(),
+    });
     expect(r.code).toBe(0);
     const id = json<Identity>(r);
     expect(id).toMatchObject({ serial: 'SN0001', thingName: 'sensor-SN0001', keyType: 'P-256' });
     expect(readdirSync(out).sort()).toEqual(['SN0001.csr.pem', 'SN0001.key.wrapped']);
-    const verify = execFileSync('openssl', ['req', '-in', id.files.csr, '-verify', '-noout', '-subject'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const verify = execFileSync('openssl', ['req', '-in', id.files.csr, '-verify', '-noout', '-subject'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     expect(verify).toContain('CN = sensor-SN0001');
     expect(verify).toContain('O = provline demo');
     const keyDer = join(home, 'SN0001.key.der');
     try {
-      execFileSync('openssl', ['enc', '-d', '-id-aes256-wrap-pad', '-K', kek.toString('hex'), '-iv', 'A65959A6', '-in', id.files.wrappedKey, '-out', keyDer]);
+      execFileSync('openssl', [
+        'enc',
+        '-d',
+        '-id-aes256-wrap-pad',
+        '-K',
+        kek.toString('hex'),
+        '-iv',
+        'A65959A6',
+        '-in',
+        id.files.wrappedKey,
+        '-out',
+        keyDer,
+      ]);
       const priv = createPrivateKey({ key: trimToDer(readFileSync(keyDer)), format: 'der', type: 'pkcs8' });
-      const csrPub = execFileSync('openssl', ['req', '-in', id.files.csr, '-pubkey', '-noout'], { encoding: 'utf8' });
+      const csrPub = execFileSync('openssl', ['req', '-in', id.files.csr, '-pubkey', '-noout'], {
+        encoding: 'utf8',
+      });
       expect(createPublicKey(priv).equals(createPublicKey(csrPub))).toBe(true);
     } finally {
       rmSync(keyDer, { force: true });
@@ -88,11 +127,17 @@ describe('provline hsm (CLI)', () => {
 
   it('a wrong PIN exits 3 with HSM_PIN_INCORRECT, and the planted PIN appears nowhere', async () => {
     const planted = 'PLANTED-pin-5V8K2';
-    const r = await runCli(['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0002', '--out-dir', join(home, 'out'), '--json'], {
-      env: env({ PROVLINE_HSM_PIN: planted, PROVLINE_LOG_LEVEL: 'trace', PROVLINE_DEBUG: '1' }),
-    });
+    const r = await runCli(
+      ['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0002', '--out-dir', join(home, 'out'), '--json'],
+      {
+        env: env({ PROVLINE_HSM_PIN: planted, PROVLINE_LOG_LEVEL: 'trace', PROVLINE_DEBUG: '1' }),
+      },
+    );
     expect(r.code).toBe(3);
-    expect(json<{ error: { code: string; retryable: boolean } }>(r).error).toMatchObject({ code: 'HSM_PIN_INCORRECT', retryable: false });
+    expect(json<{ error: { code: string; retryable: boolean } }>(r).error).toMatchObject({
+      code: 'HSM_PIN_INCORRECT',
+      retryable: false,
+    });
     expect(all(r)).not.toContain(planted);
   });
 
@@ -100,9 +145,13 @@ describe('provline hsm (CLI)', () => {
     const pin = readPinFile(stackPaths(home).userPinFile);
     const out = join(home, 'out-pin');
     const runs = [
-      await runCli(['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0003', '--out-dir', out], { env: env({ PROVLINE_HSM_PIN: pin, PROVLINE_LOG_LEVEL: 'trace', PROVLINE_DEBUG: '1' }) }),
+      await runCli(['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0003', '--out-dir', out], {
+        env: env({ PROVLINE_HSM_PIN: pin, PROVLINE_LOG_LEVEL: 'trace', PROVLINE_DEBUG: '1' }),
+      }),
       await runCli(['hsm', 'info'], { env: env({ PROVLINE_HSM_PIN: pin, PROVLINE_LOG_LEVEL: 'trace' }) }),
-      await runCli(['hsm', 'bench', '--devices', '50', '--rounds', '1', '--json'], { env: env({ PROVLINE_HSM_PIN: pin, PROVLINE_LOG_LEVEL: 'trace' }) }),
+      await runCli(['hsm', 'bench', '--devices', '50', '--rounds', '1', '--json'], {
+        env: env({ PROVLINE_HSM_PIN: pin, PROVLINE_LOG_LEVEL: 'trace' }),
+      }),
     ];
     for (const r of runs) {
       expect(r.code, r.stderr).toBe(0);
@@ -110,12 +159,16 @@ describe('provline hsm (CLI)', () => {
     }
     for (const f of readdirSync(out)) expect(readFileSync(join(out, f)).includes(pin)).toBe(false);
     // Every log the stack keeps in the home (redis, aws stand-in) is free of it too.
-    const logs = execFileSync('find', [home, '-name', '*.log', '-type', 'f'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    const logs = execFileSync('find', [home, '-name', '*.log', '-type', 'f'], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean);
     for (const f of logs) expect(readFileSync(f, 'utf8')).not.toContain(pin);
   });
 
   it('a missing token exits 1 with HSM_TOKEN_NOT_FOUND and names the tokens there are', async () => {
-    const r = await runCli(['hsm', 'info', '--json'], { env: env({ PROVLINE_HSM_TOKEN: 'pkcs11:token=line9' }) });
+    const r = await runCli(['hsm', 'info', '--json'], {
+      env: env({ PROVLINE_HSM_TOKEN: 'pkcs11:token=line9' }),
+    });
     expect(r.code).toBe(1);
     const e = json<{ error: { code: string; hint: string } }>(r).error;
     expect(e.code).toBe('HSM_TOKEN_NOT_FOUND');
@@ -125,7 +178,12 @@ describe('provline hsm (CLI)', () => {
   it('hsm bench prints provline and raw C throughput and their ratio', async () => {
     const r = await runCli(['hsm', 'bench', '--devices', '300', '--rounds', '1', '--json'], { env: env() });
     expect(r.code, r.stderr).toBe(0);
-    const b = json<{ devices: number; devicesPerSecond: number; raw: { devicesPerSecond: number }; ratio: number }>(r);
+    const b = json<{
+      devices: number;
+      devicesPerSecond: number;
+      raw: { devicesPerSecond: number };
+      ratio: number;
+    }>(r);
     expect(b.devices).toBe(300);
     expect(b.devicesPerSecond).toBeGreaterThan(0);
     expect(b.raw.devicesPerSecond).toBeGreaterThan(0);

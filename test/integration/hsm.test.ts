@@ -48,21 +48,47 @@ async function sessionKeyObjects(hsm: Hsm): Promise<number> {
  * The checks every PKCS#11 module must pass. `kekHex` is the KEK's value when the test knows it
  * (imported), so OpenSSL can unwrap independently of the HSM.
  */
-function checkIdentity(dir: string, id: DeviceIdentity, keyType: KeyType, kekHex: string | undefined): Buffer | undefined {
+function checkIdentity(
+  dir: string,
+  id: DeviceIdentity,
+  keyType: KeyType,
+  kekHex: string | undefined,
+): Buffer | undefined {
   const csrFile = join(dir, `${id.serial}.csr.pem`);
   writeFileSync(csrFile, `${id.csrPem}\n`);
-  const verify = execFileSync('openssl', ['req', '-in', csrFile, '-verify', '-noout', '-subject'], { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+  const verify = execFileSync('openssl', ['req', '-in', csrFile, '-verify', '-noout', '-subject'], {
+    encoding: 'utf8',
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   expect(verify).toContain(`CN = ${id.thingName}`);
   const csrPub = openssl(['req', '-in', csrFile, '-pubkey', '-noout']);
   expect(createPublicKey(csrPub).equals(createPublicKey(id.publicKey))).toBe(true);
   const text = openssl(['req', '-in', csrFile, '-noout', '-text']);
-  expect(text).toContain(keyType === 'RSA-2048' ? 'sha256WithRSAEncryption' : keyType === 'P-384' ? 'ecdsa-with-SHA384' : 'ecdsa-with-SHA256');
+  expect(text).toContain(
+    keyType === 'RSA-2048'
+      ? 'sha256WithRSAEncryption'
+      : keyType === 'P-384'
+        ? 'ecdsa-with-SHA384'
+        : 'ecdsa-with-SHA256',
+  );
   if (kekHex === undefined) return undefined;
   const wrappedFile = join(dir, `${id.serial}.key.wrapped`);
   const keyFile = join(dir, `${id.serial}.key.der`);
   writeFileSync(wrappedFile, Buffer.from(id.wrappedKey, 'base64'));
   try {
-    openssl(['enc', '-d', '-id-aes256-wrap-pad', '-K', kekHex, '-iv', 'A65959A6', '-in', wrappedFile, '-out', keyFile]);
+    openssl([
+      'enc',
+      '-d',
+      '-id-aes256-wrap-pad',
+      '-K',
+      kekHex,
+      '-iv',
+      'A65959A6',
+      '-in',
+      wrappedFile,
+      '-out',
+      keyFile,
+    ]);
     const der = trimToDer(readFileSync(keyFile));
     const priv = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
     expect(createPublicKey(priv).equals(createPublicKey(id.publicKey))).toBe(true);
@@ -129,27 +155,47 @@ describe('HSM stage on SoftHSM2', () => {
     expect(info.tokenUri).toBe('pkcs11:token=provline');
     expect(info.sessions).toEqual({ configured: 4, pool: 4, tokenMaxRw: null }); // SoftHSM states no limit
     const mech = Object.fromEntries(info.mechanisms.map((m) => [m.name, m.supported]));
-    expect(mech).toMatchObject({ CKM_EC_KEY_PAIR_GEN: true, CKM_ECDSA: true, CKM_AES_KEY_WRAP_PAD: true, CKM_RSA_PKCS: true, CKM_ECDSA_SHA256: false });
+    expect(mech).toMatchObject({
+      CKM_EC_KEY_PAIR_GEN: true,
+      CKM_ECDSA: true,
+      CKM_AES_KEY_WRAP_PAD: true,
+      CKM_RSA_PKCS: true,
+      CKM_ECDSA_SHA256: false,
+    });
   });
 
   it('imports a KEK as a sensitive, non-extractable token key addressed by URI; never twice', async () => {
     const kek = await hsm.importKek({ label: 'test-kek', value: kekValue });
-    expect(kek.uri).toMatch(/^pkcs11:token=provline;object=test-kek;id=(%[0-9A-F]{2}|[A-Za-z0-9\-._~:[\]@!$'()*+,=&]){16};type=secret-key$/);
+    expect(kek.uri).toMatch(
+      /^pkcs11:token=provline;object=test-kek;id=(%[0-9A-F]{2}|[A-Za-z0-9\-._~:[\]@!$'()*+,=&]){16};type=secret-key$/,
+    );
     expect(kek.persistent).toBe(true);
     await hsm.pool.withSession((s) => {
       const [h] = s.find([{ type: pkcs11js.CKA_LABEL, value: 'test-kek' }]);
-      const a = s.attributes(h!, [pkcs11js.CKA_SENSITIVE, pkcs11js.CKA_EXTRACTABLE, pkcs11js.CKA_TOKEN, pkcs11js.CKA_WRAP, pkcs11js.CKA_ENCRYPT]);
+      const a = s.attributes(h!, [
+        pkcs11js.CKA_SENSITIVE,
+        pkcs11js.CKA_EXTRACTABLE,
+        pkcs11js.CKA_TOKEN,
+        pkcs11js.CKA_WRAP,
+        pkcs11js.CKA_ENCRYPT,
+      ]);
       expect([...a.values()].map((v) => v[0])).toEqual([1, 0, 1, 1, 0]);
-      expect(() => s.attributes(h!, [pkcs11js.CKA_VALUE])).toThrow(expect.objectContaining({ code: 'HSM_ATTRIBUTE_SENSITIVE' }));
+      expect(() => s.attributes(h!, [pkcs11js.CKA_VALUE])).toThrow(
+        expect.objectContaining({ code: 'HSM_ATTRIBUTE_SENSITIVE' }),
+      );
     });
     expect((await caught(hsm.importKek({ label: 'test-kek', value: kekValue }))).code).toBe('HSM_KEK_EXISTS');
-    expect((await caught(hsm.importKek({ label: 'short', value: Buffer.alloc(16) }))).code).toBe('HSM_KEK_FILE_INVALID');
+    expect((await caught(hsm.importKek({ label: 'short', value: Buffer.alloc(16) }))).code).toBe(
+      'HSM_KEK_FILE_INVALID',
+    );
   });
 
   it('a generated KEK is found again by label, and a missing one is HSM_KEK_NOT_FOUND', async () => {
     const made = await hsm.createKek({ label: 'generated-kek' });
     expect(await hsm.findKek('generated-kek')).toEqual(made);
-    const e = await caught(hsm.createDeviceIdentity({ serial: 'SN-nokek', thingName: 't', keyType: 'P-256', kekLabel: 'nope' }));
+    const e = await caught(
+      hsm.createDeviceIdentity({ serial: 'SN-nokek', thingName: 't', keyType: 'P-256', kekLabel: 'nope' }),
+    );
     expect(e.code).toBe('HSM_KEK_NOT_FOUND');
     expect(e.kind).toBe('invalid-input');
   });
@@ -163,15 +209,31 @@ describe('HSM stage on SoftHSM2', () => {
     it(`${keyType}: CSRs verify with openssl, carry the HSM key, and the wrapped key unwraps to it`, async () => {
       for (let i = 0; i < n; i++) {
         const serial = `SN-${keyType}-${i}`;
-        const id = await hsm.createDeviceIdentity({ serial, thingName: `sensor-${serial}`, keyType, kekLabel: 'test-kek', subject: { O: 'provline test', C: 'DE' } });
+        const id = await hsm.createDeviceIdentity({
+          serial,
+          thingName: `sensor-${serial}`,
+          keyType,
+          kekLabel: 'test-kek',
+          subject: { O: 'provline test', C: 'DE' },
+        });
         expect(id).toMatchObject({ serial, thingName: `sensor-${serial}`, keyType });
-        expect(Object.keys(id).sort()).toEqual(['csrPem', 'kekId', 'keyType', 'publicKey', 'serial', 'thingName', 'wrappedKey']);
+        expect(Object.keys(id).sort()).toEqual([
+          'csrPem',
+          'kekId',
+          'keyType',
+          'publicKey',
+          'serial',
+          'thingName',
+          'wrappedKey',
+        ]);
         expect(id.kekId).toMatch(/^pkcs11:token=provline;object=test-kek;/);
         const der = checkIdentity(dir, id, keyType, kekHex)!;
         // The HSM-side unwrap (for `plain` delivery) gives the same exact PKCS#8.
         const viaHsm = await hsm.unwrapToPkcs8({ wrappedKey: id.wrappedKey, kekLabel: 'test-kek', keyType });
         if (keyType === 'RSA-2048') {
-          expect(createPrivateKey({ key: viaHsm, format: 'der', type: 'pkcs8' }).export({ format: 'jwk' })).toEqual(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ format: 'jwk' }));
+          expect(
+            createPrivateKey({ key: viaHsm, format: 'der', type: 'pkcs8' }).export({ format: 'jwk' }),
+          ).toEqual(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ format: 'jwk' }));
         } else {
           expect(viaHsm.toString('hex')).toBe(der.toString('hex'));
         }
@@ -180,16 +242,33 @@ describe('HSM stage on SoftHSM2', () => {
   }
 
   it('unwrapping under the wrong KEK is a typed error', async () => {
-    const id = await hsm.createDeviceIdentity({ serial: 'SN-x', thingName: 'x', keyType: 'P-256', kekLabel: 'test-kek' });
-    const e = await caught(hsm.unwrapToPkcs8({ wrappedKey: id.wrappedKey, kekLabel: 'generated-kek', keyType: 'P-256' }));
+    const id = await hsm.createDeviceIdentity({
+      serial: 'SN-x',
+      thingName: 'x',
+      keyType: 'P-256',
+      kekLabel: 'test-kek',
+    });
+    const e = await caught(
+      hsm.unwrapToPkcs8({ wrappedKey: id.wrappedKey, kekLabel: 'generated-kek', keyType: 'P-256' }),
+    );
     expect(e.code).toBe('HSM_WRAPPED_KEY_INVALID');
   });
 
   it('a failed SoftHSM operation does not poison the next Node crypto call (stale OpenSSL error queue)', async () => {
-    const id = await hsm.createDeviceIdentity({ serial: 'SN-q', thingName: 'q', keyType: 'P-256', kekLabel: 'test-kek' });
-    await caught(hsm.unwrapToPkcs8({ wrappedKey: id.wrappedKey, kekLabel: 'generated-kek', keyType: 'P-256' }));
+    const id = await hsm.createDeviceIdentity({
+      serial: 'SN-q',
+      thingName: 'q',
+      keyType: 'P-256',
+      kekLabel: 'test-kek',
+    });
+    await caught(
+      hsm.unwrapToPkcs8({ wrappedKey: id.wrappedKey, kekLabel: 'generated-kek', keyType: 'P-256' }),
+    );
     // Without the drain this threw "Provider routines::cipher operation failed" on a valid key.
-    const valid = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'der', type: 'pkcs8' });
+    const valid = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({
+      format: 'der',
+      type: 'pkcs8',
+    });
     expect(() => createPrivateKey({ key: valid, format: 'der', type: 'pkcs8' })).not.toThrow();
   });
 
@@ -199,7 +278,14 @@ describe('HSM stage on SoftHSM2', () => {
       const { pub, priv } = deviceKeyTemplates(spec, 'SN-sens', Buffer.from('SN-sens'));
       const kp = s.p.C_GenerateKeyPair(s.handle, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, pub, priv);
       try {
-        const a = s.attributes(kp.privateKey, [pkcs11js.CKA_SENSITIVE, pkcs11js.CKA_TOKEN, pkcs11js.CKA_EXTRACTABLE, pkcs11js.CKA_ALWAYS_SENSITIVE, pkcs11js.CKA_LABEL, pkcs11js.CKA_ID]);
+        const a = s.attributes(kp.privateKey, [
+          pkcs11js.CKA_SENSITIVE,
+          pkcs11js.CKA_TOKEN,
+          pkcs11js.CKA_EXTRACTABLE,
+          pkcs11js.CKA_ALWAYS_SENSITIVE,
+          pkcs11js.CKA_LABEL,
+          pkcs11js.CKA_ID,
+        ]);
         expect(a.get(pkcs11js.CKA_SENSITIVE)![0]).toBe(1);
         expect(a.get(pkcs11js.CKA_ALWAYS_SENSITIVE)![0]).toBe(1);
         expect(a.get(pkcs11js.CKA_TOKEN)![0]).toBe(0);
@@ -222,24 +308,58 @@ describe('HSM stage on SoftHSM2', () => {
 
   it('destroys every device key: session object count is back to baseline, also after failures', async () => {
     const before = await sessionKeyObjects(hsm);
-    await Promise.all(Array.from({ length: 40 }, (_, i) => hsm.createDeviceIdentity({ serial: `SN-d${i}`, thingName: `d${i}`, keyType: 'P-256', kekLabel: 'test-kek' })));
+    await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        hsm.createDeviceIdentity({
+          serial: `SN-d${i}`,
+          thingName: `d${i}`,
+          keyType: 'P-256',
+          kekLabel: 'test-kek',
+        }),
+      ),
+    );
     expect(await sessionKeyObjects(hsm)).toBe(before);
     // A failing wrap (the generated KEK has been deleted under us) must still destroy the keys.
     await hsm.pool.withSession((s) => {
       const [h] = s.find([{ type: pkcs11js.CKA_LABEL, value: 'generated-kek' }]);
       s.p.C_DestroyObject(s.handle, h!);
     });
-    const e = await caught(hsm.createDeviceIdentity({ serial: 'SN-gone', thingName: 'g', keyType: 'P-256', kekLabel: 'generated-kek' }));
+    const e = await caught(
+      hsm.createDeviceIdentity({
+        serial: 'SN-gone',
+        thingName: 'g',
+        keyType: 'P-256',
+        kekLabel: 'generated-kek',
+      }),
+    );
     expect(e.code).toBe('HSM_OBJECT_GONE');
     expect(e.retryable).toBe(true);
     expect(await sessionKeyObjects(hsm)).toBe(before);
     // The stale handle was dropped from the cache: the next attempt looks the label up again.
-    expect((await caught(hsm.createDeviceIdentity({ serial: 'SN-gone', thingName: 'g', keyType: 'P-256', kekLabel: 'generated-kek' }))).code).toBe('HSM_KEK_NOT_FOUND');
+    expect(
+      (
+        await caught(
+          hsm.createDeviceIdentity({
+            serial: 'SN-gone',
+            thingName: 'g',
+            keyType: 'P-256',
+            kekLabel: 'generated-kek',
+          }),
+        )
+      ).code,
+    ).toBe('HSM_KEK_NOT_FOUND');
   });
 
   it('runs many identities concurrently on at most the pool size of sessions, each key distinct', async () => {
     const ids = await Promise.all(
-      Array.from({ length: 60 }, (_, i) => hsm.createDeviceIdentity({ serial: `SN-c${i}`, thingName: `c${i}`, keyType: 'P-256', kekLabel: 'test-kek' })),
+      Array.from({ length: 60 }, (_, i) =>
+        hsm.createDeviceIdentity({
+          serial: `SN-c${i}`,
+          thingName: `c${i}`,
+          keyType: 'P-256',
+          kekLabel: 'test-kek',
+        }),
+      ),
     );
     expect(new Set(ids.map((i) => i.publicKey)).size).toBe(60);
     expect(hsm.pool.openSessions).toBeLessThanOrEqual(4);
@@ -251,7 +371,12 @@ describe('HSM stage on SoftHSM2', () => {
     const slowHsm = await openHsm(settings, { mode: 'async', sessions: 2, simulatedLatencyMs: 1 });
     try {
       for (const h of [asyncHsm, slowHsm]) {
-        const id = await h.createDeviceIdentity({ serial: `SN-m-${h.opsFor('P-256').name}`, thingName: 'm', keyType: 'P-256', kekLabel: 'test-kek' });
+        const id = await h.createDeviceIdentity({
+          serial: `SN-m-${h.opsFor('P-256').name}`,
+          thingName: 'm',
+          keyType: 'P-256',
+          kekLabel: 'test-kek',
+        });
         checkIdentity(dir, id, 'P-256', kekHex);
       }
     } finally {
@@ -286,7 +411,12 @@ describe.runIf(process.env.TEST_HSM_MODULE)('HSM stage on the hardware module in
   for (const keyType of ['P-256', 'P-384', 'RSA-2048'] as KeyType[]) {
     it(`${keyType}: creates a verifiable identity and leaves no session objects`, async () => {
       const before = await sessionKeyObjects(hsm);
-      const id = await hsm.createDeviceIdentity({ serial: `HW-${keyType}`, thingName: `hw-${keyType}`, keyType, kekLabel: process.env.TEST_HSM_KEK_LABEL ?? 'provline-kek' });
+      const id = await hsm.createDeviceIdentity({
+        serial: `HW-${keyType}`,
+        thingName: `hw-${keyType}`,
+        keyType,
+        kekLabel: process.env.TEST_HSM_KEK_LABEL ?? 'provline-kek',
+      });
       checkIdentity(dir, id, keyType, process.env.TEST_HSM_KEK_HEX);
       expect(await sessionKeyObjects(hsm)).toBe(before);
     });

@@ -62,7 +62,9 @@ describe('answer parsers', () => {
 
   it('lists %CMNG hashes and skips damaged lines', () => {
     const h = 'A'.repeat(64);
-    expect(parseCmngList([`%CMNG: 42,0,"${h}"`, `%CMNG: 42,1,"${h.slice(3)}"`, `%CMNG: 7,2,"${h.toLowerCase()}"`])).toEqual([
+    expect(
+      parseCmngList([`%CMNG: 42,0,"${h}"`, `%CMNG: 42,1,"${h.slice(3)}"`, `%CMNG: 7,2,"${h.toLowerCase()}"`]),
+    ).toEqual([
       { secTag: 42, type: 0, sha256: h },
       { secTag: 7, type: 2, sha256: h },
     ]);
@@ -71,7 +73,10 @@ describe('answer parsers', () => {
   it('splits %KEYGEN into the DER CSR and the COSE part', () => {
     const csr = Buffer.from([0x30, 0x03, 1, 2, 3]);
     const cose = Buffer.from([0xd2, 0x84]);
-    expect(parseKeygen([`%KEYGEN: "${csr.toString('base64url')}.${cose.toString('base64url')}"`])).toEqual({ csrDer: csr, cose });
+    expect(parseKeygen([`%KEYGEN: "${csr.toString('base64url')}.${cose.toString('base64url')}"`])).toEqual({
+      csrDer: csr,
+      cose,
+    });
     expect(parseKeygen(['%KEYGEN: "trunc'])).toBeUndefined();
   });
 });
@@ -93,7 +98,11 @@ describe('device-side AtCommandSplitter and parseAtCommand', () => {
     const bytes = Buffer.from(`AT+CGSN\r\n${write}\r\n`);
     const got = [...s.push(bytes.subarray(0, 20)), ...s.push(bytes.subarray(20))].map((b) => b.toString());
     expect(got).toEqual(['AT+CGSN', write]);
-    expect(parseAtCommand(got[1]!)).toEqual({ name: 'AT%CMNG', op: '=', args: ['0', '3', '0', normalizePem(PEM_LF)] });
+    expect(parseAtCommand(got[1]!)).toEqual({
+      name: 'AT%CMNG',
+      op: '=',
+      args: ['0', '3', '0', normalizePem(PEM_LF)],
+    });
   });
 
   it('parses read, test and action forms and refuses unbalanced quotes', () => {
@@ -107,11 +116,16 @@ describe('device-side AtCommandSplitter and parseAtCommand', () => {
 
 describe('CME error table', () => {
   it('maps every documented code to a stable code with a retry decision', () => {
-    for (const n of [513, 514, 515, 518, 519, 523, 527, 528]) expect(CME_ERRORS[n]?.code).toMatch(/^DEVICE_[A-Z_]+$/);
+    for (const n of [513, 514, 515, 518, 519, 523, 527, 528])
+      expect(CME_ERRORS[n]?.code).toMatch(/^DEVICE_[A-Z_]+$/);
     expect(cmeError(527, 'AT%CMNG=0').code).toBe('DEVICE_CERT_INVALID');
     expect(cmeError(527, 'x').retryable).toBe(true);
     expect(cmeError(518, 'x').retryable).toBe(true);
     expect(cmeError(515, 'x').retryable).toBe(false);
-    expect(cmeError(999, 'x')).toMatchObject({ code: 'DEVICE_CME_ERROR', retryable: false, details: { cme: 999 } });
+    expect(cmeError(999, 'x')).toMatchObject({
+      code: 'DEVICE_CME_ERROR',
+      retryable: false,
+      details: { cme: 999 },
+    });
   });
 });

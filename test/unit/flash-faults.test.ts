@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { FaultPlan, FaultSpecError, corruptMiddle, dropMiddle, parseFaults } from '../../devices/core/faults.js';
+import {
+  FaultPlan,
+  FaultSpecError,
+  corruptMiddle,
+  dropMiddle,
+  parseFaults,
+} from '../../devices/core/faults.js';
 import { Wire, type Clock } from '../../devices/core/line-rate.js';
 
 describe('fault specs', () => {

@@ -1,8 +1,20 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FrameDecoder, MAX_PAYLOAD, PayloadError, PayloadReader, crc32, decodeFrame, encodeFrame, str8, u32, type Frame } from '../../src/flash/frame.js';
+import {
+  FrameDecoder,
+  MAX_PAYLOAD,
+  PayloadError,
+  PayloadReader,
+  crc32,
+  decodeFrame,
+  encodeFrame,
+  str8,
+  u32,
+  type Frame,
+} from '../../src/flash/frame.js';
 
-const frames = (events: ReturnType<FrameDecoder['push']>): Frame[] => events.flatMap((e) => (e.kind === 'frame' ? [e.frame] : []));
+const frames = (events: ReturnType<FrameDecoder['push']>): Frame[] =>
+  events.flatMap((e) => (e.kind === 'frame' ? [e.frame] : []));
 
 describe('provline-serial-v1 framing', () => {
   it('uses CRC-32/ISO-HDLC (check value of "123456789")', () => {
@@ -35,26 +47,38 @@ describe('provline-serial-v1 framing', () => {
     const lossy = Buffer.concat([first.subarray(0, 20), first.subarray(23)]);
     const next = encodeFrame({ type: 0x82, seq: 2, payload: Buffer.alloc(60, 9) });
     const d = new FrameDecoder();
-    const got = frames([...d.push(lossy), ...d.push(next), ...d.push(encodeFrame({ type: 0x83, seq: 3, payload: Buffer.alloc(0) }))]);
+    const got = frames([
+      ...d.push(lossy),
+      ...d.push(next),
+      ...d.push(encodeFrame({ type: 0x83, seq: 3, payload: Buffer.alloc(0) })),
+    ]);
     // The damaged frame is never delivered; the stream recovers by the following frame at the latest.
     expect(got.every((f) => f.type !== 0x81)).toBe(true);
     expect(got.map((f) => f.seq)).toContain(3);
   });
 
   it('property: any frames, cut into any chunks, decode back in order', () => {
-    const frameArb = fc.record({ type: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 255 }), payload: fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)) });
+    const frameArb = fc.record({
+      type: fc.integer({ min: 0, max: 255 }),
+      seq: fc.integer({ min: 0, max: 255 }),
+      payload: fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+    });
     fc.assert(
-      fc.property(fc.array(frameArb, { maxLength: 8 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }), (list, cuts) => {
-        const stream = Buffer.concat(list.map(encodeFrame));
-        const d = new FrameDecoder();
-        const out: Frame[] = [];
-        for (let off = 0, i = 0; off < stream.length; i++) {
-          const n = cuts[i % cuts.length]!;
-          out.push(...frames(d.push(stream.subarray(off, off + n))));
-          off += n;
-        }
-        expect(out).toEqual(list);
-      }),
+      fc.property(
+        fc.array(frameArb, { maxLength: 8 }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }),
+        (list, cuts) => {
+          const stream = Buffer.concat(list.map(encodeFrame));
+          const d = new FrameDecoder();
+          const out: Frame[] = [];
+          for (let off = 0, i = 0; off < stream.length; i++) {
+            const n = cuts[i % cuts.length]!;
+            out.push(...frames(d.push(stream.subarray(off, off + n))));
+            off += n;
+          }
+          expect(out).toEqual(list);
+        },
+      ),
       { numRuns: 200 },
     );
   });

@@ -2,17 +2,40 @@
 // fast path is a pure optimisation. Signatures are faked deterministically (x509 only formats
 // what the signer returns), then one real RSA software signature is checked end to end.
 import 'reflect-metadata';
-import { constants, createHash, createPublicKey, generateKeyPairSync, privateEncrypt, type KeyObject, type webcrypto } from 'node:crypto';
+import {
+  constants,
+  createHash,
+  createPublicKey,
+  generateKeyPairSync,
+  privateEncrypt,
+  type KeyObject,
+  type webcrypto,
+} from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { describe, expect, it } from 'vitest';
-import { certificationRequestInfo, createCsr, subjectRdns, toPem, type CsrSubject } from '../../src/hsm/csr.js';
+import {
+  certificationRequestInfo,
+  createCsr,
+  subjectRdns,
+  toPem,
+  type CsrSubject,
+} from '../../src/hsm/csr.js';
 import { KEY_TYPE_SPECS, ecdsaRawToDer, ecSpki, rsaSpki } from '../../src/hsm/key-types.js';
 import type { KeyType } from '../../src/config/schema.js';
 
-const ALGS: Record<KeyType, { key: webcrypto.EcKeyImportParams | webcrypto.RsaHashedImportParams; sign: { name: string; hash?: string } }> = {
+const ALGS: Record<
+  KeyType,
+  {
+    key: webcrypto.EcKeyImportParams | webcrypto.RsaHashedImportParams;
+    sign: { name: string; hash?: string };
+  }
+> = {
   'P-256': { key: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } },
   'P-384': { key: { name: 'ECDSA', namedCurve: 'P-384' }, sign: { name: 'ECDSA', hash: 'SHA-384' } },
-  'RSA-2048': { key: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, sign: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } },
+  'RSA-2048': {
+    key: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+    sign: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+  },
 };
 
 /** The SPKI our code would build from the HSM attributes of this software key. */
@@ -20,7 +43,11 @@ function spkiFromAttributes(keyType: KeyType, pub: KeyObject): Buffer {
   const spec = KEY_TYPE_SPECS[keyType];
   const jwk = pub.export({ format: 'jwk' });
   if (spec.family === 'ec') {
-    const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
+    const point = Buffer.concat([
+      Buffer.from([4]),
+      Buffer.from(jwk.x!, 'base64url'),
+      Buffer.from(jwk.y!, 'base64url'),
+    ]);
     return ecSpki(spec, Buffer.concat([Buffer.from([0x04, point.length]), point])); // CKA_EC_POINT form
   }
   return rsaSpki(Buffer.from(jwk.n!, 'base64url'), Buffer.from(jwk.e!, 'base64url'));
@@ -37,16 +64,25 @@ function fakeRaw(keyType: KeyType, input: Buffer): Buffer {
   return raw;
 }
 
-async function x509Csr(keyType: KeyType, subject: CsrSubject, spki: Buffer, rawSig: (tbs: Buffer) => Buffer): Promise<x509.Pkcs10CertificateRequest> {
+async function x509Csr(
+  keyType: KeyType,
+  subject: CsrSubject,
+  spki: Buffer,
+  rawSig: (tbs: Buffer) => Buffer,
+): Promise<x509.Pkcs10CertificateRequest> {
   const alg = ALGS[keyType];
   const name: x509.JsonName = subjectRdns(subject).map(([f, v]) => ({ [f]: [v] }));
   const crypto = {
     subtle: {
       exportKey: () => Promise.resolve(new Uint8Array(spki).buffer),
-      sign: (_a: unknown, _k: unknown, tbs: ArrayBuffer) => Promise.resolve(new Uint8Array(rawSig(Buffer.from(tbs))).buffer),
+      sign: (_a: unknown, _k: unknown, tbs: ArrayBuffer) =>
+        Promise.resolve(new Uint8Array(rawSig(Buffer.from(tbs))).buffer),
     },
   } as unknown as webcrypto.Crypto;
-  const keys = { publicKey: { algorithm: alg.key }, privateKey: { algorithm: alg.key } } as unknown as webcrypto.CryptoKeyPair;
+  const keys = {
+    publicKey: { algorithm: alg.key },
+    privateKey: { algorithm: alg.key },
+  } as unknown as webcrypto.CryptoKeyPair;
   return x509.Pkcs10CertificateRequestGenerator.create({ name, keys, signingAlgorithm: alg.sign }, crypto);
 }
 
@@ -73,7 +109,13 @@ describe('DER-template CSR', () => {
         const theirs = await x509Csr(keyType, subject, spki, (tbs) => {
           expect(tbs.equals(certificationRequestInfo(subject, spki))).toBe(true);
           const digest = createHash(spec.hash).update(tbs).digest();
-          const input = spec.family === 'ec' ? digest : Buffer.concat([Buffer.from(spec.hash === 'sha256' ? '3031300d060960864801650304020105000420' : '', 'hex'), digest]);
+          const input =
+            spec.family === 'ec'
+              ? digest
+              : Buffer.concat([
+                  Buffer.from(spec.hash === 'sha256' ? '3031300d060960864801650304020105000420' : '', 'hex'),
+                  digest,
+                ]);
           return fakeRaw(keyType, input);
         });
         expect(Buffer.from(theirs.rawData).toString('hex')).toBe(ours.toString('hex'));
@@ -91,7 +133,11 @@ describe('DER-template CSR', () => {
     const csr = new x509.Pkcs10CertificateRequest(der);
     expect(csr.subject).toBe('O=Acme, CN=SN-rsa');
     expect(await csr.verify()).toBe(true);
-    expect(createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' }).equals(keys['RSA-2048'].publicKey)).toBe(true);
+    expect(
+      createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' }).equals(
+        keys['RSA-2048'].publicKey,
+      ),
+    ).toBe(true);
   });
 
   it('encodes ECDSA r||s as minimal DER integers', () => {

@@ -153,6 +153,10 @@ describe('CSV intake: one rule at a time', () => {
     expect(codes(r.problems)).toEqual(['3:UNTERMINATED_QUOTE']);
   });
 
+  it('a file that is one unterminated quote is not also called empty', async () => {
+    expect(codes((await check('"serial,hw_rev\nSN1,B\n')).problems)).toEqual(['1:UNTERMINATED_QUOTE']);
+  });
+
   it('a stray quote inside an unquoted field is flagged on that field, and later lines stay numbered', async () => {
     const r = await check('serial,hw_rev\nS"N1,B\nSN2,B\n,B\n');
     expect(codes(r.problems)).toEqual(['2:SERIAL_INVALID', '4:SERIAL_EMPTY']);

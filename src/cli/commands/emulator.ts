@@ -48,22 +48,37 @@ export function registerEmulator(program: Command, ctx: () => CommandContext): v
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--state-dir <dir>', 'state directory (default <home>/emulator)')
     .option('--region <region>', 'region used in ARNs and endpoints', 'us-east-1')
-    .option('--credentials-file <file>', 'shared-credentials file holding the accepted key pair (default: the stack\'s, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)')
+    .option(
+      '--credentials-file <file>',
+      "shared-credentials file holding the accepted key pair (default: the stack's, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+    )
     .option('--profile <name>', `profile in the credentials file (default ${AWS_PROFILE})`)
     .option('--faults <json|@file>', 'start-up faults, see docs/emulator.md')
     .option('--seed <n>', 'seed for fault decisions', intOption('--seed', 0))
     .option('--lines-per-second <n>', 'pace bulk registration', intOption('--lines-per-second', 1))
     .option('--fsync <policy>', 'always | interval | never', 'interval')
-    .option('--bucket <name>', 'create this bucket at start (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option(
+      '--bucket <name>',
+      'create this bucket at start (repeatable)',
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
     .action(async (opts: RunOptions) => {
       const c = ctx();
-      if (!['always', 'interval', 'never'].includes(opts.fsync)) throw usageError(`--fsync takes always, interval or never, got "${opts.fsync}"`);
+      if (!['always', 'interval', 'never'].includes(opts.fsync))
+        throw usageError(`--fsync takes always, interval or never, got "${opts.fsync}"`);
       const home = c.loaded.home;
       const file = opts.credentialsFile ?? join(stackPaths(home).awsDir, 'credentials');
-      let credentials = existsSync(file) ? credentialsFromIni(readFileSync(file, 'utf8'), opts.profile ?? AWS_PROFILE) : undefined;
-      if (!credentials && c.env.AWS_ACCESS_KEY_ID && c.env.AWS_SECRET_ACCESS_KEY) credentials = { accessKeyId: c.env.AWS_ACCESS_KEY_ID, secretAccessKey: c.env.AWS_SECRET_ACCESS_KEY };
+      let credentials = existsSync(file)
+        ? credentialsFromIni(readFileSync(file, 'utf8'), opts.profile ?? AWS_PROFILE)
+        : undefined;
+      if (!credentials && c.env.AWS_ACCESS_KEY_ID && c.env.AWS_SECRET_ACCESS_KEY)
+        credentials = { accessKeyId: c.env.AWS_ACCESS_KEY_ID, secretAccessKey: c.env.AWS_SECRET_ACCESS_KEY };
       if (!credentials) {
-        throw usageError('no credentials for the stand-in', 'Pass --credentials-file/--profile, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `provline stack up` once to create the stack\'s credentials file.');
+        throw usageError(
+          'no credentials for the stand-in',
+          "Pass --credentials-file/--profile, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `provline stack up` once to create the stack's credentials file.",
+        );
       }
       const faults: FaultsInput = {
         ...(opts.faults ? readJsonOption(opts.faults, '--faults') : {}),
@@ -91,26 +106,41 @@ export function registerEmulator(program: Command, ctx: () => CommandContext): v
 
   emulator
     .command('faults')
-    .description('Show or change the running stand-in\'s faults and pacing')
+    .description("Show or change the running stand-in's faults and pacing")
     .option('--set <json|@file>', 'merge these settings into the current faults')
     .option('--replace', 'with --set: replace the faults instead of merging')
     .option('--clear', 'remove every fault and pacing setting')
-    .option('--endpoint <url>', 'the stand-in\'s IoT endpoint (default: the local stack\'s)')
+    .option('--endpoint <url>', "the stand-in's IoT endpoint (default: the local stack's)")
     .action(async (opts: { set?: string; replace?: boolean; clear?: boolean; endpoint?: string }) => {
       const c = ctx();
       const paths = stackPaths(c.loaded.home);
       const endpoint = opts.endpoint ?? awsStatus(paths, readState(paths)).endpoint;
-      if (!endpoint) throw new ProvlineError('EMULATOR_UNREACHABLE', 'no AWS IoT stand-in to talk to', { hint: 'Run `provline stack up`, or pass --endpoint.' });
+      if (!endpoint)
+        throw new ProvlineError('EMULATOR_UNREACHABLE', 'no AWS IoT stand-in to talk to', {
+          hint: 'Run `provline stack up`, or pass --endpoint.',
+        });
       const body = opts.clear ? {} : opts.set ? readJsonOption(opts.set, '--set') : undefined;
       const url = `${endpoint.replace(/\/$/, '')}/_emulator/faults${opts.clear || opts.replace ? '?replace=true' : ''}`;
       let res: Response;
       try {
-        res = await fetch(url, body === undefined ? {} : { method: 'PUT', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+        res = await fetch(
+          url,
+          body === undefined
+            ? {}
+            : { method: 'PUT', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } },
+        );
       } catch (e) {
-        throw new ProvlineError('EMULATOR_UNREACHABLE', `the AWS IoT stand-in at ${endpoint} does not answer`, { cause: e, retryable: true, hint: 'Is it running? See `provline stack status`.' });
+        throw new ProvlineError(
+          'EMULATOR_UNREACHABLE',
+          `the AWS IoT stand-in at ${endpoint} does not answer`,
+          { cause: e, retryable: true, hint: 'Is it running? See `provline stack status`.' },
+        );
       }
       const text = await res.text();
-      if (!res.ok) throw new ProvlineError('EMULATOR_FAULTS_REJECTED', `the stand-in refused the faults: ${text}`, { kind: 'invalid-input' });
+      if (!res.ok)
+        throw new ProvlineError('EMULATOR_FAULTS_REJECTED', `the stand-in refused the faults: ${text}`, {
+          kind: 'invalid-input',
+        });
       c.json(JSON.parse(text));
     });
 }

@@ -28,7 +28,10 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
   const hsm = program
     .command('hsm')
     .description('The HSM stage: token info, transport KEKs, device keys and CSRs, throughput')
-    .addHelpText('after', '\nThe user PIN comes from hsm.pinFile (PROVLINE_HSM_PIN_FILE) or the variable named by hsm.pinEnv (default PROVLINE_HSM_PIN); it is never a command-line option.\n');
+    .addHelpText(
+      'after',
+      '\nThe user PIN comes from hsm.pinFile (PROVLINE_HSM_PIN_FILE) or the variable named by hsm.pinEnv (default PROVLINE_HSM_PIN); it is never a command-line option.\n',
+    );
 
   hsm
     .command('info')
@@ -41,7 +44,9 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
       else c.print(formatInfo(info));
     });
 
-  const kek = hsm.command('kek').description("Manage a profile's transport KEK (AES-256, never leaves the HSM)");
+  const kek = hsm
+    .command('kek')
+    .description("Manage a profile's transport KEK (AES-256, never leaves the HSM)");
 
   kek
     .command('create')
@@ -58,7 +63,9 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
 
   kek
     .command('import')
-    .description("Import a known AES-256 value as the profile's KEK (keys agreed with a device maker; demo and tests)")
+    .description(
+      "Import a known AES-256 value as the profile's KEK (keys agreed with a device maker; demo and tests)",
+    )
     .requiredOption('-p, --profile <name>', 'product profile; its kekLabel names the key')
     .requiredOption('-f, --file <path>', 'file with the key: 32 raw bytes or 64 hex digits')
     .option('--json', 'print as JSON')
@@ -69,7 +76,10 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
       try {
         content = readFileSync(opts.file);
       } catch (e) {
-        throw new ProvlineError('HSM_KEK_FILE_INVALID', `cannot read the KEK file ${opts.file}`, { kind: 'invalid-input', cause: e });
+        throw new ProvlineError('HSM_KEK_FILE_INVALID', `cannot read the KEK file ${opts.file}`, {
+          kind: 'invalid-input',
+          cause: e,
+        });
       }
       const value = parseKekFile(content);
       const made = await withHsm(c, (h) => h.importKek({ label: profile.kekLabel, value }));
@@ -80,18 +90,29 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
 
   hsm
     .command('keygen')
-    .description('Create one device identity: key pair in the HSM, CSR signed there, private key exported wrapped')
+    .description(
+      'Create one device identity: key pair in the HSM, CSR signed there, private key exported wrapped',
+    )
     .requiredOption('-p, --profile <name>', 'product profile (keyType, kekLabel, csrSubject, thingName)')
     .requiredOption('-s, --serial <serial>', 'device serial number')
     .requiredOption('-o, --out-dir <dir>', 'writes <serial>.csr.pem and <serial>.key.wrapped here')
-    .option('--thing-name <name>', "thing name (default: the profile's thingName pattern applied to the serial)")
+    .option(
+      '--thing-name <name>',
+      "thing name (default: the profile's thingName pattern applied to the serial)",
+    )
     .option('--json', 'accepted for symmetry: keygen always prints JSON (errors too, with --json)')
     .action(async (opts: { profile: string; serial: string; outDir: string; thingName?: string }) => {
       const c = ctx();
       const profile = getProfile(c.loaded, opts.profile);
       const thingName = opts.thingName ?? thingNameFor(profile.thingName, opts.serial);
       const id = await withHsm(c, (h) =>
-        h.createDeviceIdentity({ serial: opts.serial, thingName, keyType: profile.keyType, kekLabel: profile.kekLabel, subject: profile.csrSubject }),
+        h.createDeviceIdentity({
+          serial: opts.serial,
+          thingName,
+          keyType: profile.keyType,
+          kekLabel: profile.kekLabel,
+          subject: profile.csrSubject,
+        }),
       );
       mkdirSync(opts.outDir, { recursive: true });
       const csrFile = join(opts.outDir, `${opts.serial}.csr.pem`);
@@ -103,35 +124,63 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
 
   hsm
     .command('bench')
-    .description("Measure provline's devices/s (keygen + CSR + wrap + destroy) against a C program doing the same on the same token")
+    .description(
+      "Measure provline's devices/s (keygen + CSR + wrap + destroy) against a C program doing the same on the same token",
+    )
     .option('-n, --devices <n>', 'devices per round', intOption('--devices', 1, 10_000_000), 5000)
     .addOption(new Option('--key-type <type>', 'device key type').choices([...KEY_TYPES]).default('P-256'))
-    .addOption(new Option('--mode <mode>', 'PKCS#11 call style').choices(['auto', 'sync', 'async', 'hybrid']).default('auto'))
+    .addOption(
+      new Option('--mode <mode>', 'PKCS#11 call style')
+        .choices(['auto', 'sync', 'async', 'hybrid'])
+        .default('auto'),
+    )
     .option('--lanes <n>', 'identities in flight (= sessions)', intOption('--lanes', 1, 1024), 1)
     .option('--rounds <n>', 'rounds; medians are reported', intOption('--rounds', 1, 100), 3)
-    .option('--latency-ms <ms>', 'simulate a network HSM: delay per PKCS#11 call (skips the C baseline)', intOption('--latency-ms', 0, 10_000), 0)
+    .option(
+      '--latency-ms <ms>',
+      'simulate a network HSM: delay per PKCS#11 call (skips the C baseline)',
+      intOption('--latency-ms', 0, 10_000),
+      0,
+    )
     .option('--skip-raw', 'do not run the C baseline')
     .option('--json', 'print as JSON')
-    .action(async (opts: { devices: number; keyType: KeyType; mode: 'auto' | 'sync' | 'async' | 'hybrid'; lanes: number; rounds: number; latencyMs: number; skipRaw?: boolean; json?: boolean }) => {
-      const c = ctx();
-      const r = await runHsmBench(c.runtime.hsm, { ...opts, skipRaw: opts.skipRaw ?? false }, c.env);
-      if (opts.json) return c.json(r);
-      c.print(
-        [
-          `provline  ${r.devicesPerSecond} devices/s  (${r.keyType}, mode ${r.mode}, ${r.lanes} lane${r.lanes === 1 ? '' : 's'}${r.latencyMs ? `, +${r.latencyMs} ms/call` : ''}; median of ${r.rounds}: ${r.runs.join(', ')})`,
-          r.raw ? `raw C     ${r.raw.devicesPerSecond} devices/s  (${r.raw.threads} thread${r.raw.threads === 1 ? '' : 's'})` : 'raw C     not run',
-          r.ratio !== null ? `ratio     ${r.ratio}` : '',
-        ]
-          .filter(Boolean)
-          .join('\n'),
-      );
-    });
+    .action(
+      async (opts: {
+        devices: number;
+        keyType: KeyType;
+        mode: 'auto' | 'sync' | 'async' | 'hybrid';
+        lanes: number;
+        rounds: number;
+        latencyMs: number;
+        skipRaw?: boolean;
+        json?: boolean;
+      }) => {
+        const c = ctx();
+        const r = await runHsmBench(c.runtime.hsm, { ...opts, skipRaw: opts.skipRaw ?? false }, c.env);
+        if (opts.json) return c.json(r);
+        c.print(
+          [
+            `provline  ${r.devicesPerSecond} devices/s  (${r.keyType}, mode ${r.mode}, ${r.lanes} lane${r.lanes === 1 ? '' : 's'}${r.latencyMs ? `, +${r.latencyMs} ms/call` : ''}; median of ${r.rounds}: ${r.runs.join(', ')})`,
+            r.raw
+              ? `raw C     ${r.raw.devicesPerSecond} devices/s  (${r.raw.threads} thread${r.raw.threads === 1 ? '' : 's'})`
+              : 'raw C     not run',
+            r.ratio !== null ? `ratio     ${r.ratio}` : '',
+          ]
+            .filter(Boolean)
+            .join('\n'),
+        );
+      },
+    );
 }
 
 function thingNameFor(pattern: string, serial: string): string {
   const p = compilePattern(pattern, 'thingName');
   const others = p.names.filter((n) => n !== 'serial');
-  if (others.length) throw usageError(`the profile's thingName "${pattern}" needs CSV columns (${others.join(', ')})`, 'Pass --thing-name.');
+  if (others.length)
+    throw usageError(
+      `the profile's thingName "${pattern}" needs CSV columns (${others.join(', ')})`,
+      'Pass --thing-name.',
+    );
   return p.apply(() => serial);
 }
 
@@ -142,6 +191,7 @@ function formatInfo(i: HsmInfo): string {
     `sessions  pool ${i.sessions.pool} (hsm.sessions ${i.sessions.configured}, token limit ${i.sessions.tokenMaxRw ?? 'none stated'})`,
     'mechanisms',
   ];
-  for (const m of i.mechanisms) lines.push(`  ${m.supported ? 'yes' : 'no '}  ${m.name.padEnd(26)} ${m.usedFor}`);
+  for (const m of i.mechanisms)
+    lines.push(`  ${m.supported ? 'yes' : 'no '}  ${m.name.padEnd(26)} ${m.usedFor}`);
   return lines.join('\n');
 }

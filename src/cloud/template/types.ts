@@ -13,7 +13,12 @@ export type TemplateFlavor = 'bulk' | 'register-thing' | 'jitp' | 'fleet';
 export interface ParsedTemplate {
   parameters: Record<string, { type: string; default?: string }>;
   mappings: Record<string, Record<string, Record<string, unknown>>>;
-  resources: Array<{ logicalId: string; type: ResourceType; properties: Record<string, unknown>; overrideSettings: Record<string, unknown> }>;
+  resources: Array<{
+    logicalId: string;
+    type: ResourceType;
+    properties: Record<string, unknown>;
+    overrideSettings: Record<string, unknown>;
+  }>;
   deviceConfiguration: Record<string, unknown> | undefined;
 }
 
@@ -28,7 +33,12 @@ export interface ThingPlan {
   thingGroups?: string[];
   billingGroup?: string;
   /** What to do for each property when the thing exists; keys are the property names. */
-  overrides: { AttributePayload: OverrideAction; ThingTypeName: OverrideAction; ThingGroups: OverrideAction; BillingGroup: OverrideAction };
+  overrides: {
+    AttributePayload: OverrideAction;
+    ThingTypeName: OverrideAction;
+    ThingGroups: OverrideAction;
+    BillingGroup: OverrideAction;
+  };
 }
 
 export type CertificateSource =
