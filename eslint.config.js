@@ -5,14 +5,7 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: [
-      'dist/**',
-      'node_modules/**',
-      '.provline/**',
-      'coverage/**',
-      'bench/**/*.c',
-      '**/*.js',
-    ],
+    ignores: ['dist/**', 'node_modules/**', '.provline/**', 'coverage/**', 'bench/**/*.c', '**/*.js'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,

@@ -221,17 +221,19 @@ export async function validateCsv(
     );
   }
 
-  if (!headerSeen && brokenRecords === 0) {
-    report([
-      {
-        line: 1,
-        column: null,
-        value: null,
-        code: 'FILE_EMPTY',
-        message: 'the file is empty',
-        hint: 'The first line must be a header with a "serial" column, followed by one row per device.',
-      },
-    ]);
+  if (!headerSeen) {
+    // A file whose only record is broken (say, an unterminated quote) was reported as such.
+    if (brokenRecords === 0)
+      report([
+        {
+          line: 1,
+          column: null,
+          value: null,
+          code: 'FILE_EMPTY',
+          message: 'the file is empty',
+          hint: 'The first line must be a header with a "serial" column, followed by one row per device.',
+        },
+      ]);
   } else if (rows === 0 && !headerBroken) {
     report([
       {
