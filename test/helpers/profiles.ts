@@ -1,10 +1,10 @@
 /** Profiles for tests: the shipped demo profile, or variants of it built in a temp config. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { getProfile, loadConfig, type ResolvedProfile } from '../../src/config/load.js';
 import { ROOT } from './cli.js';
+import { tempDir } from './home.js';
 
 export function demoProfile(): ResolvedProfile {
   return getProfile(loadConfig({ env: {} }), 'demo');
@@ -12,7 +12,7 @@ export function demoProfile(): ResolvedProfile {
 
 /** A profile named `test` with the demo's template and `overrides` applied. */
 export function profileWith(overrides: Record<string, unknown>): ResolvedProfile {
-  const dir = mkdtempSync(join(tmpdir(), 'provline-profile-'));
+  const dir = tempDir('provline-profile-');
   const file = join(dir, 'provline.config.yaml');
   writeFileSync(
     file,

@@ -1,12 +1,12 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getProfile, loadConfig } from '../../src/config/load.js';
 import { ProvlineError } from '../../src/core/errors.js';
+import { tempDir } from '../helpers/home.js';
 
 function configFile(body: string): { dir: string; file: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'provline-config-'));
+  const dir = tempDir('provline-config-');
   const file = join(dir, 'provline.config.yaml');
   writeFileSync(file, body);
   return { dir, file };
@@ -26,7 +26,7 @@ function problemsOf(fn: () => unknown): Array<{ path: string; source: string; me
 
 describe('config', () => {
   it('runs on embedded defaults with no file and no environment', () => {
-    const loaded = loadConfig({ cwd: mkdtempSync(join(tmpdir(), 'provline-cwd-')), env: {} });
+    const loaded = loadConfig({ cwd: tempDir('provline-cwd-'), env: {} });
     expect(loaded.file).toBeUndefined();
     expect(loaded.config.hsm).toMatchObject({
       module: '/usr/lib/softhsm/libsofthsm2.so',
