@@ -1,6 +1,8 @@
 /** What every command gets: config, the resolved runtime, output helpers. Built lazily. */
 import { loadConfig, type LoadedConfig } from '../config/load.js';
-import { resolveRuntime, type Runtime } from '../stack/runtime.js';
+import { stackPaths } from '../stack/home.js';
+import { resolveRuntime, type HsmSettings, type Runtime } from '../stack/runtime.js';
+import { hsmUp } from '../stack/softhsm.js';
 import { createLogger, type Logger } from '../core/log.js';
 
 export interface GlobalOptions {
@@ -30,6 +32,16 @@ export class CommandContext {
   get runtime(): Runtime {
     this.rt ??= resolveRuntime(this.loaded, this.env);
     return this.rt;
+  }
+
+  /**
+   * The HSM to use. On embedded defaults that is the local stack's SoftHSM token, created here
+   * if `stack up` has not run yet, so HSM commands work on a fresh machine.
+   */
+  hsmSettings(): HsmSettings {
+    const hsm = this.runtime.hsm;
+    if (hsm.localToken) hsmUp(stackPaths(this.runtime.home));
+    return hsm;
   }
 
   get logger(): Logger {

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import type { LoadedConfig } from '../config/load.js';
 import { ProvlineError } from '../core/errors.js';
 import { readState, stackPaths } from './home.js';
-import { SOFTHSM_MODULE } from './softhsm.js';
+import { SOFTHSM_MODULE, STACK_TOKEN_LABEL } from './softhsm.js';
 import { awsStatus } from './aws.js';
 
 export interface HsmSettings {
@@ -19,6 +19,8 @@ export interface HsmSettings {
   sessions: number;
   /** SOFTHSM2_CONF to set before loading the module (the stack's token), if any. */
   softhsm2Conf: string | undefined;
+  /** True when this is the local stack's SoftHSM token, which commands may create on demand. */
+  localToken: boolean;
 }
 
 export interface AwsSettings {
@@ -44,8 +46,11 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
   const { config, home } = loaded;
   const paths = stackPaths(home);
   const state = readState(paths);
+  // The embedded default: SoftHSM, the stack's token label, no SOFTHSM2_CONF of the user's.
   const usesStackToken =
-    config.hsm.module === SOFTHSM_MODULE && !env.SOFTHSM2_CONF && existsSync(paths.softhsm2Conf);
+    config.hsm.module === SOFTHSM_MODULE &&
+    !env.SOFTHSM2_CONF &&
+    (existsSync(paths.softhsm2Conf) || (config.hsm.token === STACK_TOKEN_LABEL && !config.hsm.pinFile));
   const pinFromEnv = env[config.hsm.pinEnv] !== undefined;
   const stackAws = awsStatus(paths, state);
   return {
@@ -58,6 +63,7 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
       pinEnv: config.hsm.pinEnv,
       sessions: config.hsm.sessions,
       softhsm2Conf: usesStackToken ? paths.softhsm2Conf : env.SOFTHSM2_CONF,
+      localToken: usesStackToken,
     },
     aws: {
       region: config.aws.region,

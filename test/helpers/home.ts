@@ -13,7 +13,7 @@ afterAll(async () => {
   for (const dir of made.splice(0)) await removeHome(dir);
 });
 
-/** A scratch directory, removed when the test process exits. */
+/** A scratch directory, removed (stack stopped first) after the test file. */
 export function tempDir(prefix = 'provline-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   made.push(dir);

@@ -75,6 +75,13 @@ describe('CLI contract', () => {
     expect(p.stderr).toContain('hint: Known profiles:');
   });
 
+  it('HSM commands work on a fresh home: the local SoftHSM token is created on demand', async () => {
+    const home = tempDir('provline-fresh-');
+    const r = await runCli(['hsm', 'info', '--json'], { env: { PROVLINE_HOME: home } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(json<{ token: { label: string } }>(r).token.label).toBe('provline');
+  });
+
   it('exit 3 for an invalid config, listing each problem', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'provline.config.yaml'), 'hsm:\n  sessions: -1\nredis:\n  url: nope\n');

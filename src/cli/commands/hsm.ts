@@ -16,7 +16,7 @@ import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 
 async function withHsm<T>(c: CommandContext, fn: (hsm: Hsm) => Promise<T>): Promise<T> {
-  const hsm = await openHsm(c.runtime.hsm, { env: c.env });
+  const hsm = await openHsm(c.hsmSettings(), { env: c.env });
   try {
     return await fn(hsm);
   } finally {
@@ -156,7 +156,7 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
         json?: boolean;
       }) => {
         const c = ctx();
-        const r = await runHsmBench(c.runtime.hsm, { ...opts, skipRaw: opts.skipRaw ?? false }, c.env);
+        const r = await runHsmBench(c.hsmSettings(), { ...opts, skipRaw: opts.skipRaw ?? false }, c.env);
         if (opts.json) return c.json(r);
         c.print(
           [
