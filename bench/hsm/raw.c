@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -134,25 +135,35 @@ int main(int argc, char **argv) {
   CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)dlsym(lib, "C_GetFunctionList");
   CHECK(gfl(&f));
   CK_C_INITIALIZE_ARGS init = {NULL, NULL, NULL, NULL, CKF_OS_LOCKING_OK, NULL};
-  CHECK(f->C_Initialize(&init));
-
-  CK_ULONG n = 0;
-  CHECK(f->C_GetSlotList(CK_TRUE, NULL, &n));
-  CK_SLOT_ID *slots = calloc(n, sizeof *slots);
-  CHECK(f->C_GetSlotList(CK_TRUE, slots, &n));
   char want[33];
   snprintf(want, sizeof want, "%-32s", argv[2]);
   int found = 0;
-  for (CK_ULONG i = 0; i < n && !found; i++) {
-    CK_TOKEN_INFO ti;
-    if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, want, 32) == 0) { slot = slots[i]; found = 1; }
+  /* A SoftHSM token file that another process is rewriting reads as no token for a moment:
+     initialise again and look again, as provline's own openHsm does. */
+  for (int attempt = 1; attempt <= 5 && !found; attempt++) {
+    if (attempt > 1) { f->C_Finalize(NULL); usleep(50000 * (attempt - 1)); }
+    CHECK(f->C_Initialize(&init));
+    CK_ULONG n = 0;
+    CHECK(f->C_GetSlotList(CK_TRUE, NULL, &n));
+    CK_SLOT_ID *slots = calloc(n ? n : 1, sizeof *slots);
+    CHECK(f->C_GetSlotList(CK_TRUE, slots, &n));
+    for (CK_ULONG i = 0; i < n && !found; i++) {
+      CK_TOKEN_INFO ti;
+      if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, want, 32) == 0) { slot = slots[i]; found = 1; }
+    }
+    free(slots);
   }
   if (!found) { fprintf(stderr, "raw: token not found\n"); return 2; }
 
   CK_SESSION_HANDLE login;
   CHECK(f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &login));
   char *pin = read_pin(argv[3]);
-  CK_RV rv = f->C_Login(login, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+  CK_RV rv = CKR_GENERAL_ERROR;
+  for (int attempt = 1; attempt <= 5; attempt++) { /* same transient as above */
+    rv = f->C_Login(login, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+    if (rv != CKR_GENERAL_ERROR) break;
+    usleep(50000 * attempt);
+  }
   memset(pin, 0, strlen(pin));
   if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) { fprintf(stderr, "raw: login failed: 0x%lx\n", (unsigned long)rv); return 2; }
 

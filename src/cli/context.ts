@@ -1,8 +1,7 @@
 /** What every command gets: config, the resolved runtime, output helpers. Built lazily. */
 import { loadConfig, type LoadedConfig } from '../config/load.js';
-import { stackPaths } from '../stack/home.js';
 import { resolveRuntime, type HsmSettings, type Runtime } from '../stack/runtime.js';
-import { hsmUp } from '../stack/softhsm.js';
+import { ensureLocalToken } from '../stack/stack.js';
 import { createLogger, type Logger } from '../core/log.js';
 
 export interface GlobalOptions {
@@ -38,9 +37,9 @@ export class CommandContext {
    * The HSM to use. On embedded defaults that is the local stack's SoftHSM token, created here
    * if `stack up` has not run yet, so HSM commands work on a fresh machine.
    */
-  hsmSettings(): HsmSettings {
+  async hsmSettings(): Promise<HsmSettings> {
     const hsm = this.runtime.hsm;
-    if (hsm.localToken) hsmUp(stackPaths(this.runtime.home));
+    if (hsm.localToken) await ensureLocalToken(this.runtime.home);
     return hsm;
   }
 

@@ -11,6 +11,7 @@
  * session pool from `hsm.sessions` and the token's limit. KEK handles are looked up once per
  * label and cached: no C_FindObjects on the hot path.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { KeyType } from '../config/schema.js';
 import type { HsmSettings } from '../stack/runtime.js';
 import { createIdentityOn, type DeviceIdentity, type DeviceIdentityRequest } from './identity.js';
@@ -71,7 +72,19 @@ export class Hsm {
   readonly tokenLabel = (): string => this.token.label;
 
   info(): HsmInfo {
-    const token = this.token.info();
+    // C_GetTokenInfo can hit a token file that another process is rewriting (SoftHSM): the
+    // same transient failure openHsm rides through, so a few retries with a short pause.
+    let token: TokenInfo;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        token = this.token.info();
+        break;
+      } catch (e) {
+        if (attempt >= OPEN_ATTEMPTS || !(e instanceof ProvlineError) || !TRANSIENT_AT_OPEN.has(e.code))
+          throw e;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25 * attempt);
+      }
+    }
     return {
       module: this.module.info(),
       token,
@@ -186,23 +199,46 @@ function kekInfo(k: KekRef): KekInfo {
   return { label: k.label, uri: k.uri, persistent: k.persistent };
 }
 
-/** Opens the configured HSM: module, token, login, session pool. */
-export function openHsm(settings: HsmSettings, options: OpenHsmOptions = {}): Promise<Hsm> {
-  // Synchronous underneath; a Promise so a remote HSM client can slot in without API changes.
-  return new Promise((resolve) => {
-    const module = Pkcs11Module.open(settings.module, settings.softhsm2Conf);
+/**
+ * Failures that a second attempt at opening can cure. SoftHSM's file store shows them when
+ * several processes open one token at once: a token file being rewritten by another process
+ * reads as no token, or as CKR_GENERAL_ERROR, for a moment. Network HSMs have their own
+ * transient failures. A wrong PIN is never retried (it would count towards a lockout).
+ */
+const TRANSIENT_AT_OPEN = new Set([
+  'HSM_TOKEN_NOT_FOUND',
+  'HSM_GENERAL_ERROR',
+  'HSM_TOKEN_NOT_PRESENT',
+  'HSM_DEVICE_ERROR',
+  'HSM_FUNCTION_FAILED',
+]);
+const OPEN_ATTEMPTS = 5;
+
+/** Opens the configured HSM: module, token, login, session pool (with retries, see above). */
+export async function openHsm(settings: HsmSettings, options: OpenHsmOptions = {}): Promise<Hsm> {
+  for (let attempt = 1; ; attempt++) {
     try {
-      const token = module.findToken(settings.token);
-      const env = options.env ?? process.env;
-      const pool = new SessionPool(token, options.sessions ?? settings.sessions, (s) =>
-        s.login(readPin(settings, env)),
-      );
-      resolve(
-        new Hsm(module, token, pool, settings, options.mode ?? 'auto', options.simulatedLatencyMs ?? 0),
-      );
+      return openOnce(settings, options);
     } catch (e) {
-      module.release();
-      throw e;
+      if (attempt >= OPEN_ATTEMPTS || !(e instanceof ProvlineError) || !TRANSIENT_AT_OPEN.has(e.code))
+        throw e;
+      await sleep(50 * 2 ** (attempt - 1));
     }
-  });
+  }
+}
+
+function openOnce(settings: HsmSettings, options: OpenHsmOptions): Hsm {
+  const module = Pkcs11Module.open(settings.module, settings.softhsm2Conf);
+  try {
+    const token = module.findToken(settings.token);
+    const env = options.env ?? process.env;
+    const pool = new SessionPool(token, options.sessions ?? settings.sessions, (s) =>
+      s.login(readPin(settings, env)),
+    );
+    pool.prime();
+    return new Hsm(module, token, pool, settings, options.mode ?? 'auto', options.simulatedLatencyMs ?? 0);
+  } catch (e) {
+    module.release();
+    throw e;
+  }
 }

@@ -60,6 +60,11 @@ export class SessionPool {
     this.idle.length = 0;
   }
 
+  /** Opens and logs in the first session now, so that open-time problems surface at open. */
+  prime(): void {
+    if (this.all.size === 0) this.idle.push(this.openOne());
+  }
+
   private openOne(): Session {
     const s = this.token.openSession();
     if (this.all.size === 0) {

@@ -17,6 +17,8 @@ export interface StackPaths {
   softhsm2Conf: string;
   tokenDir: string;
   userPinFile: string;
+  /** Written once the token is fully set up (user PIN included); read by the fast path. */
+  tokenReadyFile: string;
   soPinFile: string;
   awsDir: string;
 }
@@ -36,6 +38,7 @@ export function stackPaths(home: string): StackPaths {
     softhsm2Conf: join(hsmDir, 'softhsm2.conf'),
     tokenDir: join(hsmDir, 'tokens'),
     userPinFile: join(hsmDir, 'user.pin'),
+    tokenReadyFile: join(hsmDir, 'token.ready'),
     soPinFile: join(hsmDir, 'so.pin'),
     awsDir: join(home, 'aws'),
   };

@@ -6,7 +6,8 @@
  * ever appears on a command line (softhsm2-util would need --pin/--so-pin in argv).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import pkcs11js from 'pkcs11js';
 import { ProvlineError } from '../core/errors.js';
 import { tokenLabel } from '../hsm/uri.js';
@@ -45,35 +46,53 @@ export function hsmUp(paths: StackPaths): void {
     );
   }
   mkdirSync(paths.tokenDir, { recursive: true, mode: 0o700 });
-  writeFileSync(
-    paths.softhsm2Conf,
-    [
-      '# Written by `provline stack up`.',
-      `directories.tokendir = ${paths.tokenDir}/`,
-      'objectstore.backend = file',
-      'log.level = ERROR',
-      'slots.removable = false',
-      'slots.mechanisms = ALL',
-      'library.reset_on_fork = false',
-      '',
-    ].join('\n'),
-    { mode: 0o600 },
-  );
-  const state = tokenState(paths);
-  if (state === 'ready') return;
-  // A token whose init was interrupted (no user PIN yet) is finished with the PINs on file;
-  // a new token gets new PINs, written (0600) before the token is created.
-  if (state === 'absent' || !existsSync(paths.soPinFile)) {
-    writeFileSync(paths.soPinFile, `${randomPin()}\n`, { mode: 0o600 });
+  const conf = [
+    '# Written by `provline stack up`.',
+    `directories.tokendir = ${paths.tokenDir}/`,
+    'objectstore.backend = file',
+    'log.level = ERROR',
+    'slots.removable = false',
+    'slots.mechanisms = ALL',
+    'library.reset_on_fork = false',
+    '',
+  ].join('\n');
+  if (!existsSync(paths.softhsm2Conf) || readFileSync(paths.softhsm2Conf, 'utf8') !== conf) {
+    writeFileSync(`${paths.softhsm2Conf}.tmp`, conf, { mode: 0o600 });
+    renameSync(`${paths.softhsm2Conf}.tmp`, paths.softhsm2Conf);
   }
-  if (state === 'absent' || !existsSync(paths.userPinFile)) {
-    writeFileSync(paths.userPinFile, `${randomPin()}\n`, { mode: 0o600 });
+
+  if (tokenOnDisk(paths)) {
+    // The token exists: it is never initialised again, whatever a racing read of it says. Only
+    // an init interrupted before the user PIN was set is finished, with the PINs on file.
+    if (tokenState(paths) === 'ready') {
+      writeFileSync(paths.tokenReadyFile, '');
+      return;
+    }
+    if (!existsSync(paths.soPinFile) || !existsSync(paths.userPinFile)) {
+      throw new ProvlineError(
+        'STACK_SOFTHSM_FAILED',
+        `the SoftHSM token in ${paths.tokenDir} has no user PIN and its PIN files are missing`,
+        {
+          hint: `Delete ${paths.hsmDir} to start over (this destroys the token's keys).`,
+        },
+      );
+    }
+  } else {
+    // A new token. The PINs go to disk first, created exclusively: a PIN file that exists is
+    // never overwritten (it may belong to a token another process is creating right now).
+    createPinFile(paths.soPinFile);
+    createPinFile(paths.userPinFile);
   }
   const soPin = readPinFile(paths.soPinFile);
   const userPin = readPinFile(paths.userPinFile);
   withModule(paths, (p) => {
     let slot = findToken(p);
     if (slot === undefined) {
+      if (tokenOnDisk(paths))
+        throw new ProvlineError(
+          'STACK_SOFTHSM_FAILED',
+          'the SoftHSM token is on disk but the library does not show it',
+        );
       const free = p
         .C_GetSlotList(true)
         .find((s) => (p.C_GetTokenInfo(s).flags & pkcs11js.CKF_TOKEN_INITIALIZED) === 0);
@@ -92,6 +111,21 @@ export function hsmUp(paths: StackPaths): void {
       p.C_CloseSession(session);
     }
   });
+  writeFileSync(paths.tokenReadyFile, '');
+}
+
+/** True when the token directory holds a token (SoftHSM's file store: <dir>/<uuid>/token.object). */
+export function tokenOnDisk(paths: StackPaths): boolean {
+  if (!existsSync(paths.tokenDir)) return false;
+  return readdirSync(paths.tokenDir).some((d) => existsSync(join(paths.tokenDir, d, 'token.object')));
+}
+
+function createPinFile(file: string): void {
+  try {
+    writeFileSync(file, `${randomPin()}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
 }
 
 export function readPinFile(file: string): string {
@@ -102,11 +136,17 @@ type TokenState = 'absent' | 'no-user-pin' | 'ready';
 
 function tokenState(paths: StackPaths): TokenState {
   if (!existsSync(paths.softhsm2Conf)) return 'absent';
-  return withModule(paths, (p) => {
-    const slot = findToken(p);
-    if (slot === undefined) return 'absent';
-    return p.C_GetTokenInfo(slot).flags & pkcs11js.CKF_USER_PIN_INITIALIZED ? 'ready' : 'no-user-pin';
-  });
+  // A token on disk can read as absent for a moment while another process rewrites its file
+  // (SoftHSM's file store): look again before believing it.
+  for (let attempt = 1; ; attempt++) {
+    const state = withModule(paths, (p): TokenState => {
+      const slot = findToken(p);
+      if (slot === undefined) return 'absent';
+      return p.C_GetTokenInfo(slot).flags & pkcs11js.CKF_USER_PIN_INITIALIZED ? 'ready' : 'no-user-pin';
+    });
+    if (state !== 'absent' || !tokenOnDisk(paths) || attempt === 5) return state;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50 * attempt);
+  }
 }
 
 function findToken(p: pkcs11js.PKCS11): Buffer | undefined {

@@ -3,13 +3,13 @@
  * stand-in) under one home directory. `up` is idempotent; `down` stops every process `up`
  * started and leaves the data in place.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { ProvlineError } from '../core/errors.js';
 import { isAlive, waitFor } from '../core/proc.js';
 import { awsDown, awsStatus, awsUp, type AwsStatus } from './aws.js';
 import { readState, stackPaths, writeState, type StackPaths } from './home.js';
 import { redisDown, redisStatus, redisUp, type RedisStatus } from './redis.js';
-import { hsmStatus, hsmUp } from './softhsm.js';
+import { hsmStatus, hsmUp, tokenOnDisk } from './softhsm.js';
 
 export interface StackStatus {
   home: string;
@@ -52,22 +52,41 @@ export async function stackDown(home: string): Promise<StackStatus> {
   });
 }
 
+/**
+ * Makes sure the local SoftHSM token exists, for commands that use it without `stack up`.
+ * Cheap when it exists; otherwise set up under the same lock as `stack up`.
+ */
+export async function ensureLocalToken(home: string): Promise<void> {
+  const paths = stackPaths(home);
+  if (existsSync(paths.tokenReadyFile) && tokenOnDisk(paths)) return;
+  await withLock(paths, () => {
+    hsmUp(paths);
+    return Promise.resolve();
+  });
+}
+
 /** One `stack up`/`down` at a time per home (a stale lock of a dead process is taken over). */
 async function withLock<T>(paths: StackPaths, fn: () => Promise<T>): Promise<T> {
   mkdirSync(paths.home, { recursive: true, mode: 0o700 });
   await waitFor(
     `the stack lock ${paths.lockFile}`,
     () => {
+      // The lock file appears with its owner's pid already in it (written aside, then
+      // hard-linked into place, which fails if the lock exists): nobody ever reads an empty
+      // lock and mistakes it for a stale one.
+      const mine = `${paths.lockFile}.${process.pid}`;
+      writeFileSync(mine, String(process.pid), { mode: 0o600 });
       try {
-        const fd = openSync(paths.lockFile, 'wx', 0o600);
-        writeSync(fd, String(process.pid));
-        closeSync(fd);
+        linkSync(mine, paths.lockFile);
         return true;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        const owner = Number(readFileSync(paths.lockFile, 'utf8') || '0');
-        if (!isAlive(owner)) rmSync(paths.lockFile, { force: true });
+        // A lock whose owner died (killed during `stack up`) is taken over.
+        const owner = Number(readFileSync(paths.lockFile, 'utf8'));
+        if (owner > 0 && !isAlive(owner)) rmSync(paths.lockFile, { force: true });
         return false;
+      } finally {
+        rmSync(mine, { force: true });
       }
     },
     60_000,

@@ -115,6 +115,7 @@ describe('HSM stage on SoftHSM2', () => {
       module: SOFTHSM_MODULE,
       token: 'provline',
       pinFile: paths.userPinFile,
+      localToken: true,
       pinEnv: 'PROVLINE_TEST_UNSET_PIN',
       sessions: 4,
       softhsm2Conf: paths.softhsm2Conf,
@@ -397,6 +398,7 @@ describe.runIf(process.env.TEST_HSM_MODULE)('HSM stage on the hardware module in
     hsm = await openHsm({
       module: process.env.TEST_HSM_MODULE!,
       token: process.env.TEST_HSM_TOKEN ?? 'provline',
+      localToken: false,
       pinFile: process.env.TEST_HSM_PIN_FILE,
       pinEnv: 'TEST_HSM_PIN',
       sessions: 4,

@@ -101,4 +101,26 @@ describe('local stack', () => {
     expect(r.stdout).toMatch(/^redis\s+stopped/m);
     expect(r.stdout).not.toContain(readFileSync(`${home}/hsm/user.pin`, 'utf8').trim());
   });
+
+  it('concurrent HSM commands on a fresh home create one token and never overwrite its PINs', async () => {
+    const fresh = tempDir('provline-race-');
+    const env = { PROVLINE_HOME: fresh };
+    const first = await Promise.all(
+      Array.from({ length: 6 }, () => runCli(['hsm', 'info', '--json'], { env })),
+    );
+    for (const r of first) expect(r.code, r.stderr).toBe(0);
+    const pins = readFileSync(`${fresh}/hsm/user.pin`, 'utf8') + readFileSync(`${fresh}/hsm/so.pin`, 'utf8');
+    const second = await Promise.all(
+      Array.from({ length: 6 }, () => runCli(['hsm', 'info', '--json'], { env })),
+    );
+    for (const r of second) expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(`${fresh}/hsm/user.pin`, 'utf8') + readFileSync(`${fresh}/hsm/so.pin`, 'utf8')).toBe(
+      pins,
+    );
+    const slots = execFileSync('softhsm2-util', ['--show-slots'], {
+      encoding: 'utf8',
+      env: { ...process.env, SOFTHSM2_CONF: `${fresh}/hsm/softhsm2.conf` },
+    });
+    expect(slots.match(/Label:\s+provline\s*\n/g)).toHaveLength(1);
+  });
 });

@@ -52,7 +52,7 @@ export function registerDemo(program: Command, ctx: () => CommandContext): void 
         );
 
         step(`HSM: a key pair and a CSR per device inside the SoftHSM token, keys exported wrapped`);
-        const hsm = await openHsm(c.hsmSettings());
+        const hsm = await openHsm(await c.hsmSettings());
         try {
           await ensureDemoKek(hsm, profile.kekLabel, join(dir, 'demo-kek.bin'));
           const out = join(dir, 'identities');

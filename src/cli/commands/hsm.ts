@@ -3,6 +3,7 @@
  * is never an option: it comes from hsm.pinFile or the variable named by hsm.pinEnv.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { getProfile } from '../../config/load.js';
@@ -16,7 +17,7 @@ import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 
 async function withHsm<T>(c: CommandContext, fn: (hsm: Hsm) => Promise<T>): Promise<T> {
-  const hsm = await openHsm(c.hsmSettings(), { env: c.env });
+  const hsm = await openHsm(await c.hsmSettings(), { env: c.env });
   try {
     return await fn(hsm);
   } finally {
@@ -135,6 +136,12 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
         .default('auto'),
     )
     .option('--lanes <n>', 'identities in flight (= sessions)', intOption('--lanes', 1, 1024), 1)
+    .option(
+      '--processes <n>',
+      'provline processes sharing the work, as HSM workers are deployed (default: one per core)',
+      intOption('--processes', 1, 64),
+      availableParallelism(),
+    )
     .option('--rounds <n>', 'rounds; medians are reported', intOption('--rounds', 1, 100), 3)
     .option(
       '--latency-ms <ms>',
@@ -150,19 +157,24 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
         keyType: KeyType;
         mode: 'auto' | 'sync' | 'async' | 'hybrid';
         lanes: number;
+        processes: number;
         rounds: number;
         latencyMs: number;
         skipRaw?: boolean;
         json?: boolean;
       }) => {
         const c = ctx();
-        const r = await runHsmBench(c.hsmSettings(), { ...opts, skipRaw: opts.skipRaw ?? false }, c.env);
+        const r = await runHsmBench(
+          await c.hsmSettings(),
+          { ...opts, skipRaw: opts.skipRaw ?? false },
+          c.env,
+        );
         if (opts.json) return c.json(r);
         c.print(
           [
-            `provline  ${r.devicesPerSecond} devices/s  (${r.keyType}, mode ${r.mode}, ${r.lanes} lane${r.lanes === 1 ? '' : 's'}${r.latencyMs ? `, +${r.latencyMs} ms/call` : ''}; median of ${r.rounds}: ${r.runs.join(', ')})`,
+            `provline  ${r.devicesPerSecond} devices/s  (${r.keyType}, mode ${r.mode}, ${r.processes} process${r.processes === 1 ? '' : 'es'} × ${r.lanes} lane${r.lanes === 1 ? '' : 's'}${r.latencyMs ? `, +${r.latencyMs} ms/call` : ''}; median of ${r.rounds}: ${r.runs.join(', ')})`,
             r.raw
-              ? `raw C     ${r.raw.devicesPerSecond} devices/s  (${r.raw.threads} thread${r.raw.threads === 1 ? '' : 's'})`
+              ? `raw C     ${r.raw.devicesPerSecond} devices/s  (best shape: ${r.raw.shape === '2p' ? '2 processes' : `${r.raw.shape} thread${r.raw.shape === '1' ? '' : 's'}`})`
               : 'raw C     not run',
             r.ratio !== null ? `ratio     ${r.ratio}` : '',
           ]
