@@ -3,7 +3,7 @@
  * token labelled `provline`, user and SO PINs generated at init and kept in 0600 pin files.
  *
  * The token is initialised through PKCS#11 itself (C_InitToken, C_InitPIN) so that no PIN
- * ever appears on a command line (softhsm2-util would need --pin/--so-pin in argv).
+ * ever appears on a command line (softhsm2-util takes both PINs as command-line options).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
