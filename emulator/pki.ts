@@ -164,24 +164,7 @@ export class DeviceCa {
   /** A device certificate for `spki`, as AWS IoT issues from a CSR or for generated keys. */
   issue(spki: Buffer, now: Date): IssuedCertificate {
     const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000);
-    const tbs = seq(
-      V3,
-      serial(),
-      SHA256_WITH_RSA,
-      OU_NAME,
-      seq(time(notBefore), time(AWS_NOT_AFTER)),
-      CN_NAME,
-      spki,
-      extensions([this.akiExt, ski(keyIdentifier(spki)), BASIC_LEAF, KU_LEAF]),
-    );
-    const der = signTbs(tbs, this.key);
-    return {
-      certificateId: certificateId(der),
-      der,
-      pem: toPem(der, 'CERTIFICATE'),
-      notBefore: notBefore.getTime() / 1000,
-      notAfter: AWS_NOT_AFTER.getTime() / 1000,
-    };
+    return this.sign(OU_NAME, CN_NAME, notBefore, AWS_NOT_AFTER, spki);
   }
 
   /**
@@ -203,6 +186,17 @@ export class DeviceCa {
     const t = Math.floor(now.getTime() / 1000) * 1000;
     const notBefore = new Date(t - 120_000);
     const notAfter = new Date(t + 300_000);
+    return this.sign(issuer, subject, notBefore, notAfter, spki);
+  }
+
+  /** A leaf certificate signed by this CA (both issue paths share everything but names and validity). */
+  private sign(
+    issuer: Buffer,
+    subject: Buffer,
+    notBefore: Date,
+    notAfter: Date,
+    spki: Buffer,
+  ): IssuedCertificate {
     const tbs = seq(
       V3,
       serial(),

@@ -3,8 +3,8 @@
  * which factory PCs and containers often lack (stack-notes.md §7).
  */
 import { SerialPort } from 'serialport';
-import { ProvlineError, messageOf } from '../core/errors.js';
-import { DEFAULT_BAUD, Listeners, type Transport, type TransportOptions } from './transport.js';
+import { ProvlineError } from '../core/errors.js';
+import { DEFAULT_BAUD, StreamTransport, type Transport, type TransportOptions } from './transport.js';
 
 export async function openSerialTransport(path: string, options: TransportOptions = {}): Promise<Transport> {
   const baudRate = options.baudRate ?? DEFAULT_BAUD;
@@ -32,56 +32,24 @@ export async function openSerialTransport(path: string, options: TransportOption
   return new SerialTransport(path, baudRate, port);
 }
 
-class SerialTransport implements Transport {
-  private readonly data = new Listeners<[Buffer]>();
-  private readonly closed = new Listeners<[Error | undefined]>();
-  private closing = false;
-  private closeError: Error | undefined;
-
+class SerialTransport extends StreamTransport {
   constructor(
-    readonly target: string,
-    readonly baudRate: number,
+    target: string,
+    baudRate: number,
     private readonly port: SerialPort,
   ) {
-    port.on('data', (chunk: Buffer) => this.data.emit(chunk));
-    port.on('error', (err: Error) => (this.closeError ??= err));
-    port.on('close', (err?: Error) =>
-      this.closed.emit(this.closing ? undefined : (err ?? this.closeError ?? new Error('port closed'))),
-    );
+    super(target, baudRate);
+    port.on('data', (chunk: Buffer) => this.emitData(chunk));
+    port.on('error', (err: Error) => this.noteError(err));
+    port.on('close', (err?: Error) => this.emitClosed('port closed', err ?? undefined));
   }
 
   get isOpen(): boolean {
     return this.port.isOpen;
   }
 
-  write(data: Uint8Array): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (!this.port.isOpen) {
-        reject(
-          new ProvlineError('DEVICE_DISCONNECTED', `${this.target} is closed`, {
-            details: { target: this.target },
-          }),
-        );
-        return;
-      }
-      this.port.write(Buffer.from(data), (err) => {
-        if (err)
-          reject(
-            new ProvlineError('DEVICE_DISCONNECTED', `write to ${this.target} failed: ${messageOf(err)}`, {
-              cause: err,
-            }),
-          );
-        else resolve();
-      });
-    });
-  }
-
-  onData(listener: (chunk: Buffer) => void): () => void {
-    return this.data.add(listener);
-  }
-
-  onClose(listener: (error?: Error) => void): () => void {
-    return this.closed.add(listener);
+  protected rawWrite(data: Buffer, done: (err?: Error | null) => void): void {
+    this.port.write(data, done);
   }
 
   close(): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { ProvlineError, messageOf } from '../core/errors.js';
-import { DEFAULT_BAUD, Listeners, type Transport, type TransportOptions } from './transport.js';
+import { DEFAULT_BAUD, StreamTransport, type Transport, type TransportOptions } from './transport.js';
 
 export function parseTcpTarget(target: string): { host: string; port: number } {
   const m = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(target);
@@ -51,25 +51,20 @@ export async function openTcpTransport(target: string, options: TransportOptions
   return new TcpTransport(target, options.baudRate ?? DEFAULT_BAUD, socket);
 }
 
-class TcpTransport implements Transport {
-  private readonly data = new Listeners<[Buffer]>();
-  private readonly closed = new Listeners<[Error | undefined]>();
-  private closing = false;
-  private lastError: Error | undefined;
+class TcpTransport extends StreamTransport {
   private open = true;
 
   constructor(
-    readonly target: string,
-    readonly baudRate: number,
+    target: string,
+    baudRate: number,
     private readonly socket: Socket,
   ) {
-    socket.on('data', (chunk: Buffer) => this.data.emit(chunk));
-    socket.on('error', (err) => (this.lastError = err));
+    super(target, baudRate);
+    socket.on('data', (chunk: Buffer) => this.emitData(chunk));
+    socket.on('error', (err) => this.noteError(err));
     socket.on('close', () => {
       this.open = false;
-      this.closed.emit(
-        this.closing ? undefined : (this.lastError ?? new Error('the bridge closed the connection')),
-      );
+      this.emitClosed('the bridge closed the connection');
     });
   }
 
@@ -77,34 +72,8 @@ class TcpTransport implements Transport {
     return this.open;
   }
 
-  write(data: Uint8Array): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (!this.open) {
-        reject(
-          new ProvlineError('DEVICE_DISCONNECTED', `${this.target} is closed`, {
-            details: { target: this.target },
-          }),
-        );
-        return;
-      }
-      this.socket.write(data, (err) => {
-        if (err)
-          reject(
-            new ProvlineError('DEVICE_DISCONNECTED', `write to ${this.target} failed: ${messageOf(err)}`, {
-              cause: err,
-            }),
-          );
-        else resolve();
-      });
-    });
-  }
-
-  onData(listener: (chunk: Buffer) => void): () => void {
-    return this.data.add(listener);
-  }
-
-  onClose(listener: (error?: Error) => void): () => void {
-    return this.closed.add(listener);
+  protected rawWrite(data: Buffer, done: (err?: Error | null) => void): void {
+    this.socket.write(data, done);
   }
 
   close(): Promise<void> {
