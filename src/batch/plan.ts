@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { ResolvedProfile } from '../config/load.js';
-import { KEY_DELIVERIES, KEY_TYPES, REGISTRATION_MODES } from '../config/schema.js';
+import { DRIVERS, KEY_DELIVERIES, KEY_TYPES, REGISTRATION_MODES } from '../config/schema.js';
 import type { IntakeRow, Problem } from './rules.js';
 
 export const PLAN_VERSION = 1;
@@ -40,6 +40,18 @@ export const BatchPlanSchema = z.object({
     }),
     /** SHA-256 of the template body at plan time: a later change of the file is detected. */
     templateSha256: z.string().regex(/^[0-9a-f]{64}$/),
+    /**
+     * The profile as it was at submit time, so workers and stations on other hosts carry out
+     * exactly this plan without reading profile files of their own.
+     */
+    templateBody: z.string(),
+    policyName: z.string(),
+    policyDocument: z.string().optional(),
+    thingType: z.string().optional(),
+    thingGroups: z.array(z.string()),
+    csrSubject: z.record(z.string(), z.string()),
+    driver: z.enum(DRIVERS),
+    driverSettings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
   }),
   devices: z.array(PlanDevice),
   /** Rows left out by --skip-invalid, with their problems. */
@@ -59,6 +71,8 @@ export interface PlanInput {
   now: Date;
   profile: ResolvedProfile;
   templateBody: string;
+  /** The device policy document (JSON text), when the profile names one. */
+  policyDocument?: string;
   source: { file: string; sha256: string; rows: number };
   rows: IntakeRow[];
   rejected?: Problem[];
@@ -88,6 +102,14 @@ export function buildPlan(input: PlanInput): BatchPlan {
       kekLabel: profile.kekLabel,
       registration: { ...profile.registration },
       templateSha256: sha256(input.templateBody),
+      templateBody: input.templateBody,
+      policyName: profile.policyName,
+      ...(input.policyDocument === undefined ? {} : { policyDocument: input.policyDocument }),
+      ...(profile.thingType === undefined ? {} : { thingType: profile.thingType }),
+      thingGroups: [...profile.thingGroups],
+      csrSubject: { ...profile.csrSubject },
+      driver: profile.driver,
+      driverSettings: { ...profile.driverSettings },
     },
     devices: input.rows.map((r) => ({
       serial: r.serial,

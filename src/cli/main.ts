@@ -9,6 +9,16 @@ import { isProvlineError, messageOf } from '../core/errors.js';
 import { EXIT, exitCodeFor, ExitCode } from './exit.js';
 import { buildProgram } from './program.js';
 
+// The AWS SDK warns that versions published after January 2027 will need Node 22; provline pins
+// its SDK version and supports Node 20, so the warning is noise for operators.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+// `provline report … | head`: a closed pipe ends the output, not the process with a trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {

@@ -12,6 +12,10 @@ import { registerEmulator } from './commands/emulator.js';
 import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
 import { registerValidate } from './commands/validate.js';
+import { registerSubmit } from './commands/submit.js';
+import { registerWorker } from './commands/worker.js';
+import { registerBatchCommands } from './commands/batch.js';
+import { registerReconcile } from './commands/reconcile.js';
 
 export function buildProgram(
   out: NodeJS.WritableStream = process.stdout,
@@ -34,6 +38,10 @@ export function buildProgram(
 
   registerStack(program, ctx);
   registerValidate(program, ctx);
+  registerSubmit(program, ctx);
+  registerBatchCommands(program, ctx);
+  registerReconcile(program, ctx);
+  registerWorker(program, ctx);
   registerProfiles(program, ctx);
   registerEmulator(program, ctx);
   registerDemo(program, ctx);

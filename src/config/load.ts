@@ -39,6 +39,7 @@ export const ENV_VARS: Record<string, { path: string[]; type: 'string' | 'number
   PROVLINE_HOME: { path: ['home'], type: 'string' },
   PROVLINE_LOG_LEVEL: { path: ['logLevel'], type: 'string' },
   PROVLINE_REDIS_URL: { path: ['redis', 'url'], type: 'string' },
+  PROVLINE_REDIS_PREFIX: { path: ['redis', 'prefix'], type: 'string' },
   PROVLINE_HSM_MODULE: { path: ['hsm', 'module'], type: 'string' },
   PROVLINE_HSM_TOKEN: { path: ['hsm', 'token'], type: 'string' },
   PROVLINE_HSM_PIN_FILE: { path: ['hsm', 'pinFile'], type: 'string' },
@@ -51,6 +52,9 @@ export const ENV_VARS: Record<string, { path: string[]; type: 'string' | 'number
   PROVLINE_AWS_BUCKET: { path: ['aws', 'bucket'], type: 'string' },
   PROVLINE_AWS_ROLE_ARN: { path: ['aws', 'roleArn'], type: 'string' },
   PROVLINE_AWS_USE_REAL: { path: ['aws', 'useRealAws'], type: 'boolean' },
+  PROVLINE_AWS_ROOT_CA_FILE: { path: ['aws', 'rootCaFile'], type: 'string' },
+  PROVLINE_WORKER_LOCK_MS: { path: ['workers', 'lockMs'], type: 'number' },
+  PROVLINE_WORKER_HSM_CONCURRENCY: { path: ['workers', 'hsmConcurrency'], type: 'number' },
   PROVLINE_PROFILE_DIRS: { path: ['profileDirs'], type: 'list' },
 };
 

@@ -84,6 +84,11 @@ export const ConfigSchema = z
           .string()
           .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
           .optional(),
+        /** Prefix of every key provline writes (journal, batches, queues). */
+        prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - only')
+          .default('provline'),
       })
       .strict()
       .prefault({}),
@@ -121,6 +126,25 @@ export const ConfigSchema = z
           .optional(),
         roleArn: z.string().min(20).max(2048).optional(),
         useRealAws: z.boolean().default(false),
+        /** The CA devices must trust for the MQTT endpoint (PEM), put into every bundle. */
+        rootCaFile: z.string().min(1).default('/etc/ssl/certs/Amazon_Root_CA_1.pem'),
+      })
+      .strict()
+      .prefault({}),
+    workers: z
+      .object({
+        /** Devices per HSM job. */
+        hsmChunk: z.number().int().min(1).max(10_000).default(100),
+        /** HSM jobs a worker process runs at once. */
+        hsmConcurrency: z.number().int().min(1).max(64).default(2),
+        /** Registration batches a worker process drives at once. */
+        registrarConcurrency: z.number().int().min(1).max(64).default(4),
+        /** BullMQ job lock: a job whose worker died is picked up again after about this long. */
+        lockMs: z.number().int().min(1000).max(600_000).default(30_000),
+        /** Flush a partial registration chunk when keyed devices have waited this long. */
+        flushMs: z.number().int().min(0).max(600_000).default(2000),
+        /** Registration rounds a device gets (throttled lines are retried in later tasks). */
+        registrationRounds: z.number().int().min(1).max(100).default(5),
       })
       .strict()
       .prefault({}),

@@ -30,6 +30,7 @@ export type TransitionOutcome =
   | { status: 'ok'; from: DeviceState }
   | { status: 'same' }
   | { status: 'conflict'; current: DeviceState }
+  | { status: 'unmet'; current: DeviceState }
   | { status: 'missing' };
 
 export interface TransitionRequest {
@@ -39,6 +40,26 @@ export interface TransitionRequest {
   /** Narrow the allowed from-states further than the life-cycle table does. */
   from?: readonly DeviceState[];
   fields?: Record<string, string>;
+  /**
+   * An extra condition checked in the same atomic step: `{ absent: 'csrPem' }` (never store a
+   * second CSR) or `{ field: 'regChunk', equals: '7' }` (only the chunk that owns the device).
+   */
+  when?: { absent: string } | { field: string; equals: string };
+}
+
+export type ChunkState = 'claimed' | 'written' | 'starting' | 'started' | 'done';
+
+/** One registration chunk: a group of devices registered by one bulk task (or one by one). */
+export interface Chunk {
+  batchId: string;
+  n: number;
+  state: ChunkState;
+  mode: string;
+  /** In input-file line order (line N = serials[N-1]). */
+  serials: string[];
+  createdAt: number;
+  /** inputKey, taskId, intentAt, fence, attempt, … */
+  fields: Record<string, string>;
 }
 
 export interface AcceptRow {
@@ -50,8 +71,25 @@ export interface AcceptRow {
 type ScriptReply = [string, ...string[]];
 
 interface JournalCommands {
-  provlineTransition(k1: string, k2: string, k3: string, ...args: string[]): Promise<ScriptReply>;
-  provlineAccept(k1: string, k2: string, k3: string, k4: string, ...args: string[]): Promise<ScriptReply>;
+  provlineTransition(k1: string, k2: string, k3: string, k4: string, ...args: string[]): Promise<ScriptReply>;
+  provlineClaim(
+    k1: string,
+    k2: string,
+    k3: string,
+    k4: string,
+    k5: string,
+    k6: string,
+    ...args: string[]
+  ): Promise<string[]>;
+  provlineAccept(
+    k1: string,
+    k2: string,
+    k3: string,
+    k4: string,
+    k5: string,
+    k6: string,
+    ...args: string[]
+  ): Promise<ScriptReply>;
 }
 
 const CORE_FIELDS = new Set([
@@ -77,8 +115,9 @@ export class Journal {
     const lua = (name: string): string =>
       readFileSync(join(packageRoot(), 'src', 'jobs', 'lua', name), 'utf8');
     if (!('provlineTransition' in redis)) {
-      redis.defineCommand('provlineTransition', { numberOfKeys: 3, lua: lua('transition-3.lua') });
-      redis.defineCommand('provlineAccept', { numberOfKeys: 4, lua: lua('accept-4.lua') });
+      redis.defineCommand('provlineTransition', { numberOfKeys: 4, lua: lua('transition-4.lua') });
+      redis.defineCommand('provlineAccept', { numberOfKeys: 6, lua: lua('accept-6.lua') });
+      redis.defineCommand('provlineClaim', { numberOfKeys: 6, lua: lua('claim-6.lua') });
     }
     this.redis = redis as Redis & JournalCommands;
   }
@@ -86,17 +125,20 @@ export class Journal {
   private readonly now: () => number;
 
   /**
-   * Records devices of a batch as accepted, in chunks (each chunk atomic). Serials that belong
-   * to another batch are refused (nothing of that chunk is written) unless `skipExisting`.
+   * Records devices of a batch as accepted, in chunks (each chunk atomic). A serial that
+   * belongs to another batch is refused (nothing of that chunk is written) unless
+   * `skipExisting`; one that failed there before getting a certificate moves to this batch as
+   * a retry (accept-6.lua).
    */
   async accept(
     batchId: string,
     rows: AcceptRow[],
     options: { skipExisting?: boolean; chunk?: number } = {},
-  ): Promise<{ accepted: number; skipped: string[] }> {
+  ): Promise<{ accepted: number; skipped: string[]; retried: string[] }> {
     const chunk = options.chunk ?? 500;
     let accepted = 0;
     const skipped: string[] = [];
+    const retried: string[] = [];
     for (let i = 0; i < rows.length; i += chunk) {
       const args = rows.slice(i, i + chunk).flatMap((r) => [r.serial, r.thingName, String(r.line)]);
       const reply = await this.redis.provlineAccept(
@@ -104,6 +146,8 @@ export class Journal {
         this.keys.serials(batchId),
         this.keys.batch(batchId),
         this.keys.device(''),
+        this.keys.batchRoot(),
+        this.keys.inStatePrefix(batchId),
         batchId,
         String(this.now()),
         options.skipExisting ? 'skip-existing' : 'refuse-existing',
@@ -111,46 +155,75 @@ export class Journal {
       );
       if (reply[0] === 'exists') {
         const [, serial, other, state] = reply;
-        throw new ProvlineError(
-          'SERIAL_ALREADY_SUBMITTED',
-          `serial ${serial} already belongs to batch ${other} (state ${state})`,
-          {
-            kind: 'invalid-input',
-            details: { serial, batch: other, state },
-            hint: 'Use --skip-existing to leave such serials out of this batch.',
-          },
-        );
+        throw alreadySubmitted([{ serial: serial ?? '', batch: other ?? '', state: state ?? '' }]);
       }
       accepted += Number(reply[1]);
-      skipped.push(...reply.slice(2));
+      const nSkipped = Number(reply[2]);
+      skipped.push(...reply.slice(3, 3 + nSkipped));
+      retried.push(...reply.slice(3 + nSkipped));
     }
-    return { accepted, skipped };
+    return { accepted, skipped, retried };
+  }
+
+  /**
+   * Which of these serials another batch already holds, and in what state (a read-only
+   * check `submit` makes before writing anything, so a refused batch leaves no trace).
+   */
+  async existing(
+    batchId: string,
+    serials: string[],
+  ): Promise<Array<{ serial: string; batch: string; state: DeviceState; hasCertificate: boolean }>> {
+    const out: Array<{ serial: string; batch: string; state: DeviceState; hasCertificate: boolean }> = [];
+    for (let i = 0; i < serials.length; i += 1000) {
+      const page = serials.slice(i, i + 1000);
+      const p = this.redis.pipeline();
+      for (const s of page) p.hmget(this.keys.device(s), 'batch', 'state', 'certificateId');
+      const replies = (await p.exec()) ?? [];
+      replies.forEach(([, v], j) => {
+        const [batch, state, cert] = v as [string | null, string | null, string | null];
+        if (batch && batch !== batchId)
+          out.push({ serial: page[j]!, batch, state: state as DeviceState, hasCertificate: cert !== null });
+      });
+    }
+    return out;
   }
 
   async transition(req: TransitionRequest): Promise<TransitionOutcome> {
+    const reply = await this.redis.provlineTransition(...this.transitionArgs(req));
+    return outcome(reply);
+  }
+
+  /** Many transitions in one round trip (each still atomic on its own). */
+  async transitionMany(reqs: TransitionRequest[]): Promise<TransitionOutcome[]> {
+    if (!reqs.length) return [];
+    const p = this.redis.pipeline() as unknown as {
+      provlineTransition(...args: string[]): void;
+      exec(): Promise<Array<[Error | null, unknown]> | null>;
+    };
+    for (const r of reqs) p.provlineTransition(...this.transitionArgs(r));
+    const replies = (await p.exec()) ?? [];
+    return replies.map(([err, v]) => {
+      if (err) throw err;
+      return outcome(v as ScriptReply);
+    });
+  }
+
+  private transitionArgs(req: TransitionRequest): [string, string, string, string, ...string[]] {
     const from = (req.from ?? ALLOWED_FROM[req.to]).filter((s) => ALLOWED_FROM[req.to].includes(s));
     const fields = Object.entries(req.fields ?? {}).flat();
-    const reply = await this.redis.provlineTransition(
+    return [
       this.keys.device(req.serial),
       this.keys.counts(req.batchId),
       this.keys.failures(req.batchId),
+      this.keys.inStatePrefix(req.batchId),
       req.batchId,
       req.to,
       from.join(','),
       String(this.now()),
       req.to === 'failed' ? (req.fields?.errorCode ?? 'UNKNOWN') : '',
+      !req.when ? '' : 'absent' in req.when ? `!${req.when.absent}` : `${req.when.field}=${req.when.equals}`,
       ...fields,
-    );
-    switch (reply[0]) {
-      case 'ok':
-        return { status: 'ok', from: reply[1] as DeviceState };
-      case 'same':
-        return { status: 'same' };
-      case 'conflict':
-        return { status: 'conflict', current: reply[1] as DeviceState };
-      default:
-        return { status: 'missing' };
-    }
+    ];
   }
 
   /** Marks a device failed with a stable code and AWS's or the device's own message. */
@@ -168,30 +241,87 @@ export class Journal {
   }
 
   async get(serial: string): Promise<DeviceRecord | undefined> {
-    const h = await this.redis.hgetall(this.keys.device(serial));
-    if (!h.state) return undefined;
-    const at: Partial<Record<DeviceState, number>> = {};
-    const fields: Record<string, string> = {};
-    for (const [k, v] of Object.entries(h)) {
-      if (k.startsWith('at:')) at[k.slice(3) as DeviceState] = Number(v);
-      else if (!CORE_FIELDS.has(k)) fields[k] = v;
-    }
+    return toRecord(await this.redis.hgetall(this.keys.device(serial)));
+  }
+
+  /** Records for many serials in one round trip (undefined where unknown). */
+  async getMany(serials: string[]): Promise<Array<DeviceRecord | undefined>> {
+    if (!serials.length) return [];
+    const p = this.redis.pipeline();
+    for (const s of serials) p.hgetall(this.keys.device(s));
+    const replies = (await p.exec()) ?? [];
+    return replies.map(([err, h]) => {
+      if (err) throw err;
+      return toRecord(h as Record<string, string>);
+    });
+  }
+
+  /** Up to `count` serials of a batch currently in `state` (no order). */
+  async inState(batchId: string, state: DeviceState, count?: number): Promise<string[]> {
+    const key = this.keys.inState(batchId, state);
+    if (count === undefined) return this.redis.smembers(key);
+    return await this.redis.srandmember(key, count);
+  }
+
+  /**
+   * Claims up to `max` keyed devices into a new registration chunk (claim-6.lua); undefined
+   * when none is keyed.
+   */
+  async claimChunk(batchId: string, max: number, mode: string): Promise<Chunk | undefined> {
+    const reply = await this.redis.provlineClaim(
+      this.keys.inStatePrefix(batchId),
+      this.keys.counts(batchId),
+      this.keys.chunkSeq(batchId),
+      this.keys.chunks(batchId),
+      this.keys.chunk(batchId, ''),
+      this.keys.device(''),
+      batchId,
+      String(max),
+      String(this.now()),
+      mode,
+    );
+    if (!reply.length) return undefined;
+    return this.chunk(batchId, Number(reply[0]));
+  }
+
+  async chunk(batchId: string, n: number): Promise<Chunk | undefined> {
+    const h = await this.redis.hgetall(this.keys.chunk(batchId, n));
+    if (!h.n) return undefined;
+    const { n: num, state, mode, serials, createdAt, ...rest } = h;
     return {
-      serial: h.serial!,
-      batch: h.batch!,
-      thingName: h.thingName!,
-      line: Number(h.line),
-      state: h.state as DeviceState,
-      createdAt: Number(h.createdAt),
-      updatedAt: Number(h.updatedAt),
-      at,
-      ...(h.errorCode
-        ? { error: { code: h.errorCode, message: h.errorMessage ?? '', stage: h.errorStage ?? '' } }
-        : {}),
-      fields,
+      batchId,
+      n: Number(num),
+      state: (state ?? 'claimed') as ChunkState,
+      mode: mode ?? 'bulk',
+      serials: serials ? serials.split('\n') : [],
+      createdAt: Number(createdAt),
+      fields: rest,
     };
   }
 
+  async setChunk(batchId: string, n: number, fields: Record<string, string>): Promise<void> {
+    await this.redis.hset(this.keys.chunk(batchId, n), fields);
+  }
+
+  /** Chunks of a batch not yet done, oldest first. */
+  async openChunks(batchId: string): Promise<Chunk[]> {
+    const ns = await this.redis.lrange(this.keys.chunks(batchId), 0, -1);
+    const out: Chunk[] = [];
+    for (const n of ns) {
+      const c = await this.chunk(batchId, Number(n));
+      if (c && c.state !== 'done') out.push(c);
+    }
+    return out;
+  }
+
+  /** Sets a field on a device without changing its state (notes such as an intent). */
+  async note(serial: string, fields: Record<string, string>): Promise<void> {
+    await this.redis.hset(this.keys.device(serial), fields);
+  }
+
+  async forget(serial: string, ...fields: string[]): Promise<void> {
+    if (fields.length) await this.redis.hdel(this.keys.device(serial), ...fields);
+  }
   /** Devices per state for a batch (every state present, zeros included). */
   async counts(batchId: string): Promise<Record<DeviceState, number>> {
     const raw = await this.redis.hgetall(this.keys.counts(batchId));
@@ -209,4 +339,59 @@ export class Journal {
   serials(batchId: string, start: number, count: number): Promise<string[]> {
     return this.redis.lrange(this.keys.serials(batchId), start, start + count - 1);
   }
+}
+
+function outcome(reply: ScriptReply): TransitionOutcome {
+  switch (reply[0]) {
+    case 'ok':
+      return { status: 'ok', from: reply[1] as DeviceState };
+    case 'same':
+      return { status: 'same' };
+    case 'conflict':
+      return { status: 'conflict', current: reply[1] as DeviceState };
+    case 'unmet':
+      return { status: 'unmet', current: reply[1] as DeviceState };
+    default:
+      return { status: 'missing' };
+  }
+}
+
+export function alreadySubmitted(
+  found: Array<{ serial: string; batch: string; state: string }>,
+): ProvlineError {
+  const first = found[0]!;
+  const more = found.length > 1 ? ` (and ${found.length - 1} more)` : '';
+  return new ProvlineError(
+    'SERIAL_ALREADY_SUBMITTED',
+    `serial ${first.serial} already belongs to batch ${first.batch} (state ${first.state})${more}; nothing was queued`,
+    {
+      kind: 'invalid-input',
+      details: { count: found.length, serials: found.slice(0, 20) },
+      hint: 'Use --skip-existing to leave such serials out of this batch.',
+    },
+  );
+}
+
+function toRecord(h: Record<string, string>): DeviceRecord | undefined {
+  if (!h.state) return undefined;
+  const at: Partial<Record<DeviceState, number>> = {};
+  const fields: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (k.startsWith('at:')) at[k.slice(3) as DeviceState] = Number(v);
+    else if (!CORE_FIELDS.has(k)) fields[k] = v;
+  }
+  return {
+    serial: h.serial!,
+    batch: h.batch!,
+    thingName: h.thingName!,
+    line: Number(h.line),
+    state: h.state as DeviceState,
+    createdAt: Number(h.createdAt),
+    updatedAt: Number(h.updatedAt),
+    at,
+    ...(h.errorCode
+      ? { error: { code: h.errorCode, message: h.errorMessage ?? '', stage: h.errorStage ?? '' } }
+      : {}),
+    fields,
+  };
 }

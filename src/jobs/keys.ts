@@ -1,14 +1,22 @@
 /**
- * The whole Redis key layout of the journal, owned here and only here. Everything lives
- * under one prefix, so several provline deployments can share a Redis.
+ * The whole Redis key layout of provline's own state, owned here and only here (BullMQ keeps
+ * its queues under `<p>-q:`). Everything lives under one prefix, so several provline
+ * deployments can share a Redis.
  *
- *   <p>:dev:<serial>            hash   one device: state, batch, timestamps per state, results
- *   <p>:batch:<id>              hash   batch metadata (profile, plan version, created, total)
- *   <p>:batch:<id>:plan         string the batch plan (JSON), written once
- *   <p>:batch:<id>:serials      list   serials in plan order (for reports)
- *   <p>:batch:<id>:counts       hash   state -> number of devices in that state
- *   <p>:batch:<id>:failures     hash   failure code -> count
- *   <p>:batches                 zset   batch ids by creation time
+ *   <p>:dev:<serial>              hash   one device: state, batch, timestamps per state, results
+ *   <p>:batch:<id>                hash   batch metadata (profile, created, total, endpoint, …)
+ *   <p>:batch:<id>:plan           string the batch plan (JSON), written once
+ *   <p>:batch:<id>:serials        list   serials in plan order (for reports)
+ *   <p>:batch:<id>:counts         hash   state -> number of devices in that state
+ *   <p>:batch:<id>:failures       hash   failure code -> count
+ *   <p>:batch:<id>:in:<state>     set    the batch's serials in that state (kept by the scripts)
+ *   <p>:batch:<id>:chunk:<n>      hash   one registration chunk: serials, input key, task id
+ *   <p>:batch:<id>:chunks         list   chunk numbers in the order they were claimed
+ *   <p>:batch:<id>:chunkseq       string counter for chunk numbers
+ *   <p>:batches                   zset   batch ids by creation time
+ *   <p>:active                    set    batches whose registration stage has not finished
+ *   <p>:aws:bulk-slot             string the account's one bulk-registration slot: "<fence>:<owner>"
+ *   <p>:aws:bulk-fence            string fencing counter for that slot
  */
 export class JournalKeys {
   constructor(readonly prefix = 'provline') {}
@@ -18,6 +26,10 @@ export class JournalKeys {
   }
   batch(id: string): string {
     return `${this.prefix}:batch:${id}`;
+  }
+  /** Prefix of every batch key (scripts derive another batch's keys from it). */
+  batchRoot(): string {
+    return `${this.prefix}:batch:`;
   }
   plan(id: string): string {
     return `${this.prefix}:batch:${id}:plan`;
@@ -31,7 +43,32 @@ export class JournalKeys {
   failures(id: string): string {
     return `${this.prefix}:batch:${id}:failures`;
   }
+  /** Prefix of the per-state sets of a batch; append the state name. */
+  inStatePrefix(id: string): string {
+    return `${this.prefix}:batch:${id}:in:`;
+  }
+  inState(id: string, state: string): string {
+    return `${this.inStatePrefix(id)}${state}`;
+  }
+  chunk(id: string, n: number | string): string {
+    return `${this.prefix}:batch:${id}:chunk:${n}`;
+  }
+  chunks(id: string): string {
+    return `${this.prefix}:batch:${id}:chunks`;
+  }
+  chunkSeq(id: string): string {
+    return `${this.prefix}:batch:${id}:chunkseq`;
+  }
   batches(): string {
     return `${this.prefix}:batches`;
+  }
+  active(): string {
+    return `${this.prefix}:active`;
+  }
+  bulkSlot(): string {
+    return `${this.prefix}:aws:bulk-slot`;
+  }
+  bulkFence(): string {
+    return `${this.prefix}:aws:bulk-fence`;
   }
 }

@@ -22,7 +22,9 @@ export const ALLOWED_FROM: Record<DeviceState, readonly DeviceState[]> = {
   keyed: ['accepted', 'registering'], // registering -> keyed: a retryable line failure, re-queued
   registering: ['keyed'],
   registered: ['registering'],
-  flashed: ['registered', 'flashed'], // a re-flash of a device that lost its credentials
+  // 'flashed' again: a re-flash of a device that lost its credentials; from 'failed': a station
+  // retry of a device whose certificate exists (the station only has a bundle for those).
+  flashed: ['registered', 'flashed', 'verified', 'failed'],
   verified: ['flashed'],
   failed: ['accepted', 'keyed', 'registering', 'registered', 'flashed'],
 };

@@ -32,6 +32,7 @@ export interface AwsSettings {
   bucket: string | undefined;
   roleArn: string | undefined;
   useRealAws: boolean;
+  rootCaFile: string;
 }
 
 export interface Runtime {
@@ -75,6 +76,7 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
       bucket: config.aws.bucket ?? stackAws.bucket ?? undefined,
       roleArn: config.aws.roleArn ?? (config.aws.useRealAws ? undefined : (stackAws.roleArn ?? undefined)),
       useRealAws: config.aws.useRealAws,
+      rootCaFile: config.aws.rootCaFile,
     },
   };
 }

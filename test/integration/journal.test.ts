@@ -33,7 +33,7 @@ describe('journal', () => {
 
   it('accepts a batch and records each device with its line and thing name', async () => {
     const b = batch();
-    expect(await journal.accept(b, rows('A', 3))).toEqual({ accepted: 3, skipped: [] });
+    expect(await journal.accept(b, rows('A', 3))).toEqual({ accepted: 3, skipped: [], retried: [] });
     expect((await journal.counts(b)).accepted).toBe(3);
     expect(await journal.get('A1')).toMatchObject({
       serial: 'A1',
@@ -115,7 +115,7 @@ describe('journal', () => {
     const b1 = batch();
     const b2 = batch();
     await journal.accept(b1, rows('F', 3));
-    expect(await journal.accept(b1, rows('F', 3))).toEqual({ accepted: 0, skipped: [] });
+    expect(await journal.accept(b1, rows('F', 3))).toEqual({ accepted: 0, skipped: [], retried: [] });
     await expect(journal.accept(b2, [...rows('G', 2), ...rows('F', 1)])).rejects.toMatchObject({
       code: 'SERIAL_ALREADY_SUBMITTED',
     });
@@ -123,8 +123,70 @@ describe('journal', () => {
     expect(await journal.accept(b2, [...rows('G', 2), ...rows('F', 1)], { skipExisting: true })).toEqual({
       accepted: 2,
       skipped: ['F0'],
+      retried: [],
     });
     expect((await journal.get('F0'))!.batch).toBe(b1);
+  });
+
+  it('a serial that failed elsewhere without a certificate moves to the new batch as a retry, keeping its CSR', async () => {
+    const b1 = batch();
+    const b2 = batch();
+    await journal.accept(b1, rows('R', 2));
+    await journal.transition({ batchId: b1, serial: 'R0', to: 'keyed', fields: { csrPem: 'CSR-R0' } });
+    await journal.fail(b1, 'R0', { code: 'REGISTRATION_REJECTED', message: 'no', stage: 'registration' });
+    await journal.transition({ batchId: b1, serial: 'R1', to: 'keyed', fields: { certificateId: 'c1' } });
+    await journal.fail(b1, 'R1', { code: 'DEVICE_REJECTED', message: 'no', stage: 'flash' });
+    // R1 has a certificate: it is not retried through the pipeline (it would get a second one).
+    await expect(journal.accept(b2, rows('R', 2))).rejects.toMatchObject({
+      code: 'SERIAL_ALREADY_SUBMITTED',
+    });
+    expect(await journal.accept(b2, rows('R', 2), { skipExisting: true })).toEqual({
+      accepted: 1,
+      skipped: ['R1'],
+      retried: ['R0'],
+    });
+    const r0 = (await journal.get('R0'))!;
+    expect(r0).toMatchObject({ batch: b2, state: 'accepted', fields: { csrPem: 'CSR-R0', movedFrom: b1 } });
+    expect(r0.error).toBeUndefined();
+    expect(await journal.counts(b1)).toMatchObject({ failed: 1 });
+    expect(await journal.failuresByCode(b1)).toEqual({ DEVICE_REJECTED: 1 });
+    expect(await journal.inState(b1, 'failed')).toEqual(['R1']);
+    expect(await journal.inState(b2, 'accepted')).toEqual(['R0']);
+  });
+
+  it('keeps one set of serials per state, and honours conditions in the same atomic step', async () => {
+    const b = batch();
+    await journal.accept(b, rows('S', 3));
+    expect((await journal.inState(b, 'accepted')).sort()).toEqual(['S0', 'S1', 'S2']);
+    const stored = { batchId: b, serial: 'S0', to: 'keyed' as const, when: { absent: 'csrPem' } };
+    expect(await journal.transition({ ...stored, fields: { csrPem: 'first' } })).toEqual({
+      status: 'ok',
+      from: 'accepted',
+    });
+    // A device that already holds a CSR (a retried batch) never gets a second identity.
+    await journal.note('S2', { csrPem: 'kept' });
+    expect(await journal.transitionMany([{ ...stored, serial: 'S2', fields: { csrPem: 'second' } }])).toEqual(
+      [{ status: 'unmet', current: 'accepted' }],
+    );
+    expect((await journal.get('S2'))!.fields.csrPem).toBe('kept');
+    await journal.transition({ batchId: b, serial: 'S1', to: 'keyed', fields: { csrPem: 'x' } });
+    const chunk = (await journal.claimChunk(b, 10, 'bulk'))!;
+    expect(chunk).toMatchObject({ n: 1, state: 'claimed', serials: ['S0', 'S1'] });
+    expect((await journal.get('S1'))!.fields.regChunk).toBe('1');
+    expect(await journal.claimChunk(b, 10, 'bulk')).toBeUndefined();
+    // Only the chunk that owns a device may move it on.
+    const stale = {
+      batchId: b,
+      serial: 'S1',
+      to: 'keyed' as const,
+      when: { field: 'regChunk', equals: '9' },
+    };
+    expect(await journal.transition(stale)).toEqual({ status: 'unmet', current: 'registering' });
+    expect((await journal.inState(b, 'registering')).sort()).toEqual(['S0', 'S1']);
+    expect(await journal.counts(b)).toMatchObject({ accepted: 1, keyed: 0, registering: 2 });
+    expect((await journal.openChunks(b)).map((c) => c.n)).toEqual([1]);
+    await journal.setChunk(b, 1, { state: 'done' });
+    expect(await journal.openChunks(b)).toEqual([]);
   });
 
   it('counts always add up to the batch size, whatever the order of moves', async () => {

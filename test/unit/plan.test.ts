@@ -36,13 +36,20 @@ describe('batch plan', () => {
   it('is versioned, carries the profile settings that matter, and groups rejected rows by line', () => {
     const plan = buildPlan(input);
     expect(plan.version).toBe(PLAN_VERSION);
-    expect(plan.profile).toEqual({
+    expect(plan.profile).toMatchObject({
       name: 'demo',
       keyType: 'P-256',
       keyDelivery: 'wrapped',
       kekLabel: 'provline-demo-kek',
       registration: { mode: 'bulk', chunkSize: 1000, tps: 10 },
       templateSha256: sha256('{"Resources":{}}'),
+      // The profile travels with the plan, so workers on other hosts need no profile files.
+      templateBody: '{"Resources":{}}',
+      policyName: 'provline-demo-device',
+      thingType: 'provline-demo-sensor',
+      thingGroups: ['provline-demo'],
+      csrSubject: { O: 'provline demo' },
+      driver: 'provline-serial-v1',
     });
     expect(plan.rejected).toEqual([
       { line: 3, serial: null, codes: ['FIELD_COUNT'] },

@@ -43,7 +43,7 @@ export function registerValidate(program: Command, ctx: () => CommandContext): v
     });
 }
 
-function formatProblem(p: Problem): string[] {
+export function formatProblem(p: Problem): string[] {
   const where = `line ${p.line}${p.column ? `, column ${p.column}` : ''}`;
   const out = [`  ${where}: ${p.message} [${p.code}]`];
   if (p.value !== null) out.push(`      value: "${p.value}"`);

@@ -1,0 +1,37 @@
+/**
+ * The per-serial batch report: one row per serial of the plan (and per rejected CSV line), in
+ * plan order, as CSV or JSON. Pure: rows in, text out.
+ */
+export const REPORT_COLUMNS = [
+  'serial',
+  'line',
+  'thingName',
+  'state',
+  'certificateId',
+  'acceptedAt',
+  'keyedAt',
+  'registeredAt',
+  'flashedAt',
+  'verifiedAt',
+  'failedAt',
+  'errorCode',
+  'errorStage',
+  'errorMessage',
+  'batch',
+] as const;
+
+export type ReportRow = Record<(typeof REPORT_COLUMNS)[number], string>;
+
+/** RFC 4180 quoting, and a leading ' for values a spreadsheet would run as a formula. */
+function csvField(v: string): string {
+  const safe = /^[=+\-@\t\r]/.test(v) ? `'${v}` : v;
+  return /[",\r\n]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+}
+
+export function reportCsvHeader(): string {
+  return `${REPORT_COLUMNS.join(',')}\n`;
+}
+
+export function reportCsvRow(r: ReportRow): string {
+  return `${REPORT_COLUMNS.map((c) => csvField(r[c])).join(',')}\n`;
+}

@@ -1,0 +1,153 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import type { Command } from 'commander';
+import { reportCsvHeader, reportCsvRow, type ReportRow } from '../../batch/report.js';
+import { ProvlineError } from '../../core/errors.js';
+import type { DeviceRecord } from '../../jobs/journal.js';
+import { STATES } from '../../jobs/states.js';
+import { batchStatus, type BatchStatus } from '../../jobs/status.js';
+import type { CommandContext } from '../context.js';
+import { openPipeline, type PipelineHandles } from '../pipeline/open.js';
+
+export function registerBatchCommands(program: Command, ctx: () => CommandContext): void {
+  program
+    .command('status')
+    .description("A batch's progress: devices per state, rate, ETA and failures by code")
+    .argument('<batch>', 'batch id (see `provline batches`)')
+    .option('--json', 'print the status as JSON')
+    .action(async (batchId: string, opts: { json?: boolean }) => {
+      const c = ctx();
+      const p = await openPipeline(c);
+      try {
+        const s = await batchStatus(p.journal, p.batches, batchId);
+        if (opts.json) c.json(s);
+        else c.print(formatStatus(s));
+      } finally {
+        await p.close();
+      }
+    });
+
+  program
+    .command('batches')
+    .description('List batches, newest first')
+    .option('--limit <n>', 'how many', '20')
+    .option('--json', 'print the list as JSON')
+    .action(async (opts: { limit: string; json?: boolean }) => {
+      const c = ctx();
+      const p = await openPipeline(c);
+      try {
+        const ids = await p.batches.list(Math.max(1, Number(opts.limit) || 20));
+        const rows = await Promise.all(ids.map((id) => batchStatus(p.journal, p.batches, id)));
+        if (opts.json) c.json(rows);
+        else if (!rows.length) c.print('no batches yet (provline submit <csv> --profile <name>)');
+        else {
+          const lines = [
+            'batch                        profile         created               total  registered  verified  failed  pending',
+          ];
+          for (const s of rows)
+            lines.push(
+              `${s.batchId.padEnd(28)} ${s.profile.padEnd(15)} ${s.createdAt.slice(0, 19).padEnd(21)} ${String(s.total).padStart(5)}  ${String(s.stages.registered).padStart(10)}  ${String(s.stages.verified).padStart(8)}  ${String(s.failed).padStart(6)}  ${String(s.pending).padStart(7)}`,
+            );
+          c.print(lines.join('\n'));
+        }
+      } finally {
+        await p.close();
+      }
+    });
+
+  program
+    .command('report')
+    .description('One row per serial: state, thing name, certificate id, timestamps, error')
+    .argument('<batch>', 'batch id')
+    .option('--format <f>', 'csv or json', 'csv')
+    .option('--out <file>', 'write to this file instead of stdout')
+    .action(async (batchId: string, opts: { format: string; out?: string }) => {
+      const c = ctx();
+      if (opts.format !== 'csv' && opts.format !== 'json')
+        throw new ProvlineError('USAGE', `--format must be csv or json, not "${opts.format}"`, {
+          kind: 'usage',
+        });
+      const p = await openPipeline(c);
+      const out: NodeJS.WritableStream | WriteStream = opts.out ? createWriteStream(opts.out) : c.out;
+      try {
+        let n = 0;
+        const json = opts.format === 'json';
+        out.write(json ? '[\n' : reportCsvHeader());
+        for await (const row of reportRows(p, batchId)) {
+          out.write(json ? `${n ? ',\n' : ''}  ${JSON.stringify(row)}` : reportCsvRow(row));
+          n++;
+        }
+        if (json) out.write('\n]\n');
+        if (opts.out) {
+          await new Promise<void>((resolve, reject) =>
+            (out as WriteStream).end((e?: Error | null) => (e ? reject(e) : resolve())),
+          );
+          process.stderr.write(`${n} row(s) written to ${opts.out}\n`);
+        }
+      } finally {
+        await p.close();
+      }
+    });
+}
+
+const iso = (t: number | undefined): string => (t === undefined ? '' : new Date(t).toISOString());
+
+function toRow(
+  rec: DeviceRecord | undefined,
+  serial: string,
+  line: number,
+  thingName: string,
+  batchId: string,
+): ReportRow {
+  return {
+    serial,
+    line: String(line),
+    thingName,
+    state: rec ? (rec.batch === batchId ? rec.state : 'moved') : 'unknown',
+    certificateId: rec?.fields.certificateId ?? '',
+    acceptedAt: iso(rec?.at.accepted),
+    keyedAt: iso(rec?.at.keyed),
+    registeredAt: iso(rec?.at.registered),
+    flashedAt: iso(rec?.at.flashed),
+    verifiedAt: iso(rec?.at.verified),
+    failedAt: iso(rec?.state === 'failed' ? rec.at.failed : undefined),
+    errorCode: rec?.error?.code ?? '',
+    errorStage: rec?.error?.stage ?? '',
+    errorMessage: rec?.error?.message ?? '',
+    batch: rec?.batch ?? batchId,
+  };
+}
+
+/** The plan's devices in order, then the rejected CSV lines. */
+async function* reportRows(p: PipelineHandles, batchId: string): AsyncGenerator<ReportRow> {
+  const plan = await p.batches.plan(batchId);
+  for (let i = 0; i < plan.devices.length; i += 500) {
+    const page = plan.devices.slice(i, i + 500);
+    const recs = await p.journal.getMany(page.map((d) => d.serial));
+    for (let j = 0; j < page.length; j++) {
+      const d = page[j]!;
+      yield toRow(recs[j], d.serial, d.line, d.thingName, batchId);
+    }
+  }
+  for (const r of plan.rejected)
+    yield {
+      ...toRow(undefined, r.serial ?? '', r.line, '', batchId),
+      state: 'rejected',
+      errorCode: r.codes.join(' '),
+      errorStage: 'intake',
+      errorMessage: 'invalid CSV row (provline validate shows the details)',
+    };
+}
+
+export function formatStatus(s: BatchStatus): string {
+  const lines = [
+    `batch ${s.batchId} (profile ${s.profile}, created ${s.createdAt})`,
+    `  ${s.total} device(s)${s.rejected ? `, ${s.rejected} invalid line(s) rejected` : ''}`,
+    `  ${STATES.map((st) => `${st} ${s.counts[st]}`).join(' · ')}`,
+    s.registrationDone
+      ? `  registration finished: ${s.stages.registered} registered, ${s.failed} failed (${s.rate}/s over ${s.elapsedSeconds} s)`
+      : `  registering: ${s.stages.registered}/${s.total} at ${s.rate}/s, ETA ${s.etaSeconds ?? '?'} s`,
+  ];
+  if (s.aborted) lines.push(`  the batch could not run: ${s.aborted.message} [${s.aborted.code}]`);
+  for (const [code, n] of Object.entries(s.failures)) lines.push(`  failed: ${n} × ${code}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,126 @@
+import type { Command } from 'commander';
+import { makeClients } from '../../cloud/clients.js';
+import {
+  checkDevices,
+  findOrphans,
+  removeOrphan,
+  type DeviceCheck,
+  type Orphan,
+} from '../../cloud/registry.js';
+import { Pacer } from '../../cloud/single.js';
+import { ProvlineError } from '../../core/errors.js';
+import type { CommandContext } from '../context.js';
+import { EXIT, ExitCode } from '../exit.js';
+import { intOption } from '../options.js';
+import { openPipeline } from '../pipeline/open.js';
+
+/** Certificates are looked at from this long before the batch was created (clock skew). */
+const SKEW_MS = 60 * 60_000;
+
+export function registerReconcile(program: Command, ctx: () => CommandContext): void {
+  program
+    .command('reconcile')
+    .description(
+      'Compare a batch with the AWS IoT registry: thing, ACTIVE certificate, attachments, policy; list orphan certificates',
+    )
+    .argument('<batch>', 'batch id')
+    .option('--fix', 'deactivate, detach and delete orphan certificates')
+    .option('--tps <n>', 'AWS calls per second', intOption('--tps', 1), 50)
+    .option('--json', 'print the findings as JSON')
+    .addHelpText(
+      'after',
+      '\nAn orphan is a certificate minted for a device key of this batch that the journal does not\nrecord. Exit codes: 0 clean (or fixed), 4 problems or orphans remain, 1 reconcile could not run.\n',
+    )
+    .action(async (batchId: string, opts: { fix?: boolean; tps: number; json?: boolean }) => {
+      const c = ctx();
+      const p = await openPipeline(c);
+      const cloud = makeClients(c.runtime.aws, { maxAttempts: 3 });
+      try {
+        const plan = await p.batches.plan(batchId);
+        const meta = await p.batches.meta(batchId);
+        const counts = await p.journal.counts(batchId);
+        if (opts.fix && counts.registering > 0)
+          throw new ProvlineError(
+            'RECONCILE_BUSY',
+            `batch ${batchId} has ${counts.registering} device(s) being registered right now; --fix could delete a certificate about to be recorded`,
+            {
+              hint: 'Wait until `provline status` shows registration finished, then run reconcile --fix again.',
+            },
+          );
+        const pacer = new Pacer({ perSecond: opts.tps });
+        const recorded: Parameters<typeof checkDevices>[1] = [];
+        const keys: Parameters<typeof findOrphans>[1]['devices'] = [];
+        for (let i = 0; i < plan.devices.length; i += 500) {
+          const page = plan.devices.slice(i, i + 500);
+          const recs = await p.journal.getMany(page.map((d) => d.serial));
+          recs.forEach((rec) => {
+            if (!rec || rec.batch !== batchId) return;
+            const f = rec.fields;
+            if (f.publicKey)
+              keys.push({
+                serial: rec.serial,
+                thingName: rec.thingName,
+                publicKeyPem: f.publicKey,
+                ...(f.certificateId ? { certificateId: f.certificateId } : {}),
+              });
+            if (f.certificateId && ['registered', 'flashed', 'verified'].includes(rec.state))
+              recorded.push({
+                serial: rec.serial,
+                thingName: rec.thingName,
+                certificateId: f.certificateId,
+                policyName: plan.profile.policyName,
+              });
+          });
+        }
+        const tty = process.stderr.isTTY && !opts.json;
+        const progress = (what: string, done: number, total?: number): void => {
+          if (tty) process.stderr.write(`\r\x1b[K${what} ${done}${total ? `/${total}` : ''}`);
+        };
+        const checks: DeviceCheck[] = await checkDevices(cloud, recorded, {
+          pacer,
+          onProgress: (d, t) => progress('checking devices', d, t),
+        });
+        const orphans: Orphan[] = await findOrphans(cloud, {
+          devices: keys,
+          since: new Date(meta.createdAt - SKEW_MS),
+          pacer,
+          onProgress: (scanned) => progress('scanning certificates', scanned),
+        });
+        if (tty) process.stderr.write('\r\x1b[K');
+        const removed: string[] = [];
+        if (opts.fix)
+          for (const o of orphans) {
+            await removeOrphan(cloud, o, { pacer });
+            removed.push(o.certificateId);
+          }
+        const bad = checks.filter((x) => x.problems.length);
+        const result = {
+          batchId,
+          checked: recorded.length,
+          sound: recorded.length - bad.length,
+          problems: bad,
+          orphans,
+          removed,
+        };
+        if (opts.json) c.json(result);
+        else {
+          const lines = [
+            `batch ${batchId}: ${result.sound} of ${result.checked} registered device(s) sound in the registry; ${orphans.length} orphan certificate(s)${opts.fix ? `, ${removed.length} removed` : ''}`,
+          ];
+          for (const b of bad.slice(0, 50))
+            for (const pr of b.problems) lines.push(`  ${b.serial}: ${pr.message} [${pr.code}]`);
+          for (const o of orphans)
+            lines.push(
+              `  orphan: certificate ${o.certificateId} (${o.status}) for ${o.serial}${o.things.length ? `, attached to ${o.things.join(', ')}` : ''}${opts.fix ? ' — removed' : ''}`,
+            );
+          if (orphans.length && !opts.fix)
+            lines.push('  run again with --fix to deactivate and delete the orphans');
+          c.print(lines.join('\n'));
+        }
+        if (bad.length || (orphans.length && !opts.fix)) throw new ExitCode(EXIT.partial);
+      } finally {
+        cloud.destroy();
+        await p.close();
+      }
+    });
+}

@@ -1,0 +1,173 @@
+import type { Command } from 'commander';
+import { getProfile } from '../../config/load.js';
+import { ProvlineError } from '../../core/errors.js';
+import { startRunner, type Runner } from '../../jobs/runner.js';
+import { ROLES } from '../../jobs/queues.js';
+import { batchStatus, RateMeter, type BatchStatus } from '../../jobs/status.js';
+import { submitBatch } from '../../jobs/submit.js';
+import { EXIT, ExitCode } from '../exit.js';
+import type { CommandContext } from '../context.js';
+import { openPipeline, type PipelineHandles } from '../pipeline/open.js';
+import { formatProblem } from './validate.js';
+
+interface SubmitOptions {
+  profile: string;
+  wait?: boolean;
+  json?: boolean;
+  skipInvalid?: boolean;
+  skipExisting?: boolean;
+  workers: 'auto' | 'local' | 'remote';
+}
+
+export function registerSubmit(program: Command, ctx: () => CommandContext): void {
+  program
+    .command('submit')
+    .description('Validate a CSV batch, plan it and queue it for the HSM and registration stages')
+    .argument('<csv>', 'CSV file: a header row with a "serial" column, then one row per device')
+    .requiredOption('-p, --profile <name>', 'product profile (see `provline profiles`)')
+    .option('--wait', 'show live progress until registration has finished')
+    .option('--json', 'print the result as JSON')
+    .option('--skip-invalid', 'queue the valid rows and record the invalid ones as rejected')
+    .option('--skip-existing', 'leave out serials that other batches already hold')
+    .option(
+      '--workers <where>',
+      'with --wait: "local" runs workers in this process, "remote" relies on `provline worker` processes, "auto" runs them here when none is connected',
+      'auto',
+    )
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 queued (with --wait: every device registered), 3 invalid input (nothing queued),\n4 with --wait: some devices failed, 1 the batch could not run.\n',
+    )
+    .action(async (csv: string, opts: SubmitOptions) => {
+      const c = ctx();
+      if (!['auto', 'local', 'remote'].includes(opts.workers))
+        throw new ProvlineError('USAGE', `--workers must be auto, local or remote, not "${opts.workers}"`, {
+          kind: 'usage',
+        });
+      const profile = getProfile(c.loaded, opts.profile);
+      const p = await openPipeline(c);
+      let runner: Runner | undefined;
+      try {
+        const result = await submitBatch(p, {
+          csvPath: csv,
+          profile,
+          skipInvalid: opts.skipInvalid ?? false,
+          skipExisting: opts.skipExisting ?? false,
+          hsmChunk: c.loaded.config.workers.hsmChunk,
+        });
+        if (result.status === 'invalid') {
+          const { intake } = result;
+          if (opts.json)
+            c.json({
+              submitted: false,
+              rows: intake.rows,
+              problemCount: intake.problemCount,
+              problems: intake.problems,
+            });
+          else {
+            const lines = [
+              `${csv}: ${intake.problemCount} problem${intake.problemCount === 1 ? '' : 's'}; nothing was queued`,
+            ];
+            for (const pr of intake.problems.slice(0, 20)) lines.push(...formatProblem(pr));
+            if (intake.problemCount > 20)
+              lines.push(`  … and ${intake.problemCount - 20} more (provline validate --json)`);
+            lines.push('Fix the file, or use --skip-invalid to queue the valid rows only.');
+            c.print(lines.join('\n'));
+          }
+          throw new ExitCode(EXIT.invalidInput);
+        }
+        if (result.status === 'nothing-to-do') {
+          if (opts.json) c.json({ submitted: false, ...result });
+          else
+            c.print(
+              `${csv}: nothing to do: all ${result.rows - result.rejected} valid serial(s) already belong to earlier batches (skipped)`,
+            );
+          return;
+        }
+        if (opts.json && !opts.wait)
+          c.json({
+            submitted: true,
+            batchId: result.batchId,
+            accepted: result.accepted,
+            skipped: result.skipped.length,
+            retried: result.retried.length,
+            rejected: result.rejected,
+          });
+        else if (!opts.json) {
+          const extra = [
+            result.skipped.length ? `${result.skipped.length} skipped (already in other batches)` : '',
+            result.retried.length ? `${result.retried.length} retried from earlier batches` : '',
+            result.rejected ? `${result.rejected} invalid line(s) rejected` : '',
+          ].filter(Boolean);
+          c.print(
+            `batch ${result.batchId}: ${result.accepted} device(s) queued (profile ${profile.name}${extra.length ? `; ${extra.join(', ')}` : ''})`,
+          );
+        }
+        if (!opts.wait) return;
+        const workers = await p.queues.workerCount();
+        const local =
+          opts.workers === 'local' ||
+          (opts.workers === 'auto' && (workers.hsm === 0 || workers.register === 0));
+        if (local) {
+          if (!opts.json)
+            process.stderr.write('running the workers in this process (no `provline worker` connected)\n');
+          runner = await startRunner({
+            redisUrl: p.redisUrl,
+            runtime: c.runtime,
+            workers: c.loaded.config.workers,
+            roles: ROLES,
+            prefix: p.prefix,
+            log: c.logger,
+            hsmSettings: () => c.hsmSettings(),
+          });
+        }
+        const status = await waitForRegistration(p, result.batchId, !opts.json);
+        if (opts.json) c.json({ submitted: true, ...status });
+        else c.print(finalLine(status));
+        if (status.aborted) throw new ExitCode(EXIT.failed);
+        if (status.failed > 0) throw new ExitCode(EXIT.partial);
+      } finally {
+        await runner?.close();
+        await p.close();
+      }
+    });
+}
+
+function finalLine(s: BatchStatus): string {
+  const lines = [
+    `batch ${s.batchId}: ${s.stages.registered} of ${s.total} registered, ${s.failed} failed, in ${s.elapsedSeconds} s (${s.rate}/s)`,
+  ];
+  if (s.aborted) lines.push(`  the batch could not run: ${s.aborted.message} [${s.aborted.code}]`);
+  for (const [code, n] of Object.entries(s.failures)) lines.push(`  ${n} failed with ${code}`);
+  if (s.failed) lines.push(`  details: provline report ${s.batchId} --format csv`);
+  return lines.join('\n');
+}
+
+/** Polls the batch until registration is done, drawing progress on stderr. */
+export async function waitForRegistration(
+  p: PipelineHandles,
+  batchId: string,
+  show: boolean,
+  signal?: AbortSignal,
+): Promise<BatchStatus> {
+  const tty = process.stderr.isTTY;
+  const meter = new RateMeter();
+  let lastPrint = 0;
+  for (;;) {
+    const s = await batchStatus(p.journal, p.batches, batchId);
+    const now = Date.now();
+    const rate = meter.add(now, s.stages.registered);
+    if (show && (tty || now - lastPrint >= 2000 || s.registrationDone)) {
+      lastPrint = now;
+      const eta = s.registrationDone ? 'done' : rate > 0 ? `ETA ${Math.ceil(s.pending / rate)} s` : 'ETA …';
+      const line = `keys ${s.stages.keyed}/${s.total} · registered ${s.stages.registered}/${s.total} · failed ${s.failed} · ${rate.toFixed(0)}/s · ${eta}`;
+      process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+    }
+    if (s.registrationDone) {
+      if (show && tty) process.stderr.write('\n');
+      return s;
+    }
+    signal?.throwIfAborted();
+    await new Promise((r) => setTimeout(r, tty ? 250 : 500));
+  }
+}

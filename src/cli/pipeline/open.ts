@@ -1,0 +1,53 @@
+/** What the pipeline commands share: one Redis connection, the journal, batches and queues. */
+import { Redis } from 'ioredis';
+import { BatchStore } from '../../jobs/batches.js';
+import { Journal } from '../../jobs/journal.js';
+import { connectionFromUrl, PipelineQueues } from '../../jobs/queues.js';
+import { requireRedis } from '../../stack/runtime.js';
+import { ProvlineError } from '../../core/errors.js';
+import type { CommandContext } from '../context.js';
+
+export interface PipelineHandles {
+  redisUrl: string;
+  prefix: string;
+  redis: Redis;
+  journal: Journal;
+  batches: BatchStore;
+  queues: PipelineQueues;
+  close(): Promise<void>;
+}
+
+export async function openPipeline(ctx: CommandContext): Promise<PipelineHandles> {
+  const redisUrl = requireRedis(ctx.runtime);
+  const prefix = ctx.loaded.config.redis.prefix;
+  const redis = new Redis(redisUrl, {
+    maxRetriesPerRequest: 2,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+  });
+  try {
+    await redis.connect();
+  } catch (e) {
+    redis.disconnect();
+    throw new ProvlineError('REDIS_UNREACHABLE', `cannot reach Redis at ${redisUrl}`, {
+      cause: e,
+      retryable: true,
+      hint: 'Start it (`provline stack up` for the local one) or fix redis.url.',
+    });
+  }
+  const journal = new Journal(redis, { prefix });
+  const batches = new BatchStore(redis, journal.keys);
+  const queues = new PipelineQueues(connectionFromUrl(redisUrl), prefix);
+  return {
+    redisUrl,
+    prefix,
+    redis,
+    journal,
+    batches,
+    queues,
+    async close() {
+      await queues.close();
+      await redis.quit().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,682 @@
+/**
+ * The registrar: drives one batch from `keyed` to `registered`, chunk by chunk.
+ *
+ * Bulk mode (the default), per chunk:
+ *   1. claim up to `chunkSize` keyed devices into a chunk (one Lua step: devices → registering);
+ *   2. write the NDJSON input file and its manifest to S3 (line N = chunk.serials[N-1]);
+ *   3. take the account's bulk slot, record the intent to start (fenced), start the task and
+ *      record its id; "another task is running" means wait, never fail;
+ *   4. poll the task with backoff, read RESULTS and ERRORS, and map each line back to its
+ *      serial by line number: a certificate → registered; a throttled or missing line → back to
+ *      keyed for a later task; any other error → failed with AWS's message.
+ * Every step records where it got to in the chunk hash, so a registrar killed at any point
+ * resumes the chunk where it was: a recorded intent without a task id is resolved by looking
+ * the task up by its input key, never by starting a second task for the same CSRs.
+ *
+ * Single mode: per device RegisterThing with the profile's template, paced under the
+ * profile's TPS. The intent is recorded on the device before the call; after a crash the
+ * certificate a lost call made is found again by the device's public key.
+ */
+import { createPublicKey, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import 'reflect-metadata';
+import { Pkcs10CertificateRequest } from '@peculiar/x509';
+import pLimit from 'p-limit';
+import type { BatchPlan } from '../batch/plan.js';
+import {
+  findTaskByInputKey,
+  putInput,
+  readReports,
+  renderInputFile,
+  startTask,
+  waitTask,
+} from '../cloud/bulk.js';
+import type { BulkLineError, BulkReports, TaskOutcome } from '../cloud/bulk.js';
+import type { IssuedCertificate } from '../cloud/certificates.js';
+import { requireBucket, requireRoleArn, type CloudClients } from '../cloud/clients.js';
+import { describeDataEndpoint, ensureResources } from '../cloud/resources.js';
+import { findCertificateForKey, registerThing, type Pacer } from '../cloud/single.js';
+import { lintTemplate } from '../cloud/template/index.js';
+import { isProvlineError, messageOf, ProvlineError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { BatchStore } from './batches.js';
+import type { Chunk, DeviceRecord, Journal, TransitionRequest } from './journal.js';
+import type { BulkSlot, SlotLease } from './slot.js';
+
+export interface RegistrarSettings {
+  flushMs: number;
+  registrationRounds: number;
+  rootCaFile: string;
+}
+
+export interface RegistrarDeps {
+  journal: Journal;
+  batches: BatchStore;
+  cloud: CloudClients;
+  slot: BulkSlot;
+  pacer: Pacer;
+  /** Who holds the bulk slot: host/pid, for operators reading Redis. */
+  owner: string;
+  settings: RegistrarSettings;
+  log?: Logger;
+  /** Called when the HSM stage of a batch seems stalled (re-enqueues its jobs). */
+  kickHsm?: (batchId: string) => Promise<void>;
+  now?: () => number;
+}
+
+/** How far back to look for a task or certificate a crashed registrar may have made. */
+const LOOKBACK_MS = 10 * 60_000;
+const IDLE_POLL_MS = 100;
+const HSM_STALL_MS = 30_000;
+
+export type DriveResult = 'finished' | 'aborted';
+
+/** Drives a batch's registration until no device is left before `registered`. */
+export async function driveBatch(
+  deps: RegistrarDeps,
+  batchId: string,
+  signal?: AbortSignal,
+): Promise<DriveResult> {
+  const now = deps.now ?? Date.now;
+  const plan = await deps.batches.plan(batchId);
+  const meta = await deps.batches.meta(batchId);
+  if (meta.abortedCode) return 'aborted';
+  if (meta.registeredAt !== undefined || plan.profile.keyDelivery === 'device') return 'finished';
+  if (!(await prepare(deps, plan))) return 'aborted';
+
+  for (const chunk of await deps.journal.openChunks(batchId)) await runChunk(deps, plan, chunk, signal);
+
+  let keyedSince: number | undefined;
+  let lastAccepted = -1;
+  let acceptedSince = now();
+  for (;;) {
+    signal?.throwIfAborted();
+    const counts = await deps.journal.counts(batchId);
+    if (counts.accepted + counts.keyed + counts.registering === 0) {
+      await deps.batches.finishRegistration(batchId, now());
+      deps.log?.info({ batchId, counts }, 'registration stage finished');
+      return 'finished';
+    }
+    if (counts.accepted !== lastAccepted) {
+      lastAccepted = counts.accepted;
+      acceptedSince = now();
+    } else if (counts.accepted > 0 && now() - acceptedSince > HSM_STALL_MS) {
+      acceptedSince = now();
+      await deps.kickHsm?.(batchId);
+    }
+    if (counts.registering > 0 && counts.keyed === 0 && counts.accepted === 0) {
+      // Devices in registering with no open chunk: a crash between a chunk's last move and
+      // its "done" mark. Their chunk is done, so they go back to keyed.
+      const open = await deps.journal.openChunks(batchId);
+      if (!open.length) await requeueStray(deps, batchId);
+      else for (const c of open) await runChunk(deps, plan, c, signal);
+      continue;
+    }
+    keyedSince = counts.keyed > 0 ? (keyedSince ?? now()) : undefined;
+    const { chunkSize, mode } = plan.profile.registration;
+    const ready =
+      counts.keyed >= chunkSize ||
+      (counts.keyed > 0 && (counts.accepted === 0 || now() - (keyedSince ?? now()) >= deps.settings.flushMs));
+    if (ready) {
+      const chunk = await deps.journal.claimChunk(batchId, chunkSize, mode);
+      if (chunk) await runChunk(deps, plan, chunk, signal);
+      keyedSince = undefined;
+    } else {
+      await sleep(IDLE_POLL_MS, undefined, { signal });
+    }
+  }
+}
+
+/**
+ * Makes sure the account has what the template refers to, and records the endpoint and root
+ * CA for bundles. An invalid template or a conflicting policy stops the batch: every pending
+ * device is failed with the reason.
+ */
+async function prepare(deps: RegistrarDeps, plan: BatchPlan): Promise<boolean> {
+  const meta = await deps.batches.meta(plan.batchId);
+  if (meta.endpoint && meta.rootCaPem) return true;
+  const flavor = plan.profile.registration.mode === 'bulk' ? 'bulk' : 'register-thing';
+  const problems = lintTemplate(plan.profile.templateBody, flavor);
+  try {
+    if (problems.length)
+      throw new ProvlineError(
+        'TEMPLATE_INVALID',
+        `the provisioning template is invalid: ${problems.map((p) => p.message).join('; ')}`,
+        { kind: 'invalid-input' },
+      );
+    const rootCaPem = readRootCa(deps.settings.rootCaFile);
+    await ensureResources(deps.cloud, {
+      policyName: plan.profile.policyName,
+      ...(plan.profile.policyDocument === undefined ? {} : { policyDocument: plan.profile.policyDocument }),
+      ...(plan.profile.thingType === undefined ? {} : { thingType: plan.profile.thingType }),
+      thingGroups: plan.profile.thingGroups,
+    });
+    const endpoint = await describeDataEndpoint(deps.cloud);
+    await deps.batches.set(plan.batchId, { endpoint, rootCaPem });
+    return true;
+  } catch (e) {
+    if (!isProvlineError(e) || e.retryable) throw e;
+    await abortBatch(deps, plan.batchId, { code: e.code, message: e.message });
+    return false;
+  }
+}
+
+function readRootCa(file: string): string {
+  try {
+    const pem = readFileSync(file, 'utf8');
+    new X509Certificate(pem);
+    return pem;
+  } catch (e) {
+    throw new ProvlineError(
+      'ROOT_CA_UNREADABLE',
+      `cannot read the root CA certificate ${file}: ${messageOf(e)}`,
+      {
+        kind: 'invalid-input',
+        cause: e,
+        hint: 'Set aws.rootCaFile to the PEM file of the CA devices trust for the endpoint (Amazon Root CA 1).',
+      },
+    );
+  }
+}
+
+/** Fails every device of the batch that has not been registered, with one reason. */
+export async function abortBatch(
+  deps: Pick<RegistrarDeps, 'journal' | 'batches' | 'log'>,
+  batchId: string,
+  error: { code: string; message: string },
+): Promise<void> {
+  deps.log?.error({ batchId, code: error.code }, `batch cannot be registered: ${error.message}`);
+  await deps.batches.abort(batchId, error);
+  for (const state of ['accepted', 'keyed', 'registering'] as const) {
+    const serials = await deps.journal.inState(batchId, state);
+    for (let i = 0; i < serials.length; i += 500)
+      await deps.journal.transitionMany(
+        serials
+          .slice(i, i + 500)
+          .map((serial) => failMove(batchId, serial, error.code, error.message, 'registration')),
+      );
+  }
+}
+
+async function requeueStray(deps: RegistrarDeps, batchId: string): Promise<void> {
+  const serials = await deps.journal.inState(batchId, 'registering');
+  await deps.journal.transitionMany(
+    serials.map((serial) => ({ batchId, serial, to: 'keyed', from: ['registering'] })),
+  );
+}
+
+/** Carries one chunk from wherever it stands to done. */
+export async function runChunk(
+  deps: RegistrarDeps,
+  plan: BatchPlan,
+  chunk: Chunk,
+  signal?: AbortSignal,
+): Promise<void> {
+  if (chunk.mode === 'single') return runSingleChunk(deps, plan, chunk, signal);
+  const now = deps.now ?? Date.now;
+  const bucket = requireBucket(deps.cloud.aws);
+  const chunkKey = deps.journal.keys.chunk(plan.batchId, chunk.n);
+  let c = chunk;
+  if (c.state === 'claimed') {
+    const key = `provline/${plan.batchId}/chunk-${c.n}.ndjson`;
+    const records = await deps.journal.getMany(c.serials);
+    const lines = c.serials.map((serial, i) => bulkParameters(plan, serial, records[i]));
+    await putInput(deps.cloud, {
+      bucket,
+      key,
+      body: renderInputFile(lines),
+      manifest: { batchId: plan.batchId, chunk: c.n, serials: c.serials },
+    });
+    await deps.journal.setChunk(plan.batchId, c.n, { state: 'written', inputKey: key });
+    c = { ...c, state: 'written', fields: { ...c.fields, inputKey: key } };
+  }
+  const inputKey = c.fields.inputKey!;
+  let taskId = c.fields.taskId;
+  let lease: SlotLease | undefined;
+  try {
+    if (!taskId && c.state === 'starting') {
+      const since = new Date(Number(c.fields.intentAt ?? now()) - LOOKBACK_MS);
+      taskId = await findTaskByInputKey(deps.cloud, { bucket, key: inputKey, since, signal });
+      if (taskId) await deps.journal.setChunk(plan.batchId, c.n, { state: 'started', taskId });
+    }
+    for (let wait = 0; !taskId; wait++) {
+      lease = await deps.slot.acquire(deps.owner, signal);
+      const fresh = await deps.journal.chunk(plan.batchId, c.n);
+      if (fresh?.fields.taskId) {
+        taskId = fresh.fields.taskId;
+        break;
+      }
+      if (
+        !(await lease.write(chunkKey, {
+          state: 'starting',
+          intentAt: String(now()),
+          fence: String(lease.fence),
+        }))
+      ) {
+        await lease.release();
+        lease = undefined;
+        continue;
+      }
+      let started;
+      try {
+        started = await startTask(deps.cloud, {
+          bucket,
+          key: inputKey,
+          templateBody: plan.profile.templateBody,
+          roleArn: requireRoleArn(deps.cloud.aws),
+          ...(signal ? { signal } : {}),
+        });
+      } catch (e) {
+        if (!isProvlineError(e) || e.retryable) throw e;
+        // The task itself is refused (template, role, bucket): every line of it would fail.
+        await applyTaskRefused(deps, plan, c, e);
+        return;
+      }
+      if (started.status === 'started') {
+        taskId = started.taskId;
+        await deps.journal.setChunk(plan.batchId, c.n, { state: 'started', taskId });
+        deps.log?.info(
+          { batchId: plan.batchId, chunk: c.n, taskId, devices: c.serials.length },
+          'bulk task started',
+        );
+        break;
+      }
+      // Another task holds the account's one slot (perhaps not even provline's): wait.
+      await lease.release();
+      lease = undefined;
+      deps.log?.info(
+        { batchId: plan.batchId, chunk: c.n, reason: started.message },
+        'waiting for the bulk slot',
+      );
+      await sleep(Math.min(5000, 250 * 2 ** Math.min(wait, 5)), undefined, { signal });
+    }
+    const outcome = await waitTask(deps.cloud, taskId, {
+      minDelayMs: 50,
+      maxDelayMs: 1000,
+      ...(signal ? { signal } : {}),
+    });
+    await lease?.release();
+    lease = undefined;
+    const reports = await readReports(deps.cloud, taskId, signal ? { signal } : {});
+    await applyReports(deps, plan, c, outcome, reports);
+  } finally {
+    await lease?.release();
+  }
+}
+
+/** Template parameters for one device: the plan's, with {thingName} and {csr} filled in. */
+export function deviceParameters(plan: BatchPlan, serial: string, csrPem: string): Record<string, string> {
+  const device = planDevice(plan, serial);
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(device.parameters))
+    out[name] = value.replaceAll('{thingName}', device.thingName).replaceAll('{csr}', csrPem);
+  return out;
+}
+
+function bulkParameters(
+  plan: BatchPlan,
+  serial: string,
+  rec: DeviceRecord | undefined,
+): Record<string, string> {
+  const csr = rec?.fields.csrPem;
+  if (!csr)
+    throw new ProvlineError('DEVICE_NOT_KEYED', `device ${serial} has no CSR stored`, { retryable: false });
+  return deviceParameters(plan, serial, csr);
+}
+
+const deviceIndex = new WeakMap<BatchPlan, Map<string, BatchPlan['devices'][number]>>();
+
+function planDevice(plan: BatchPlan, serial: string): BatchPlan['devices'][number] {
+  let idx = deviceIndex.get(plan);
+  if (!idx) {
+    idx = new Map(plan.devices.map((d) => [d.serial, d]));
+    deviceIndex.set(plan, idx);
+  }
+  const d = idx.get(serial);
+  if (!d) throw new ProvlineError('DEVICE_NOT_IN_PLAN', `serial ${serial} is not in batch ${plan.batchId}`);
+  return d;
+}
+
+function failMove(
+  batchId: string,
+  serial: string,
+  code: string,
+  message: string,
+  stage: string,
+): TransitionRequest {
+  return {
+    batchId,
+    serial,
+    to: 'failed',
+    fields: { errorCode: code, errorMessage: message, errorStage: stage },
+  };
+}
+
+/** A device that goes round again (throttled, or left out by a failed task), or fails for good. */
+function retryOrFail(
+  deps: RegistrarDeps,
+  plan: BatchPlan,
+  rec: DeviceRecord,
+  chunkN: number,
+  reason: { code: string; message: string },
+): TransitionRequest {
+  const rounds = Number(rec.fields.regRounds ?? 0) + 1;
+  const when = { field: 'regChunk', equals: String(chunkN) };
+  if (rounds >= deps.settings.registrationRounds)
+    return {
+      ...failMove(
+        plan.batchId,
+        rec.serial,
+        'REGISTRATION_RETRIES_EXHAUSTED',
+        `${rounds} registration attempts; the last: ${reason.message}`,
+        'registration',
+      ),
+      from: ['registering'],
+      when,
+    };
+  return {
+    batchId: plan.batchId,
+    serial: rec.serial,
+    to: 'keyed',
+    from: ['registering'],
+    when,
+    fields: { regRounds: String(rounds), lastRegError: `${reason.code}: ${reason.message}` },
+  };
+}
+
+function registeredMove(
+  plan: BatchPlan,
+  rec: DeviceRecord,
+  chunkN: number,
+  issued: IssuedCertificate,
+  extra: Record<string, string>,
+): TransitionRequest {
+  return {
+    batchId: plan.batchId,
+    serial: rec.serial,
+    to: 'registered',
+    from: ['registering'],
+    when: { field: 'regChunk', equals: String(chunkN) },
+    fields: {
+      certificatePem: issued.certificatePem,
+      certificateId: issued.certificateId,
+      certificateArn: issued.certificateArn,
+      ...(issued.thingArn ? { thingArn: issued.thingArn } : {}),
+      ...extra,
+    },
+  };
+}
+
+/** The certificate must certify the key the HSM made for this serial, or it is not ours. */
+function keyMatches(rec: DeviceRecord, certificatePem: string): boolean {
+  if (!rec.fields.publicKey) return true;
+  try {
+    const a = new X509Certificate(certificatePem).publicKey.export({ type: 'spki', format: 'der' });
+    const b = createPublicKey(rec.fields.publicKey).export({ type: 'spki', format: 'der' });
+    return a.equals(b);
+  } catch {
+    return false;
+  }
+}
+
+async function applyReports(
+  deps: RegistrarDeps,
+  plan: BatchPlan,
+  c: Chunk,
+  outcome: TaskOutcome,
+  reports: BulkReports,
+): Promise<void> {
+  const records = await deps.journal.getMany(c.serials);
+  const moves: TransitionRequest[] = [];
+  let registered = 0;
+  let retried = 0;
+  let failed = 0;
+  c.serials.forEach((serial, i) => {
+    const rec = records[i];
+    if (!rec || rec.state !== 'registering' || rec.fields.regChunk !== String(c.n)) return;
+    const line = i + 1;
+    const result = reports.results.get(line);
+    const error: BulkLineError | undefined = reports.errors.get(line);
+    if (result) {
+      if (keyMatches(rec, result.certificatePem)) {
+        moves.push(registeredMove(plan, rec, c.n, result, { taskId: c.fields.taskId ?? '' }));
+        registered++;
+      } else {
+        moves.push({
+          ...failMove(
+            plan.batchId,
+            serial,
+            'REGISTRATION_KEY_MISMATCH',
+            `task ${c.fields.taskId} line ${line} returned a certificate for another key (certificate ${result.certificateId})`,
+            'registration',
+          ),
+          from: ['registering'],
+        });
+        failed++;
+      }
+    } else if (error && !error.retryable) {
+      moves.push({
+        ...failMove(
+          plan.batchId,
+          serial,
+          'REGISTRATION_REJECTED',
+          `${error.errorName}: ${error.message}`,
+          'registration',
+        ),
+        from: ['registering'],
+        when: { field: 'regChunk', equals: String(c.n) },
+      });
+      failed++;
+    } else {
+      const reason = error
+        ? { code: error.errorName, message: error.message }
+        : {
+            code: `Task${outcome.status}`,
+            message: `task ${c.fields.taskId} ended ${outcome.status}${outcome.message ? `: ${outcome.message}` : ''} without this line`,
+          };
+      moves.push(retryOrFail(deps, plan, rec, c.n, reason));
+      retried++;
+    }
+  });
+  for (let i = 0; i < moves.length; i += 500) await deps.journal.transitionMany(moves.slice(i, i + 500));
+  await deps.journal.setChunk(plan.batchId, c.n, {
+    state: 'done',
+    status: outcome.status,
+    registered: String(registered),
+    retried: String(retried),
+    failed: String(failed),
+  });
+  deps.log?.info(
+    {
+      batchId: plan.batchId,
+      chunk: c.n,
+      taskId: c.fields.taskId,
+      status: outcome.status,
+      registered,
+      retried,
+      failed,
+    },
+    'bulk task applied',
+  );
+}
+
+async function applyTaskRefused(
+  deps: RegistrarDeps,
+  plan: BatchPlan,
+  c: Chunk,
+  e: ProvlineError,
+): Promise<void> {
+  const moves = c.serials.map((serial) => ({
+    ...failMove(plan.batchId, serial, e.code, e.message, 'registration'),
+    from: ['registering' as const],
+    when: { field: 'regChunk', equals: String(c.n) },
+  }));
+  await deps.journal.transitionMany(moves);
+  await deps.journal.setChunk(plan.batchId, c.n, {
+    state: 'done',
+    status: 'Refused',
+    failed: String(moves.length),
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single mode
+
+async function runSingleChunk(
+  deps: RegistrarDeps,
+  plan: BatchPlan,
+  c: Chunk,
+  signal?: AbortSignal,
+): Promise<void> {
+  const limit = pLimit(Math.max(1, Math.min(16, Math.ceil(plan.profile.registration.tps))));
+  const records = await deps.journal.getMany(c.serials);
+  await Promise.all(
+    records.map((rec) =>
+      limit(async () => {
+        if (!rec || rec.state !== 'registering' || rec.fields.regChunk !== String(c.n)) return;
+        await registerOne(deps, plan, rec, String(c.n), signal);
+      }),
+    ),
+  );
+  await deps.journal.setChunk(plan.batchId, c.n, { state: 'done', status: 'Completed' });
+}
+
+/**
+ * Registers one device that is in `registering` under `chunkTag`, crash-safe: the intent is
+ * on the device before the call; a recorded intent without a result means "look for the
+ * certificate that call may have made" before calling again.
+ */
+async function registerOne(
+  deps: RegistrarDeps,
+  plan: BatchPlan,
+  rec: DeviceRecord,
+  chunkTag: string,
+  signal?: AbortSignal,
+): Promise<void> {
+  const now = deps.now ?? Date.now;
+  const csrPem = rec.fields.csrPem;
+  const publicKey = rec.fields.publicKey;
+  if (!csrPem || !publicKey) {
+    await deps.journal.transition(
+      failMove(plan.batchId, rec.serial, 'DEVICE_NOT_KEYED', 'no CSR stored', 'registration'),
+    );
+    return;
+  }
+  const when = { field: 'regChunk', equals: chunkTag };
+  if (rec.fields.singleIntentAt) {
+    const found = await findCertificateForKey(deps.cloud, {
+      publicKeyPem: publicKey,
+      since: new Date(Number(rec.fields.singleIntentAt) - LOOKBACK_MS),
+      ...(signal ? { signal } : {}),
+    });
+    if (found) {
+      await deps.journal.transition({
+        ...registeredMove(plan, rec, Number(chunkTag) || 0, found, { recovered: 'true' }),
+        when,
+      });
+      return;
+    }
+  }
+  await deps.journal.note(rec.serial, { singleIntentAt: String(now()) });
+  try {
+    const issued = await registerThing(deps.cloud, {
+      templateBody: plan.profile.templateBody,
+      parameters: deviceParameters(plan, rec.serial, csrPem),
+      pacer: deps.pacer,
+      ...(signal ? { signal } : {}),
+    });
+    await deps.journal.transition({ ...registeredMove(plan, rec, 0, issued, {}), when });
+  } catch (e) {
+    if (signal?.aborted) throw e;
+    if (isProvlineError(e) && !e.retryable) {
+      await deps.journal.transition({
+        ...failMove(plan.batchId, rec.serial, e.code, e.message, 'registration'),
+        from: ['registering'],
+        when,
+      });
+      return;
+    }
+    const code = isProvlineError(e) ? e.code : 'AWS_REQUEST_FAILED';
+    await deps.journal.transition({
+      ...retryOrFail(deps, plan, rec, 0, { code, message: messageOf(e) }),
+      when,
+    });
+  }
+}
+
+/**
+ * Registers a CSR that a device generated itself (key delivery `device`), through single
+ * mode: accepted → keyed (CSR stored) → registering → registered. Safe to call again after a
+ * crash at any point; returns the registered record.
+ */
+export async function registerCsr(
+  deps: RegistrarDeps,
+  req: { batchId: string; serial: string; csrPem: string; signal?: AbortSignal },
+): Promise<DeviceRecord> {
+  const plan = await deps.batches.plan(req.batchId);
+  if (!(await prepare(deps, plan))) {
+    const meta = await deps.batches.meta(req.batchId);
+    throw new ProvlineError(
+      meta.abortedCode ?? 'BATCH_ABORTED',
+      meta.abortedMessage ?? 'the batch cannot be registered',
+    );
+  }
+  const get = async (): Promise<DeviceRecord> => {
+    const rec = await deps.journal.get(req.serial);
+    if (!rec || rec.batch !== req.batchId)
+      throw new ProvlineError('DEVICE_NOT_IN_PLAN', `serial ${req.serial} is not in batch ${req.batchId}`);
+    return rec;
+  };
+  let rec = await get();
+  const publicKey = csrPublicKeyPem(req.csrPem);
+  if (rec.state === 'accepted' || (rec.state === 'keyed' && !rec.fields.singleIntentAt)) {
+    // A CSR from an earlier station attempt that never reached AWS may be replaced.
+    await deps.journal.transition({
+      batchId: req.batchId,
+      serial: req.serial,
+      to: 'keyed',
+      from: ['accepted'],
+      fields: { csrPem: req.csrPem, publicKey, keyType: plan.profile.keyType, keySource: 'device' },
+    });
+    if (rec.state === 'keyed') await deps.journal.note(req.serial, { csrPem: req.csrPem, publicKey });
+    await deps.journal.transition({
+      batchId: req.batchId,
+      serial: req.serial,
+      to: 'registering',
+      from: ['keyed'],
+      fields: { regChunk: `station` },
+    });
+    rec = await get();
+  }
+  if (rec.state === 'registering') {
+    await registerOne(deps, plan, rec, rec.fields.regChunk ?? 'station', req.signal);
+    rec = await get();
+  }
+  if (rec.state === 'keyed') {
+    // Throttled beyond the pacer's patience: report it; the next call goes round again.
+    throw new ProvlineError(
+      'REGISTRATION_THROTTLED',
+      `AWS throttled the registration of ${req.serial}; try again`,
+      {
+        retryable: true,
+        details: { lastError: rec.fields.lastRegError ?? '' },
+      },
+    );
+  }
+  if (rec.state === 'failed')
+    throw new ProvlineError(
+      rec.error?.code ?? 'REGISTRATION_REJECTED',
+      rec.error?.message ?? 'registration failed',
+    );
+  return rec;
+}
+
+function csrPublicKeyPem(csrPem: string): string {
+  const csr = new Pkcs10CertificateRequest(csrPem);
+  const der = Buffer.from(csr.publicKey.rawData);
+  return createPublicKey({ key: der, format: 'der', type: 'spki' }).export({
+    type: 'spki',
+    format: 'pem',
+  }) as string;
+}

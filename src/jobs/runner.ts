@@ -1,0 +1,182 @@
+/**
+ * Pipeline workers in one process: BullMQ workers for the roles asked for, sharing one Redis
+ * connection for the journal, one HSM session pool and one set of AWS clients. Any number of
+ * these run on any number of hosts against one Redis.
+ *
+ * `close()` drains: the workers stop taking jobs, HSM jobs in flight finish, and registration
+ * jobs stop at the next safe point and are put back (delayed a moment) for whoever runs next:
+ * a chunk's progress is in Redis, so nothing is lost or done twice.
+ */
+import { hostname } from 'node:os';
+import { DelayedError, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import { makeClients, type CloudClients } from '../cloud/clients.js';
+import { Pacer } from '../cloud/single.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../core/log.js';
+import { openHsm, type Hsm } from '../hsm/hsm.js';
+import type { Runtime } from '../stack/runtime.js';
+import { BatchStore } from './batches.js';
+import { runHsmRange } from './hsm-stage.js';
+import { Journal } from './journal.js';
+import {
+  connectionFromUrl,
+  PipelineQueues,
+  QUEUES,
+  queuePrefix,
+  type HsmJobData,
+  type RegisterJobData,
+  type Role,
+} from './queues.js';
+import { driveBatch, type RegistrarDeps } from './registrar.js';
+import { BulkSlot } from './slot.js';
+
+export interface RunnerOptions {
+  redisUrl: string;
+  runtime: Runtime;
+  workers: Config['workers'];
+  roles: readonly Role[];
+  /** Key prefix of the journal and queues (tests use their own). */
+  prefix?: string;
+  log: Logger;
+  /** Ensures the HSM is usable before opening it (the local token on embedded defaults). */
+  hsmSettings?: () => Promise<Runtime['hsm']>;
+}
+
+export interface Runner {
+  /** Counts of jobs this process finished, for progress output. */
+  readonly done: { hsm: number; register: number };
+  close(): Promise<void>;
+}
+
+export async function startRunner(o: RunnerOptions): Promise<Runner> {
+  const prefix = o.prefix ?? 'provline';
+  const connection = connectionFromUrl(o.redisUrl);
+  const redis = new Redis(o.redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
+  const journal = new Journal(redis, { prefix });
+  const batches = new BatchStore(redis, journal.keys);
+  const queues = new PipelineQueues(connection, prefix);
+  const done = { hsm: 0, register: 0 };
+  const abort = new AbortController();
+  const workers: Worker[] = [];
+  let hsm: Hsm | undefined;
+  let cloud: CloudClients | undefined;
+  const opts = {
+    connection,
+    prefix: queuePrefix(prefix),
+    lockDuration: o.workers.lockMs,
+    stalledInterval: Math.max(1000, Math.floor(o.workers.lockMs / 2)),
+    // A job whose worker was killed is simply picked up again, however often that happens.
+    maxStalledCount: 1_000_000,
+  };
+
+  if (o.roles.includes('hsm')) {
+    const settings = o.hsmSettings ? await o.hsmSettings() : o.runtime.hsm;
+    hsm = await openHsm(settings);
+    const maker = hsm;
+    workers.push(
+      new Worker<HsmJobData>(
+        QUEUES.hsm,
+        async (job: Job<HsmJobData>) => {
+          const r = await runHsmRange({ journal, batches, hsm: maker }, job.data);
+          done.hsm++;
+          return r;
+        },
+        { ...opts, concurrency: o.workers.hsmConcurrency },
+      ),
+    );
+  }
+
+  if (o.roles.includes('registrar')) {
+    cloud = makeClients(o.runtime.aws, { maxAttempts: 1 });
+    const pacers = new Map<number, Pacer>();
+    const slot = new BulkSlot(redis, journal.keys);
+    const base: Omit<RegistrarDeps, 'pacer'> = {
+      journal,
+      batches,
+      cloud,
+      slot,
+      owner: `${hostname()}/${process.pid}`,
+      settings: {
+        flushMs: o.workers.flushMs,
+        registrationRounds: o.workers.registrationRounds,
+        rootCaFile: o.runtime.aws.rootCaFile,
+      },
+      log: o.log,
+      kickHsm: async (batchId) => {
+        o.log.warn({ batchId }, 'HSM stage made no progress for 30 s: re-enqueueing its jobs');
+        await queues.enqueueBatch(await batches.plan(batchId), o.workers.hsmChunk);
+      },
+    };
+    workers.push(
+      new Worker<RegisterJobData>(
+        QUEUES.register,
+        async (job: Job<RegisterJobData>, token?: string) => {
+          const plan = await batches.plan(job.data.batchId);
+          const tps = plan.profile.registration.tps;
+          let pacer = pacers.get(tps);
+          if (!pacer) pacers.set(tps, (pacer = new Pacer({ perSecond: tps })));
+          try {
+            const r = await driveBatch({ ...base, pacer }, job.data.batchId, abort.signal);
+            done.register++;
+            return r;
+          } catch (e) {
+            if (abort.signal.aborted && token) {
+              // Shutting down: hand the batch back, at once, to whichever worker runs next.
+              await job.moveToDelayed(Date.now() + 100, token);
+              throw new DelayedError();
+            }
+            throw e;
+          }
+        },
+        { ...opts, concurrency: o.workers.registrarConcurrency },
+      ),
+    );
+  }
+
+  for (const w of workers) {
+    w.on('failed', (job, err) =>
+      o.log.warn(
+        { queue: w.name, jobId: job?.id, attempts: job?.attemptsMade, err: err.message },
+        'job failed',
+      ),
+    );
+    w.on('error', (err) => o.log.error({ queue: w.name, err: err.message }, 'worker error'));
+  }
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+
+  return {
+    done,
+    async close() {
+      abort.abort();
+      await Promise.all(workers.map((w) => w.close()));
+      await queues.close();
+      hsm?.close();
+      cloud?.destroy();
+      await redis.quit().catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * Re-enqueues the work of every batch still in the registration stage: jobs lost to a Redis
+ * crash or left failed after their attempts come back; existing jobs are not duplicated.
+ */
+export async function sweepActive(redisUrl: string, prefix: string, hsmChunk: number): Promise<number> {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  const journal = new Journal(redis, { prefix });
+  const batches = new BatchStore(redis, journal.keys);
+  const queues = new PipelineQueues(connectionFromUrl(redisUrl), prefix);
+  try {
+    const active = await batches.active();
+    for (const id of active) {
+      const meta = await batches.meta(id).catch(() => undefined);
+      if (!meta || meta.abortedCode) continue;
+      await queues.enqueueBatch(await batches.plan(id), hsmChunk);
+    }
+    return active.length;
+  } finally {
+    await queues.close();
+    await redis.quit();
+  }
+}
