@@ -7,7 +7,6 @@
  * jobs stop at the next safe point and are put back (delayed a moment) for whoever runs next:
  * a chunk's progress is in Redis, so nothing is lost or done twice.
  */
-import { hostname } from 'node:os';
 import { DelayedError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { makeClients, type CloudClients } from '../cloud/clients.js';
@@ -29,7 +28,7 @@ import {
   type Role,
 } from './queues.js';
 import { driveBatch, type RegistrarDeps } from './registrar.js';
-import { BulkSlot } from './slot.js';
+import { BulkSlot, slotOwner } from './slot.js';
 
 export interface RunnerOptions {
   redisUrl: string;
@@ -96,7 +95,7 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
       batches,
       cloud,
       slot,
-      owner: `${hostname()}/${process.pid}`,
+      owner: slotOwner(),
       settings: {
         flushMs: o.workers.flushMs,
         registrationRounds: o.workers.registrationRounds,

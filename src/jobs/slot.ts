@@ -11,7 +11,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
+import { isAlive } from '../core/proc.js';
 import { packageRoot } from '../core/paths.js';
 import type { JournalKeys } from './keys.js';
 
@@ -73,7 +75,11 @@ export class BulkSlot {
       signal?.throwIfAborted();
       const reply = await this.call('acquire', owner);
       if (reply[0] === 'ok') return new SlotLease(this, reply[1]!, this.ttlMs);
-      onWait?.(reply[1] ?? '');
+      const holder = reply[1] ?? '';
+      // A holder on this host whose process is gone (SIGKILL, crash) frees the slot at once
+      // rather than after its TTL; holders on other hosts are waited for.
+      if (holderIsDeadHere(holder) && (await this.op('release', holder))) continue;
+      onWait?.(holder);
       await sleep(this.pollMs, undefined, { signal });
     }
   }
@@ -87,6 +93,19 @@ export class BulkSlot {
   async fencedHset(value: string, key: string, fields: Record<string, string>): Promise<boolean> {
     return (await this.call('fenced-hset', value, key, Object.entries(fields).flat()))[0] === 'ok';
   }
+}
+
+/** Owners are "<host>/<pid>"; the slot value is "<fence>:<owner>". */
+export function slotOwner(): string {
+  return `${hostname()}/${process.pid}`;
+}
+
+function holderIsDeadHere(value: string): boolean {
+  const owner = value.slice(value.indexOf(':') + 1);
+  const slash = owner.lastIndexOf('/');
+  if (slash < 0 || owner.slice(0, slash) !== hostname()) return false;
+  const pid = Number(owner.slice(slash + 1));
+  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && !isAlive(pid, 'node');
 }
 
 export class SlotLease {
