@@ -303,13 +303,18 @@ export class Journal {
     await this.redis.hset(this.keys.chunk(batchId, n), fields);
   }
 
-  /** Chunks of a batch not yet done, oldest first. */
+  /** Chunks of a batch not yet done, oldest first (one round trip for the states). */
   async openChunks(batchId: string): Promise<Chunk[]> {
     const ns = await this.redis.lrange(this.keys.chunks(batchId), 0, -1);
+    if (!ns.length) return [];
+    const p = this.redis.pipeline();
+    for (const n of ns) p.hget(this.keys.chunk(batchId, n), 'state');
+    const states = (await p.exec()) ?? [];
     const out: Chunk[] = [];
-    for (const n of ns) {
-      const c = await this.chunk(batchId, Number(n));
-      if (c && c.state !== 'done') out.push(c);
+    for (let i = 0; i < ns.length; i++) {
+      if (states[i]?.[1] === 'done') continue;
+      const c = await this.chunk(batchId, Number(ns[i]));
+      if (c) out.push(c);
     }
     return out;
   }
