@@ -11,6 +11,7 @@ import { registerHsm } from './commands/hsm.js';
 import { registerEmulator } from './commands/emulator.js';
 import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
+import { registerStation } from './commands/station.js';
 import { registerValidate } from './commands/validate.js';
 import { registerSubmit } from './commands/submit.js';
 import { registerWorker } from './commands/worker.js';
@@ -47,6 +48,7 @@ export function buildProgram(
   registerDemo(program, ctx);
   registerDeviceSim(program, ctx);
   registerHsm(program, ctx);
+  registerStation(program, ctx);
 
   // Every subcommand inherits exitOverride and the output settings.
   const walk = (cmd: Command): void => {

@@ -1,0 +1,172 @@
+/**
+ * What the station knows about a serial, and what it decides to do with the device: pure
+ * functions over plain data (a journal record, a batch plan, a cached entry). The station only
+ * touches a device once `decide` says `write` or `register`; everything else is a refusal with
+ * an operator message, and the device is left untouched.
+ */
+import type { DeviceBundle } from '../../batch/bundle.js';
+import type { BatchPlan } from '../../batch/plan.js';
+import type { DriverName } from '../../config/schema.js';
+import { ProvlineError } from '../../core/errors.js';
+import type { BatchMeta } from '../../jobs/batches.js';
+import { bundleFor } from '../../jobs/bundles.js';
+import type { DeviceRecord } from '../../jobs/journal.js';
+import type { DeviceState } from '../../jobs/states.js';
+
+export interface BundleLookup {
+  kind: 'bundle';
+  serial: string;
+  batchId: string;
+  state: DeviceState;
+  bundle: DeviceBundle;
+  /** The profile's KEK label at submit time (plain delivery unwraps under it). */
+  kekLabel: string;
+}
+
+/** A device-key device (allow-list entry) that registers at the station. */
+export interface RegisterLookup {
+  kind: 'register';
+  serial: string;
+  batchId: string;
+  state: DeviceState;
+  profile: string;
+  driver: DriverName;
+  driverSettings: Record<string, string | number | boolean>;
+  thingName: string;
+  /** RFC 4514 subject for the on-device CSR: CN = thing name, then the profile's csrSubject. */
+  subject: string;
+  /** The CSR already stored by an earlier visit (keyed/registering): resume with it, no new key. */
+  csrPem?: string;
+}
+
+export type DeviceLookup =
+  | { kind: 'unknown'; serial: string }
+  | BundleLookup
+  | RegisterLookup
+  | {
+      kind: 'pending';
+      serial: string;
+      batchId: string;
+      state: DeviceState;
+      profile: string;
+      error?: { code: string; message: string };
+    };
+
+/** States in which a device-key device is registered by the station. */
+const REGISTER_STATES: readonly DeviceState[] = ['accepted', 'keyed', 'registering'];
+
+/** The station's view of one journal record (pure). */
+export function lookupFromRecord(rec: DeviceRecord, plan: BatchPlan, meta: BatchMeta): DeviceLookup {
+  const p = plan.profile;
+  const base = { serial: rec.serial, batchId: rec.batch, state: rec.state };
+  // A device that failed at a station after it got its certificate is retried like a registered
+  // one (the life cycle allows failed → flashed); bundleFor only serves the bundle states.
+  const asBundle =
+    rec.state === 'failed' && rec.fields.certificatePem ? { ...rec, state: 'registered' as const } : rec;
+  const bundle = bundleFor(asBundle, plan, meta);
+  if (bundle) return { kind: 'bundle', ...base, bundle, kekLabel: p.kekLabel };
+  if (p.keyDelivery === 'device' && REGISTER_STATES.includes(rec.state)) {
+    return {
+      kind: 'register',
+      ...base,
+      profile: p.name,
+      driver: p.driver,
+      driverSettings: p.driverSettings,
+      thingName: rec.thingName,
+      subject: csrSubject(rec.thingName, p.csrSubject),
+      ...(rec.state !== 'accepted' && rec.fields.csrPem ? { csrPem: rec.fields.csrPem } : {}),
+    };
+  }
+  return { kind: 'pending', ...base, profile: p.name, ...(rec.error ? { error: rec.error } : {}) };
+}
+
+/** CN first, then the profile's extra attributes, RFC 4514-escaped. */
+export function csrSubject(thingName: string, extra: Record<string, string>): string {
+  const order = ['O', 'OU', 'L', 'ST', 'C'];
+  const parts = [`CN=${escapeRdn(thingName)}`];
+  for (const k of order) if (extra[k] !== undefined) parts.push(`${k}=${escapeRdn(extra[k])}`);
+  return parts.join(',');
+}
+
+function escapeRdn(v: string): string {
+  return v
+    .replace(/[\\,+"<>;=]/g, (c) => `\\${c}`)
+    .replace(/^[ #]/, (c) => `\\${c}`)
+    .replace(/ $/, '\\ ');
+}
+
+export interface StationIdentity {
+  /** The profile the station runs (its driver speaks to the devices on its ports). */
+  profile: string;
+  driver: DriverName;
+  /** Whether device-key devices can be registered now (journal online, a registrar wired). */
+  canRegister: boolean;
+}
+
+export type Decision =
+  | { action: 'refuse'; error: ProvlineError }
+  | { action: 'write'; lookup: BundleLookup }
+  | { action: 'register'; lookup: RegisterLookup };
+
+/** What to do with the device that reported `lookup.serial`. Pure. */
+export function decide(lookup: DeviceLookup, station: StationIdentity): Decision {
+  const refuse = (code: string, message: string, hint: string): Decision => ({
+    action: 'refuse',
+    error: new ProvlineError(code, message, { hint, details: { serial: lookup.serial } }),
+  });
+  if (lookup.kind === 'unknown')
+    return refuse(
+      'STATION_DEVICE_UNKNOWN',
+      `device ${lookup.serial} is not in any submitted lot`,
+      'set it aside and check its label against the lot; nothing was written to it',
+    );
+  const profile = lookup.kind === 'bundle' ? lookup.bundle.profile : lookup.profile;
+  if (profile !== station.profile)
+    return refuse(
+      'STATION_WRONG_PROFILE',
+      `device ${lookup.serial} belongs to batch ${lookup.batchId} of profile ${profile}; this station runs ${station.profile}`,
+      `take it to a station running --profile ${profile}; nothing was written to it`,
+    );
+  switch (lookup.kind) {
+    case 'pending': {
+      const why = lookup.error ? `failed: ${lookup.error.code}` : lookup.state;
+      return refuse(
+        'STATION_NOT_REGISTERED',
+        `device ${lookup.serial} of batch ${lookup.batchId} has no certificate yet (${why})`,
+        lookup.error
+          ? 'see `provline status` for the failure; nothing was written to it'
+          : 'wait for the batch to finish registering; nothing was written to it',
+      );
+    }
+    case 'register':
+      if (lookup.driver !== station.driver) break;
+      if (!station.canRegister)
+        return refuse(
+          'STATION_OFFLINE',
+          `device ${lookup.serial} generates its own key and must be registered, which needs the journal and AWS`,
+          'the journal is unreachable: set the device aside until the network is back; nothing was written to it',
+        );
+      return { action: 'register', lookup };
+    case 'bundle': {
+      const b = lookup.bundle;
+      if (b.driver !== station.driver) break;
+      const missing = [
+        ...(b.certificatePem ? [] : ['certificate']),
+        ...(b.rootCaPem ? [] : ['root CA']),
+        ...(b.keyDelivery !== 'device' && !b.wrappedKey ? ['wrapped key'] : []),
+      ];
+      if (missing.length)
+        return refuse(
+          'STATION_BUNDLE_INCOMPLETE',
+          `the bundle of device ${lookup.serial} (batch ${lookup.batchId}) has no ${missing.join(', ')}`,
+          'the batch is not ready for flashing (see `provline status`); nothing was written to it',
+        );
+      return { action: 'write', lookup };
+    }
+  }
+  return refuse(
+    'STATION_WRONG_PROFILE',
+    `device ${lookup.serial} needs driver ${lookup.kind === 'bundle' ? lookup.bundle.driver : lookup.driver}; this station speaks ${station.driver}`,
+    'take it to a station running its profile; nothing was written to it',
+  );
+}

@@ -1,0 +1,196 @@
+/**
+ * A stand-in for the batch pipeline, for the station's tests and benchmark: puts a batch
+ * straight into the journal with real HSM identities (keys made and wrapped by the HSM under the
+ * profile's KEK) and certificates from a local test CA, so the station can be exercised without
+ * queues, workers or AWS. Device-key profiles get an allow-list (state `accepted`) instead.
+ * Never used by the station itself.
+ */
+import 'reflect-metadata';
+import { X509CertificateGenerator } from '@peculiar/x509';
+import { Redis } from 'ioredis';
+import { createHash, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { buildPlan, type BatchPlan } from '../../batch/plan.js';
+import { RowRules, type IntakeRow } from '../../batch/rules.js';
+import { getProfile, loadConfig, type LoadedConfig, type ResolvedProfile } from '../../config/load.js';
+import { openHsm, type Hsm } from '../../hsm/hsm.js';
+import { BatchStore } from '../../jobs/batches.js';
+import { Journal } from '../../jobs/journal.js';
+import { resolveRuntime, type Runtime } from '../../stack/runtime.js';
+import { stackUp } from '../../stack/stack.js';
+
+const EC = { name: 'ECDSA', namedCurve: 'P-256' };
+const SIG = { name: 'ECDSA', hash: 'SHA-256' };
+
+export interface SeedCa {
+  rootCaPem: string;
+  /** A device certificate with subject CN=`cn` over `spkiDer`. */
+  issue(cn: string, spkiDer: Uint8Array): Promise<string>;
+}
+
+export async function makeSeedCa(name = 'provline station test root'): Promise<SeedCa> {
+  const keys = await webcrypto.subtle.generateKey(EC, false, ['sign', 'verify']);
+  const root = await X509CertificateGenerator.createSelfSigned({
+    name: `CN=${name}`,
+    keys,
+    signingAlgorithm: SIG,
+  });
+  return {
+    rootCaPem: root.toString('pem'),
+    issue: async (cn, spkiDer) =>
+      (
+        await X509CertificateGenerator.create({
+          subject: `CN=${cn}`,
+          issuer: root.subject,
+          publicKey: Buffer.from(spkiDer),
+          signingKey: keys.privateKey,
+          signingAlgorithm: SIG,
+        })
+      ).toString('pem'),
+  };
+}
+
+export interface SeedRequest {
+  journal: Journal;
+  batches: BatchStore;
+  profile: ResolvedProfile;
+  batchId: string;
+  serials: string[];
+  ca: SeedCa;
+  /** Makes the device keys; required unless the profile's keyDelivery is `device`. */
+  hsm?: Hsm;
+  /** Stop at this state (default `registered`; device-key profiles always stop at `accepted`). */
+  until?: 'accepted' | 'registered';
+  now?: number;
+}
+
+export interface SeededDevice {
+  serial: string;
+  thingName: string;
+  certificatePem?: string;
+  /** SubjectPublicKeyInfo (DER) of the device key. */
+  spkiDer?: Buffer;
+}
+
+export async function seedBatch(req: SeedRequest): Promise<{ plan: BatchPlan; devices: SeededDevice[] }> {
+  const { profile, journal } = req;
+  const now = req.now ?? Date.now();
+  // The rows exactly as intake makes them from a CSV of serials (other columns the profile
+  // needs are filled with "A").
+  const extra = RowRules.forHeader(['serial'], profile)
+    .problems.filter((p) => p.code === 'HEADER_MISSING_COLUMN' && p.column)
+    .map((p) => p.column!);
+  const { rules, problems } = RowRules.forHeader(['serial', ...extra], profile);
+  const rows = req.serials.map((serial, i) =>
+    rules?.check([serial, ...extra.map(() => 'A')], i + 2, problems),
+  );
+  if (!rules || problems.length || rows.some((r) => !r))
+    throw new Error(`seedBatch: ${problems.map((p) => p.message).join('; ')}`);
+  const templateBody = readFileSync(profile.templatePath, 'utf8');
+  const plan = buildPlan({
+    batchId: req.batchId,
+    now: new Date(now),
+    profile,
+    templateBody,
+    ...(profile.policyPath ? { policyDocument: readFileSync(profile.policyPath, 'utf8') } : {}),
+    source: {
+      file: 'seed',
+      sha256: createHash('sha256').update(req.serials.join('\n')).digest('hex'),
+      rows: rows.length,
+    },
+    rows: rows as IntakeRow[],
+  });
+  await req.batches.create(plan, now);
+  await journal.accept(req.batchId, plan.devices);
+  const devices: SeededDevice[] = plan.devices.map((r) => ({ serial: r.serial, thingName: r.thingName }));
+  // Device-key batches are registered at the station, by the registrar, which prepares the
+  // account and records the endpoint and root CA itself.
+  if (profile.keyDelivery === 'device' || req.until === 'accepted') return { plan, devices };
+  await req.batches.set(req.batchId, { endpoint: 'seed.iot.local', rootCaPem: req.ca.rootCaPem });
+  if (!req.hsm) throw new Error('seedBatch: an HSM is needed to make device keys');
+  for (const d of devices) {
+    const id = await req.hsm.createDeviceIdentity({
+      serial: d.serial,
+      thingName: d.thingName,
+      keyType: profile.keyType,
+      kekLabel: profile.kekLabel,
+    });
+    const spkiDer = createPublicKey(id.publicKey).export({ type: 'spki', format: 'der' });
+    const certificatePem = await req.ca.issue(d.thingName, spkiDer);
+    const certificateId = createHash('sha256').update(certificatePem).digest('hex');
+    const base = { batchId: req.batchId, serial: d.serial };
+    await journal.transition({
+      ...base,
+      to: 'keyed',
+      fields: { csrPem: id.csrPem, publicKey: id.publicKey, wrappedKey: id.wrappedKey, kekId: id.kekId },
+    });
+    await journal.transition({ ...base, to: 'registering' });
+    await journal.transition({
+      ...base,
+      to: 'registered',
+      fields: {
+        certificateId,
+        certificateArn: `arn:aws:iot:us-east-1:000000000000:cert/${certificateId}`,
+        certificatePem,
+      },
+    });
+    Object.assign(d, { certificatePem, spkiDer });
+  }
+  return { plan, devices };
+}
+
+/** The local stack (Redis, SoftHSM, stand-in) of a scratch home, opened for seeding. */
+export interface SeedWorld {
+  home: string;
+  loaded: LoadedConfig;
+  runtime: Runtime;
+  redisUrl: string;
+  redis: Redis;
+  journal: Journal;
+  batches: BatchStore;
+  hsm: Hsm;
+  ca: SeedCa;
+  profile(name: string): ResolvedProfile;
+  /** The profile's KEK, imported into the HSM with a random value on first use (the value is returned for simulators). */
+  kek(profile: ResolvedProfile): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export async function openSeedWorld(home: string, options: { prefix?: string } = {}): Promise<SeedWorld> {
+  const status = await stackUp(home);
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, PROVLINE_HOME: home };
+  const loaded = loadConfig({ cwd: home, env });
+  const runtime = resolveRuntime(loaded, env);
+  const redisUrl = status.redis.url ?? '';
+  const redis = new Redis(redisUrl);
+  const journal = new Journal(redis, options.prefix ? { prefix: options.prefix } : {});
+  const batches = new BatchStore(redis, journal.keys);
+  const hsm = await openHsm(runtime.hsm, { env });
+  const ca = await makeSeedCa();
+  const keks = new Map<string, Buffer>();
+  return {
+    home,
+    loaded,
+    runtime,
+    redisUrl,
+    redis,
+    journal,
+    batches,
+    hsm,
+    ca,
+    profile: (name) => getProfile(loaded, name),
+    async kek(profile) {
+      let value = keks.get(profile.kekLabel);
+      if (!value) {
+        value = randomBytes(32);
+        await hsm.importKek({ label: profile.kekLabel, value });
+        keks.set(profile.kekLabel, value);
+      }
+      return value;
+    },
+    async close() {
+      hsm.close();
+      await redis.quit();
+    },
+  };
+}
