@@ -3,36 +3,13 @@
  * started in its own session (setsid) so killing a test's process group leaves it alone, and is
  * stopped by pid in cleanup, never by name.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { freePort, stopPid, waitFor } from '../../src/core/proc.js';
+import { spawnDetached } from '../../src/flash/pty.js';
 
-export interface PtyPair {
-  /** The device end (where a simulator attaches). */
-  device: string;
-  /** The station end (where a driver's transport opens). */
-  host: string;
-  pid: number;
-  stop(): Promise<void>;
-}
-
-function spawnDetached(cmd: string, args: string[]): number {
-  const child = spawn('setsid', [cmd, ...args], { stdio: 'ignore' });
-  child.unref();
-  if (!child.pid) throw new Error(`could not start ${cmd}`);
-  return child.pid;
-}
-
-/** `socat pty,raw,echo=0,link=<dir>/<name>-dev pty,raw,echo=0,link=<dir>/<name>-host`. */
-export async function startPtyPair(dir: string, name: string): Promise<PtyPair> {
-  const device = join(dir, `${name}-dev`);
-  const host = join(dir, `${name}-host`);
-  const pid = spawnDetached('socat', [`pty,raw,echo=0,link=${device}`, `pty,raw,echo=0,link=${host}`]);
-  await waitFor(`socat links for ${name}`, () => existsSync(device) && existsSync(host), 5_000, 10);
-  return { device, host, pid, stop: () => stopPid(pid, 'socat', 2_000) };
-}
+export { startPtyPair, type PtyPair } from '../../src/flash/pty.js';
 
 export interface Ser2net {
   url: string;

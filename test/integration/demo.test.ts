@@ -1,38 +1,51 @@
 /** `provline demo` at a small size, so the README's first command cannot silently rot. */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 
+/** Every file under `dir`, recursively. */
+function files(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? files(join(dir, e.name)) : [join(dir, e.name)],
+  );
+}
+
 describe('provline demo', () => {
   const home = tempDir('provline-demo-');
   afterAll(() => removeHome(home));
 
-  it('runs every available stage, leaves nothing running, and prints no secret', async () => {
-    const r = await runCli(['demo', '--devices', '3'], { env: { PROVLINE_HOME: home } });
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('valid: 3 devices');
-    expect(r.stdout).toMatch(/3 identities in/);
+  it('takes both products from CSV to devices verified by their own answers, and stops what it started', async () => {
+    const r = await runCli(['demo', '--devices', '6', '--ports', '2'], { env: { PROVLINE_HOME: home } });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('6 of 6 devices verified by the devices themselves');
+    expect(r.stdout).toMatch(/profile demo \(provline-serial-v1\)/);
+    expect(r.stdout).toMatch(/profile nrf91-plain \(nordic-at\)/);
 
-    const csr = join(home, 'demo/identities/DEMO000002.csr.pem');
-    const verify = execFileSync('openssl', ['req', '-in', csr, '-verify', '-noout', '-subject'], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    expect(verify).toContain('CN = sensor-DEMO000002');
-    expect(existsSync(join(home, 'demo/identities/DEMO000002.key.wrapped'))).toBe(true);
-    expect(statSync(join(home, 'demo/demo-kek.bin')).mode & 0o777).toBe(0o600);
+    const reports = files(join(home, 'demo')).filter((f) => /report-.*\.csv$/.test(f));
+    expect(reports).toHaveLength(2);
+    const rows = reports.flatMap((f) => readFileSync(f, 'utf8').trim().split('\n').slice(1));
+    expect(rows).toHaveLength(6);
+    for (const row of rows) expect(row.split(',')[3]).toBe('verified');
 
+    // No secret in the output, and no plaintext device key anywhere in the home. (The stand-in
+    // keeps the key of its own certificate-issuing CA under aws/state/ca: that is AWS's side.)
     const pin = readFileSync(join(home, 'hsm/user.pin'), 'utf8').trim();
     expect(r.stdout + r.stderr).not.toContain(pin);
+    expect(r.stdout + r.stderr).not.toContain('PRIVATE KEY');
+    const ours = files(home).filter((x) => !x.includes('/aws/state/ca/') && statSync(x).size < 50_000_000);
+    expect(ours.length).toBeGreaterThan(10);
+    for (const f of ours) expect(readFileSync(f).includes('PRIVATE KEY-----'), f).toBe(false);
+    expect(statSync(join(home, 'demo/demo-kek.bin')).mode & 0o777).toBe(0o600);
+
     const status = await runCli(['stack', 'status', '--json'], { env: { PROVLINE_HOME: home } });
     expect(JSON.parse(status.stdout).redis.running).toBe(false);
-  });
+  }, 120_000);
 
-  it('runs again on the same home (idempotent KEK and token)', async () => {
-    const r = await runCli(['demo', '--devices', '2'], { env: { PROVLINE_HOME: home } });
-    expect(r.code, r.stderr).toBe(0);
-  });
+  it('runs again on the same home with new serials (idempotent KEKs and token)', async () => {
+    const r = await runCli(['demo', '--devices', '2', '--ports', '2'], { env: { PROVLINE_HOME: home } });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('2 of 2 devices verified');
+  }, 120_000);
 });

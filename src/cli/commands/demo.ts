@@ -1,91 +1,326 @@
 /**
- * `provline demo`: the main job on embedded defaults, end to end as far as the stages built so
- * far reach. It brings the local stack up, writes a demo CSV, runs it through every available
- * stage, prints what happened, and stops what it started unless --keep.
+ * `provline demo`: the main job on embedded defaults, end to end. It brings the local stack up
+ * (Redis, the SoftHSM token, the AWS IoT stand-in), makes the demo KEKs, writes two demo CSVs
+ * (sensors with provline-serial-v1 firmware and wrapped keys; nRF91 modems with plain keys),
+ * submits them with live progress, runs station ports over socat pty pairs and plugs simulated
+ * devices of both drivers in one after another, as a line would. It prints a final table,
+ * writes the report files, and stops what it started unless --keep. Exit 0 only when every
+ * device is verified.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
-import { validateCsvFile } from '../../batch/intake.js';
-import { getProfile } from '../../config/load.js';
+import { startSimulator } from '../../../devices/index.js';
+import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
+import { getProfile, type ResolvedProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
+import { startPtyPair, type PtyPair } from '../../flash/pty.js';
+import type { DeviceResult, StationEvent } from '../../flash/station/events.js';
+import { runStation } from '../../flash/station/station.js';
+import { JournalStore } from '../../flash/station/store.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
+import { ROLES } from '../../jobs/queues.js';
+import { startRunner } from '../../jobs/runner.js';
+import { submitBatch } from '../../jobs/submit.js';
 import { stackDown, stackStatus, stackUp } from '../../stack/stack.js';
 import type { CommandContext } from '../context.js';
+import { EXIT, ExitCode } from '../exit.js';
 import { intOption } from '../options.js';
+import { openPipeline, type PipelineHandles } from '../pipeline/open.js';
+import { waitForRegistration } from './submit.js';
+
+interface DemoOptions {
+  devices: number;
+  ports: number;
+  realLineRate?: boolean;
+  keep?: boolean;
+}
+
+/** One product line of the demo: a profile, its devices and the ports its station runs. */
+interface Line {
+  profile: ResolvedProfile;
+  serials: string[];
+  batchId?: string;
+  ports: PtyPair[];
+  kek?: Buffer;
+}
 
 export function registerDemo(program: Command, ctx: () => CommandContext): void {
   program
     .command('demo')
-    .description('Run the main job on embedded defaults: local stack, a demo batch, every stage built so far')
-    .option('--devices <n>', 'devices in the demo batch', intOption('--devices', 1, 100_000), 24)
+    .description(
+      'Run the main job on embedded defaults: local stack, CSV, HSM, bulk registration, flashing and verification',
+    )
+    .option(
+      '--devices <n>',
+      'devices in the demo (split between the two products)',
+      intOption('--devices', 2, 10_000),
+      24,
+    )
+    .option('--ports <k>', 'station ports (split between the two products)', intOption('--ports', 2, 32), 4)
+    .option('--real-line-rate', 'pace the simulated devices at 115200 baud, as a real serial line is')
     .option('--keep', 'leave the local stack running afterwards')
-    .action(async (opts: { devices: number; keep?: boolean }) => {
-      const c = ctx();
-      const home = c.loaded.home;
-      const wasRunning = stackStatus(home).redis.running;
-      const step = (s: string): void => c.print(`==> ${s}`);
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 every device verified, 4 some were not, 1 the demo could not run.\n',
+    )
+    .action(async (opts: DemoOptions) => runDemo(ctx(), opts));
+}
 
-      step(`local stack in ${home}`);
-      const status = await stackUp(home);
-      c.print(`    redis ${status.redis.url}, SoftHSM token "${status.hsm.token}"`);
-      try {
-        const profile = getProfile(c.loaded, 'demo');
-        const dir = join(home, 'demo');
-        mkdirSync(dir, { recursive: true });
-        const csv = join(dir, 'batch.csv');
-        const lines = ['serial,hw_rev'];
-        for (let i = 1; i <= opts.devices; i++)
-          lines.push(`DEMO${String(i).padStart(6, '0')},${'ABC'[i % 3]}`);
-        writeFileSync(csv, `${lines.join('\n')}\n`);
-        step(`intake: ${csv} (${opts.devices} devices, profile ${profile.name})`);
-        const result = await validateCsvFile(csv, profile);
-        if (!result.valid) {
+async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
+  const home = c.loaded.home;
+  const wasRunning = stackStatus(home).redis.running;
+  const t0 = performance.now();
+  const step = (s: string): void => c.print(`==> ${s}`);
+  const elapsed = (): string => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
+
+  step(`local stack in ${home}`);
+  const status = await stackUp(home);
+  c.print(
+    `    redis ${status.redis.url}, SoftHSM token "${status.hsm.token}", AWS IoT stand-in ${status.aws.endpoint ?? ''}`,
+  );
+  const dir = join(home, 'demo');
+  mkdirSync(dir, { recursive: true });
+  const pairs: PtyPair[] = [];
+  let p: PipelineHandles | undefined;
+  let hsm: Hsm | undefined;
+  try {
+    // Serials are new on every run, so the demo can run again on the same home.
+    const run = nextRun(join(dir, 'runs'));
+    const sensors = Math.ceil(opts.devices / 2);
+    const lines: Line[] = [
+      {
+        profile: getProfile(c.loaded, 'demo'),
+        serials: Array.from(
+          { length: sensors },
+          (_, i) => `DEMO${String(run).padStart(3, '0')}-${String(i + 1).padStart(4, '0')}`,
+        ),
+        ports: [],
+      },
+      {
+        profile: getProfile(c.loaded, 'nrf91-plain'),
+        // 15-digit IMEIs: a demo TAC, the run, the device.
+        serials: Array.from(
+          { length: opts.devices - sensors },
+          (_, i) => `3526561${String(run % 1000).padStart(3, '0')}${String(i + 1).padStart(5, '0')}`,
+        ),
+        ports: [],
+      },
+    ];
+
+    step('HSM: transport KEKs for both products');
+    hsm = await openHsm(await c.hsmSettings());
+    lines[0]!.kek = await ensureDemoKek(hsm, lines[0]!.profile.kekLabel, join(dir, 'demo-kek.bin'));
+    if (!(await hsm.findKek(lines[1]!.profile.kekLabel)))
+      await hsm.createKek({ label: lines[1]!.profile.kekLabel });
+    c.print(
+      `    ${lines[0]!.profile.kekLabel} (imported; the simulated sensors hold it too), ${lines[1]!.profile.kekLabel} (made in the HSM)`,
+    );
+
+    p = await openPipeline(c);
+    for (const line of lines) {
+      const csv = join(dir, `${line.profile.name}-run${run}.csv`);
+      const header = line.profile.name === 'demo' ? 'serial,hw_rev' : 'serial';
+      const rows = line.serials.map((s, i) => (line.profile.name === 'demo' ? `${s},${'ABC'[i % 3]}` : s));
+      writeFileSync(csv, `${header}\n${rows.join('\n')}\n`);
+      const r = await submitBatch(p, {
+        csvPath: csv,
+        profile: line.profile,
+        hsmChunk: c.loaded.config.workers.hsmChunk,
+      });
+      if (r.status !== 'submitted')
+        throw new ProvlineError('DEMO_FAILED', `the demo batch ${csv} was not submitted (${r.status})`);
+      line.batchId = r.batchId;
+      step(
+        `submitted ${csv}: batch ${r.batchId}, ${r.accepted} devices, profile ${line.profile.name} (${line.profile.driver})`,
+      );
+    }
+
+    step('HSM stage and bulk registration (workers in this process)');
+    const runner = await startRunner({
+      redisUrl: p.redisUrl,
+      runtime: c.runtime,
+      workers: c.loaded.config.workers,
+      roles: ROLES,
+      prefix: p.prefix,
+      log: c.logger,
+      hsmSettings: () => c.hsmSettings(),
+    });
+    try {
+      for (const line of lines) {
+        const s = await waitForRegistration(p, line.batchId!, true);
+        c.print(
+          `    batch ${s.batchId}: ${s.stages.registered}/${s.total} registered, ${s.failed} failed (${elapsed()})`,
+        );
+        if (s.failed || s.aborted)
           throw new ProvlineError(
             'DEMO_FAILED',
-            `the demo batch did not validate (${result.problemCount} problems)`,
+            `registration of batch ${s.batchId} failed for ${s.failed} device(s)`,
+            {
+              hint: `provline report ${s.batchId} --home ${home} shows why`,
+            },
           );
-        }
-        c.print(
-          `    valid: ${result.validRows} devices, thing names ${profile.thingName.replace('{serial}', 'DEMO000001')} …`,
-        );
-
-        step(`HSM: a key pair and a CSR per device inside the SoftHSM token, keys exported wrapped`);
-        const hsm = await openHsm(await c.hsmSettings());
-        try {
-          await ensureDemoKek(hsm, profile.kekLabel, join(dir, 'demo-kek.bin'));
-          const out = join(dir, 'identities');
-          mkdirSync(out, { recursive: true });
-          const t0 = performance.now();
-          for (let i = 1; i <= opts.devices; i++) {
-            const serial = `DEMO${String(i).padStart(6, '0')}`;
-            const id = await hsm.createDeviceIdentity({
-              serial,
-              thingName: profile.thingName.replace('{serial}', serial),
-              keyType: profile.keyType,
-              kekLabel: profile.kekLabel,
-              subject: profile.csrSubject,
-            });
-            writeFileSync(join(out, `${serial}.csr.pem`), id.csrPem);
-            writeFileSync(join(out, `${serial}.key.wrapped`), Buffer.from(id.wrappedKey, 'base64'));
-          }
-          const seconds = (performance.now() - t0) / 1000;
-          c.print(
-            `    ${opts.devices} identities in ${seconds.toFixed(2)} s (${Math.round(opts.devices / seconds)}/s), CSRs and wrapped keys in ${out}`,
-          );
-        } finally {
-          hsm.close();
-        }
-        c.print('    registration with AWS IoT and flashing arrive with the next stages (see README status)');
-      } finally {
-        if (!opts.keep && !wasRunning) {
-          step('stopping the local stack (use --keep to leave it running)');
-          await stackDown(home);
-        }
       }
-      step('done');
-    });
+    } finally {
+      await runner.close();
+    }
+
+    // Ports: the first half for the sensors, the rest for the modems.
+    const sensorPorts = Math.ceil(opts.ports / 2);
+    for (let i = 0; i < opts.ports; i++) {
+      const pair = await startPtyPair(dir, `port${i + 1}`);
+      pairs.push(pair);
+      lines[i < sensorPorts ? 0 : 1]!.ports.push(pair);
+    }
+    step(
+      `flashing: ${opts.ports} station ports over socat pty pairs, devices plugged in one after another${opts.realLineRate ? ' at 115200 baud' : ''}`,
+    );
+    const results = await flashLines(c, p, lines, hsm, opts);
+    printTable(c, results);
+
+    step('reports');
+    for (const line of lines) {
+      const file = join(dir, `report-${line.batchId}.csv`);
+      await writeReport(p, line.batchId!, file);
+      c.print(`    ${file}`);
+    }
+    const verified = results.filter((r) => r.outcome === 'verified' || r.outcome === 'already').length;
+    step(`${verified} of ${opts.devices} devices verified by the devices themselves, in ${elapsed()}`);
+    if (verified !== opts.devices) throw new ExitCode(EXIT.partial);
+  } finally {
+    hsm?.close();
+    await p?.close();
+    for (const pair of pairs) await pair.stop().catch(() => undefined);
+    if (!opts.keep && !wasRunning) {
+      step('stopping the local stack (use --keep to leave it running)');
+      await stackDown(home);
+    }
+  }
+}
+
+function nextRun(file: string): number {
+  const n = existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) + 1 || 1 : 1;
+  writeFileSync(file, `${n}\n`);
+  return n;
+}
+
+/**
+ * Runs one station per product over its ports, and on each port plugs the product's devices
+ * in one after another: a simulator attaches to the device end, the station finds it, flashes
+ * and verifies it, then the device is unplugged and the next one comes.
+ */
+async function flashLines(
+  c: CommandContext,
+  p: PipelineHandles,
+  lines: Line[],
+  hsm: Hsm,
+  opts: DemoOptions,
+): Promise<DeviceResult[]> {
+  const results: DeviceResult[] = [];
+  const waiting = new Map<string, (r: DeviceResult) => void>();
+  const tty = process.stderr.isTTY;
+  const onEvent = (e: StationEvent): void => {
+    if (e.event !== 'result') return;
+    results.push(e);
+    const line = `    ${e.port.split('/').pop()!.replace('-host', '')}  ${e.serial.padEnd(16)} ${e.outcome}${e.code ? ` [${e.code}]` : ''} in ${e.ms} ms`;
+    if (tty) process.stderr.write(`${line}\n`);
+    else c.print(line);
+    waiting.get(e.serial)?.(e);
+  };
+  const stop = new AbortController();
+  const store = new JournalStore(p.journal, p.batches);
+  const stations = lines.map((line) =>
+    runStation({
+      stationId: 'demo',
+      profile: {
+        name: line.profile.name,
+        driver: line.profile.driver,
+        driverSettings: line.profile.driverSettings,
+      },
+      ports: line.ports.map((x) => x.host),
+      store,
+      keys: () => Promise.resolve(hsm),
+      stop: stop.signal,
+      onEvent,
+    }),
+  );
+  const plugIn = async (line: Line, port: PtyPair, serials: string[]): Promise<void> => {
+    for (const serial of serials) {
+      const done = new Promise<DeviceResult>((resolve) => waiting.set(serial, resolve));
+      const sim = await startSimulator({
+        driver: line.profile.driver,
+        port: port.device,
+        serial,
+        ...(line.kek ? { kek: line.kek } : {}),
+        ...(opts.realLineRate ? { baudRate: 115_200 } : {}),
+      });
+      const timeout = sleep(120_000).then(() => undefined);
+      await Promise.race([done, timeout]);
+      waiting.delete(serial);
+      await sim.close(); // unplugged
+      await sleep(50);
+    }
+  };
+  try {
+    await Promise.all(
+      lines.flatMap((line) =>
+        line.ports.map((port, i) =>
+          plugIn(
+            line,
+            port,
+            line.serials.filter((_, j) => j % line.ports.length === i),
+          ),
+        ),
+      ),
+    );
+  } finally {
+    stop.abort();
+    await Promise.all(stations);
+  }
+  return results;
+}
+
+function printTable(c: CommandContext, results: DeviceResult[]): void {
+  const rows = [...results].sort((a, b) => a.serial.localeCompare(b.serial));
+  const out = ['', '    serial            port    result     ms     bytes'];
+  for (const r of rows)
+    out.push(
+      `    ${r.serial.padEnd(17)} ${r.port.split('/').pop()!.replace('-host', '').padEnd(7)} ${r.outcome.padEnd(10)} ${String(r.ms).padStart(5)}  ${String(r.bytes ?? '').padStart(6)}${r.code ? `  ${r.code}` : ''}`,
+    );
+  c.print(out.join('\n'));
+}
+
+async function writeReport(p: PipelineHandles, batchId: string, file: string): Promise<void> {
+  const plan = await p.batches.plan(batchId);
+  const recs = await p.journal.getMany(plan.devices.map((d) => d.serial));
+  const out = createWriteStream(file);
+  out.write(reportCsvHeader());
+  const iso = (t: number | undefined): string => (t === undefined ? '' : new Date(t).toISOString());
+  plan.devices.forEach((d, i) => {
+    const rec = recs[i];
+    out.write(
+      reportCsvRow({
+        serial: d.serial,
+        line: String(d.line),
+        thingName: d.thingName,
+        state: rec?.state ?? 'unknown',
+        certificateId: rec?.fields.certificateId ?? '',
+        acceptedAt: iso(rec?.at.accepted),
+        keyedAt: iso(rec?.at.keyed),
+        registeredAt: iso(rec?.at.registered),
+        flashedAt: iso(rec?.at.flashed),
+        verifiedAt: iso(rec?.at.verified),
+        failedAt: iso(rec?.state === 'failed' ? rec.at.failed : undefined),
+        errorCode: rec?.error?.code ?? '',
+        errorStage: rec?.error?.stage ?? '',
+        errorMessage: rec?.error?.message ?? '',
+        batch: rec?.batch ?? batchId,
+      }),
+    );
+  });
+  await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
 }
 
 /**
@@ -93,9 +328,9 @@ export function registerDemo(program: Command, ctx: () => CommandContext): void 
  * (0600) in the demo directory because the simulated devices must hold the same key, as a real
  * device maker would. A production KEK is created in the HSM or agreed out of band.
  */
-async function ensureDemoKek(hsm: Hsm, label: string, file: string): Promise<void> {
+async function ensureDemoKek(hsm: Hsm, label: string, file: string): Promise<Buffer> {
   const existing = await hsm.findKek(label);
-  if (existing && existsSync(file)) return;
+  if (existing && existsSync(file)) return readFileSync(file);
   if (existing) {
     throw new ProvlineError(
       'DEMO_FAILED',
@@ -108,4 +343,5 @@ async function ensureDemoKek(hsm: Hsm, label: string, file: string): Promise<voi
   const value = existsSync(file) ? readFileSync(file) : randomBytes(32);
   writeFileSync(file, value, { mode: 0o600 });
   await hsm.importKek({ label, value });
+  return value;
 }
