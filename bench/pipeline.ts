@@ -33,6 +33,7 @@ import { resolveRuntime } from '../src/stack/runtime.js';
 import { ensureLocalToken, stackDown, stackUp } from '../src/stack/stack.js';
 
 const GOAL = 1.25;
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);

@@ -8,10 +8,12 @@
  * a chunk's progress is in Redis, so nothing is lost or done twice.
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { makeClients, type CloudClients } from '../cloud/clients.js';
 import { Pacer } from '../cloud/single.js';
 import type { Config } from '../config/schema.js';
+import { isProvlineError, messageOf } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { openHsm, type Hsm } from '../hsm/hsm.js';
 import type { Runtime } from '../stack/runtime.js';
@@ -69,23 +71,6 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
     maxStalledCount: 1_000_000,
   };
 
-  if (o.roles.includes('hsm')) {
-    const settings = o.hsmSettings ? await o.hsmSettings() : o.runtime.hsm;
-    hsm = await openHsm(settings);
-    const maker = hsm;
-    workers.push(
-      new Worker<HsmJobData>(
-        QUEUES.hsm,
-        async (job: Job<HsmJobData>) => {
-          const r = await runHsmRange({ journal, batches, hsm: maker }, job.data);
-          done.hsm++;
-          return r;
-        },
-        { ...opts, concurrency: o.workers.hsmConcurrency },
-      ),
-    );
-  }
-
   if (o.roles.includes('registrar')) {
     cloud = makeClients(o.runtime.aws, { maxAttempts: 1 });
     const pacers = new Map<number, Pacer>();
@@ -129,6 +114,34 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
           }
         },
         { ...opts, concurrency: o.workers.registrarConcurrency },
+      ),
+    );
+  }
+
+  if (o.roles.includes('hsm')) {
+    // The HSM may be busy or briefly unavailable (a network HSM rebooting, SoftHSM's token
+    // file being rewritten by another process): keep trying rather than exit, so a worker
+    // started by systemd comes up by itself once the HSM answers.
+    const settings = o.hsmSettings ? await o.hsmSettings() : o.runtime.hsm;
+    for (let attempt = 1; !hsm; attempt++) {
+      try {
+        hsm = await openHsm(settings);
+      } catch (e) {
+        if (attempt >= 5 && !(isProvlineError(e) && e.retryable)) throw e;
+        o.log.warn({ attempt, err: messageOf(e) }, 'cannot open the HSM yet; retrying');
+        await sleep(Math.min(5000, 250 * attempt));
+      }
+    }
+    const maker = hsm;
+    workers.push(
+      new Worker<HsmJobData>(
+        QUEUES.hsm,
+        async (job: Job<HsmJobData>) => {
+          const r = await runHsmRange({ journal, batches, hsm: maker }, job.data);
+          done.hsm++;
+          return r;
+        },
+        { ...opts, concurrency: o.workers.hsmConcurrency },
       ),
     );
   }

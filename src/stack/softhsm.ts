@@ -85,6 +85,13 @@ export function hsmUp(paths: StackPaths): void {
   }
   const soPin = readPinFile(paths.soPinFile);
   const userPin = readPinFile(paths.userPinFile);
+  // Another process (a worker, a station) may be rewriting the token file right now; SoftHSM
+  // then does not list the token for a moment. Look again a few times before giving up.
+  for (let attempt = 1; ; attempt++) {
+    const visible = withModule(paths, (p) => findToken(p) !== undefined);
+    if (visible || !tokenOnDisk(paths) || attempt >= 20) break;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
   withModule(paths, (p) => {
     let slot = findToken(p);
     if (slot === undefined) {

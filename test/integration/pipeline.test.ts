@@ -5,7 +5,7 @@
  * workers, a Redis restart, 20 % throttling with planted failures, re-submission.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ListThingsCommand, type IoTClient } from '@aws-sdk/client-iot';
@@ -15,7 +15,7 @@ import { stringify } from 'yaml';
 import { makeClients } from '../../src/cloud/clients.js';
 import { loadConfig } from '../../src/config/load.js';
 import { stackPaths } from '../../src/stack/home.js';
-import { redisDown } from '../../src/stack/redis.js';
+import { redisDown, redisUp } from '../../src/stack/redis.js';
 import { resolveRuntime } from '../../src/stack/runtime.js';
 import { stackUp } from '../../src/stack/stack.js';
 import { BIN, json, ROOT, runCli } from '../helpers/cli.js';
@@ -64,13 +64,16 @@ describe('batch pipeline', () => {
     expect(r.status).toBe(200);
   };
 
+  let workerN = 0;
+  const workerLogs: string[] = [];
   const startWorker = (e: NodeJS.ProcessEnv): ChildProcess => {
+    const log = join(dir, `worker-${++workerN}.log`);
+    workerLogs.push(log);
     const child = spawn(process.execPath, [BIN, 'worker'], {
       cwd: ROOT,
-      env: { ...e, PROVLINE_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...e, PROVLINE_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'ignore', openSync(log, 'w')],
     });
-    child.stderr?.resume();
     workers.add(child);
     child.once('exit', () => workers.delete(child));
     return child;
@@ -83,12 +86,22 @@ describe('batch pipeline', () => {
   const status = async (e: NodeJS.ProcessEnv, batch: string): Promise<Status> =>
     json<Status>(await runCli(['status', batch, '--json'], { env: e }));
 
-  const waitDone = async (e: NodeJS.ProcessEnv, batch: string, timeoutMs = 90_000): Promise<Status> => {
+  const waitDone = async (
+    e: NodeJS.ProcessEnv,
+    batch: string,
+    worker?: ChildProcess,
+    timeoutMs = 90_000,
+  ): Promise<Status> => {
     const until = Date.now() + timeoutMs;
     for (;;) {
       const s = await status(e, batch);
       if (s.registrationDone) return s;
-      if (Date.now() > until) throw new Error(`batch ${batch} not done: ${JSON.stringify(s.counts)}`);
+      const died = worker && (worker.exitCode !== null || worker.signalCode !== null);
+      if (died || Date.now() > until) {
+        const logs = workerLogs.map((f) => `--- ${f}\n${readFileSync(f, 'utf8').slice(-3000)}`).join('\n');
+        const why = died ? `the worker exited (${worker.exitCode ?? worker.signalCode})` : 'timed out';
+        throw new Error(`batch ${batch} not done, ${why}: ${JSON.stringify(s.counts)}\n${logs}`);
+      }
       await sleep(300);
     }
   };
@@ -227,7 +240,7 @@ describe('batch pipeline', () => {
         await exited(w);
       }
       const last = startWorker(e);
-      const s = await waitDone(e, batch);
+      const s = await waitDone(e, batch, last);
       last.kill('SIGTERM');
       expect(await exited(last)).toBe(0);
       expect(s.counts).toMatchObject({ registered: 500, failed: 0 });
@@ -252,10 +265,12 @@ describe('batch pipeline', () => {
       const batch = await submit(e, csv('r.csv', serials('PR', 300)));
       const w = startWorker(e);
       await sleep(700);
-      await redisDown(stackPaths(home));
+      const paths = stackPaths(home);
+      const port = Number(new URL(redisUrl).port);
+      await redisDown(paths);
       await sleep(300);
-      await stackUp(home); // same port, same AOF
-      const s = await waitDone(e, batch);
+      expect(await redisUp(paths, port)).toBe(port); // same port, same AOF
+      const s = await waitDone(e, batch, w);
       expect(s.counts).toMatchObject({ registered: 300, failed: 0 });
       w.kill('SIGTERM');
       expect(await exited(w)).toBe(0);
@@ -295,7 +310,7 @@ describe('batch pipeline', () => {
   it('keeps no private key, PIN or plaintext key material in Redis', async () => {
     const redis = new Redis(redisUrl);
     try {
-      const pin = (await import('node:fs')).readFileSync(join(home, 'hsm/user.pin'), 'utf8').trim();
+      const pin = readFileSync(join(home, 'hsm/user.pin'), 'utf8').trim();
       // PKCS#8 of an EC key starts with this DER prefix; in base64 and hex it would be visible.
       const pkcs8 = Buffer.from('308187020100301306072a8648ce3d020106082a8648ce3d030107', 'hex');
       let scanned = 0;
