@@ -186,7 +186,7 @@ async function main(): Promise<void> {
         w.once('exit', (code) => reject(new Error(`worker exited ${code}: ${err}`)));
       });
     }
-    const redis = new Redis(rt.redisUrl!);
+    const redis = new Redis(resolveRuntime(loadConfig({ file: config, env: {} })).redisUrl!);
     const journal = new Journal(redis);
     const batches = new BatchStore(redis, journal.keys);
     const start = Date.now();
