@@ -8,7 +8,6 @@
  */
 import 'reflect-metadata';
 import { spawn } from 'node:child_process';
-import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +20,7 @@ import {
   StartThingRegistrationTaskCommand,
 } from '@aws-sdk/client-iot';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { bitString, oid, seq, set, tlv, toPem, utf8 } from '../emulator/der.js';
+import { csr } from './csr.js';
 import { packageRoot } from '../src/core/paths.js';
 
 const TARGET = 2000;
@@ -31,20 +30,6 @@ const SECRET = 'bench-secret-0123456789';
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-function csr(cn: string): string {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const info = seq(
-    tlv(0x02, Buffer.from([0])),
-    seq(set(seq(oid('2.5.4.3'), utf8(cn)))),
-    publicKey.export({ format: 'der', type: 'spki' }),
-    tlv(0xa0, Buffer.alloc(0)),
-  );
-  return toPem(
-    seq(info, seq(oid('1.2.840.10045.4.3.2')), bitString(sign('sha256', info, privateKey))),
-    'CERTIFICATE REQUEST',
-  );
 }
 
 async function main(): Promise<void> {

@@ -14,13 +14,12 @@
 import 'reflect-metadata';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism, tmpdir } from 'node:os';
-import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import { csr } from './csr.js';
 import { stringify } from 'yaml';
-import { bitString, oid, seq, set, tlv, toPem, utf8 } from '../emulator/der.js';
 import { putInput, readReports, renderInputFile, startTask, waitTask } from '../src/cloud/bulk.js';
 import { makeClients, requireBucket, requireRoleArn } from '../src/cloud/clients.js';
 import { ensureResources } from '../src/cloud/resources.js';
@@ -42,20 +41,6 @@ function arg(name: string, fallback: number): number {
 
 const log = (s: string): boolean => process.stderr.write(`${s}\n`);
 const round = (n: number, d = 2): number => Math.round(n * 10 ** d) / 10 ** d;
-
-function csr(cn: string): string {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const info = seq(
-    tlv(0x02, Buffer.from([0])),
-    seq(set(seq(oid('2.5.4.3'), utf8(cn)))),
-    publicKey.export({ format: 'der', type: 'spki' }),
-    tlv(0xa0, Buffer.alloc(0)),
-  );
-  return toPem(
-    seq(info, seq(oid('1.2.840.10045.4.3.2')), bitString(sign('sha256', info, privateKey))),
-    'CERTIFICATE REQUEST',
-  );
-}
 
 function cli(
   args: string[],

@@ -403,6 +403,11 @@ function planDevice(plan: BatchPlan, serial: string): BatchPlan['devices'][numbe
   return d;
 }
 
+/** Moves made on a chunk's behalf apply only while the device still belongs to that chunk. */
+function ownedBy(chunkTag: string): { field: string; equals: string } {
+  return { field: 'regChunk', equals: chunkTag };
+}
+
 function failMove(
   batchId: string,
   serial: string,
@@ -423,11 +428,11 @@ function retryOrFail(
   deps: RegistrarDeps,
   plan: BatchPlan,
   rec: DeviceRecord,
-  chunkN: number,
+  chunkTag: string,
   reason: { code: string; message: string },
 ): TransitionRequest {
   const rounds = Number(rec.fields.regRounds ?? 0) + 1;
-  const when = { field: 'regChunk', equals: String(chunkN) };
+  const when = ownedBy(chunkTag);
   if (rounds >= deps.settings.registrationRounds)
     return {
       ...failMove(
@@ -453,7 +458,7 @@ function retryOrFail(
 function registeredMove(
   plan: BatchPlan,
   rec: DeviceRecord,
-  chunkN: number,
+  chunkTag: string,
   issued: IssuedCertificate,
   extra: Record<string, string>,
 ): TransitionRequest {
@@ -462,7 +467,7 @@ function registeredMove(
     serial: rec.serial,
     to: 'registered',
     from: ['registering'],
-    when: { field: 'regChunk', equals: String(chunkN) },
+    when: ownedBy(chunkTag),
     fields: {
       certificatePem: issued.certificatePem,
       certificateId: issued.certificateId,
@@ -478,13 +483,10 @@ function registeredMove(
  * DER of a certificate carries its SubjectPublicKeyInfo verbatim, so a byte search is exact
  * and costs microseconds (parsing 1000 certificates per chunk cost more than the task).
  */
-const spkiCache = new WeakMap<DeviceRecord, Buffer>();
 function keyMatches(rec: DeviceRecord, certificatePem: string): boolean {
   if (!rec.fields.publicKey) return true;
   try {
-    let spki = spkiCache.get(rec);
-    if (!spki) spkiCache.set(rec, (spki = pemBody(rec.fields.publicKey)));
-    return pemBody(certificatePem).includes(spki);
+    return pemBody(certificatePem).includes(pemBody(rec.fields.publicKey));
   } catch {
     return false;
   }
@@ -514,7 +516,7 @@ async function applyReports(
     const error: BulkLineError | undefined = reports.errors.get(line);
     if (result) {
       if (keyMatches(rec, result.certificatePem)) {
-        moves.push(registeredMove(plan, rec, c.n, result, { taskId: c.fields.taskId ?? '' }));
+        moves.push(registeredMove(plan, rec, String(c.n), result, { taskId: c.fields.taskId ?? '' }));
         registered++;
       } else {
         moves.push({
@@ -539,7 +541,7 @@ async function applyReports(
           'registration',
         ),
         from: ['registering'],
-        when: { field: 'regChunk', equals: String(c.n) },
+        when: ownedBy(String(c.n)),
       });
       failed++;
     } else {
@@ -549,7 +551,7 @@ async function applyReports(
             code: `Task${outcome.status}`,
             message: `task ${c.fields.taskId} ended ${outcome.status}${outcome.message ? `: ${outcome.message}` : ''} without this line`,
           };
-      moves.push(retryOrFail(deps, plan, rec, c.n, reason));
+      moves.push(retryOrFail(deps, plan, rec, String(c.n), reason));
       retried++;
     }
   });
@@ -584,7 +586,7 @@ async function applyTaskRefused(
   const moves = c.serials.map((serial) => ({
     ...failMove(plan.batchId, serial, e.code, e.message, 'registration'),
     from: ['registering' as const],
-    when: { field: 'regChunk', equals: String(c.n) },
+    when: ownedBy(String(c.n)),
   }));
   await deps.journal.transitionMany(moves);
   await deps.journal.setChunk(plan.batchId, c.n, {
@@ -637,7 +639,6 @@ async function registerOne(
     );
     return;
   }
-  const when = { field: 'regChunk', equals: chunkTag };
   if (rec.fields.singleIntentAt) {
     const found = await findCertificateForKey(deps.cloud, {
       publicKeyPem: publicKey,
@@ -645,10 +646,7 @@ async function registerOne(
       ...(signal ? { signal } : {}),
     });
     if (found) {
-      await deps.journal.transition({
-        ...registeredMove(plan, rec, Number(chunkTag) || 0, found, { recovered: 'true' }),
-        when,
-      });
+      await deps.journal.transition(registeredMove(plan, rec, chunkTag, found, { recovered: 'true' }));
       return;
     }
   }
@@ -660,22 +658,19 @@ async function registerOne(
       pacer: deps.pacer,
       ...(signal ? { signal } : {}),
     });
-    await deps.journal.transition({ ...registeredMove(plan, rec, 0, issued, {}), when });
+    await deps.journal.transition(registeredMove(plan, rec, chunkTag, issued, {}));
   } catch (e) {
     if (signal?.aborted) throw e;
     if (isProvlineError(e) && !e.retryable) {
       await deps.journal.transition({
         ...failMove(plan.batchId, rec.serial, e.code, e.message, 'registration'),
         from: ['registering'],
-        when,
+        when: ownedBy(chunkTag),
       });
       return;
     }
     const code = isProvlineError(e) ? e.code : 'AWS_REQUEST_FAILED';
-    await deps.journal.transition({
-      ...retryOrFail(deps, plan, rec, 0, { code, message: messageOf(e) }),
-      when,
-    });
+    await deps.journal.transition(retryOrFail(deps, plan, rec, chunkTag, { code, message: messageOf(e) }));
   }
 }
 

@@ -1,12 +1,12 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Command } from 'commander';
-import { reportCsvHeader, reportCsvRow, type ReportRow } from '../../batch/report.js';
+import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
 import { ProvlineError } from '../../core/errors.js';
-import type { DeviceRecord } from '../../jobs/journal.js';
+import { reportRows } from '../../jobs/report.js';
 import { STATES } from '../../jobs/states.js';
 import { batchStatus, type BatchStatus } from '../../jobs/status.js';
 import type { CommandContext } from '../context.js';
-import { openPipeline, type PipelineHandles } from '../pipeline/open.js';
+import { openPipeline } from '../pipeline/open.js';
 
 export function registerBatchCommands(program: Command, ctx: () => CommandContext): void {
   program
@@ -87,55 +87,6 @@ export function registerBatchCommands(program: Command, ctx: () => CommandContex
         await p.close();
       }
     });
-}
-
-const iso = (t: number | undefined): string => (t === undefined ? '' : new Date(t).toISOString());
-
-function toRow(
-  rec: DeviceRecord | undefined,
-  serial: string,
-  line: number,
-  thingName: string,
-  batchId: string,
-): ReportRow {
-  return {
-    serial,
-    line: String(line),
-    thingName,
-    state: rec ? (rec.batch === batchId ? rec.state : 'moved') : 'unknown',
-    certificateId: rec?.fields.certificateId ?? '',
-    acceptedAt: iso(rec?.at.accepted),
-    keyedAt: iso(rec?.at.keyed),
-    registeredAt: iso(rec?.at.registered),
-    flashedAt: iso(rec?.at.flashed),
-    verifiedAt: iso(rec?.at.verified),
-    failedAt: iso(rec?.state === 'failed' ? rec.at.failed : undefined),
-    errorCode: rec?.error?.code ?? '',
-    errorStage: rec?.error?.stage ?? '',
-    errorMessage: rec?.error?.message ?? '',
-    batch: rec?.batch ?? batchId,
-  };
-}
-
-/** The plan's devices in order, then the rejected CSV lines. */
-async function* reportRows(p: PipelineHandles, batchId: string): AsyncGenerator<ReportRow> {
-  const plan = await p.batches.plan(batchId);
-  for (let i = 0; i < plan.devices.length; i += 500) {
-    const page = plan.devices.slice(i, i + 500);
-    const recs = await p.journal.getMany(page.map((d) => d.serial));
-    for (let j = 0; j < page.length; j++) {
-      const d = page[j]!;
-      yield toRow(recs[j], d.serial, d.line, d.thingName, batchId);
-    }
-  }
-  for (const r of plan.rejected)
-    yield {
-      ...toRow(undefined, r.serial ?? '', r.line, '', batchId),
-      state: 'rejected',
-      errorCode: r.codes.join(' '),
-      errorStage: 'intake',
-      errorMessage: 'invalid CSV row (provline validate shows the details)',
-    };
 }
 
 export function formatStatus(s: BatchStatus): string {

@@ -21,14 +21,13 @@ import type { DeviceResult, StationEvent } from '../../flash/station/events.js';
 import { runStation } from '../../flash/station/station.js';
 import { JournalStore } from '../../flash/station/store.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
-import { ROLES } from '../../jobs/queues.js';
-import { startRunner } from '../../jobs/runner.js';
+import { reportRows } from '../../jobs/report.js';
 import { submitBatch } from '../../jobs/submit.js';
 import { stackDown, stackStatus, stackUp } from '../../stack/stack.js';
 import type { CommandContext } from '../context.js';
 import { EXIT, ExitCode } from '../exit.js';
 import { intOption } from '../options.js';
-import { openPipeline, type PipelineHandles } from '../pipeline/open.js';
+import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { waitForRegistration } from './submit.js';
 
 interface DemoOptions {
@@ -139,15 +138,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     }
 
     step('HSM stage and bulk registration (workers in this process)');
-    const runner = await startRunner({
-      redisUrl: p.redisUrl,
-      runtime: c.runtime,
-      workers: c.loaded.config.workers,
-      roles: ROLES,
-      prefix: p.prefix,
-      log: c.logger,
-      hsmSettings: () => c.hsmSettings(),
-    });
+    const runner = await startLocalWorkers(c, p);
     try {
       for (const line of lines) {
         const s = await waitForRegistration(p, line.batchId!, true);
@@ -293,33 +284,9 @@ function printTable(c: CommandContext, results: DeviceResult[]): void {
 }
 
 async function writeReport(p: PipelineHandles, batchId: string, file: string): Promise<void> {
-  const plan = await p.batches.plan(batchId);
-  const recs = await p.journal.getMany(plan.devices.map((d) => d.serial));
   const out = createWriteStream(file);
   out.write(reportCsvHeader());
-  const iso = (t: number | undefined): string => (t === undefined ? '' : new Date(t).toISOString());
-  plan.devices.forEach((d, i) => {
-    const rec = recs[i];
-    out.write(
-      reportCsvRow({
-        serial: d.serial,
-        line: String(d.line),
-        thingName: d.thingName,
-        state: rec?.state ?? 'unknown',
-        certificateId: rec?.fields.certificateId ?? '',
-        acceptedAt: iso(rec?.at.accepted),
-        keyedAt: iso(rec?.at.keyed),
-        registeredAt: iso(rec?.at.registered),
-        flashedAt: iso(rec?.at.flashed),
-        verifiedAt: iso(rec?.at.verified),
-        failedAt: iso(rec?.state === 'failed' ? rec.at.failed : undefined),
-        errorCode: rec?.error?.code ?? '',
-        errorStage: rec?.error?.stage ?? '',
-        errorMessage: rec?.error?.message ?? '',
-        batch: rec?.batch ?? batchId,
-      }),
-    );
-  });
+  for await (const row of reportRows(p, batchId)) out.write(reportCsvRow(row));
   await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
 }
 

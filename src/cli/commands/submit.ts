@@ -1,13 +1,12 @@
 import type { Command } from 'commander';
 import { getProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
-import { startRunner, type Runner } from '../../jobs/runner.js';
-import { ROLES } from '../../jobs/queues.js';
+import type { Runner } from '../../jobs/runner.js';
 import { batchStatus, RateMeter, type BatchStatus } from '../../jobs/status.js';
 import { submitBatch } from '../../jobs/submit.js';
 import { EXIT, ExitCode } from '../exit.js';
 import type { CommandContext } from '../context.js';
-import { openPipeline, type PipelineHandles } from '../pipeline/open.js';
+import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { formatProblem } from './validate.js';
 
 interface SubmitOptions {
@@ -111,15 +110,7 @@ export function registerSubmit(program: Command, ctx: () => CommandContext): voi
         if (local) {
           if (!opts.json)
             process.stderr.write('running the workers in this process (no `provline worker` connected)\n');
-          runner = await startRunner({
-            redisUrl: p.redisUrl,
-            runtime: c.runtime,
-            workers: c.loaded.config.workers,
-            roles: ROLES,
-            prefix: p.prefix,
-            log: c.logger,
-            hsmSettings: () => c.hsmSettings(),
-          });
+          runner = await startLocalWorkers(c, p);
         }
         const status = await waitForRegistration(p, result.batchId, !opts.json);
         if (opts.json) c.json({ submitted: true, ...status });

@@ -2,7 +2,8 @@
 import { Redis } from 'ioredis';
 import { BatchStore } from '../../jobs/batches.js';
 import { Journal } from '../../jobs/journal.js';
-import { connectionFromUrl, PipelineQueues } from '../../jobs/queues.js';
+import { connectionFromUrl, PipelineQueues, ROLES } from '../../jobs/queues.js';
+import { startRunner, type Runner } from '../../jobs/runner.js';
 import { requireRedis } from '../../stack/runtime.js';
 import { ProvlineError } from '../../core/errors.js';
 import type { CommandContext } from '../context.js';
@@ -50,4 +51,17 @@ export async function openPipeline(ctx: CommandContext): Promise<PipelineHandles
       await redis.quit().catch(() => undefined);
     },
   };
+}
+
+/** Every pipeline role in this process (`submit --wait` with no worker connected, the demo). */
+export function startLocalWorkers(c: CommandContext, p: PipelineHandles): Promise<Runner> {
+  return startRunner({
+    redisUrl: p.redisUrl,
+    runtime: c.runtime,
+    workers: c.loaded.config.workers,
+    roles: ROLES,
+    prefix: p.prefix,
+    log: c.logger,
+    hsmSettings: () => c.hsmSettings(),
+  });
 }
