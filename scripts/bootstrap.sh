@@ -20,6 +20,7 @@ declare -A NEED=(
   [openssl]=openssl
   [/usr/include/p11-kit-1/p11-kit/pkcs11.h]=libp11-kit-dev
   [gcc]=gcc
+  [mosquitto_pub]=mosquitto-clients
 )
 missing=()
 for probe in "${!NEED[@]}"; do
