@@ -17,10 +17,9 @@ import { join } from 'node:path';
 import { startSimulator, type Simulator, type SimulatorRequest } from '../devices/index.js';
 import type { DriverName } from '../src/config/schema.js';
 import { stopPid, waitFor } from '../src/core/proc.js';
-import { openSeedWorld, seedBatch, type SeedWorld } from '../src/flash/station/seed.js';
-import { runStation } from '../src/flash/station/station.js';
-import { JournalStore } from '../src/flash/station/store.js';
+import { JournalStore, runStation } from '../src/flash/index.js';
 import { stackDown } from '../src/stack/stack.js';
+import { openSeedWorld, seedBatch, type SeedWorld } from '../test/helpers/seed.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -5,7 +5,7 @@
  * the simulated device identity key). Like the modem, it refuses credential work while active.
  */
 import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { AtCommandSplitter, parseAtCommand, sha256Upper } from '../src/flash/at.js';
+import { AtCommandSplitter, parseAtCommand, sha256Upper } from '../src/flash/protocol/index.js';
 import type { Category } from './core/faults.js';
 import type { DeviceModel } from './core/host.js';
 import { generateKeyWithCsr, signMessage } from './core/device-crypto.js';

@@ -4,7 +4,6 @@
  * a KEK to unwrap wrapped keys as-is, on-device keygen with a CSR, and PROVE signing.
  */
 import { createHash } from 'node:crypto';
-import { V1_STATUS } from '../src/flash/errors.js';
 import {
   CAP,
   CMD,
@@ -16,6 +15,7 @@ import {
   PayloadReader,
   RESPONSE_BIT,
   SLOT,
+  V1_STATUS,
   bytes16,
   decodeFrame,
   encodeFrame,
@@ -25,7 +25,7 @@ import {
   u32,
   u8,
   type Frame,
-} from '../src/flash/frame.js';
+} from '../src/flash/protocol/index.js';
 import type { Category } from './core/faults.js';
 import type { DeviceModel } from './core/host.js';
 import { fromPem, generateKeyWithCsr, signMessage, unwrapKey, type DeviceKey } from './core/device-crypto.js';

@@ -7,9 +7,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { freePort, stopPid, waitFor } from '../../src/core/proc.js';
-import { spawnDetached } from '../../src/flash/pty.js';
+import { spawnDetached } from '../../src/flash/index.js';
 
-export { startPtyPair, type PtyPair } from '../../src/flash/pty.js';
+export { startPtyPair, type PtyPair } from '../../src/flash/index.js';
 
 export interface Ser2net {
   url: string;

@@ -14,8 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NordicModemModel, SerialV1Model, startSimulator, type Simulator } from '../../devices/index.js';
 import type { DriverName } from '../../src/config/schema.js';
 import { isProvlineError } from '../../src/core/errors.js';
-import { normalizePem, sha256Upper } from '../../src/flash/at.js';
-import { SLOT } from '../../src/flash/frame.js';
+import { SLOT, normalizePem, sha256Upper } from '../../src/flash/protocol/index.js';
 import {
   canGenerateKey,
   canProvePossession,

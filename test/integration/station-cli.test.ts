@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../../devices/index.js';
 import type { DriverName } from '../../src/config/schema.js';
 import { freePort, waitFor } from '../../src/core/proc.js';
-import { openSeedWorld, seedBatch, type SeedWorld, type SeededDevice } from '../../src/flash/station/seed.js';
+import { openSeedWorld, seedBatch, type SeedWorld, type SeededDevice } from '../helpers/seed.js';
 import { BIN, runCli } from '../helpers/cli.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 import { startPtyPair, startSer2net } from '../helpers/pty.js';

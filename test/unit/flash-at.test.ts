@@ -10,8 +10,8 @@ import {
   parseImei,
   parseKeygen,
   sha256Upper,
-} from '../../src/flash/at.js';
-import { CME_ERRORS, cmeError } from '../../src/flash/errors.js';
+} from '../../src/flash/protocol/index.js';
+import { CME_ERRORS, cmeError } from '../../src/flash/index.js';
 
 const PEM_LF = '-----BEGIN CERTIFICATE-----\nMIIB\nAAAA\n-----END CERTIFICATE-----\n';
 

@@ -11,7 +11,7 @@ import {
   str8,
   u32,
   type Frame,
-} from '../../src/flash/frame.js';
+} from '../../src/flash/protocol/index.js';
 
 const frames = (events: ReturnType<FrameDecoder['push']>): Frame[] =>
   events.flatMap((e) => (e.kind === 'frame' ? [e.frame] : []));

@@ -8,7 +8,7 @@ import {
   lookupFromRecord,
   type DeviceLookup,
   type StationIdentity,
-} from '../../src/flash/station/lookup.js';
+} from '../../src/flash/index.js';
 import type { BatchMeta } from '../../src/jobs/batches.js';
 import type { DeviceRecord } from '../../src/jobs/journal.js';
 

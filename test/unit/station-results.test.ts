@@ -7,12 +7,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ProvlineError } from '../../src/core/errors.js';
-import { StationCache } from '../../src/flash/station/cache.js';
-import type { StationEvent } from '../../src/flash/station/events.js';
-import type { DeviceLookup } from '../../src/flash/station/lookup.js';
-import { interpret, transitionFor, type ResultEntry } from '../../src/flash/station/results.js';
-import { FallbackStore, type StationStore } from '../../src/flash/station/store.js';
-import { JsonLinesView, TtyView } from '../../src/flash/station/view.js';
+import {
+  FallbackStore,
+  JsonLinesView,
+  StationCache,
+  TtyView,
+  interpret,
+  transitionFor,
+  type DeviceLookup,
+  type ResultEntry,
+  type StationEvent,
+  type StationStore,
+} from '../../src/flash/index.js';
 
 const dirs: string[] = [];
 const scratch = (): string => {

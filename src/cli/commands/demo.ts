@@ -16,10 +16,14 @@ import { startSimulator } from '../../../devices/index.js';
 import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
 import { getProfile, type ResolvedProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
-import { startPtyPair, type PtyPair } from '../../flash/pty.js';
-import type { DeviceResult, StationEvent } from '../../flash/station/events.js';
-import { runStation } from '../../flash/station/station.js';
-import { JournalStore } from '../../flash/station/store.js';
+import {
+  JournalStore,
+  runStation,
+  startPtyPair,
+  type DeviceResult,
+  type PtyPair,
+  type StationEvent,
+} from '../../flash/index.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
 import { reportRows } from '../../jobs/report.js';
 import { submitBatch } from '../../jobs/submit.js';

@@ -10,19 +10,25 @@ import type { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { getProfile, type ResolvedProfile } from '../../config/load.js';
 import { ProvlineError, messageOf, usageError } from '../../core/errors.js';
-import { parseTcpTarget } from '../../flash/tcp-transport.js';
-import { CacheStore, StationCache, prefetch } from '../../flash/station/cache.js';
-import { allVerified, type StationEvent } from '../../flash/station/events.js';
-import { runStation, type StationRun } from '../../flash/station/station.js';
 import {
+  CacheStore,
   FallbackStore,
   JournalStore,
+  JsonLinesView,
+  StationCache,
+  TtyView,
+  allVerified,
+  checkTarget,
+  prefetch,
+  runStation,
+  syncResults,
+  type KeyUnwrapper,
   type RegisterCsr,
+  type StationEvent,
+  type StationRun,
   type StationStore,
-} from '../../flash/station/store.js';
-import { syncResults } from '../../flash/station/sync.js';
-import { JsonLinesView, TtyView, type StationView } from '../../flash/station/view.js';
-import type { KeyUnwrapper } from '../../flash/station/visit.js';
+  type StationView,
+} from '../../flash/index.js';
 import type { Hsm } from '../../hsm/hsm.js';
 import { BatchStore } from '../../jobs/batches.js';
 import { Journal } from '../../jobs/journal.js';
@@ -237,15 +243,6 @@ async function runStationCommand(c: CommandContext, opts: StationCliOptions): Pr
     ? allVerified(run.summary) && run.portErrors.length === 0 && run.results.length === opts.port.length
     : run.portErrors.length === 0 && run.summary.abandoned === 0 && run.summary.unrecorded === 0;
   if (!ok) throw new ExitCode(EXIT.partial);
-}
-
-function checkTarget(target: string): void {
-  if (target.startsWith('tcp://')) parseTcpTarget(target);
-  else if (!target.startsWith('/'))
-    throw new ProvlineError('TRANSPORT_BAD_TARGET', `"${target}" is neither a tty path nor tcp://host:port`, {
-      kind: 'invalid-input',
-      hint: 'pass the port path explicitly, e.g. /dev/ttyACM0, or tcp://127.0.0.1:3333 for ser2net',
-    });
 }
 
 /**

@@ -2,7 +2,7 @@
  * What a station reports, as plain data: the live view, `--json` lines and the benchmark all
  * read these events. Nothing here does I/O.
  */
-import type { CredentialObject } from '../driver.js';
+import type { CredentialObject } from '../drivers/index.js';
 
 /** What a port is doing right now (the view's "step" column). */
 export type StationStep =

@@ -8,12 +8,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DriverName } from '../../config/schema.js';
 import { isProvlineError } from '../../core/errors.js';
-import { createDriver, type CreateDriverRequest } from '../index.js';
-import type { DeviceDriver, DeviceIdentity } from '../driver.js';
-import type { Transport, TransportOptions } from '../transport.js';
+import { createDriver, type DeviceDriver, type DeviceIdentity, type DriverTiming } from '../drivers/index.js';
+import type { OpenTransport, Transport } from '../transport/index.js';
 import type { DeviceResult, StationEvent, StationStep } from './events.js';
-
-export type DriverTiming = NonNullable<CreateDriverRequest['timing']>;
 
 export interface ProbeOptions {
   /** Pause between presence probes (waiting for a device, or for it to leave). */
@@ -37,7 +34,7 @@ export interface PortOptions {
   probe: ProbeOptions;
   /** Stop taking new devices (a visit in progress finishes). */
   stop: AbortSignal;
-  open(target: string, options: TransportOptions): Promise<Transport>;
+  open: OpenTransport;
   emit(e: StationEvent): void;
   /** Runs one device visit over `driver` factory for this link. */
   visit(req: {

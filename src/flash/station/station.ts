@@ -10,9 +10,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import type { DriverName } from '../../config/schema.js';
 import { ProvlineError, messageOf } from '../../core/errors.js';
-import { openTransport, type Transport, type TransportOptions } from '../transport.js';
+import type { DriverTiming } from '../drivers/index.js';
+import { openTransport, type OpenTransport } from '../transport/index.js';
 import { emptySummary, type DeviceResult, type StationEvent, type StationSummary } from './events.js';
-import { DEFAULT_PROBE, runPort, type DriverTiming, type ProbeOptions } from './port.js';
+import { DEFAULT_PROBE, runPort, type ProbeOptions } from './port.js';
 import type { StationStore } from './store.js';
 import { visitDevice, type KeyUnwrapper } from './visit.js';
 
@@ -32,7 +33,7 @@ export interface StationOptions {
   stop?: AbortSignal;
   abort?: AbortSignal;
   onEvent?: (e: StationEvent) => void;
-  open?: (target: string, options: TransportOptions) => Promise<Transport>;
+  open?: OpenTransport;
   clock?: () => number;
   now?: () => number;
   newId?: () => string;

@@ -17,7 +17,7 @@ import {
   type Credentials,
   type DeviceDriver,
   type WriteResult,
-} from '../driver.js';
+} from '../drivers/index.js';
 import type { DeviceResult, Outcome, RecordedIn, StationEvent, StationStep } from './events.js';
 import { decide, type BundleLookup, type StationIdentity } from './lookup.js';
 import { RESULT_VERSION, type ResultEntry } from './results.js';

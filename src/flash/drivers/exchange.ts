@@ -3,9 +3,9 @@
  * caller accepts, with a timeout, an AbortSignal, and a clean failure if the link closes. One
  * request at a time per link (the protocols are half-duplex by design; stack-notes.md §7).
  */
-import type { ProvlineError } from '../core/errors.js';
+import type { ProvlineError } from '../../core/errors.js';
 import { abortedError, disconnectedError, timeoutError } from './errors.js';
-import { lineRateBytesPerSecond, type Transport } from './transport.js';
+import { lineRateBytesPerSecond, type Transport } from '../transport/transport.js';
 
 export interface Decoder<T> {
   push(chunk: Uint8Array): T[];

@@ -5,8 +5,8 @@
  * acknowledged offset.
  */
 import { createHash } from 'node:crypto';
-import { ProvlineError } from '../core/errors.js';
-import { normalizePem } from './at.js';
+import { ProvlineError } from '../../core/errors.js';
+import { normalizePem } from '../protocol/pem.js';
 import {
   checkCsr,
   checkPossession,
@@ -29,7 +29,7 @@ import {
   type WriteCredentialsRequest,
   type WriteResult,
 } from './driver.js';
-import { V1_STATUS, protocolError, v1StatusError } from './errors.js';
+import { protocolError, v1StatusError } from './errors.js';
 import { Exchange } from './exchange.js';
 import {
   CAP,
@@ -41,6 +41,7 @@ import {
   PayloadReader,
   RESPONSE_BIT,
   SLOT,
+  V1_STATUS,
   bytes16,
   encodeFrame,
   popMessage,
@@ -48,8 +49,8 @@ import {
   u8,
   type DecodeEvent,
   type SlotName,
-} from './frame.js';
-import type { Transport } from './transport.js';
+} from '../protocol/frame.js';
+import type { Transport } from '../transport/transport.js';
 
 export interface SerialV1Options {
   commandTimeoutMs?: number;

@@ -4,8 +4,9 @@
  * leaves at once.
  */
 import { connect, type Socket } from 'node:net';
-import { ProvlineError, messageOf } from '../core/errors.js';
-import { DEFAULT_BAUD, StreamTransport, type Transport, type TransportOptions } from './transport.js';
+import { ProvlineError, messageOf } from '../../core/errors.js';
+import { StreamTransport } from './stream.js';
+import { DEFAULT_BAUD, type Transport, type TransportOptions } from './transport.js';
 
 export function parseTcpTarget(target: string): { host: string; port: number } {
   const m = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(target);

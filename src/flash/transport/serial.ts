@@ -3,8 +3,9 @@
  * which factory PCs and containers often lack (stack-notes.md §7).
  */
 import { SerialPort } from 'serialport';
-import { ProvlineError } from '../core/errors.js';
-import { DEFAULT_BAUD, StreamTransport, type Transport, type TransportOptions } from './transport.js';
+import { ProvlineError } from '../../core/errors.js';
+import { StreamTransport } from './stream.js';
+import { DEFAULT_BAUD, type Transport, type TransportOptions } from './transport.js';
 
 export async function openSerialTransport(path: string, options: TransportOptions = {}): Promise<Transport> {
   const baudRate = options.baudRate ?? DEFAULT_BAUD;

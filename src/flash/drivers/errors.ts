@@ -4,10 +4,11 @@
  * transport-level failures every driver shares. Drivers branch on `code` and `retryable`,
  * never on message text.
  */
-import { ProvlineError, type ErrorOptions } from '../core/errors.js';
+import { ProvlineError, type ErrorCode, type ErrorOptions } from '../../core/errors.js';
+import { V1_STATUS } from '../protocol/frame.js';
 
 export interface DeviceErrorSpec {
-  code: string;
+  code: ErrorCode;
   retryable: boolean;
   message: string;
   hint?: string;
@@ -69,24 +70,6 @@ export function cmeError(n: number, command: string): ProvlineError {
   };
   return deviceError(spec, { details: { cme: n, command } });
 }
-
-/** provline-serial-v1 status bytes (docs/device-protocol.md §5). 0 is OK. */
-export const V1_STATUS = {
-  OK: 0,
-  UNKNOWN_COMMAND: 1,
-  BAD_PAYLOAD: 2,
-  BAD_OFFSET: 3,
-  HASH_MISMATCH: 4,
-  NOT_FOUND: 5,
-  NO_SPACE: 6,
-  UNWRAP_FAILED: 7,
-  KEY_INVALID: 8,
-  BUSY: 9,
-  NO_KEY: 10,
-  VERSION_UNSUPPORTED: 11,
-  CONTENT_REJECTED: 12,
-  BAD_FRAME: 13,
-} as const;
 
 export const V1_ERRORS: Readonly<Record<number, DeviceErrorSpec>> = {
   [V1_STATUS.UNKNOWN_COMMAND]: {

@@ -30,6 +30,24 @@ export const RESPONSE_BIT = 0x80;
 /** Sent by the device for a frame whose CRC did not match; payload [status]. */
 export const NAK = 0x7f;
 
+/** The status byte that starts every response payload (docs/device-protocol.md §5). 0 is OK. */
+export const V1_STATUS = {
+  OK: 0,
+  UNKNOWN_COMMAND: 1,
+  BAD_PAYLOAD: 2,
+  BAD_OFFSET: 3,
+  HASH_MISMATCH: 4,
+  NOT_FOUND: 5,
+  NO_SPACE: 6,
+  UNWRAP_FAILED: 7,
+  KEY_INVALID: 8,
+  BUSY: 9,
+  NO_KEY: 10,
+  VERSION_UNSUPPORTED: 11,
+  CONTENT_REJECTED: 12,
+  BAD_FRAME: 13,
+} as const;
+
 /** Object slots. PEMs are written as normalised text; slot 3 holds the RFC 5649 blob as-is. */
 export const SLOT = { rootCa: 0, certificate: 1, privateKey: 2, wrappedKey: 3 } as const;
 export type SlotName = keyof typeof SLOT;

@@ -3,20 +3,20 @@
  * Protocol text comes from the pure helpers in at.ts; this file decides the order of commands,
  * the timeouts and the retries.
  */
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../../core/errors.js';
 import {
   AtResponseReader,
   CMNG_TYPE,
   cmngWriteCommand,
   encodeAt,
   keygenCommand,
-  normalizePem,
   parseCmngList,
   parseImei,
   parseKeygen,
   sha256Upper,
   type AtResponse,
-} from './at.js';
+} from '../protocol/at.js';
+import { normalizePem } from '../protocol/pem.js';
 import {
   checkCsr,
   mismatchError,
@@ -38,7 +38,7 @@ import {
 } from './driver.js';
 import { cmeError } from './errors.js';
 import { Exchange } from './exchange.js';
-import type { Transport } from './transport.js';
+import type { Transport } from '../transport/transport.js';
 
 export interface NordicAtOptions {
   /** The sec_tag credentials go into (0..2147483647). */

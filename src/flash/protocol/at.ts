@@ -3,8 +3,8 @@
  * command encoding, a response reader that turns bytes into complete responses, parsers for the
  * answers the driver needs, and the device-side command splitter the simulator uses. No I/O.
  *
- * Line endings: credential PEMs are normalised to CRLF (what nrfcloud-utils writes), trimmed,
- * with no trailing line break; the SHA-256 a modem reports covers exactly that text.
+ * Line endings: credential PEMs are written normalised (pem.ts); the SHA-256 a modem reports
+ * covers exactly that text.
  */
 import { createHash } from 'node:crypto';
 
@@ -18,14 +18,6 @@ export interface AtResponse {
 
 /** The credential types of `AT%CMNG` the driver writes. */
 export const CMNG_TYPE = { rootCa: 0, clientCert: 1, privateKey: 2 } as const;
-
-/** Trims, then rewrites every line ending as CRLF: the exact text written and hashed. */
-export function normalizePem(pem: string): string {
-  return pem
-    .trim()
-    .split(/\r\n|\r|\n/)
-    .join('\r\n');
-}
 
 /** SHA-256 of the UTF-8 text in upper-case hex, as `AT%CMNG=1` reports it. */
 export function sha256Upper(text: string | Uint8Array): string {
