@@ -7,7 +7,7 @@
  * progress" answer of StartThingRegistrationTask, which AWS gives as a plain
  * InvalidRequestException (aws-iot.md §1.5).
  */
-import { ProvlineError, messageOf, type ErrorKind } from '../core/errors.js';
+import { ProvlineError, messageOf, type ErrorCode, type ErrorKind } from '../core/errors.js';
 
 /** Throttling: the call was refused before it did anything, so any call may be repeated. */
 const THROTTLING = new Set([
@@ -112,7 +112,12 @@ export interface AwsFailureOptions {
  * A ProvlineError for a failed AWS call: `<what>: <AWS message> (<ExceptionName>)`, retryable
  * when the exception is, details `{operation, errorName, httpStatus?, requestId?}`.
  */
-export function awsFailure(code: string, what: string, e: unknown, o: AwsFailureOptions = {}): ProvlineError {
+export function awsFailure(
+  code: ErrorCode,
+  what: string,
+  e: unknown,
+  o: AwsFailureOptions = {},
+): ProvlineError {
   if (e instanceof ProvlineError) return e;
   const errorName = awsErrorName(e);
   const httpStatus = awsErrorStatus(e);

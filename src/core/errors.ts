@@ -4,8 +4,12 @@
  * Every error provline raises on purpose is a ProvlineError: a stable `code` (documented in
  * docs/troubleshooting.md), a `kind` that decides the process exit code in exactly one place
  * (src/cli/exit.ts), a `retryable` flag that workers use to stop retries early, an operator
- * message apart from the technical `cause`, and an optional hint saying what to do.
+ * message apart from the technical `cause`, and an optional hint saying what to do. Codes come
+ * from one registry (src/core/codes.ts), so a code nobody documented does not compile.
  */
+import type { ErrorCode } from './codes.js';
+
+export type { ErrorCode } from './codes.js';
 
 /** What kind of failure this is; the CLI maps kinds to exit codes. */
 export type ErrorKind =
@@ -27,13 +31,13 @@ export interface ErrorOptions {
 }
 
 export class ProvlineError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly kind: ErrorKind;
   readonly retryable: boolean;
   readonly hint: string | undefined;
   readonly details: Record<string, unknown>;
 
-  constructor(code: string, message: string, options: ErrorOptions = {}) {
+  constructor(code: ErrorCode, message: string, options: ErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ProvlineError';
     this.code = code;

@@ -9,10 +9,10 @@
  */
 import { createPrivateKey } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
-import { ProvlineError, type ErrorKind } from '../core/errors.js';
+import { ProvlineError, type ErrorCode, type ErrorKind } from '../core/errors.js';
 
 interface CkrRule {
-  code: string;
+  code: ErrorCode;
   message: string;
   retryable: boolean;
   kind?: ErrorKind;

@@ -38,6 +38,7 @@ import { requireBucket, requireRoleArn, type CloudClients } from '../cloud/clien
 import { describeDataEndpoint, ensureResources } from '../cloud/resources.js';
 import { findCertificateForKey, registerThing, type Pacer } from '../cloud/single.js';
 import { lintTemplate } from '../cloud/template/index.js';
+import { storedErrorCode } from '../core/codes.js';
 import { isProvlineError, messageOf, ProvlineError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { BatchStore } from './batches.js';
@@ -548,7 +549,7 @@ async function applyReports(
       const reason = error
         ? { code: error.errorName, message: error.message }
         : {
-            code: `Task${outcome.status}`,
+            code: 'REGISTRATION_LINE_MISSING',
             message: `task ${c.fields.taskId} ended ${outcome.status}${outcome.message ? `: ${outcome.message}` : ''} without this line`,
           };
       moves.push(retryOrFail(deps, plan, rec, String(c.n), reason));
@@ -687,7 +688,7 @@ export async function registerCsr(
   if (!(await prepare(deps, plan))) {
     const meta = await deps.batches.meta(req.batchId);
     throw new ProvlineError(
-      meta.abortedCode ?? 'BATCH_ABORTED',
+      storedErrorCode(meta.abortedCode, 'BATCH_ABORTED'),
       meta.abortedMessage ?? 'the batch cannot be registered',
     );
   }
@@ -735,7 +736,7 @@ export async function registerCsr(
   }
   if (rec.state === 'failed')
     throw new ProvlineError(
-      rec.error?.code ?? 'REGISTRATION_REJECTED',
+      storedErrorCode(rec.error?.code, 'REGISTRATION_REJECTED'),
       rec.error?.message ?? 'registration failed',
     );
   return rec;

@@ -15,6 +15,7 @@ import { Pacer } from '../cloud/single.js';
 import type { Config } from '../config/schema.js';
 import { isProvlineError, messageOf } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
+import { toJobError } from '../core/job-error.js';
 import { openHsm, type Hsm } from '../hsm/hsm.js';
 import type { Runtime } from '../stack/runtime.js';
 import { BatchStore } from './batches.js';
@@ -96,7 +97,9 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
       new Worker<RegisterJobData>(
         QUEUES.register,
         async (job: Job<RegisterJobData>, token?: string) => {
-          const plan = await batches.plan(job.data.batchId);
+          const plan = await batches.plan(job.data.batchId).catch((e: unknown) => {
+            throw toJobError(e);
+          });
           const tps = plan.profile.registration.tps;
           let pacer = pacers.get(tps);
           if (!pacer) pacers.set(tps, (pacer = new Pacer({ perSecond: tps })));
@@ -110,7 +113,7 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
               await job.moveToDelayed(Date.now() + 100, token);
               throw new DelayedError();
             }
-            throw e;
+            throw toJobError(e);
           }
         },
         { ...opts, concurrency: o.workers.registrarConcurrency },
@@ -137,7 +140,9 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
       new Worker<HsmJobData>(
         QUEUES.hsm,
         async (job: Job<HsmJobData>) => {
-          const r = await runHsmRange({ journal, batches, hsm: maker }, job.data);
+          const r = await runHsmRange({ journal, batches, hsm: maker }, job.data).catch((e: unknown) => {
+            throw toJobError(e);
+          });
           done.hsm++;
           return r;
         },

@@ -8,29 +8,11 @@ import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { validateCsv } from '../../src/batch/intake.js';
+import { ERROR_CODES } from '../../src/core/codes.js';
 import { demoProfile } from '../helpers/profiles.js';
 
 const profile = demoProfile();
-const KNOWN = new Set([
-  'FILE_EMPTY',
-  'NO_DATA_ROWS',
-  'HEADER_MISSING_SERIAL',
-  'HEADER_DUPLICATE_COLUMN',
-  'HEADER_EMPTY_COLUMN',
-  'HEADER_MISSING_COLUMN',
-  'PROFILE_TOO_MANY_ATTRIBUTES',
-  'FIELD_COUNT',
-  'SERIAL_EMPTY',
-  'SERIAL_INVALID',
-  'SERIAL_DUPLICATE',
-  'THING_NAME_INVALID',
-  'THING_NAME_DUPLICATE',
-  'ATTRIBUTE_VALUE_INVALID',
-  'PARAMETER_TOO_LONG',
-  'INVALID_UTF8',
-  'UNTERMINATED_QUOTE',
-  'CSV_SYNTAX',
-]);
+const KNOWN = new Set<string>(ERROR_CODES.intake);
 
 const run = (buf: Buffer) => validateCsv(Readable.from([buf]), profile, { maxProblems: 10_000 });
 

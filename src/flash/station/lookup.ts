@@ -7,7 +7,7 @@
 import type { DeviceBundle } from '../../batch/bundle.js';
 import type { BatchPlan } from '../../batch/plan.js';
 import type { DriverName } from '../../config/schema.js';
-import { ProvlineError } from '../../core/errors.js';
+import { ProvlineError, type ErrorCode } from '../../core/errors.js';
 import type { BatchMeta } from '../../jobs/batches.js';
 import { bundleFor } from '../../jobs/bundles.js';
 import type { DeviceRecord } from '../../jobs/journal.js';
@@ -110,7 +110,7 @@ export type Decision =
 
 /** What to do with the device that reported `lookup.serial`. Pure. */
 export function decide(lookup: DeviceLookup, station: StationIdentity): Decision {
-  const refuse = (code: string, message: string, hint: string): Decision => ({
+  const refuse = (code: ErrorCode, message: string, hint: string): Decision => ({
     action: 'refuse',
     error: new ProvlineError(code, message, { hint, details: { serial: lookup.serial } }),
   });
