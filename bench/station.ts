@@ -165,7 +165,7 @@ async function round(world: SeedWorld, dir: string, driver: DriverName, ports: n
       ports: hosts,
       once: true,
       baudRate: baud,
-      store: new JournalStore(world.journal, world.batches),
+      store: new JournalStore(world.stationJournal),
       keys: () => Promise.resolve(world.hsm),
     });
     const stats = await Promise.all(sims.map((s) => s.close()));

@@ -1,8 +1,12 @@
 /**
  * A device bundle: everything a station needs to provision one serial, and nothing secret in
- * plaintext (the private key, when there is one, is wrapped under the profile's transport KEK).
+ * plaintext (the private key, when there is one, is wrapped under the profile's transport KEK,
+ * or absent for device-generated keys). Built on demand from the journal record and the batch;
+ * pure, no I/O here.
  */
 import type { DriverName, KeyDelivery, KeyType } from '../config/schema.js';
+import type { BatchView, DeviceRecord } from './journal.js';
+import type { DeviceState } from './states.js';
 
 export const BUNDLE_VERSION = 1;
 
@@ -28,4 +32,31 @@ export interface DeviceBundle {
   kekId?: string;
   driver: DriverName;
   driverSettings: Record<string, string | number | boolean>;
+}
+
+/** States in which a device has a certificate a station can write. */
+export const BUNDLE_STATES: ReadonlySet<DeviceState> = new Set(['registered', 'flashed', 'verified']);
+
+export function bundleFor(rec: DeviceRecord, batch: BatchView): DeviceBundle | undefined {
+  const f = rec.fields;
+  const { profile } = batch.plan;
+  if (!BUNDLE_STATES.has(rec.state) || !f.certificatePem || !f.certificateId) return undefined;
+  return {
+    version: BUNDLE_VERSION,
+    batchId: rec.batch,
+    serial: rec.serial,
+    thingName: rec.thingName,
+    profile: profile.name,
+    certificateId: f.certificateId,
+    certificateArn: f.certificateArn ?? '',
+    certificatePem: f.certificatePem,
+    rootCaPem: batch.rootCaPem ?? '',
+    endpoint: batch.endpoint ?? '',
+    keyType: profile.keyType,
+    keyDelivery: profile.keyDelivery,
+    ...(f.wrappedKey ? { wrappedKey: f.wrappedKey } : {}),
+    ...(f.kekId ? { kekId: f.kekId } : {}),
+    driver: profile.driver,
+    driverSettings: profile.driverSettings,
+  };
 }

@@ -6,46 +6,14 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
+import type { DeviceRecord, TransitionOutcome, TransitionRequest } from '../batch/journal.js';
 import { ProvlineError } from '../core/errors.js';
 import { packageRoot } from '../core/paths.js';
 import { JournalKeys } from './keys.js';
 import { ALLOWED_FROM, STATES, type DeviceState } from './states.js';
 
-export interface DeviceRecord {
-  serial: string;
-  batch: string;
-  thingName: string;
-  line: number;
-  state: DeviceState;
-  createdAt: number;
-  updatedAt: number;
-  /** Epoch ms of entering each state. */
-  at: Partial<Record<DeviceState, number>>;
-  error?: { code: string; message: string; stage: string };
-  /** Stage results: csrPem, publicKey, wrappedKey, kekId, certificateId, taskId, … */
-  fields: Record<string, string>;
-}
-
-export type TransitionOutcome =
-  | { status: 'ok'; from: DeviceState }
-  | { status: 'same' }
-  | { status: 'conflict'; current: DeviceState }
-  | { status: 'unmet'; current: DeviceState }
-  | { status: 'missing' };
-
-export interface TransitionRequest {
-  batchId: string;
-  serial: string;
-  to: DeviceState;
-  /** Narrow the allowed from-states further than the life-cycle table does. */
-  from?: readonly DeviceState[];
-  fields?: Record<string, string>;
-  /**
-   * An extra condition checked in the same atomic step: `{ absent: 'csrPem' }` (never store a
-   * second CSR) or `{ field: 'regChunk', equals: '7' }` (only the chunk that owns the device).
-   */
-  when?: { absent: string } | { field: string; equals: string };
-}
+// The record and transition types are the pure journal model's (shared with the station).
+export type { DeviceRecord, TransitionOutcome, TransitionRequest } from '../batch/journal.js';
 
 export type ChunkState = 'claimed' | 'written' | 'starting' | 'started' | 'done';
 

@@ -3,7 +3,7 @@
  * straight into the journal with real HSM identities (keys made and wrapped by the HSM under the
  * profile's KEK) and certificates from a local test CA, so the station can be exercised without
  * queues, workers or AWS. Device-key profiles get an allow-list (state `accepted`) instead.
- * Never used by the station itself.
+ * A test fixture: never part of the station.
  */
 import 'reflect-metadata';
 import { X509CertificateGenerator } from '@peculiar/x509';
@@ -14,8 +14,10 @@ import { buildPlan, type BatchPlan } from '../../src/batch/plan.js';
 import { RowRules, type IntakeRow } from '../../src/batch/rules.js';
 import { getProfile, loadConfig, type LoadedConfig, type ResolvedProfile } from '../../src/config/load.js';
 import { openHsm, type Hsm } from '../../src/hsm/hsm.js';
+import type { DeviceJournal } from '../../src/batch/journal.js';
 import { BatchStore } from '../../src/jobs/batches.js';
 import { Journal } from '../../src/jobs/journal.js';
+import { stationJournal } from '../../src/jobs/station-store.js';
 import { resolveRuntime, type Runtime } from '../../src/stack/runtime.js';
 import { stackUp } from '../../src/stack/stack.js';
 
@@ -148,6 +150,8 @@ export interface SeedWorld {
   redis: Redis;
   journal: Journal;
   batches: BatchStore;
+  /** The journal as a station sees it (what `JournalStore` takes). */
+  stationJournal: DeviceJournal;
   hsm: Hsm;
   ca: SeedCa;
   profile(name: string): ResolvedProfile;
@@ -176,6 +180,7 @@ export async function openSeedWorld(home: string, options: { prefix?: string } =
     redis,
     journal,
     batches,
+    stationJournal: stationJournal(journal, batches),
     hsm,
     ca,
     profile: (name) => getProfile(loaded, name),

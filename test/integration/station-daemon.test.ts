@@ -128,7 +128,7 @@ async function station(
     profile: { name: profile.name, driver: profile.driver, driverSettings: profile.driverSettings },
     ports,
     once: true,
-    store: new JournalStore(world.journal, world.batches),
+    store: new JournalStore(world.stationJournal),
     keys: () => Promise.resolve(world.hsm),
     timing: TIMING,
     probe: PROBE,
@@ -332,7 +332,7 @@ describe('station', () => {
       stationId: 'daemon',
       profile: { name: profile.name, driver: profile.driver, driverSettings: profile.driverSettings },
       ports: [pair.host],
-      store: new JournalStore(world.journal, world.batches),
+      store: new JournalStore(world.stationJournal),
       timing: TIMING,
       probe: PROBE,
       stop: stop.signal,
@@ -387,7 +387,7 @@ describe('station', () => {
   });
 
   it('device-generated keys: keygen on the device, RegisterThing through the registrar, certificate written back, verified', async () => {
-    const store = new JournalStore(world.journal, world.batches, (req) =>
+    const store = new JournalStore(world.stationJournal, (req) =>
       registerCsr(
         {
           journal: world.journal,

@@ -9,8 +9,7 @@ import {
   type DeviceLookup,
   type StationIdentity,
 } from '../../src/flash/index.js';
-import type { BatchMeta } from '../../src/jobs/batches.js';
-import type { DeviceRecord } from '../../src/jobs/journal.js';
+import type { BatchView, DeviceRecord } from '../../src/batch/journal.js';
 
 const loaded = loadConfig({ env: {} });
 const planFor = (profile: string) =>
@@ -22,15 +21,8 @@ const planFor = (profile: string) =>
     source: { file: 'x.csv', sha256: '0'.repeat(64), rows: 1 },
     rows: [],
   });
-const meta = (id: string): BatchMeta => ({
-  id,
-  profile: '',
-  createdAt: 0,
-  total: 1,
-  rejected: 0,
-  source: '',
-  keyDelivery: '',
-  registrationMode: '',
+const batchOf = (profile: string): BatchView => ({
+  plan: planFor(profile),
   endpoint: 'e.iot',
   rootCaPem: 'ROOT',
 });
@@ -46,8 +38,7 @@ const record = (over: Partial<DeviceRecord> & { fields?: Record<string, string> 
   ...over,
   fields: { certificatePem: 'CERT', certificateId: 'c1', wrappedKey: 'd3JhcA==', ...over.fields },
 });
-const lookup = (profile: string, rec: DeviceRecord): DeviceLookup =>
-  lookupFromRecord(rec, planFor(profile), meta(rec.batch));
+const lookup = (profile: string, rec: DeviceRecord): DeviceLookup => lookupFromRecord(rec, batchOf(profile));
 
 const station: StationIdentity = { profile: 'mcu-wrapped', driver: 'provline-serial-v1', canRegister: true };
 const refusal = (l: DeviceLookup, s = station): string => {

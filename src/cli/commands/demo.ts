@@ -26,6 +26,7 @@ import {
 } from '../../flash/index.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
 import { reportRows } from '../../jobs/report.js';
+import { stationJournal } from '../../jobs/station-store.js';
 import { submitBatch } from '../../jobs/submit.js';
 import { stackDown, stackStatus, stackUp } from '../../stack/stack.js';
 import type { CommandContext } from '../context.js';
@@ -225,7 +226,7 @@ async function flashLines(
     waiting.get(e.serial)?.(e);
   };
   const stop = new AbortController();
-  const store = new JournalStore(p.journal, p.batches);
+  const store = new JournalStore(stationJournal(p.journal, p.batches));
   const stations = lines.map((line) =>
     runStation({
       stationId: 'demo',

@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { Redis } from 'ioredis';
+import type { DeviceJournal, RegisterCsr } from '../../batch/journal.js';
 import { getProfile, type ResolvedProfile } from '../../config/load.js';
 import { ProvlineError, messageOf, usageError } from '../../core/errors.js';
 import {
@@ -23,7 +24,6 @@ import {
   runStation,
   syncResults,
   type KeyUnwrapper,
-  type RegisterCsr,
   type StationEvent,
   type StationRun,
   type StationStore,
@@ -33,6 +33,7 @@ import type { Hsm } from '../../hsm/hsm.js';
 import { BatchStore } from '../../jobs/batches.js';
 import { Journal } from '../../jobs/journal.js';
 import type { RegistrarDeps } from '../../jobs/registrar.js';
+import { stationJournal } from '../../jobs/station-store.js';
 import { requireRedis } from '../../stack/runtime.js';
 import type { CommandContext } from '../context.js';
 import { ExitCode, EXIT } from '../exit.js';
@@ -99,10 +100,9 @@ export function registerStation(program: Command, ctx: () => CommandContext): vo
     .action(async (_: unknown, cmd: Command) => {
       const c = ctx();
       const opts = subOptions<{ batch: string }>(cmd);
-      await withJournal(c, async (journal, batches) => {
+      await withJournal(c, async (journal) => {
         const summary = await prefetch({
           journal,
-          batches,
           batchId: opts.batch,
           cache: new StationCache(resolve(opts.cache)),
         });
@@ -153,7 +153,7 @@ function subOptions<T extends object = object>(cmd: Command): T & { cache: strin
   return { ...opts, cache: opts.cache };
 }
 
-async function withJournal<T>(c: CommandContext, fn: (j: Journal, b: BatchStore) => Promise<T>): Promise<T> {
+async function withJournal<T>(c: CommandContext, fn: (j: DeviceJournal) => Promise<T>): Promise<T> {
   const redis = new Redis(requireRedis(c.runtime), { lazyConnect: true, maxRetriesPerRequest: 2 });
   redis.on('error', () => undefined);
   try {
@@ -161,7 +161,7 @@ async function withJournal<T>(c: CommandContext, fn: (j: Journal, b: BatchStore)
       throw unreachable(e);
     });
     const journal = new Journal(redis, { prefix: c.loaded.config.redis.prefix });
-    return await fn(journal, new BatchStore(redis, journal.keys));
+    return await fn(stationJournal(journal, new BatchStore(redis, journal.keys)));
   } finally {
     redis.disconnect();
   }
@@ -283,7 +283,7 @@ async function openStore(
       profile.keyDelivery === 'device'
         ? await deviceRegistrar(c, redis, journal, batches, profile)
         : undefined;
-    online = new JournalStore(journal, batches, register);
+    online = new JournalStore(stationJournal(journal, batches), register);
   }
   const fallback = new FallbackStore(online, cache && new CacheStore(cache), {
     startOffline,

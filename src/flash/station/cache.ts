@@ -15,11 +15,10 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
+import type { DeviceJournal } from '../../batch/journal.js';
+import { STATES } from '../../batch/states.js';
 import { DRIVERS, KEY_DELIVERIES, KEY_TYPES } from '../../config/schema.js';
 import { ProvlineError, messageOf } from '../../core/errors.js';
-import type { BatchStore } from '../../jobs/batches.js';
-import type { Journal } from '../../jobs/journal.js';
-import { STATES } from '../../jobs/states.js';
 import type { JournalStatus } from './events.js';
 import { lookupFromRecord, type BundleLookup, type DeviceLookup } from './lookup.js';
 import { ResultEntrySchema, type ResultEntry } from './results.js';
@@ -257,15 +256,15 @@ export interface PrefetchSummary {
 
 /** Writes what the journal knows about every device of a batch into the cache. */
 export async function prefetch(req: {
-  journal: Journal;
-  batches: BatchStore;
+  journal: DeviceJournal;
   batchId: string;
   cache: StationCache;
   now?: () => number;
   pageSize?: number;
 }): Promise<PrefetchSummary> {
   const now = req.now ?? Date.now;
-  const [plan, meta] = await Promise.all([req.batches.plan(req.batchId), req.batches.meta(req.batchId)]);
+  const batch = await req.journal.batch(req.batchId);
+  const { plan } = batch;
   const fetchedAt = now();
   const summary: PrefetchSummary = {
     batchId: req.batchId,
@@ -280,14 +279,14 @@ export async function prefetch(req: {
   for (let start = 0; ; start += page) {
     const serials = await req.journal.serials(req.batchId, start, page);
     if (!serials.length) break;
-    const records = await req.journal.getMany(serials);
+    const records = await req.journal.records(serials);
     for (const rec of records) {
       if (!rec) continue;
       if (rec.batch !== req.batchId) {
         summary.moved++;
         continue;
       }
-      const lookup = lookupFromRecord(rec, plan, meta);
+      const lookup = lookupFromRecord(rec, batch);
       if (lookup.kind === 'unknown') continue;
       await req.cache.writeDevice(lookup, fetchedAt);
       if (lookup.kind === 'bundle') summary.bundles++;

@@ -17,7 +17,6 @@ export {
   JournalStore,
   type FallbackOptions,
   type RecordResult,
-  type RegisterCsr,
   type RegisterRequest,
   type StationStore,
 } from './store.js';

@@ -4,14 +4,11 @@
  * touches a device once `decide` says `write` or `register`; everything else is a refusal with
  * an operator message, and the device is left untouched.
  */
-import type { DeviceBundle } from '../../batch/bundle.js';
-import type { BatchPlan } from '../../batch/plan.js';
+import { bundleFor, type DeviceBundle } from '../../batch/bundle.js';
+import type { BatchView, DeviceRecord } from '../../batch/journal.js';
+import type { DeviceState } from '../../batch/states.js';
 import type { DriverName } from '../../config/schema.js';
 import { ProvlineError, type ErrorCode } from '../../core/errors.js';
-import type { BatchMeta } from '../../jobs/batches.js';
-import { bundleFor } from '../../jobs/bundles.js';
-import type { DeviceRecord } from '../../jobs/journal.js';
-import type { DeviceState } from '../../jobs/states.js';
 
 export interface BundleLookup {
   kind: 'bundle';
@@ -55,15 +52,15 @@ export type DeviceLookup =
 /** States in which a device-key device is registered by the station. */
 const REGISTER_STATES: readonly DeviceState[] = ['accepted', 'keyed', 'registering'];
 
-/** The station's view of one journal record (pure). */
-export function lookupFromRecord(rec: DeviceRecord, plan: BatchPlan, meta: BatchMeta): DeviceLookup {
-  const p = plan.profile;
+/** The station's view of one journal record and its batch (pure). */
+export function lookupFromRecord(rec: DeviceRecord, batch: BatchView): DeviceLookup {
+  const p = batch.plan.profile;
   const base = { serial: rec.serial, batchId: rec.batch, state: rec.state };
   // A device that failed at a station after it got its certificate is retried like a registered
   // one (the life cycle allows failed → flashed); bundleFor only serves the bundle states.
   const asBundle =
     rec.state === 'failed' && rec.fields.certificatePem ? { ...rec, state: 'registered' as const } : rec;
-  const bundle = bundleFor(asBundle, plan, meta);
+  const bundle = bundleFor(asBundle, batch);
   if (bundle) return { kind: 'bundle', ...base, bundle, kekLabel: p.kekLabel };
   if (p.keyDelivery === 'device' && REGISTER_STATES.includes(rec.state)) {
     return {

@@ -9,7 +9,7 @@
  *   failed    ← registered | flashed            (a verified device is never failed by a station)
  */
 import { z } from 'zod';
-import type { TransitionOutcome, TransitionRequest } from '../../jobs/journal.js';
+import type { TransitionOutcome, TransitionRequest } from '../../batch/journal.js';
 
 export const RESULT_VERSION = 1;
 

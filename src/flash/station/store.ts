@@ -1,11 +1,11 @@
 /**
- * Where a station looks devices up and records results: the journal in Redis, the local cache
- * (prefetched bundles, results log), or the journal with the cache standing in while Redis is
- * unreachable. The station itself only sees `StationStore`.
+ * Where a station looks devices up and records results: the journal (through the narrow
+ * `DeviceJournal` of src/batch/journal.ts, whatever stores it), the local cache (prefetched
+ * bundles, results log), or the journal with the cache standing in while it is unreachable.
+ * The station itself only sees `StationStore`.
  */
+import type { DeviceJournal, DeviceRecord, RegisterCsr } from '../../batch/journal.js';
 import { ProvlineError, messageOf } from '../../core/errors.js';
-import type { BatchStore } from '../../jobs/batches.js';
-import type { DeviceRecord, Journal } from '../../jobs/journal.js';
 import type { JournalStatus, RecordedIn } from './events.js';
 import { lookupFromRecord, type BundleLookup, type DeviceLookup, type RegisterLookup } from './lookup.js';
 import { describeOutcome, interpret, transitionFor, type Applied, type ResultEntry } from './results.js';
@@ -33,19 +33,13 @@ export interface StationStore {
   register(req: RegisterRequest): Promise<BundleLookup>;
 }
 
-/** The registrar's one-device entry point (`registerCsr` in src/jobs/registrar.ts, deps bound). */
-export type RegisterCsr = (req: {
-  batchId: string;
-  serial: string;
-  csrPem: string;
-  signal?: AbortSignal;
-}) => Promise<DeviceRecord>;
-
-/** The journal in Redis: the source of truth whenever it answers. */
+/**
+ * The journal: the source of truth whenever it answers. `registerCsr` (the registrar's single
+ * mode, wired by the CLI) is needed only for device-key profiles.
+ */
 export class JournalStore implements StationStore {
   constructor(
-    private readonly journal: Journal,
-    private readonly batches: BatchStore,
+    private readonly journal: DeviceJournal,
     private readonly registerCsr?: RegisterCsr,
   ) {}
 
@@ -54,12 +48,13 @@ export class JournalStore implements StationStore {
   }
 
   async lookup(serial: string): Promise<DeviceLookup> {
-    const rec = await this.journal.get(serial);
+    const [rec] = await this.journal.records([serial]);
     return rec ? this.fromRecord(rec) : { kind: 'unknown', serial };
   }
 
   async record(entry: ResultEntry): Promise<RecordResult> {
-    const outcome = await this.journal.transition(transitionFor(entry));
+    const [outcome] = await this.journal.transition([transitionFor(entry)]);
+    if (!outcome) throw new Error('the journal answered no outcome for a transition');
     const applied = interpret(outcome);
     return {
       in: 'journal',
@@ -91,8 +86,7 @@ export class JournalStore implements StationStore {
   }
 
   private async fromRecord(rec: DeviceRecord): Promise<DeviceLookup> {
-    const [plan, meta] = await Promise.all([this.batches.plan(rec.batch), this.batches.meta(rec.batch)]);
-    return lookupFromRecord(rec, plan, meta);
+    return lookupFromRecord(rec, await this.journal.batch(rec.batch));
   }
 }
 

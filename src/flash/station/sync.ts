@@ -4,7 +4,7 @@
  * idempotent: a cursor file remembers how far it got, and a result replayed twice (a crash
  * between the journal write and the cursor write) changes nothing.
  */
-import type { Journal } from '../../jobs/journal.js';
+import type { DeviceJournal } from '../../batch/journal.js';
 import type { StationCache } from './cache.js';
 import { describeOutcome, interpret, transitionFor, type ResultEntry } from './results.js';
 
@@ -31,7 +31,7 @@ export interface SyncSummary {
 
 export async function syncResults(req: {
   cache: StationCache;
-  journal: Journal;
+  journal: Pick<DeviceJournal, 'transition'>;
   chunk?: number;
 }): Promise<SyncSummary> {
   const from = await req.cache.readCursor();
@@ -40,7 +40,7 @@ export async function syncResults(req: {
   const chunk = req.chunk ?? 100;
   for (let i = 0; i < read.lines.length; i += chunk) {
     const lines = read.lines.slice(i, i + chunk);
-    const outcomes = await req.journal.transitionMany(lines.map((l) => transitionFor(l.entry)));
+    const outcomes = await req.journal.transition(lines.map((l) => transitionFor(l.entry)));
     outcomes.forEach((outcome, j) => {
       const entry = lines[j]!.entry;
       const applied = interpret(outcome);

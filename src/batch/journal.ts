@@ -1,0 +1,81 @@
+/**
+ * The journal's model, as plain types: one record per serial, the transitions between its
+ * states (states.ts), and the narrow view of the journal a flashing station needs. Pure: the
+ * journal in Redis (src/jobs/journal.ts) implements it, the station (src/flash/station) reads
+ * and records through it, and neither imports the other.
+ */
+import type { BatchPlan } from './plan.js';
+import type { DeviceState } from './states.js';
+
+export interface DeviceRecord {
+  serial: string;
+  batch: string;
+  thingName: string;
+  line: number;
+  state: DeviceState;
+  createdAt: number;
+  updatedAt: number;
+  /** Epoch ms of entering each state. */
+  at: Partial<Record<DeviceState, number>>;
+  error?: { code: string; message: string; stage: string };
+  /** Stage results: csrPem, publicKey, wrappedKey, kekId, certificateId, taskId, … */
+  fields: Record<string, string>;
+}
+
+export type TransitionOutcome =
+  | { status: 'ok'; from: DeviceState }
+  | { status: 'same' }
+  | { status: 'conflict'; current: DeviceState }
+  | { status: 'unmet'; current: DeviceState }
+  | { status: 'missing' };
+
+export interface TransitionRequest {
+  batchId: string;
+  serial: string;
+  to: DeviceState;
+  /** Narrow the allowed from-states further than the life-cycle table does. */
+  from?: readonly DeviceState[];
+  fields?: Record<string, string>;
+  /**
+   * An extra condition checked in the same atomic step: `{ absent: 'csrPem' }` (never store a
+   * second CSR) or `{ field: 'regChunk', equals: '7' }` (only the chunk that owns the device).
+   */
+  when?: { absent: string } | { field: string; equals: string };
+}
+
+/** A batch as a station needs it: the plan (the profile as submitted) and its endpoint. */
+export interface BatchView {
+  plan: BatchPlan;
+  /** iot:Data-ATS host, once the registrar has prepared the account. */
+  endpoint?: string;
+  /** The CA devices trust for the endpoint (PEM), set with the endpoint. */
+  rootCaPem?: string;
+}
+
+/**
+ * What a station needs from the journal: look devices and batches up, and move devices through
+ * the life cycle (flashed, verified, failed). Lookups and results are the station's own
+ * mapping over these; the station never sees how the journal is stored.
+ */
+export interface DeviceJournal {
+  /** The records of these serials, in order; undefined where there is none. */
+  records(serials: readonly string[]): Promise<(DeviceRecord | undefined)[]>;
+  /** A page of a batch's serials, in input order (for prefetching a whole batch). */
+  serials(batchId: string, start: number, count: number): Promise<string[]>;
+  /** Throws BATCH_NOT_FOUND for a batch that does not exist. */
+  batch(batchId: string): Promise<BatchView>;
+  /** Applies the transitions in order, each one atomic; one outcome per request. */
+  transition(requests: readonly TransitionRequest[]): Promise<TransitionOutcome[]>;
+}
+
+/**
+ * Registers the CSR of a device-generated key (the registrar's single mode, RegisterThing) and
+ * returns the device's record afterwards. An optional ability: a station wired without it
+ * cannot register device-key devices.
+ */
+export type RegisterCsr = (req: {
+  batchId: string;
+  serial: string;
+  csrPem: string;
+  signal?: AbortSignal;
+}) => Promise<DeviceRecord>;

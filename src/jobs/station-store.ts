@@ -1,0 +1,24 @@
+/**
+ * The journal in Redis as a flashing station sees it (`DeviceJournal`, src/batch/journal.ts):
+ * records, batch plans and endpoints, and life-cycle transitions. The station maps these to
+ * its lookups and results itself; this adapter adds nothing but the wiring.
+ */
+import type { BatchView, DeviceJournal } from '../batch/journal.js';
+import type { BatchStore } from './batches.js';
+import type { Journal } from './journal.js';
+
+export function stationJournal(journal: Journal, batches: BatchStore): DeviceJournal {
+  return {
+    records: (serials) => journal.getMany([...serials]),
+    serials: (batchId, start, count) => journal.serials(batchId, start, count),
+    batch: async (batchId): Promise<BatchView> => {
+      const [plan, meta] = await Promise.all([batches.plan(batchId), batches.meta(batchId)]);
+      return {
+        plan,
+        ...(meta.endpoint ? { endpoint: meta.endpoint } : {}),
+        ...(meta.rootCaPem ? { rootCaPem: meta.rootCaPem } : {}),
+      };
+    },
+    transition: (requests) => journal.transitionMany([...requests]),
+  };
+}
