@@ -53,6 +53,18 @@ export const ROUTES: ReadonlyArray<readonly [method: string, uri: string, operat
   ['PATCH', '/provisioning-templates/{templateName}', 'UpdateProvisioningTemplate'],
   ['DELETE', '/provisioning-templates/{templateName}', 'DeleteProvisioningTemplate'],
   ['POST', '/provisioning-templates/{templateName}/provisioning-claim', 'CreateProvisioningClaim'],
+  ['POST', '/provisioning-templates/{templateName}/versions', 'CreateProvisioningTemplateVersion'],
+  [
+    'GET',
+    '/provisioning-templates/{templateName}/versions/{versionId}',
+    'DescribeProvisioningTemplateVersion',
+  ],
+  ['GET', '/provisioning-templates/{templateName}/versions', 'ListProvisioningTemplateVersions'],
+  [
+    'DELETE',
+    '/provisioning-templates/{templateName}/versions/{versionId}',
+    'DeleteProvisioningTemplateVersion',
+  ],
   ['GET', '/endpoint', 'DescribeEndpoint'],
 ];
 

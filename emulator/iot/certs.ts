@@ -48,7 +48,8 @@ export function certOfPrincipal(ctx: Ctx, principal: string): CertRec {
   return getCert(ctx, a.id);
 }
 
-function record(
+/** Stores a freshly issued certificate as a registry record. */
+export function storeIssued(
   ctx: Ctx,
   issued: Pick<IssuedCertificate, 'certificateId' | 'pem' | 'notBefore' | 'notAfter'>,
   status: CertStatus,
@@ -77,7 +78,7 @@ function record(
 export function issueFromCsr(ctx: Ctx, csr: string, status: CertStatus): CertRec {
   checkOne('certificateSigningRequest', csr, RULES.csr);
   const spki = csrPublicKey(csr);
-  return record(ctx, ctx.ca.issue(spki, new Date(ctx.now() * 1000)), status);
+  return storeIssued(ctx, ctx.ca.issue(spki, new Date(ctx.now() * 1000)), status);
 }
 
 /** The registered, active CA that signed `cert`, or undefined when none did. */
@@ -141,7 +142,7 @@ export function registerCertificate(
   } else {
     extra.certificateMode = 'SNI_ONLY';
   }
-  return record(
+  return storeIssued(
     ctx,
     { certificateId: cert.certificateId, pem: cert.pem, notBefore: cert.notBefore, notAfter: cert.notAfter },
     status,
@@ -195,7 +196,7 @@ export function certOps(ctx: Ctx): Record<string, Handler> {
     CreateKeysAndCertificate: (r) => {
       const keys = rsaKeyPair();
       const issued = ctx.ca.issue(keys.spki, new Date(ctx.now() * 1000));
-      const c = record(ctx, issued, qbool(r.query, 'setAsActive') ? 'ACTIVE' : 'INACTIVE');
+      const c = storeIssued(ctx, issued, qbool(r.query, 'setAsActive') ? 'ACTIVE' : 'INACTIVE');
       return {
         certificateArn: c.certificateArn,
         certificateId: c.certificateId,

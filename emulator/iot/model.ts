@@ -16,6 +16,10 @@ export const C = {
   certs: 'certs',
   cas: 'cas',
   templates: 'templates',
+  /** Provisioning-template versions, key `<templateName>\n<versionId>`. */
+  templateVersions: 'templateVersions',
+  /** Fleet-provisioning ownership tokens, keyed by the SHA-256 of the token. */
+  fleetTokens: 'fleetTokens',
   tasks: 'tasks',
 } as const;
 
@@ -125,6 +129,32 @@ export interface TemplateRec {
   creationDate: number;
   lastModifiedDate: number;
   defaultVersionId: number;
+  /** The highest version id ever given (ids are not reused after a delete); absent = 1. */
+  lastVersionId?: number;
+}
+
+export interface TemplateVersionRec {
+  templateName: string;
+  versionId: number;
+  templateBody: string;
+  creationDate: number;
+}
+
+/** A fleet-provisioning certificateOwnershipToken (the token itself is never stored). */
+export interface FleetTokenRec {
+  /** SHA-256 (hex) of the token: the record's key. */
+  tokenHash: string;
+  certificateId: string;
+  /** Epoch seconds. */
+  issuedAt: number;
+  expiresAt: number;
+  /** The claim certificate and client id of the connection that created the certificate. */
+  claimCertificateId: string;
+  clientId: string;
+  /** Set once RegisterThing succeeded with this token. */
+  usedAt?: number;
+  /** Set when the token expired unused (its certificate was then deleted if still unused). */
+  expired?: boolean;
 }
 
 export type TaskStatus = 'InProgress' | 'Completed' | 'Failed' | 'Cancelled' | 'Cancelling';

@@ -52,9 +52,35 @@ export function parseOrThrow(body: string): ParsedTemplate {
   }
 }
 
+/**
+ * AWS's pseudo-parameters (aws-iot.md §2.3). AWS lets a template `Ref` them without declaring
+ * them: the DG's fleet template example references `AWS::IoT::Certificate::Id` with no entry in
+ * `Parameters`, and the value comes from the service (fleet, JITP) or from the caller's
+ * `parameters` (RegisterThing, bulk). Declaring them stays allowed.
+ */
+export const PSEUDO_PARAMETERS: ReadonlySet<string> = new Set([
+  'AWS::IoT::Certificate::Id',
+  'AWS::IoT::Certificate::Country',
+  'AWS::IoT::Certificate::Organization',
+  'AWS::IoT::Certificate::OrganizationalUnit',
+  'AWS::IoT::Certificate::DistinguishedNameQualifier',
+  'AWS::IoT::Certificate::StateName',
+  'AWS::IoT::Certificate::CommonName',
+  'AWS::IoT::Certificate::SerialNumber',
+]);
+
+/** The template with every pseudo-parameter that has a value declared (if it was not). */
+function withPseudoParameters(t: ParsedTemplate, parameters: Record<string, string>): ParsedTemplate {
+  const missing = Object.keys(parameters).filter((k) => PSEUDO_PARAMETERS.has(k) && !t.parameters[k]);
+  if (!missing.length) return t;
+  const declared = { ...t.parameters };
+  for (const k of missing) declared[k] = { type: 'String' };
+  return { ...t, parameters: declared };
+}
+
 export function evaluateOrThrow(t: ParsedTemplate, parameters: Record<string, string>): TemplatePlan {
   try {
-    return evaluateTemplate(t, parameters);
+    return evaluateTemplate(withPseudoParameters(t, parameters), parameters);
   } catch (e) {
     if (e instanceof TemplateError) throw invalid(e.message);
     throw e;
@@ -221,6 +247,66 @@ export function applyPlan(ctx: Ctx, plan: TemplatePlan): RegisterResult {
     for (const p of policies)
       if (p.plan.policyDocument !== undefined) result.resourceArns[p.plan.logicalId] = p.rec.policyArn;
     return result;
+  });
+}
+
+export interface ProvisionRequest {
+  /** A template body (parsed with `flavor`) or an already parsed template. */
+  template: string | ParsedTemplate;
+  flavor: 'fleet' | 'jitp';
+  /** Caller's parameters; `AWS::IoT::Certificate::Id` is set from `certificateId` and wins. */
+  parameters: Record<string, string>;
+  /** The registered certificate being provisioned (it must be the template's CertificateId). */
+  certificateId: string;
+}
+
+export interface Provisioned {
+  plan: TemplatePlan;
+  result: RegisterResult;
+  /** The certificate after provisioning. */
+  certificate: CertRec;
+}
+
+/**
+ * Provisions one existing certificate with a fleet or JITP template, as AWS's service-side
+ * RegisterThing does: evaluate with `AWS::IoT::Certificate::Id`, require the template's
+ * certificate resource to be that certificate, apply everything in one transaction, and move
+ * a certificate still PENDING_ACTIVATION to the template's Status (ACTIVE when it gives none).
+ * Throws IotError (InvalidRequestException for template problems,
+ * ResourceRegistrationFailureException for workflow failures); nothing is changed then.
+ */
+export function provisionWithTemplate(ctx: Ctx, req: ProvisionRequest): Provisioned {
+  let parsed: ParsedTemplate;
+  if (typeof req.template === 'string') {
+    try {
+      parsed = parseTemplate(req.template, req.flavor);
+    } catch (e) {
+      if (e instanceof TemplateError) throw invalid(e.message);
+      throw e;
+    }
+  } else parsed = req.template;
+  const certificateId = req.certificateId.toLowerCase();
+  const plan = evaluateOrThrow(parsed, {
+    ...req.parameters,
+    'AWS::IoT::Certificate::Id': certificateId,
+  });
+  const source = plan.certificate?.source;
+  if (source?.kind !== 'id')
+    throw invalid(
+      'Invalid registration template. The template needs an AWS::IoT::Certificate resource with CertificateId: {"Ref": "AWS::IoT::Certificate::Id"}.',
+    );
+  if (source.certificateId.toLowerCase() !== certificateId)
+    throw invalid(
+      `Invalid registration template. The certificate resource names ${source.certificateId}, not the certificate being provisioned (${certificateId}).`,
+    );
+  return ctx.store.transaction(() => {
+    const result = applyPlan(ctx, plan);
+    let certificate = ctx.store.get<CertRec>(C.certs, certificateId)!;
+    if (certificate.status === 'PENDING_ACTIVATION') {
+      setCertStatus(ctx, certificate, plan.certificate!.status ?? 'ACTIVE');
+      certificate = ctx.store.get<CertRec>(C.certs, certificateId)!;
+    }
+    return { plan, result, certificate };
   });
 }
 

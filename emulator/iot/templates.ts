@@ -1,19 +1,76 @@
-/** Provisioning templates and provisioning claims (aws-iot.md §4.3, §4.4). */
+/**
+ * Provisioning templates, their versions, and provisioning claims (aws-iot.md §4.3, §4.4).
+ *
+ * Versions: every template has 1..MAX_TEMPLATE_VERSIONS versions (C.templateVersions, key
+ * `<name>\n<versionId>`); ids are integers from 1 that are never reused. The template record
+ * keeps a copy of its default version's body in `templateBody`, which is what RegisterThing
+ * over MQTT, JITP and DescribeProvisioningTemplate read.
+ */
 import { TemplateError, parseTemplate } from '../../src/cloud/template/index.js';
 import { IotError, invalid, notFound } from '../errors.js';
 import { rsaKeyPair } from '../pki.js';
 import { RULES, Validation } from '../validate.js';
-import { bool, obj, requiredStr, str, tokenPage } from './members.js';
+import { storeIssued } from './certs.js';
+import { bool, obj, qbool, requiredStr, str, tokenPage } from './members.js';
 import {
   C,
   arn,
-  newId,
   type CaRec,
-  type CertRec,
   type Ctx,
   type Handler,
   type TemplateRec,
+  type TemplateVersionRec,
 } from './model.js';
+
+/**
+ * Versions per template. AWS's published quota is 5 per template (the service model only
+ * names VersionsLimitExceededException; aws-iot.md §4.4 leaves the number open).
+ */
+export const MAX_TEMPLATE_VERSIONS = 5;
+
+const versionKey = (name: string, id: number): string => `${name}\n${id}`;
+
+/** The template's versions, oldest first (state written before versions existed gets version 1). */
+function versionsOf(ctx: Ctx, t: TemplateRec): TemplateVersionRec[] {
+  const out: TemplateVersionRec[] = [];
+  for (let id = 1; id <= (t.lastVersionId ?? 1); id++) {
+    const v = ctx.store.get<TemplateVersionRec>(C.templateVersions, versionKey(t.templateName, id));
+    if (v) out.push(v);
+  }
+  if (!out.length && t.lastVersionId === undefined)
+    out.push({
+      templateName: t.templateName,
+      versionId: 1,
+      templateBody: t.templateBody,
+      creationDate: t.creationDate,
+    });
+  return out;
+}
+
+function versionIdOf(raw: string): number {
+  if (!/^\d{1,9}$/.test(raw) || Number(raw) < 1)
+    throw invalid(
+      `1 validation error detected: Value '${raw}' at 'versionId' failed to satisfy constraint: Member must be a positive integer`,
+    );
+  return Number(raw);
+}
+
+function getVersion(ctx: Ctx, t: TemplateRec, id: number): TemplateVersionRec {
+  const v = versionsOf(ctx, t).find((x) => x.versionId === id);
+  if (!v) throw notFound(`Version ${id} of the provisioning template ${t.templateName} does not exist`);
+  return v;
+}
+
+/** Checks a body with the template type's rules (fleet or JITP), as InvalidRequestException. */
+function checkBody(body: string, type: TemplateRec['type']): void {
+  new Validation().check('templateBody', body, RULES.templateBody).done();
+  try {
+    parseTemplate(body, type === 'JITP' ? 'jitp' : 'fleet');
+  } catch (e) {
+    if (e instanceof TemplateError) throw invalid(e.message);
+    throw e;
+  }
+}
 
 function getTemplate(ctx: Ctx, name: string): TemplateRec {
   const t = ctx.store.get<TemplateRec>(C.templates, name);
@@ -56,12 +113,7 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
         .done();
       const h = hook(r.body);
       if (h && type === 'JITP') throw invalid('A pre-provisioning hook cannot be used with a JITP template.');
-      try {
-        parseTemplate(body, type === 'JITP' ? 'jitp' : 'fleet');
-      } catch (e) {
-        if (e instanceof TemplateError) throw invalid(e.message);
-        throw e;
-      }
+      checkBody(body, type as TemplateRec['type']);
       const existing = store.get<TemplateRec>(C.templates, name);
       if (existing)
         throw new IotError(
@@ -80,10 +132,19 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
         creationDate: now,
         lastModifiedDate: now,
         defaultVersionId: 1,
+        lastVersionId: 1,
       };
       if (description !== undefined) rec.description = description;
       if (h) rec.preProvisioningHook = h;
-      store.put(C.templates, name, rec);
+      store.transaction(() => {
+        store.put(C.templates, name, rec);
+        store.put(C.templateVersions, versionKey(name, 1), {
+          templateName: name,
+          versionId: 1,
+          templateBody: body,
+          creationDate: now,
+        } satisfies TemplateVersionRec);
+      });
       return { templateArn: rec.templateArn, templateName: name, defaultVersionId: 1 };
     },
 
@@ -137,8 +198,13 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
       const enabled = bool(r.body, 'enabled');
       if (enabled !== undefined) next.enabled = enabled;
       const version = r.body.defaultVersionId;
-      if (version !== undefined && version !== null && version !== t.defaultVersionId)
-        throw invalid(`Version ${JSON.stringify(version)} of template ${t.templateName} does not exist.`);
+      if (version !== undefined && version !== null) {
+        if (typeof version !== 'number' || !Number.isInteger(version))
+          throw invalid(`Value at 'defaultVersionId' must be an integer, got ${JSON.stringify(version)}`);
+        const v = getVersion(ctx, t, version);
+        next.defaultVersionId = v.versionId;
+        next.templateBody = v.templateBody;
+      }
       const h = hook(r.body);
       if (h && t.type === 'JITP')
         throw invalid('A pre-provisioning hook cannot be used with a JITP template.');
@@ -156,7 +222,84 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
           `The provisioning template ${t.templateName} is used by a CA certificate.`,
         );
       }
-      store.del(C.templates, t.templateName);
+      store.transaction(() => {
+        for (const v of versionsOf(ctx, t))
+          store.del(C.templateVersions, versionKey(t.templateName, v.versionId));
+        store.del(C.templates, t.templateName);
+      });
+      return undefined;
+    },
+
+    CreateProvisioningTemplateVersion: (r) => {
+      const t = getTemplate(ctx, r.path.templateName!);
+      const body = requiredStr(r.body, 'templateBody');
+      checkBody(body, t.type);
+      const setAsDefault = qbool(r.query, 'setAsDefault') ?? false;
+      const versions = versionsOf(ctx, t);
+      if (versions.length >= MAX_TEMPLATE_VERSIONS)
+        throw new IotError(
+          'VersionsLimitExceededException',
+          `The provisioning template ${t.templateName} already has ${versions.length} versions, the maximum; delete one with DeleteProvisioningTemplateVersion first.`,
+        );
+      const now = ctx.now();
+      const versionId = (t.lastVersionId ?? 1) + 1;
+      const next: TemplateRec = { ...t, lastVersionId: versionId, lastModifiedDate: now };
+      if (setAsDefault) {
+        next.defaultVersionId = versionId;
+        next.templateBody = body;
+      }
+      store.transaction(() => {
+        // A template from before versions existed gets its version 1 written now.
+        for (const v of versions) store.put(C.templateVersions, versionKey(t.templateName, v.versionId), v);
+        store.put(C.templateVersions, versionKey(t.templateName, versionId), {
+          templateName: t.templateName,
+          versionId,
+          templateBody: body,
+          creationDate: now,
+        } satisfies TemplateVersionRec);
+        store.put(C.templates, t.templateName, next);
+      });
+      return {
+        templateArn: t.templateArn,
+        templateName: t.templateName,
+        versionId,
+        isDefaultVersion: setAsDefault,
+      };
+    },
+
+    DescribeProvisioningTemplateVersion: (r) => {
+      const t = getTemplate(ctx, r.path.templateName!);
+      const v = getVersion(ctx, t, versionIdOf(r.path.versionId!));
+      return {
+        versionId: v.versionId,
+        creationDate: v.creationDate,
+        templateBody: v.templateBody,
+        isDefaultVersion: v.versionId === t.defaultVersionId,
+      };
+    },
+
+    ListProvisioningTemplateVersions: (r) => {
+      const t = getTemplate(ctx, r.path.templateName!);
+      const page = tokenPage(r.query, versionsOf(ctx, t), 25);
+      return {
+        versions: page.items.map((v) => ({
+          versionId: v.versionId,
+          creationDate: v.creationDate,
+          isDefaultVersion: v.versionId === t.defaultVersionId,
+        })),
+        nextToken: page.next,
+      };
+    },
+
+    DeleteProvisioningTemplateVersion: (r) => {
+      const t = getTemplate(ctx, r.path.templateName!);
+      const v = getVersion(ctx, t, versionIdOf(r.path.versionId!));
+      if (v.versionId === t.defaultVersionId)
+        throw new IotError(
+          'DeleteConflictException',
+          `Version ${v.versionId} is the default version of the provisioning template ${t.templateName}; make another version the default (UpdateProvisioningTemplate --default-version-id) before deleting it.`,
+        );
+      store.del(C.templateVersions, versionKey(t.templateName, v.versionId));
       return undefined;
     },
 
@@ -168,22 +311,8 @@ export function templateOps(ctx: Ctx): Record<string, Handler> {
         );
       const keys = rsaKeyPair();
       const issued = ctx.ca.issueClaim(keys.spki, new Date(ctx.now() * 1000));
-      const now = ctx.now();
-      const rec: CertRec = {
-        certificateId: issued.certificateId,
-        certificateArn: arn.cert(ctx, issued.certificateId),
-        certificatePem: issued.pem,
-        status: 'ACTIVE',
-        certificateMode: 'DEFAULT',
-        creationDate: now,
-        lastModifiedDate: now,
-        generationId: newId(),
-        customerVersion: 1,
-        notBefore: issued.notBefore,
-        notAfter: issued.notAfter,
-        claim: true,
-      };
-      store.put(C.certs, rec.certificateId, rec);
+      // ACTIVE until notAfter (the broker refuses it after that), hidden from ListCertificates.
+      const rec = storeIssued(ctx, issued, 'ACTIVE', { claim: true });
       return {
         certificateId: rec.certificateId,
         certificatePem: rec.certificatePem,
