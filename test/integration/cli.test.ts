@@ -1,8 +1,9 @@
 /** The CLI contract: exit codes, --help everywhere, --version, --json errors. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import pLimit from 'p-limit';
 import { describe, expect, it } from 'vitest';
-import { json, runCli } from '../helpers/cli.js';
+import { CliTimeout, json, runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/home.js';
 
 describe('CLI contract', () => {
@@ -19,12 +20,15 @@ describe('CLI contract', () => {
       .map((m) => m[1]!)
       .filter((c) => c !== 'help');
     expect(commands).toEqual(expect.arrayContaining(['stack', 'validate', 'profiles']));
-    for (const c of commands) {
-      const r = await runCli([c, '--help']);
-      expect(r.code, c).toBe(0);
-      expect(r.stdout, c).toContain(`Usage: provline ${c}`);
+    // Each call on its own budget; two at a time, as the machine has two cores.
+    const limit = pLimit(2);
+    const calls = [...commands.map((c) => [c]), ...['up', 'down', 'status'].map((s) => ['stack', s])];
+    const results = await Promise.all(calls.map((a) => limit(() => runCli([...a, '--help']))));
+    for (const [i, r] of results.entries()) {
+      const what = calls[i]!.join(' ');
+      expect(r.code, what).toBe(0);
+      expect(r.stdout, what).toContain(`Usage: provline ${what}`);
     }
-    for (const sub of ['up', 'down', 'status']) expect((await runCli(['stack', sub, '--help'])).code).toBe(0);
   });
 
   it('exit 2 for usage errors, with a pointer to --help', async () => {
@@ -80,6 +84,22 @@ describe('CLI contract', () => {
     const r = await runCli(['hsm', 'info', '--json'], { env: { PROVLINE_HOME: home } });
     expect(r.code, r.stderr).toBe(0);
     expect(json<{ token: { label: string } }>(r).token.label).toBe('provline');
+  });
+
+  it('a CLI call past its own budget is reported as a timeout with the command, the time and its output (was: exit 128)', async () => {
+    // The stand-in runs in the foreground until stopped: it never exits by itself.
+    const dir = tempDir();
+    const err = await runCli(['emulator', '--state-dir', join(dir, 'state')], { timeoutMs: 2000 }).then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CliTimeout);
+    const t = err as CliTimeout;
+    expect(t.message).toMatch(
+      /^provline emulator --state-dir \S+ timed out: still running after \d+ ms \(budget 2000 ms\)/,
+    );
+    expect(t.message).toContain('--- stdout so far ---');
+    expect(t.elapsedMs).toBeGreaterThanOrEqual(2000);
   });
 
   it('exit 3 for an invalid config, listing each problem', async () => {

@@ -1,16 +1,18 @@
 /**
  * Conformance of the AWS IoT stand-in: ONE list of scenarios (success and error path of every
- * operation), driven once by @aws-sdk/client-iot and once by the AWS CLI v2 (/usr/bin/aws,
- * `--cli-input-json`, one invocation per step). Chains are independent and run in parallel;
- * steps inside a chain run in order and share a scratch object.
+ * operation), driven once by @aws-sdk/client-iot and once by the AWS CLI v2 (`--cli-input-json`,
+ * one command per step, run by the CLI's own driver in one Python process per chain; a separate
+ * case starts /usr/bin/aws itself). Chains are independent and run in parallel; steps inside a
+ * chain run in order and share a scratch object. Every step has its own time budget.
  */
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return -- scenario outputs are untyped JSON shared by the SDK and the CLI driver */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as iot from '@aws-sdk/client-iot';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AwsCli, awsOnce } from '../helpers/aws-cli.js';
 import { tempDir } from '../helpers/home.js';
 import {
   KEY,
@@ -33,7 +35,11 @@ type Scratch = Record<string, any>;
 interface Driver {
   name: 'sdk' | 'cli';
   call(op: string, input: Record<string, unknown>): Promise<Result>;
+  close(): void;
 }
+
+/** The budget of one step (one SDK call, one CLI command); a busy machine is slow. */
+const STEP_BUDGET_MS = 30_000;
 
 interface Step {
   op?: string;
@@ -57,13 +63,17 @@ function sdkDriver(): Driver {
         `${op}Command`
       ];
       if (!Cmd) throw new Error(`no SDK command ${op}`);
+      const budget = AbortSignal.timeout(STEP_BUDGET_MS);
       try {
-        const out = (await client.send(new Cmd(input))) as Out;
+        const out = (await client.send(new Cmd(input), { abortSignal: budget })) as Out;
         return { ok: true, out };
       } catch (e) {
+        if (budget.aborted)
+          throw new Error(`${op} took longer than its budget of ${STEP_BUDGET_MS} ms`, { cause: e });
         return { ok: false, name: (e as Error).name, message: (e as Error).message };
       }
     },
+    close: () => client.destroy(),
   };
 }
 
@@ -73,16 +83,24 @@ const kebab = (op: string): string =>
     .replace(/([A-Z])([A-Z][a-z])/g, '$1-$2')
     .toLowerCase();
 
+const cliEnv = (): NodeJS.ProcessEnv => ({
+  ...process.env,
+  AWS_ACCESS_KEY_ID: KEY,
+  AWS_SECRET_ACCESS_KEY: SECRET,
+  AWS_DEFAULT_REGION: REGION,
+  AWS_PAGER: '',
+  AWS_CONFIG_FILE: '/dev/null',
+  AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
+});
+
+/** `aws ...` stderr of a service error: the exception name and AWS's message. */
+const cliError = (stderr: string): { name: string; message: string } => {
+  const m = /An error occurred \(([A-Za-z]+)\) when calling the \w+ operation: ([\s\S]*)/.exec(stderr);
+  return m ? { name: m[1]!, message: m[2]!.trim() } : { name: 'CliFailure', message: stderr };
+};
+
 function cliDriver(): Driver {
-  const env = {
-    ...process.env,
-    AWS_ACCESS_KEY_ID: KEY,
-    AWS_SECRET_ACCESS_KEY: SECRET,
-    AWS_DEFAULT_REGION: REGION,
-    AWS_PAGER: '',
-    AWS_CONFIG_FILE: '/dev/null',
-    AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
-  };
+  const cli = new AwsCli(cliEnv());
   return {
     name: 'cli',
     call(op, input) {
@@ -97,20 +115,15 @@ function cliDriver(): Driver {
         'json',
         '--no-cli-pager',
       ];
-      return new Promise((resolve) => {
-        execFile('/usr/bin/aws', args, { env, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-          if (!err) return resolve({ ok: true, out: stdout.trim() ? (JSON.parse(stdout) as Out) : {} });
-          const m = /An error occurred \(([A-Za-z]+)\) when calling the \w+ operation: ([\s\S]*)/.exec(
-            stderr,
-          );
-          resolve(
-            m
-              ? { ok: false, name: m[1]!, message: m[2]!.trim() }
-              : { ok: false, name: 'CliFailure', message: stderr },
-          );
-        });
-      });
+      return cli
+        .run(args, STEP_BUDGET_MS)
+        .then((r): Result =>
+          r.rc === 0
+            ? { ok: true, out: r.stdout.trim() ? (JSON.parse(r.stdout) as Out) : {} }
+            : { ok: false, ...cliError(r.stderr) },
+        );
     },
+    close: () => cli.close(),
   };
 }
 
@@ -1096,13 +1109,16 @@ const bulkTemplate = JSON.stringify({
   },
 });
 
-async function waitTask(d: Driver, taskId: string, status: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const r = await d.call('DescribeThingRegistrationTask', { taskId });
-    if (r.ok && r.out.status === status) return;
+/** Polls until the task reaches `status`: one step, with a budget of its own. */
+async function waitTask(d: Driver, taskId: string, status: string, budgetMs = 60_000): Promise<void> {
+  const until = Date.now() + budgetMs;
+  let last: Result | undefined;
+  while (Date.now() < until) {
+    last = await d.call('DescribeThingRegistrationTask', { taskId });
+    if (last.ok && last.out.status === status) return;
     await new Promise((res) => setTimeout(res, 100));
   }
-  throw new Error(`task ${taskId} never reached ${status}`);
+  throw new Error(`task ${taskId} not ${status} within ${budgetMs} ms; last answer ${JSON.stringify(last)}`);
 }
 
 async function runChain(d: Driver, steps: Step[]): Promise<void> {
@@ -1146,18 +1162,41 @@ for (const make of [sdkDriver, cliDriver]) {
         'provisioning templates and RegisterThing',
         'bulk registration',
       ];
+      // Each step has its own budget (STEP_BUDGET_MS, waitTask's); the test's timeout, the sum
+      // of its steps' budgets, only stops a hang.
+      const steps = chains(p, dir).map((c) => c.length);
       it.each(names.map((n, i) => [n, i] as const))(
         '%s',
         async (_name, i) => {
           const work = join(dir, p);
           mkdirSync(work, { recursive: true });
-          await runChain(make(), chains(p, work)[i]!);
+          const d = make();
+          try {
+            await runChain(d, chains(p, work)[i]!);
+          } finally {
+            d.close();
+          }
         },
-        120_000,
+        Math.max(...steps) * STEP_BUDGET_MS,
       );
     },
   );
 }
+
+describe('the aws binary itself', () => {
+  it('/usr/bin/aws, started on its own, gets an answer and an AWS error from the stand-in', async () => {
+    const common = ['--endpoint-url', emu.iotUrl, '--output', 'json', '--no-cli-pager'];
+    const ok = await awsOnce(['iot', 'list-things', ...common], cliEnv());
+    expect(ok.rc, ok.stderr).toBe(0);
+    expect((JSON.parse(ok.stdout) as Out).things).toEqual(expect.any(Array));
+    const missing = await awsOnce(
+      ['iot', 'describe-thing', '--thing-name', 'no-such-thing', ...common],
+      cliEnv(),
+    );
+    expect(missing.rc).toBe(254);
+    expect(cliError(missing.stderr).name).toBe('ResourceNotFoundException');
+  });
+});
 
 describe('authentication', () => {
   it('a wrong secret is refused with 403 InvalidSignatureException (SDK)', async () => {
