@@ -3,12 +3,20 @@
  * A.1: identity, CFUN, CMEE, the %CMNG credential store (hashes over the text exactly as
  * written) and %KEYGEN (a real P-256 key and CSR, with a COSE_Sign1 attestation part signed by
  * the simulated device identity key). Like the modem, it refuses credential work while active.
+ * Its command line is its own (nordic-at-wire.ts), read from the reference, not the driver's.
  */
 import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { AtCommandSplitter, parseAtCommand, sha256Upper } from '../src/flash/protocol/index.js';
 import type { Category } from './core/faults.js';
 import type { DeviceModel } from './core/host.js';
 import { generateKeyWithCsr, signMessage } from './core/device-crypto.js';
+import {
+  CommandLines,
+  answer,
+  credentialDigest,
+  errorResult,
+  parseCommand,
+  type Param,
+} from './nordic-at-wire.js';
 
 export interface NordicSimOptions {
   imei: string;
@@ -31,7 +39,7 @@ export class NordicModemModel implements DeviceModel {
   cmee = false;
   /** `<sec_tag>,<type>` → stored credential. */
   readonly store = new Map<string, Stored>();
-  private readonly splitter = new AtCommandSplitter();
+  private readonly lines = new CommandLines();
   private readonly identityKey: KeyObject;
   private readonly uuid = randomBytes(16);
 
@@ -41,7 +49,7 @@ export class NordicModemModel implements DeviceModel {
   }
 
   split(chunk: Buffer): Buffer[] {
-    return this.splitter.push(chunk);
+    return this.lines.push(chunk);
   }
 
   categorize(command: Buffer): Category {
@@ -63,41 +71,44 @@ export class NordicModemModel implements DeviceModel {
   }
 
   private async run(line: string): Promise<Buffer> {
-    const cmd = parseAtCommand(line);
+    const cmd = parseCommand(line);
     if (!cmd) return this.answer([], 'ERROR');
-    const { name, op, args } = cmd;
-    switch (`${name}${op}`) {
-      case 'AT':
+    const { name, usage, params } = cmd;
+    const args = params.map((p) => p.text);
+    switch (`${name} ${usage}`) {
+      case 'AT action':
         return this.answer([]);
-      case 'AT+CMEE=':
+      case 'AT+CMEE set':
         if (args[0] !== '0' && args[0] !== '1') return this.answer([], 'ERROR');
         this.cmee = args[0] === '1';
         return this.answer([]);
-      case 'AT+CGSN':
+      case 'AT+CGSN action':
         return this.answer([this.opts.imei]);
-      case 'AT+CGMR':
+      case 'AT+CGMR action':
         return this.answer([this.opts.firmware ?? 'mfw_nrf9160_1.3.5']);
-      case 'AT+CGMM':
+      case 'AT+CGMM action':
         return this.answer([this.opts.model ?? 'nRF9160-SICA']);
-      case 'AT+CFUN?':
+      case 'AT+CFUN read':
         return this.answer([`+CFUN: ${this.cfun}`]);
-      case 'AT+CFUN=': {
+      case 'AT+CFUN set': {
         const n = Number(args[0]);
         if (![0, 1, 4, 20, 21, 30, 31, 40, 41, 44].includes(n)) return this.answer([], 'ERROR');
         this.cfun = n === 0 || n === 4 ? n : n === 1 ? 1 : this.cfun;
         return this.answer([]);
       }
-      case 'AT%CMNG=':
-        return this.cmng(args);
-      case 'AT%KEYGEN=':
-        return this.keygen(args);
+      case 'AT%CMNG set':
+        return this.cmng(params);
+      case 'AT%KEYGEN set':
+        return this.keygen(params);
       default:
         return this.answer([], 'ERROR');
     }
   }
 
-  private cmng(args: string[]): Buffer {
-    const [opcode, tagArg, typeArg, content] = args;
+  private cmng(params: Param[]): Buffer {
+    const [opcode, tagArg, typeArg, content] = params.map((p) => p.text);
+    // The content is a string constant: a modem refuses it unquoted.
+    if (params[3] && !params[3].quoted) return this.answer([], 'ERROR');
     const tag = tagArg === undefined ? undefined : Number(tagArg);
     const type = typeArg === undefined ? undefined : Number(typeArg);
     if (tag !== undefined && (!Number.isInteger(tag) || tag < 0)) return this.answer([], 'ERROR');
@@ -115,7 +126,7 @@ export class NordicModemModel implements DeviceModel {
           !/^-----BEGIN CERTIFICATE-----\r?\n[\s\S]+\r?\n-----END CERTIFICATE-----$/.test(content)
         )
           return this.error(527);
-        this.store.set(key, { content, sha256: sha256Upper(content) });
+        this.store.set(key, { content, sha256: credentialDigest(content) });
         return this.answer([]);
       }
       case '1': {
@@ -141,8 +152,9 @@ export class NordicModemModel implements DeviceModel {
     }
   }
 
-  private async keygen(args: string[]): Promise<Buffer> {
-    const [tagArg, typeArg, formatArg = '0', attributes] = args;
+  private async keygen(params: Param[]): Promise<Buffer> {
+    const [tagArg, typeArg, formatArg = '0', attributes] = params.map((p) => p.text);
+    if (params[3] && !params[3].quoted) return this.answer([], 'ERROR');
     const tag = Number(tagArg);
     if (
       !Number.isInteger(tag) ||
@@ -162,7 +174,7 @@ export class NordicModemModel implements DeviceModel {
       return this.error(523);
     }
     const pem = generated.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    this.store.set(key, { content: pem, sha256: sha256Upper(pem) });
+    this.store.set(key, { content: pem, sha256: credentialDigest(pem) });
     const first = formatArg === '0' ? generated.csrDer : generated.spkiDer;
     const cose = this.attest(first, tag, formatArg === '0' ? 'CSR_msg_v1' : 'pubkey_msg_v2');
     return this.answer([`%KEYGEN: "${first.toString('base64url')}.${cose.toString('base64url')}"`]);
@@ -189,11 +201,11 @@ export class NordicModemModel implements DeviceModel {
   }
 
   private error(n: number): Buffer {
-    return this.cmee ? Buffer.from(`\r\n+CME ERROR: ${n}\r\n`) : Buffer.from('\r\nERROR\r\n');
+    return answer([], errorResult(n, this.cmee));
   }
 
   private answer(lines: string[], final: 'OK' | 'ERROR' = 'OK'): Buffer {
-    return Buffer.from([...lines, final].map((l) => `\r\n${l}\r\n`).join(''), 'latin1');
+    return answer(lines, final);
   }
 }
 

@@ -1,34 +1,30 @@
 /**
  * A simulated custom-firmware device speaking provline-serial-v1 (docs/device-protocol.md):
  * a staging buffer per write with cumulative acknowledgements, a SHA-256 check on COMMIT,
- * a KEK to unwrap wrapped keys as-is, on-device keygen with a CSR, and PROVE signing.
+ * a KEK to unwrap wrapped keys as-is, on-device keygen with a CSR, and PROVE signing. Its wire
+ * format is its own (serial-v1-wire.ts), read from the document, not the station driver's.
  */
 import { createHash } from 'node:crypto';
-import {
-  CAP,
-  CMD,
-  FrameDecoder,
-  MAX_PAYLOAD,
-  NAK,
-  PROTOCOL_VERSION,
-  PayloadError,
-  PayloadReader,
-  RESPONSE_BIT,
-  SLOT,
-  V1_STATUS,
-  bytes16,
-  decodeFrame,
-  encodeFrame,
-  popMessage,
-  str8,
-  u16,
-  u32,
-  u8,
-  type Frame,
-} from '../src/flash/protocol/index.js';
 import type { Category } from './core/faults.js';
 import type { DeviceModel } from './core/host.js';
 import { fromPem, generateKeyWithCsr, signMessage, unwrapKey, type DeviceKey } from './core/device-crypto.js';
+import {
+  Caps,
+  Command,
+  Fields,
+  FrameReceiver,
+  MalformedPayload,
+  PAYLOAD_LIMIT,
+  Slot,
+  Status,
+  VERSION,
+  answerBytes,
+  nakBytes,
+  proofMessage,
+  put,
+  readFrame,
+  type WireFrame,
+} from './serial-v1-wire.js';
 
 export interface SerialV1SimOptions {
   serial: string;
@@ -54,7 +50,7 @@ export class SerialV1Model implements DeviceModel {
   readonly objects = new Map<number, Buffer>();
   key: DeviceKey | undefined;
   private staging: Staging | undefined;
-  private readonly decoder = new FrameDecoder();
+  private readonly receiver = new FrameReceiver();
 
   constructor(private readonly opts: SerialV1SimOptions) {
     if (opts.kek && opts.kek.length !== 32) throw new Error('the KEK must be 32 bytes (AES-256)');
@@ -62,23 +58,23 @@ export class SerialV1Model implements DeviceModel {
 
   split(chunk: Buffer): Buffer[] {
     // Damaged frames are passed on too, so the device can NAK them.
-    return this.decoder.push(chunk).map((e) => e.raw);
+    return this.receiver.push(chunk).map((r) => r.raw);
   }
 
   categorize(raw: Buffer): Category {
     const type = raw.length > 2 ? raw[2] : undefined;
     switch (type) {
-      case CMD.HELLO:
-      case CMD.IDENTITY:
+      case Command.HELLO:
+      case Command.IDENTITY:
         return 'identity';
-      case CMD.CHUNK:
-      case CMD.COMMIT:
+      case Command.CHUNK:
+      case Command.COMMIT:
         return 'write';
-      case CMD.READ_HASH:
+      case Command.READ_HASH:
         return 'read';
-      case CMD.KEYGEN:
+      case Command.KEYGEN:
         return 'keygen';
-      case CMD.PROVE:
+      case Command.PROVE:
         return 'pop';
       default:
         return 'control';
@@ -86,148 +82,140 @@ export class SerialV1Model implements DeviceModel {
   }
 
   rejection(raw: Buffer): Buffer | undefined {
-    const frame = decodeFrame(raw);
-    if (frame?.type !== CMD.COMMIT) return undefined;
+    const frame = readFrame(raw);
+    if (frame?.type !== Command.COMMIT) return undefined;
     // The station starts the object again with BEGIN, which replaces the staging buffer.
-    return reply(frame, V1_STATUS.CONTENT_REJECTED);
+    return answerBytes(frame, Status.CONTENT_REJECTED);
   }
 
   async handle(raw: Buffer): Promise<Buffer | undefined> {
-    const frame = decodeFrame(raw);
-    if (!frame) return encodeFrame({ type: NAK, seq: 0, payload: u8(V1_STATUS.BAD_FRAME) });
+    const frame = readFrame(raw);
+    if (!frame) return nakBytes();
     try {
       return await this.run(frame);
     } catch (e) {
-      if (e instanceof PayloadError) return reply(frame, V1_STATUS.BAD_PAYLOAD);
+      if (e instanceof MalformedPayload) return answerBytes(frame, Status.BAD_PAYLOAD);
       throw e;
     }
   }
 
   private get caps(): number {
-    return CAP.keygen | CAP.prove | (this.opts.kek ? CAP.wrappedKeys : 0);
+    return Caps.KEYGEN | Caps.PROVE | (this.opts.kek ? Caps.WRAPPED_KEYS : 0);
   }
 
-  private async run(frame: Frame): Promise<Buffer> {
-    const r = new PayloadReader(frame.payload);
+  private async run(frame: WireFrame): Promise<Buffer> {
+    const r = new Fields(frame.payload);
     switch (frame.type) {
-      case CMD.HELLO: {
-        const min = r.u8();
-        const max = r.u8();
-        r.end();
-        if (PROTOCOL_VERSION < min || PROTOCOL_VERSION > max)
-          return reply(frame, V1_STATUS.VERSION_UNSUPPORTED);
-        return reply(frame, V1_STATUS.OK, u8(PROTOCOL_VERSION), u16(MAX_PAYLOAD), u32(this.caps));
+      case Command.HELLO: {
+        const min = r.byte();
+        const max = r.byte();
+        r.done();
+        if (VERSION < min || VERSION > max) return answerBytes(frame, Status.VERSION_UNSUPPORTED);
+        return answerBytes(frame, Status.OK, put.byte(VERSION), put.half(PAYLOAD_LIMIT), put.word(this.caps));
       }
-      case CMD.IDENTITY:
-        r.end();
-        return reply(
+      case Command.IDENTITY:
+        r.done();
+        return answerBytes(
           frame,
-          V1_STATUS.OK,
-          str8(this.opts.serial),
-          str8(this.opts.model ?? 'provline-sim'),
-          str8(this.opts.firmware ?? 'sim-1.0.0'),
+          Status.OK,
+          put.text8(this.opts.serial),
+          put.text8(this.opts.model ?? 'provline-sim'),
+          put.text8(this.opts.firmware ?? 'sim-1.0.0'),
         );
-      case CMD.BEGIN: {
-        const slot = r.u8();
-        const size = r.u32();
-        const digest = r.bytes(32);
-        r.end();
-        if (!isSlot(slot) || size === 0) return reply(frame, V1_STATUS.BAD_PAYLOAD);
-        if (slot === SLOT.wrappedKey && !this.opts.kek) return reply(frame, V1_STATUS.UNWRAP_FAILED);
-        if (size > (this.opts.maxObject ?? 16_384)) return reply(frame, V1_STATUS.NO_SPACE);
+      case Command.BEGIN: {
+        const slot = r.byte();
+        const size = r.word();
+        const digest = r.digest();
+        r.done();
+        if (!isSlot(slot) || size === 0) return answerBytes(frame, Status.BAD_PAYLOAD);
+        if (slot === Slot.WRAPPED_KEY && !this.opts.kek) return answerBytes(frame, Status.UNWRAP_FAILED);
+        if (size > (this.opts.maxObject ?? 16_384)) return answerBytes(frame, Status.NO_SPACE);
         this.staging = { slot, size, sha256: digest, data: [], received: 0 };
-        return reply(frame, V1_STATUS.OK);
+        return answerBytes(frame, Status.OK);
       }
-      case CMD.CHUNK: {
-        const slot = r.u8();
-        const offset = r.u32();
-        const data = r.rest();
+      case Command.CHUNK: {
+        const slot = r.byte();
+        const offset = r.word();
+        const data = r.remainder();
         const s = this.staging;
-        if (!s || s.slot !== slot) return reply(frame, V1_STATUS.BAD_PAYLOAD);
+        if (!s || s.slot !== slot) return answerBytes(frame, Status.BAD_PAYLOAD);
         if (offset + data.length === s.received && offset < s.received)
-          return reply(frame, V1_STATUS.OK, u32(s.received)); // a retransmission
-        if (offset !== s.received) return reply(frame, V1_STATUS.BAD_OFFSET, u32(s.received));
-        if (s.received + data.length > s.size) return reply(frame, V1_STATUS.BAD_PAYLOAD);
+          return answerBytes(frame, Status.OK, put.word(s.received)); // a retransmission
+        if (offset !== s.received) return answerBytes(frame, Status.BAD_OFFSET, put.word(s.received));
+        if (s.received + data.length > s.size) return answerBytes(frame, Status.BAD_PAYLOAD);
         s.data.push(data);
         s.received += data.length;
-        return reply(frame, V1_STATUS.OK, u32(s.received));
+        return answerBytes(frame, Status.OK, put.word(s.received));
       }
-      case CMD.COMMIT: {
-        const slot = r.u8();
-        r.end();
+      case Command.COMMIT: {
+        const slot = r.byte();
+        r.done();
         return this.commit(frame, slot);
       }
-      case CMD.READ_HASH: {
-        const slot = r.u8();
-        r.end();
+      case Command.READ_HASH: {
+        const slot = r.byte();
+        r.done();
         const stored = this.objects.get(slot);
-        if (!stored) return reply(frame, V1_STATUS.NOT_FOUND);
-        return reply(frame, V1_STATUS.OK, u32(stored.length), sha256(stored));
+        if (!stored) return answerBytes(frame, Status.NOT_FOUND);
+        return answerBytes(frame, Status.OK, put.word(stored.length), sha256(stored));
       }
-      case CMD.ERASE: {
-        const slot = r.u8();
-        r.end();
-        if (!this.objects.delete(slot)) return reply(frame, V1_STATUS.NOT_FOUND);
-        return reply(frame, V1_STATUS.OK);
+      case Command.ERASE: {
+        const slot = r.byte();
+        r.done();
+        if (!this.objects.delete(slot)) return answerBytes(frame, Status.NOT_FOUND);
+        return answerBytes(frame, Status.OK);
       }
-      case CMD.KEYGEN: {
-        const keyType = r.u8();
-        const subject = r.bytes16().toString('utf8');
-        r.end();
-        if (keyType !== 1) return reply(frame, V1_STATUS.BAD_PAYLOAD);
+      case Command.KEYGEN: {
+        const keyType = r.byte();
+        const subject = r.lengthPrefixed16().toString('utf8');
+        r.done();
+        if (keyType !== 1) return answerBytes(frame, Status.BAD_PAYLOAD);
         const generated = await generateKeyWithCsr(subject || `CN=${this.opts.serial}`);
         this.key = generated;
-        this.objects.delete(SLOT.privateKey);
-        this.objects.delete(SLOT.wrappedKey);
-        return reply(frame, V1_STATUS.OK, bytes16(generated.csrDer));
+        this.objects.delete(Slot.PRIVATE_KEY);
+        this.objects.delete(Slot.WRAPPED_KEY);
+        return answerBytes(frame, Status.OK, put.bytes16(generated.csrDer));
       }
-      case CMD.PROVE: {
-        const nonce = r.rest();
-        if (nonce.length < 16 || nonce.length > 64) return reply(frame, V1_STATUS.BAD_PAYLOAD);
-        if (!this.key) return reply(frame, V1_STATUS.NO_KEY);
-        return reply(
+      case Command.PROVE: {
+        const nonce = r.remainder();
+        if (nonce.length < 16 || nonce.length > 64) return answerBytes(frame, Status.BAD_PAYLOAD);
+        if (!this.key) return answerBytes(frame, Status.NO_KEY);
+        return answerBytes(
           frame,
-          V1_STATUS.OK,
-          bytes16(this.key.spkiDer),
-          bytes16(signMessage(this.key, popMessage(nonce))),
+          Status.OK,
+          put.bytes16(this.key.spkiDer),
+          put.bytes16(signMessage(this.key, proofMessage(nonce))),
         );
       }
       default:
-        return reply(frame, V1_STATUS.UNKNOWN_COMMAND);
+        return answerBytes(frame, Status.UNKNOWN_COMMAND);
     }
   }
 
-  private commit(frame: Frame, slot: number): Buffer {
+  private commit(frame: WireFrame, slot: number): Buffer {
     const s = this.staging;
     if (!s || s.slot !== slot) {
       // A retransmitted COMMIT whose answer was lost: report what is stored.
       const stored = this.objects.get(slot);
-      return stored ? reply(frame, V1_STATUS.OK, sha256(stored)) : reply(frame, V1_STATUS.NOT_FOUND);
+      return stored ? answerBytes(frame, Status.OK, sha256(stored)) : answerBytes(frame, Status.NOT_FOUND);
     }
     this.staging = undefined;
     const data = Buffer.concat(s.data);
-    if (s.received !== s.size || !sha256(data).equals(s.sha256)) return reply(frame, V1_STATUS.HASH_MISMATCH);
-    if (slot === SLOT.privateKey || slot === SLOT.wrappedKey) {
+    if (s.received !== s.size || !sha256(data).equals(s.sha256))
+      return answerBytes(frame, Status.HASH_MISMATCH);
+    if (slot === Slot.PRIVATE_KEY || slot === Slot.WRAPPED_KEY) {
       try {
         this.key =
-          slot === SLOT.privateKey ? fromPem(data.toString('utf8')) : unwrapKey(this.opts.kek!, data);
+          slot === Slot.PRIVATE_KEY ? fromPem(data.toString('utf8')) : unwrapKey(this.opts.kek!, data);
       } catch {
-        return reply(frame, slot === SLOT.wrappedKey ? V1_STATUS.UNWRAP_FAILED : V1_STATUS.KEY_INVALID);
+        return answerBytes(frame, slot === Slot.WRAPPED_KEY ? Status.UNWRAP_FAILED : Status.KEY_INVALID);
       }
     }
     this.objects.set(slot, data);
-    return reply(frame, V1_STATUS.OK, sha256(data));
+    return answerBytes(frame, Status.OK, sha256(data));
   }
 }
 
 function isSlot(n: number): boolean {
-  return (Object.values(SLOT) as number[]).includes(n);
-}
-
-function reply(request: Frame, status: number, ...body: Buffer[]): Buffer {
-  return encodeFrame({
-    type: request.type | RESPONSE_BIT,
-    seq: request.seq,
-    payload: Buffer.concat([u8(status), ...body]),
-  });
+  return (Object.values(Slot) as number[]).includes(n);
 }

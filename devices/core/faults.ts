@@ -3,7 +3,7 @@
  *
  *     <kind>[:<count>|:*][@<category>][#<nth>]
  *
- *   kind      reject (alias cme527) · hang · drop · corrupt · unplug
+ *   kind      reject (alias cme527) · hang · drop · corrupt · noise · unplug
  *   count     how many matching commands to affect (default 1; `*` = every one)
  *   category  identity · write · read · keygen · pop · control (default per kind, below)
  *   nth       skip the first nth-1 matching commands (default 1 = the first one)
@@ -14,12 +14,16 @@
  *   drop     runs the command but loses 3 bytes from the middle of its answer (read)
  *   corrupt  flips one bit in the middle of the command as received, before the device parses
  *            it: line noise on the way in (write)
+ *   noise    runs the command, then flips one bit in the middle of its answer: line noise on
+ *            the way out, which the station must catch (a CRC, a hash that no longer matches)
+ *            (read)
  *   unplug   the device disappears as the command arrives: port closed, nothing stored (write)
  *
- * Examples: `cme527` · `hang@write` · `drop:2@read` · `corrupt:*@write` · `unplug@write#2`.
+ * Examples: `cme527` · `hang@write` · `drop:2@read` · `corrupt:*@write` · `noise@read` ·
+ * `unplug@write#2`.
  */
 
-export const FAULT_KINDS = ['reject', 'hang', 'drop', 'corrupt', 'unplug'] as const;
+export const FAULT_KINDS = ['reject', 'hang', 'drop', 'corrupt', 'noise', 'unplug'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 export const CATEGORIES = ['identity', 'write', 'read', 'keygen', 'pop', 'control'] as const;
 export type Category = (typeof CATEGORIES)[number];
@@ -29,6 +33,7 @@ const DEFAULT_CATEGORY: Record<FaultKind, Category> = {
   hang: 'write',
   drop: 'read',
   corrupt: 'write',
+  noise: 'read',
   unplug: 'write',
 };
 const ALIASES: Record<string, FaultKind> = { cme527: 'reject' };
@@ -82,7 +87,10 @@ export class FaultPlan {
   }
 }
 
-/** Flips the low bit of one byte near the middle, never creating or destroying a quote or line end. */
+/**
+ * Flips the low bit of one byte near the middle, never creating or destroying a quote or line
+ * end (a command's or an answer's).
+ */
 export function corruptMiddle(unit: Buffer): Buffer {
   const out = Buffer.from(unit);
   const avoid = new Set([0x22, 0x23, 0x0a, 0x0b, 0x0c, 0x0d]);

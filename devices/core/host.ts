@@ -125,6 +125,10 @@ export class SimulatorHost {
       this.log(`fault: dropped bytes of the ${category} answer`);
       answer = dropMiddle(answer);
     }
+    if (f.take('noise', category)) {
+      this.log(`fault: flipped a bit of the ${category} answer`);
+      answer = corruptMiddle(answer);
+    }
     await this.send(answer);
   }
 

@@ -17,7 +17,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NordicModemModel, SerialV1Model, startSimulator, type Simulator } from '../../devices/index.js';
 import type { ResolvedProfile } from '../../src/config/load.js';
 import type { DriverName } from '../../src/config/schema.js';
-import { SLOT, normalizePem } from '../../src/flash/protocol/index.js';
 import { openSeedWorld, seedBatch, type SeedWorld, type SeededDevice } from '../helpers/seed.js';
 import { JournalStore, runStation, type StationEvent, type StationOptions } from '../../src/flash/index.js';
 import { makeClients } from '../../src/cloud/clients.js';
@@ -26,6 +25,7 @@ import { registerCsr } from '../../src/jobs/registrar.js';
 import { BulkSlot } from '../../src/jobs/slot.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 import { startPtyPair, startSer2net } from '../helpers/pty.js';
+import { Slot, pemAsWritten } from '../helpers/written.js';
 
 const TIMING = { commandTimeoutMs: 250, keygenTimeoutMs: 5_000 };
 const PROBE = { intervalMs: 40, timeoutMs: 150, reopenMs: 100 };
@@ -146,16 +146,16 @@ function holdsCredentials(r: Rig): boolean {
     const at = (type: number) => model.store.get(`${SEC_TAG},${type}`)?.content;
     const key = at(2);
     return (
-      at(0) === normalizePem(world.ca.rootCaPem) &&
-      at(1) === normalizePem(cert) &&
+      at(0) === pemAsWritten(world.ca.rootCaPem) &&
+      at(1) === pemAsWritten(cert) &&
       key !== undefined &&
       createPublicKey(createPrivateKey(key)).export({ type: 'spki', format: 'der' }).equals(r.device.spkiDer!)
     );
   }
   if (model instanceof SerialV1Model) {
     return (
-      model.objects.get(SLOT.rootCa)?.toString() === normalizePem(world.ca.rootCaPem) &&
-      model.objects.get(SLOT.certificate)?.toString() === normalizePem(cert) &&
+      model.objects.get(Slot.ROOT_CA)?.toString() === pemAsWritten(world.ca.rootCaPem) &&
+      model.objects.get(Slot.CERTIFICATE)?.toString() === pemAsWritten(cert) &&
       model.key?.spkiDer.equals(r.device.spkiDer!) === true
     );
   }
@@ -221,14 +221,14 @@ describe('station', () => {
     const r = await rig('provline-serial-v1', devices[0]!, kek);
     expect((await station('mcu-wrapped', [r.target])).byPort(r.target).outcome).toBe('verified');
     const first = await world.journal.get(r.device.serial);
-    const stored = (r.sim.model as SerialV1Model).objects.get(SLOT.certificate);
+    const stored = (r.sim.model as SerialV1Model).objects.get(Slot.CERTIFICATE);
     const commands = r.sim.host.stats.commands;
 
     const again = await station('mcu-wrapped', [r.target]);
     expect(again.byPort(r.target)).toMatchObject({ outcome: 'already', recorded: 'journal' });
     // HELLO, IDENTITY (the probe), HELLO, three READ_HASH, PROVE: nothing written.
     expect(r.sim.host.stats.commands - commands).toBe(7);
-    expect((r.sim.model as SerialV1Model).objects.get(SLOT.certificate)).toBe(stored);
+    expect((r.sim.model as SerialV1Model).objects.get(Slot.CERTIFICATE)).toBe(stored);
     const rec = await world.journal.get(r.device.serial);
     expect(rec?.state).toBe('verified');
     expect(rec?.at.verified).toBe(first?.at.verified);
@@ -449,8 +449,8 @@ describe('station', () => {
         const certSpki = Buffer.from(cert.publicKey.rawData);
         const { model } = r.sim;
         if (model instanceof NordicModemModel) {
-          expect(model.store.get(`${SEC_TAG},1`)?.content).toBe(normalizePem(rec!.fields.certificatePem!));
-          expect(model.store.get(`${SEC_TAG},0`)?.content).toBe(normalizePem(rootCa));
+          expect(model.store.get(`${SEC_TAG},1`)?.content).toBe(pemAsWritten(rec!.fields.certificatePem!));
+          expect(model.store.get(`${SEC_TAG},0`)?.content).toBe(pemAsWritten(rootCa));
           const key = createPrivateKey(model.store.get(`${SEC_TAG},2`)!.content);
           expect(createPublicKey(key).export({ type: 'spki', format: 'der' }).equals(certSpki)).toBe(true);
         } else if (model instanceof SerialV1Model) {

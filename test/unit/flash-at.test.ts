@@ -1,11 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
-  AtCommandSplitter,
   AtResponseReader,
   cmngWriteCommand,
   keygenCommand,
   normalizePem,
-  parseAtCommand,
   parseCmngList,
   parseImei,
   parseKeygen,
@@ -88,29 +86,6 @@ describe('command encoding', () => {
     expect(() => cmngWriteCommand(1, 0, 'a"b')).toThrow();
     expect(keygenCommand(16842753, 'CN=352656100000001')).toBe('AT%KEYGEN=16842753,2,0,"CN=352656100000001"');
     expect(keygenCommand(5)).toBe('AT%KEYGEN=5,2,0');
-  });
-});
-
-describe('device-side AtCommandSplitter and parseAtCommand', () => {
-  it('keeps CR/LF inside quotes as content and ends commands outside them', () => {
-    const s = new AtCommandSplitter();
-    const write = cmngWriteCommand(3, 0, normalizePem(PEM_LF));
-    const bytes = Buffer.from(`AT+CGSN\r\n${write}\r\n`);
-    const got = [...s.push(bytes.subarray(0, 20)), ...s.push(bytes.subarray(20))].map((b) => b.toString());
-    expect(got).toEqual(['AT+CGSN', write]);
-    expect(parseAtCommand(got[1]!)).toEqual({
-      name: 'AT%CMNG',
-      op: '=',
-      args: ['0', '3', '0', normalizePem(PEM_LF)],
-    });
-  });
-
-  it('parses read, test and action forms and refuses unbalanced quotes', () => {
-    expect(parseAtCommand('AT+CFUN?')).toEqual({ name: 'AT+CFUN', op: '?', args: [] });
-    expect(parseAtCommand('at+cfun=?')).toEqual({ name: 'AT+CFUN', op: '=?', args: [] });
-    expect(parseAtCommand('AT')).toEqual({ name: 'AT', op: '', args: [] });
-    expect(parseAtCommand('AT%CMNG=0,1,0,"abc')).toBeUndefined();
-    expect(parseAtCommand('hello')).toBeUndefined();
   });
 });
 

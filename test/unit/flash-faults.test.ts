@@ -17,6 +17,7 @@ describe('fault specs', () => {
       { kind: 'unplug', category: 'write', remaining: 1, skip: 2 },
     ]);
     expect(parseFaults('')).toEqual([]);
+    expect(parseFaults('noise')).toEqual([{ kind: 'noise', category: 'read', remaining: 1, skip: 0 }]);
   });
 
   it('rejects what it does not understand, naming the problem', () => {

@@ -8,7 +8,6 @@ import {
   crc32,
   decodeFrame,
   encodeFrame,
-  str8,
   u32,
   type Frame,
 } from '../../src/flash/protocol/index.js';
@@ -86,7 +85,7 @@ describe('provline-serial-v1 framing', () => {
 
 describe('PayloadReader', () => {
   it('reads fields and throws on short or overlong payloads', () => {
-    const r = new PayloadReader(Buffer.concat([u32(70000), str8('SN1')]));
+    const r = new PayloadReader(Buffer.concat([u32(70000), Buffer.from([3]), Buffer.from('SN1')]));
     expect(r.u32()).toBe(70000);
     expect(r.str8()).toBe('SN1');
     r.end();

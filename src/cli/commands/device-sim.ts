@@ -40,7 +40,7 @@ export function registerDeviceSim(program: Command, ctx: () => CommandContext): 
     .option('--no-throttle', 'answer as fast as the pty goes (functional tests)')
     .option(
       '--faults <spec>',
-      'faults to inject, e.g. "cme527,hang@write,drop@read,corrupt@write,unplug@write#2"',
+      'faults to inject, e.g. "cme527,hang@write,drop@read,corrupt@write,noise@read,unplug@write#2"',
       (v) => {
         try {
           parseFaults(v);
@@ -55,7 +55,7 @@ export function registerDeviceSim(program: Command, ctx: () => CommandContext): 
     .option('--verbose', 'print every injected fault')
     .addHelpText(
       'after',
-      '\nFault spec: <kind>[:<count>|:*][@<category>][#<nth>], comma-separated; kinds reject (cme527), hang, drop, corrupt, unplug;\ncategories identity, write, read, keygen, pop, control. See docs/device-protocol.md.\n',
+      '\nFault spec: <kind>[:<count>|:*][@<category>][#<nth>], comma-separated; kinds reject (cme527), hang, drop, corrupt, noise, unplug;\ncategories identity, write, read, keygen, pop, control. See docs/device-protocol.md.\n',
     )
     .action(async (opts: DeviceSimOptions) => {
       const c = ctx();

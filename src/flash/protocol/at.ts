@@ -1,7 +1,8 @@
 /**
- * Pure AT framing for the nRF91 command set (shared/reference/device-protocols.md A.1):
- * command encoding, a response reader that turns bytes into complete responses, parsers for the
- * answers the driver needs, and the device-side command splitter the simulator uses. No I/O.
+ * Pure AT framing for the nRF91 command set, the station's side (shared/reference/
+ * device-protocols.md A.1): command encoding, a response reader that turns bytes into complete
+ * responses, and parsers for the answers the driver needs. No I/O. The modem's side (reading
+ * commands) is the simulator's own, in devices/.
  *
  * Line endings: credential PEMs are written normalised (pem.ts); the SHA-256 a modem reports
  * covers exactly that text.
@@ -119,60 +120,4 @@ export function parseKeygen(lines: readonly string[]): KeygenAnswer | undefined 
     if (m) return { csrDer: Buffer.from(m[1]!, 'base64url'), cose: Buffer.from(m[2]!, 'base64url') };
   }
   return undefined;
-}
-
-/**
- * Device side: splits the received byte stream into command lines. A line ends at CR or LF
- * outside double quotes; inside quotes CR/LF belong to the content (PEMs span lines).
- */
-export class AtCommandSplitter {
-  private buf: number[] = [];
-  private inQuote = false;
-
-  push(chunk: Uint8Array): Buffer[] {
-    const out: Buffer[] = [];
-    for (const b of chunk) {
-      if (b === 0x22) this.inQuote = !this.inQuote;
-      if (!this.inQuote && (b === 0x0d || b === 0x0a)) {
-        if (this.buf.length) out.push(Buffer.from(this.buf));
-        this.buf = [];
-        continue;
-      }
-      this.buf.push(b);
-    }
-    return out;
-  }
-}
-
-export interface AtCommand {
-  /** Upper-case command name, e.g. `AT%CMNG`, `AT+CGSN`. */
-  name: string;
-  /** `=` set, `?` read, `=?` test, `` action. */
-  op: '' | '=' | '?' | '=?';
-  /** Comma-separated parameters; quoted ones without their quotes. */
-  args: string[];
-}
-
-/** Parses one command line (device side). Returns undefined for text that is not a command. */
-export function parseAtCommand(line: string): AtCommand | undefined {
-  const m = /^(AT(?:[+%][A-Za-z0-9]+)?)(=\?|=|\?)?([\s\S]*)$/i.exec(line.trim());
-  if (!m) return undefined;
-  const op = (m[2] ?? '') as AtCommand['op'];
-  const rest = m[3] ?? '';
-  if (op !== '=' && rest.length > 0) return undefined;
-  const args: string[] = [];
-  if (op === '=') {
-    let cur = '';
-    let quoted = false;
-    for (const ch of rest) {
-      if (ch === '"') quoted = !quoted;
-      else if (ch === ',' && !quoted) {
-        args.push(cur);
-        cur = '';
-      } else cur += ch;
-    }
-    if (quoted) return undefined;
-    args.push(cur);
-  }
-  return { name: m[1]!.toUpperCase(), op, args };
 }

@@ -222,11 +222,6 @@ export function u32(v: number): Buffer {
   b.writeUInt32BE(v >>> 0);
   return b;
 }
-export function str8(s: string): Buffer {
-  const b = Buffer.from(s, 'utf8');
-  if (b.length > 255) throw new Error('string longer than 255 bytes');
-  return Buffer.concat([u8(b.length), b]);
-}
 export function bytes16(b: Uint8Array): Buffer {
   if (b.length > 0xffff) throw new Error('field longer than 65535 bytes');
   return Buffer.concat([u16(b.length), b]);
