@@ -5,21 +5,27 @@
  * workers, a Redis restart, 20 % throttling with planted failures, re-submission.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, readFileSync, writeFileSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { ListThingsCommand, type IoTClient } from '@aws-sdk/client-iot';
+import type { IoTClient } from '@aws-sdk/client-iot';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { makeClients } from '../../src/cloud/clients.js';
-import { loadConfig } from '../../src/config/load.js';
 import { stackPaths } from '../../src/stack/home.js';
 import { redisDown, redisUp } from '../../src/stack/redis.js';
-import { resolveRuntime } from '../../src/stack/runtime.js';
-import { stackUp } from '../../src/stack/stack.js';
 import { BIN, json, ROOT, runCli } from '../helpers/cli.js';
 import { removeHome, tempDir } from '../helpers/home.js';
+import {
+  chunkState,
+  csvFile,
+  deviceCounts,
+  hsmJobsActive,
+  pipelineStack,
+  serialRange,
+  taskInProgress,
+  thingCount,
+  until,
+  type PipelineStack,
+} from '../helpers/pipeline.js';
 
 interface Status {
   batchId: string;
@@ -30,13 +36,17 @@ interface Status {
   stages: { registered: number };
 }
 
+/** Budget of a `submit --wait` of a few hundred serials on a busy machine. */
+const WAIT_BUDGET_MS = 150_000;
+/** Budget of one wait for an event of the pipeline (a job taken, a task running). */
+const EVENT_BUDGET_MS = 60_000;
+
 describe('batch pipeline', () => {
   const home = tempDir('provline-pipeline-');
   const dir = tempDir('provline-pipeline-files-');
-  const config = join(dir, 'provline.config.yaml');
+  let stack: PipelineStack;
   let env: NodeJS.ProcessEnv;
   let redisUrl: string;
-  let awsEndpoint: string;
   let iot: IoTClient;
   let prefixN = 0;
   const workers = new Set<ChildProcess>();
@@ -47,22 +57,9 @@ describe('batch pipeline', () => {
     PROVLINE_REDIS_PREFIX: `t${process.pid}x${++prefixN}`,
   });
 
-  const csv = (name: string, serials: string[]): string => {
-    const file = join(dir, name);
-    writeFileSync(file, `serial,hw_rev\n${serials.map((s) => `${s},B`).join('\n')}\n`);
-    return file;
-  };
-  const serials = (prefix: string, n: number): string[] =>
-    Array.from({ length: n }, (_, i) => `${prefix}${String(i).padStart(5, '0')}`);
-
-  const faults = async (body: unknown): Promise<void> => {
-    const r = await fetch(`${awsEndpoint}/_emulator/faults?replace=true`, {
-      method: 'PUT',
-      body: JSON.stringify(body),
-      headers: { 'content-type': 'application/json' },
-    });
-    expect(r.status).toBe(200);
-  };
+  const csv = (name: string, serials: string[]): string => csvFile(dir, name, serials);
+  const serials = serialRange;
+  const faults = (body: unknown): Promise<void> => stack.faults(body);
 
   let workerN = 0;
   const workerLogs: string[] = [];
@@ -82,27 +79,39 @@ describe('batch pipeline', () => {
     c.exitCode !== null || c.signalCode !== null
       ? Promise.resolve(c.exitCode)
       : new Promise((r) => c.once('exit', (code) => r(code)));
+  const logs = (): string =>
+    workerLogs.map((f) => `--- ${f}\n${readFileSync(f, 'utf8').slice(-3000)}`).join('\n');
+  /** Why waiting for a worker's progress is pointless: it exited. */
+  const deadWorker = (w: ChildProcess) => (): string | undefined =>
+    w.exitCode !== null || w.signalCode !== null
+      ? `the worker exited (${w.exitCode ?? w.signalCode})\n${logs()}`
+      : undefined;
 
   const status = async (e: NodeJS.ProcessEnv, batch: string): Promise<Status> =>
     json<Status>(await runCli(['status', batch, '--json'], { env: e }));
 
+  /** Polls `status` until registration is done, on its own budget; fails early if the worker dies. */
   const waitDone = async (
     e: NodeJS.ProcessEnv,
     batch: string,
-    worker?: ChildProcess,
-    timeoutMs = 90_000,
+    worker: ChildProcess,
+    budgetMs = WAIT_BUDGET_MS,
   ): Promise<Status> => {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const s = await status(e, batch);
-      if (s.registrationDone) return s;
-      const died = worker && (worker.exitCode !== null || worker.signalCode !== null);
-      if (died || Date.now() > until) {
-        const logs = workerLogs.map((f) => `--- ${f}\n${readFileSync(f, 'utf8').slice(-3000)}`).join('\n');
-        const why = died ? `the worker exited (${worker.exitCode ?? worker.signalCode})` : 'timed out';
-        throw new Error(`batch ${batch} not done, ${why}: ${JSON.stringify(s.counts)}\n${logs}`);
-      }
-      await sleep(300);
+    let last: Status | undefined;
+    try {
+      return await until(
+        `batch ${batch} to finish registration`,
+        async () => {
+          last = await status(e, batch);
+          return last.registrationDone ? last : undefined;
+        },
+        budgetMs,
+        { everyMs: 300, gone: deadWorker(worker) },
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\nlast counts ${JSON.stringify(last?.counts)}\n${logs()}`, {
+        cause: err,
+      });
     }
   };
 
@@ -112,54 +121,14 @@ describe('batch pipeline', () => {
     return json<{ batchId: string }>(r).batchId;
   };
 
-  const thingCount = async (prefix: string): Promise<number> => {
-    let n = 0;
-    let nextToken: string | undefined;
-    do {
-      const page = await iot.send(new ListThingsCommand({ maxResults: 250, nextToken }));
-      n += (page.things ?? []).filter((t) => t.thingName?.startsWith(prefix)).length;
-      nextToken = page.nextToken;
-    } while (nextToken);
-    return n;
-  };
+  /** A bulk task of the batch running and at most half done: still running when a kill lands. */
+  const taskEarly = (redis: Redis, prefix: string, batch: string) =>
+    taskInProgress(redis, iot, prefix, batch, 50);
 
   beforeAll(async () => {
-    const s = await stackUp(home);
-    redisUrl = s.redis.url!;
-    writeFileSync(
-      config,
-      stringify({
-        home,
-        workers: { lockMs: 2000, flushMs: 200 },
-        profiles: {
-          // The demo product with small chunks, so a batch is several bulk tasks.
-          fast: {
-            thingName: 'sensor-{serial}',
-            attributes: { serial: '{serial}', hw: '{hw_rev}' },
-            parameters: {
-              ThingName: '{thingName}',
-              SerialNumber: '{serial}',
-              HardwareRevision: '{hw_rev}',
-              CSR: '{csr}',
-            },
-            thingType: 'provline-demo-sensor',
-            thingGroups: ['provline-demo'],
-            template: join(ROOT, 'config/templates/demo-bulk.json'),
-            policy: join(ROOT, 'config/policies/demo-device.json'),
-            policyName: 'provline-demo-device',
-            kekLabel: 'provline-test-kek',
-            registration: { mode: 'bulk', chunkSize: 100 },
-          },
-        },
-      }),
-    );
-    env = { ...process.env, PROVLINE_CONFIG: config, PROVLINE_HOME: home };
-    const kek = await runCli(['hsm', 'kek', 'create', '--profile', 'fast'], { env });
-    expect(kek.code, kek.stderr).toBe(0);
-    const rt = resolveRuntime(loadConfig({ file: config, env: {} }));
-    awsEndpoint = rt.aws.endpoint!;
-    iot = makeClients(rt.aws, { maxAttempts: 3 }).iot;
-  }, 60_000);
+    stack = await pipelineStack(home, dir, 'provline-test-kek');
+    ({ env, redisUrl, iot } = stack);
+  });
 
   afterAll(async () => {
     for (const w of workers) w.kill('SIGKILL');
@@ -170,7 +139,10 @@ describe('batch pipeline', () => {
   it('registers a batch with submit --wait, reports every serial, reconciles clean, and a re-submit creates nothing', async () => {
     const e = isolated();
     const file = csv('a.csv', serials('PA', 150));
-    const r = await runCli(['submit', file, '--profile', 'fast', '--wait', '--json'], { env: e });
+    const r = await runCli(['submit', file, '--profile', 'fast', '--wait', '--json'], {
+      env: e,
+      timeoutMs: WAIT_BUDGET_MS,
+    });
     expect(r.code, r.stderr).toBe(0);
     const s = json<Status>(r);
     expect(s.counts.registered).toBe(150);
@@ -187,7 +159,7 @@ describe('batch pipeline', () => {
     expect(rec.code, rec.stdout + rec.stderr).toBe(0);
     expect(json<{ sound: number; orphans: unknown[] }>(rec)).toMatchObject({ sound: 150, orphans: [] });
 
-    const before = await thingCount('sensor-PA');
+    const before = await thingCount(iot, 'sensor-PA');
     expect(before).toBe(150);
     const again = await runCli(['submit', file, '--profile', 'fast'], { env: e });
     expect(again.code).toBe(3);
@@ -195,15 +167,14 @@ describe('batch pipeline', () => {
     const skip = await runCli(['submit', file, '--profile', 'fast', '--skip-existing'], { env: e });
     expect(skip.code, skip.stderr).toBe(0);
     expect(skip.stdout).toContain('nothing to do');
-    expect(await thingCount('sensor-PA')).toBe(before);
+    expect(await thingCount(iot, 'sensor-PA')).toBe(before);
     const batches = json<unknown[]>(await runCli(['batches', '--json'], { env: e }));
     expect(batches).toHaveLength(1);
-  }, 60_000);
+  });
 
   it('queues nothing when a row is invalid, and with --skip-invalid reports the rejected lines', async () => {
     const e = isolated();
-    const file = join(dir, 'bad.csv');
-    writeFileSync(file, 'serial,hw_rev\nPB00001,B\nPB 2,B\nPB00003,B\n');
+    const file = csv('bad.csv', ['PB00001', 'PB 2', 'PB00003']);
     const r = await runCli(['submit', file, '--profile', 'fast'], { env: e });
     expect(r.code).toBe(3);
     expect(r.stdout).toMatch(/line 3, column serial: .*\[SERIAL_INVALID\]/);
@@ -212,6 +183,7 @@ describe('batch pipeline', () => {
 
     const ok = await runCli(['submit', file, '--profile', 'fast', '--skip-invalid', '--wait', '--json'], {
       env: e,
+      timeoutMs: WAIT_BUDGET_MS,
     });
     expect(ok.code, ok.stderr).toBe(0);
     const { batchId } = json<Status>(ok);
@@ -224,60 +196,98 @@ describe('batch pipeline', () => {
       ['3', 'rejected'],
     ]);
     expect(rows[2]!.errorCode).toBe('SERIAL_INVALID');
-  }, 60_000);
+  });
 
-  it('survives workers SIGKILLed at random moments: one thing, one certificate, one identity per serial, no orphans', async () => {
+  it('survives workers SIGKILLed at recorded points (keys in flight, bulk tasks running): one thing, one certificate, one identity per serial, no orphans', async () => {
     const e = isolated();
-    await faults({ linesPerSecond: 400 });
+    const prefix = e.PROVLINE_REDIS_PREFIX!;
+    const n = 500;
+    // Bulk tasks of 100 lines take about a second at 100 lines/s: long enough to be caught.
+    await faults({ linesPerSecond: 100 });
+    const redis = new Redis(redisUrl);
     try {
-      const batch = await submit(e, csv('k.csv', serials('PK', 500)));
-      // Deterministic "random" kill times, so a failure can be replayed.
-      const delays = [350, 900, 600, 1300, 450];
-      for (const delay of delays) {
+      const batch = await submit(e, csv('k.csv', serials('PK', n)));
+
+      /** Starts a worker, waits for `what` (on its own budget), SIGKILLs the worker there. */
+      const crashAt = async <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> => {
         const w = startWorker(e);
-        await sleep(delay);
+        const hit = await until(what, probe, EVENT_BUDGET_MS, { everyMs: 20, gone: deadWorker(w) });
         w.kill('SIGKILL');
-        await exited(w);
+        expect(await exited(w)).toBeNull();
+        return hit;
+      };
+
+      // 1. Keys in flight: a worker holds an HSM job while most of the batch has no key yet.
+      await crashAt('an HSM job in flight', async () =>
+        (await hsmJobsActive(redis, prefix)) > 0 &&
+        (await deviceCounts(redis, prefix, batch)).accepted! >= 200
+          ? true
+          : undefined,
+      );
+      // The dead worker's job is still taken (the stall check hands it on): it was in flight.
+      expect(await hsmJobsActive(redis, prefix)).toBeGreaterThan(0);
+      expect((await deviceCounts(redis, prefix, batch)).accepted).toBeGreaterThan(0);
+
+      // 2. and 3. A bulk task running: the first one, then one after a chunk was registered.
+      for (const after of [0, 100]) {
+        const hit = await crashAt(`a bulk task running, ${after}+ devices registered`, async () =>
+          ((await deviceCounts(redis, prefix, batch)).registered ?? 0) >= after
+            ? taskEarly(redis, prefix, batch)
+            : undefined,
+        );
+        // The worker died with the chunk unfinished: its devices are still being registered.
+        expect(await chunkState(redis, prefix, batch, hit.chunk)).toBe('started');
+        expect((await deviceCounts(redis, prefix, batch)).registering).toBeGreaterThan(0);
       }
+
       const last = startWorker(e);
       const s = await waitDone(e, batch, last);
       last.kill('SIGTERM');
       expect(await exited(last)).toBe(0);
-      expect(s.counts).toMatchObject({ registered: 500, failed: 0 });
+      expect(s.counts).toMatchObject({ registered: n, failed: 0 });
 
       const rows = json<Array<{ certificateId: string }>>(
         await runCli(['report', batch, '--format', 'json'], { env: e }),
       );
-      expect(new Set(rows.map((x) => x.certificateId)).size).toBe(500);
-      expect(await thingCount('sensor-PK')).toBe(500);
+      expect(new Set(rows.map((x) => x.certificateId)).size).toBe(n);
+      expect(await thingCount(iot, 'sensor-PK')).toBe(n);
       const rec = await runCli(['reconcile', batch, '--json'], { env: e });
       expect(rec.code, rec.stdout).toBe(0);
-      expect(json<{ sound: number; orphans: unknown[] }>(rec)).toMatchObject({ sound: 500, orphans: [] });
+      expect(json<{ sound: number; orphans: unknown[] }>(rec)).toMatchObject({ sound: n, orphans: [] });
     } finally {
+      redis.disconnect();
       await faults({});
     }
-  }, 120_000);
+  }, 400_000);
 
-  it('finishes a batch across a Redis restart (AOF)', async () => {
+  it('finishes a batch across a Redis restart (AOF) that hits a bulk task in flight', async () => {
     const e = isolated();
-    await faults({ linesPerSecond: 300 });
+    const prefix = e.PROVLINE_REDIS_PREFIX!;
+    await faults({ linesPerSecond: 100 });
+    const redis = new Redis(redisUrl);
     try {
       const batch = await submit(e, csv('r.csv', serials('PR', 300)));
       const w = startWorker(e);
-      await sleep(700);
+      const hit = await until('a bulk task running', () => taskEarly(redis, prefix, batch), EVENT_BUDGET_MS, {
+        everyMs: 20,
+        gone: deadWorker(w),
+      });
+      redis.disconnect();
       const paths = stackPaths(home);
       const port = Number(new URL(redisUrl).port);
       await redisDown(paths);
-      await sleep(300);
       expect(await redisUp(paths, port)).toBe(port); // same port, same AOF
       const s = await waitDone(e, batch, w);
       expect(s.counts).toMatchObject({ registered: 300, failed: 0 });
+      // The restart hit the task while it ran; the chunk was finished after it, not before.
+      expect(hit.done).toBeLessThanOrEqual(50);
       w.kill('SIGTERM');
       expect(await exited(w)).toBe(0);
     } finally {
+      redis.disconnect();
       await faults({});
     }
-  }, 120_000);
+  }, 240_000);
 
   it('with 20 % of calls throttled and planted bad lines, every serial ends registered or failed with the right reason', async () => {
     const e = isolated();
@@ -292,6 +302,7 @@ describe('batch pipeline', () => {
       const names = [...serials('PT', 190), ...serials('PTBAD', 10)];
       const r = await runCli(['submit', csv('t.csv', names), '--profile', 'fast', '--wait', '--json'], {
         env: e,
+        timeoutMs: WAIT_BUDGET_MS,
       });
       expect(r.code, r.stderr).toBe(4);
       const s = json<Status>(r);
@@ -305,16 +316,28 @@ describe('batch pipeline', () => {
     } finally {
       await faults({});
     }
-  }, 120_000);
+  });
 
-  it('keeps no private key, PIN or plaintext key material in Redis', async () => {
+  it('keeps no private key, PIN or plaintext key material in Redis, after a batch of its own', async () => {
+    // Its own batch under its own prefix: the scan does not rely on what other tests left.
+    const e = isolated();
+    const prefix = e.PROVLINE_REDIS_PREFIX!;
+    const r = await runCli(
+      ['submit', csv('s.csv', serials('PS', 30)), '--profile', 'fast', '--wait', '--json'],
+      {
+        env: e,
+        timeoutMs: WAIT_BUDGET_MS,
+      },
+    );
+    expect(r.code, r.stderr).toBe(0);
     const redis = new Redis(redisUrl);
     try {
       const pin = readFileSync(join(home, 'hsm/user.pin'), 'utf8').trim();
       // PKCS#8 of an EC key starts with this DER prefix; in base64 and hex it would be visible.
       const pkcs8 = Buffer.from('308187020100301306072a8648ce3d020106082a8648ce3d030107', 'hex');
       let scanned = 0;
-      for await (const keys of redis.scanStream({ count: 1000 })) {
+      let devices = 0;
+      for await (const keys of redis.scanStream({ match: `${prefix}*`, count: 1000 })) {
         for (const key of keys as string[]) {
           const type = await redis.type(key);
           let text = '';
@@ -323,13 +346,16 @@ describe('batch pipeline', () => {
           else if (type === 'list') text = (await redis.lrange(key, 0, -1)).join('\n');
           else continue;
           scanned++;
+          if (key.startsWith(`${prefix}:dev:`) && text.includes('wrappedKey')) devices++;
           expect(text).not.toContain('PRIVATE KEY');
           expect(text).not.toContain(pin);
           expect(text).not.toContain(pkcs8.toString('base64').slice(0, 24));
           expect(text).not.toContain(pkcs8.toString('hex'));
         }
       }
-      expect(scanned).toBeGreaterThan(100);
+      // Every device record, with its wrapped key, was among what was searched.
+      expect(devices).toBe(30);
+      expect(scanned).toBeGreaterThan(30);
     } finally {
       await redis.quit();
     }
