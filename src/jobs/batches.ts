@@ -24,6 +24,8 @@ export interface BatchMeta {
   rootCaPem?: string;
   /** Epoch ms when every device had left the HSM and registration stages. */
   registeredAt?: number;
+  /** Epoch ms when a registrar last said it was driving the batch (every few seconds). */
+  registrarAt?: number;
   /** Why the batch could not run at all (e.g. the template is invalid), if so. */
   abortedCode?: string;
   abortedMessage?: string;
@@ -87,12 +89,18 @@ export class BatchStore {
       ...(h.endpoint ? { endpoint: h.endpoint } : {}),
       ...(h.rootCaPem ? { rootCaPem: h.rootCaPem } : {}),
       ...(h.registeredAt ? { registeredAt: Number(h.registeredAt) } : {}),
+      ...(h.registrarAt ? { registrarAt: Number(h.registrarAt) } : {}),
       ...(h.abortedCode ? { abortedCode: h.abortedCode, abortedMessage: h.abortedMessage ?? '' } : {}),
     };
   }
 
   async set(id: string, fields: Record<string, string>): Promise<void> {
     await this.redis.hset(this.keys.batch(id), fields);
+  }
+
+  /** A registrar driving the batch says it is alive (read by `status` to tell a stall). */
+  async beat(id: string, now: number): Promise<void> {
+    await this.redis.hset(this.keys.batch(id), 'registrarAt', String(now));
   }
 
   /** Newest first. */

@@ -301,6 +301,12 @@ export class Journal {
     return Object.fromEntries(STATES.map((s) => [s, Number(raw[s] ?? 0)])) as Record<DeviceState, number>;
   }
 
+  /** When a device of the batch last changed state (epoch ms), if ever. */
+  async progressAt(batchId: string): Promise<number | undefined> {
+    const t = await this.redis.hget(this.keys.counts(batchId), 'progressAt');
+    return t === null ? undefined : Number(t);
+  }
+
   async failuresByCode(batchId: string): Promise<Record<string, number>> {
     const raw = await this.redis.hgetall(this.keys.failures(batchId));
     const out: Record<string, number> = {};

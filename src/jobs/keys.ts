@@ -7,7 +7,7 @@
  *   <p>:batch:<id>                hash   batch metadata (profile, created, total, endpoint, …)
  *   <p>:batch:<id>:plan           string the batch plan (JSON), written once
  *   <p>:batch:<id>:serials        list   serials in plan order (for reports)
- *   <p>:batch:<id>:counts         hash   state -> number of devices in that state
+ *   <p>:batch:<id>:counts         hash   state -> number of devices in that state (+ progressAt)
  *   <p>:batch:<id>:failures       hash   failure code -> count
  *   <p>:batch:<id>:in:<state>     set    the batch's serials in that state (kept by the scripts)
  *   <p>:batch:<id>:chunk:<n>      hash   one registration chunk: serials, input key, task id

@@ -10,6 +10,7 @@
  */
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
 import type { BatchPlan } from '../batch/plan.js';
+import { redisRetryStrategy, type RedisWatch } from './redis-watch.js';
 
 export const QUEUES = { hsm: 'hsm', register: 'register' } as const;
 export type Role = 'hsm' | 'registrar';
@@ -41,6 +42,8 @@ export function connectionFromUrl(url: string): ConnectionOptions {
     ...(u.pathname.length > 1 ? { db: Number(u.pathname.slice(1)) } : {}),
     ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
     maxRetriesPerRequest: null,
+    // BullMQ's own back-off grows to 20 s; a restarted Redis is found again within a second.
+    retryStrategy: redisRetryStrategy,
   };
 }
 
@@ -71,10 +74,16 @@ export class PipelineQueues {
   constructor(
     readonly connection: ConnectionOptions,
     readonly prefix: string,
+    /** Where connection errors go (without it, a lost connection is printed raw to stderr). */
+    watch?: RedisWatch,
   ) {
     const opts = { connection, prefix: queuePrefix(prefix) };
     this.hsm = new Queue<HsmJobData>(QUEUES.hsm, opts);
     this.register = new Queue<RegisterJobData>(QUEUES.register, opts);
+    for (const q of [this.hsm, this.register]) {
+      if (watch) watch.watch(q, `queue ${q.name}`);
+      else q.on('error', () => undefined);
+    }
   }
 
   /** Enqueues a batch's HSM work (skipped for device-generated keys) and its registration job. */

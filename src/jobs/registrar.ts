@@ -314,7 +314,9 @@ export async function runChunk(
           ...(signal ? { signal } : {}),
         });
       } catch (e) {
-        if (!isProvlineError(e) || e.retryable) throw e;
+        // An aborted call (shutdown, or this run lost its job) refused nothing: the recorded
+        // intent lets the next run find the task if AWS started it.
+        if (signal?.aborted || !isProvlineError(e) || e.retryable) throw e;
         // The task itself is refused (template, role, bucket): every line of it would fail.
         await applyTaskRefused(deps, plan, c, e);
         return;

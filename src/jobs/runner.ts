@@ -31,6 +31,7 @@ import {
   type Role,
 } from './queues.js';
 import { driveBatch, type RegistrarDeps } from './registrar.js';
+import { redactUrl, redisRetryStrategy, RedisWatch } from './redis-watch.js';
 import { BulkSlot, slotOwner } from './slot.js';
 
 export interface RunnerOptions {
@@ -43,7 +44,14 @@ export interface RunnerOptions {
   log: Logger;
   /** Ensures the HSM is usable before opening it (the local token on embedded defaults). */
   hsmSettings?: () => Promise<Runtime['hsm']>;
+  /** Shared with the caller's own Redis clients, so an outage is logged once per process. */
+  watch?: RedisWatch;
 }
+
+/** How often a running registration job records that it is alive (`status` reads it). */
+export const REGISTRAR_BEAT_MS = 5000;
+/** How long `close()` waits for jobs in flight before it stops the workers regardless. */
+const CLOSE_GRACE_MS = 15_000;
 
 export interface Runner {
   /** Counts of jobs this process finished, for progress output. */
@@ -54,10 +62,17 @@ export interface Runner {
 export async function startRunner(o: RunnerOptions): Promise<Runner> {
   const prefix = o.prefix ?? 'provline';
   const connection = connectionFromUrl(o.redisUrl);
-  const redis = new Redis(o.redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
+  const watch = o.watch ?? new RedisWatch({ log: o.log, target: redactUrl(o.redisUrl) });
+  // Journal calls wait while Redis is away (no per-request limit) and go through once it is back.
+  const redis = new Redis(o.redisUrl, {
+    maxRetriesPerRequest: null,
+    lazyConnect: false,
+    retryStrategy: redisRetryStrategy,
+  });
+  watch.watch(redis, 'journal');
   const journal = new Journal(redis, { prefix });
   const batches = new BatchStore(redis, journal.keys);
-  const queues = new PipelineQueues(connection, prefix);
+  const queues = new PipelineQueues(connection, prefix, watch);
   const done = { hsm: 0, register: 0 };
   const abort = new AbortController();
   const workers: Worker[] = [];
@@ -67,9 +82,13 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
     connection,
     prefix: queuePrefix(prefix),
     lockDuration: o.workers.lockMs,
-    stalledInterval: Math.max(1000, Math.floor(o.workers.lockMs / 2)),
+    // Every worker, the in-process ones of `submit --wait` included, takes back jobs whose
+    // lock has expired (a worker killed, or a Redis outage longer than the lock).
+    stalledInterval: Math.max(500, Math.floor(o.workers.lockMs / 2)),
     // A job whose worker was killed is simply picked up again, however often that happens.
     maxStalledCount: 1_000_000,
+    // After a lost connection, fetch again within a second, not BullMQ's default 15 s.
+    runRetryDelay: 1000,
   };
 
   if (o.roles.includes('registrar')) {
@@ -96,24 +115,37 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
     workers.push(
       new Worker<RegisterJobData>(
         QUEUES.register,
-        async (job: Job<RegisterJobData>, token?: string) => {
+        async (job: Job<RegisterJobData>, token?: string, lock?: AbortSignal) => {
           const plan = await batches.plan(job.data.batchId).catch((e: unknown) => {
             throw toJobError(e);
           });
           const tps = plan.profile.registration.tps;
           let pacer = pacers.get(tps);
           if (!pacer) pacers.set(tps, (pacer = new Pacer({ perSecond: tps })));
+          // `lock` aborts when this worker lost the job's lock (a Redis outage longer than the
+          // lock): the stalled check hands the job to a worker again, so this run stops.
+          const signal = lock ? AbortSignal.any([abort.signal, lock]) : abort.signal;
+          const beat = setInterval(() => {
+            batches.beat(job.data.batchId, Date.now()).catch(() => undefined);
+          }, REGISTRAR_BEAT_MS);
           try {
-            const r = await driveBatch({ ...base, pacer }, job.data.batchId, abort.signal);
+            await batches.beat(job.data.batchId, Date.now());
+            const r = await driveBatch({ ...base, pacer }, job.data.batchId, signal);
             done.register++;
             return r;
           } catch (e) {
+            if (lock?.aborted && !abort.signal.aborted) {
+              // Not ours any more: leave the job alone (no move, no "missing lock" error).
+              throw new DelayedError();
+            }
             if (abort.signal.aborted && token) {
               // Shutting down: hand the batch back, at once, to whichever worker runs next.
               await job.moveToDelayed(Date.now() + 100, token);
               throw new DelayedError();
             }
             throw toJobError(e);
+          } finally {
+            clearInterval(beat);
           }
         },
         { ...opts, concurrency: o.workers.registrarConcurrency },
@@ -130,6 +162,8 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
       try {
         hsm = await openHsm(settings);
       } catch (e) {
+        // A configuration problem (no PIN, a wrong token) does not mend itself: say so at once.
+        if (isProvlineError(e) && e.kind === 'invalid-input') throw e;
         if (attempt >= 5 && !(isProvlineError(e) && e.retryable)) throw e;
         o.log.warn({ attempt, err: messageOf(e) }, 'cannot open the HSM yet; retrying');
         await sleep(Math.min(5000, 250 * attempt));
@@ -158,7 +192,27 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
         'job failed',
       ),
     );
-    w.on('error', (err) => o.log.error({ queue: w.name, err: err.message }, 'worker error'));
+    w.on('error', (err) => {
+      // Said once, by the lockRenewalFailed handler below.
+      if (err.message.startsWith('could not renew lock')) return;
+      if (err.message.startsWith('Missing lock for job')) {
+        o.log.info(
+          { event: 'job-lock-lost', queue: w.name, err: err.message },
+          'a job ended after its lock was lost; the stalled check has handed it to a worker again',
+        );
+        return;
+      }
+      watch.error(err, `worker ${w.name}`);
+    });
+    w.on('lockRenewalFailed', (jobIds: string[]) => {
+      for (const jobId of jobIds) {
+        o.log.warn(
+          { event: 'job-lock-lost', queue: w.name, jobId },
+          `lost the lock of job ${jobId} (Redis was away longer than the lock): stopping it here; the stalled check hands it to a worker again`,
+        );
+        w.cancelJob(jobId, 'lock lost');
+      }
+    });
   }
   await Promise.all(workers.map((w) => w.waitUntilReady()));
 
@@ -166,11 +220,21 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
     done,
     async close() {
       abort.abort();
-      await Promise.all(workers.map((w) => w.close()));
+      const grace = new AbortController();
+      const closed = Promise.all(workers.map((w) => w.close())).then(() => 'closed' as const);
+      const late = sleep(CLOSE_GRACE_MS, 'timeout' as const, { signal: grace.signal }).catch(
+        () => 'closed' as const,
+      );
+      const how = await Promise.race([closed, late]);
+      grace.abort();
+      if (how === 'timeout') {
+        o.log.warn({ graceMs: CLOSE_GRACE_MS }, 'jobs still running after the grace period; stopping anyway');
+        await Promise.all(workers.map((w) => w.close(true)));
+      }
       await queues.close();
       hsm?.close();
       cloud?.destroy();
-      await redis.quit().catch(() => undefined);
+      await redis.quit().catch(() => redis.disconnect());
     },
   };
 }
@@ -180,7 +244,8 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
  * crash or left failed after their attempts come back; existing jobs are not duplicated.
  */
 export async function sweepActive(redisUrl: string, prefix: string, hsmChunk: number): Promise<number> {
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null, retryStrategy: redisRetryStrategy });
+  redis.on('error', () => undefined);
   const journal = new Journal(redis, { prefix });
   const batches = new BatchStore(redis, journal.keys);
   const queues = new PipelineQueues(connectionFromUrl(redisUrl), prefix);

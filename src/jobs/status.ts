@@ -24,10 +24,18 @@ export interface BatchStatus {
   aborted?: { code: string; message: string };
   /** Registered devices per second since the batch was created (or over the whole run). */
   rate: number;
-  /** Seconds until registration is done at that rate; null when unknown or done. */
+  /** Seconds until registration is done at that rate; null when unknown, done or stalled. */
   etaSeconds: number | null;
+  /**
+   * Set when nothing has moved for STALL_MS: no device changed state and no registrar said it
+   * was alive (every worker gone, or Redis was unreachable). Rate and ETA mean nothing then.
+   */
+  stalled?: { seconds: number; lastActivity: string };
   elapsedSeconds: number;
 }
+
+/** No device moved and no registrar beat for this long: the batch is stalled. */
+export const STALL_MS = 30_000;
 
 export async function batchStatus(
   journal: Journal,
@@ -38,7 +46,8 @@ export async function batchStatus(
   const meta = await batches.meta(batchId);
   const counts = await journal.counts(batchId);
   const failures = await journal.failuresByCode(batchId);
-  return summarise(meta, counts, failures, now);
+  const progressAt = await journal.progressAt(batchId);
+  return summarise(meta, counts, failures, now, progressAt);
 }
 
 export function summarise(
@@ -46,6 +55,8 @@ export function summarise(
   counts: Record<DeviceState, number>,
   failures: Record<string, number>,
   now: number,
+  /** When a device of the batch last changed state. */
+  progressAt?: number,
 ): BatchStatus {
   const registered = counts.registered + counts.flashed + counts.verified;
   const pending = counts.accepted + counts.keyed + counts.registering;
@@ -53,6 +64,8 @@ export function summarise(
   const end = done && meta.registeredAt !== undefined ? meta.registeredAt : now;
   const elapsed = Math.max(0.001, (end - meta.createdAt) / 1000);
   const rate = registered / elapsed;
+  const lastActivity = Math.max(meta.createdAt, progressAt ?? 0, meta.registrarAt ?? 0);
+  const stalled = !done && now - lastActivity > STALL_MS;
   return {
     batchId: meta.id,
     profile: meta.profile,
@@ -71,7 +84,15 @@ export function summarise(
     registrationDone: done,
     ...(meta.abortedCode ? { aborted: { code: meta.abortedCode, message: meta.abortedMessage ?? '' } } : {}),
     rate: Math.round(rate * 10) / 10,
-    etaSeconds: done || rate <= 0 ? null : Math.ceil(pending / rate),
+    etaSeconds: done || stalled || rate <= 0 ? null : Math.ceil(pending / rate),
+    ...(stalled
+      ? {
+          stalled: {
+            seconds: Math.round((now - lastActivity) / 1000),
+            lastActivity: new Date(lastActivity).toISOString(),
+          },
+        }
+      : {}),
     elapsedSeconds: Math.round(elapsed * 10) / 10,
   };
 }

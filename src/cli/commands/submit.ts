@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { getProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
 import type { Runner } from '../../jobs/runner.js';
+import { isConnectionError } from '../../jobs/redis-watch.js';
 import { batchStatus, RateMeter, type BatchStatus } from '../../jobs/status.js';
 import { submitBatch } from '../../jobs/submit.js';
 import { EXIT, ExitCode } from '../exit.js';
@@ -134,7 +135,10 @@ function finalLine(s: BatchStatus): string {
   return lines.join('\n');
 }
 
-/** Polls the batch until registration is done, drawing progress on stderr. */
+/**
+ * Polls the batch until registration is done, drawing progress on stderr. Rides through a
+ * Redis outage: the line says since when Redis has been unreachable, and polling goes on.
+ */
 export async function waitForRegistration(
   p: PipelineHandles,
   batchId: string,
@@ -145,12 +149,35 @@ export async function waitForRegistration(
   const meter = new RateMeter();
   let lastPrint = 0;
   for (;;) {
-    const s = await batchStatus(p.journal, p.batches, batchId);
+    let s: BatchStatus;
+    try {
+      s = await batchStatus(p.journal, p.batches, batchId);
+    } catch (e) {
+      if (!isConnectionError(e)) throw e;
+      p.watch.unreachable(e);
+      const now = Date.now();
+      if (show && (tty || now - lastPrint >= 2000)) {
+        lastPrint = now;
+        const since = new Date(p.watch.unreachableSince ?? now).toISOString();
+        const line = `stalled: Redis unreachable since ${since}; retrying`;
+        process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+      }
+      signal?.throwIfAborted();
+      await new Promise((r) => setTimeout(r, 500));
+      continue;
+    }
+    p.watch.reachable();
     const now = Date.now();
-    const rate = meter.add(now, s.stages.registered);
+    const rate = s.stalled ? 0 : meter.add(now, s.stages.registered);
     if (show && (tty || now - lastPrint >= 2000 || s.registrationDone)) {
       lastPrint = now;
-      const eta = s.registrationDone ? 'done' : rate > 0 ? `ETA ${Math.ceil(s.pending / rate)} s` : 'ETA …';
+      const eta = s.registrationDone
+        ? 'done'
+        : s.stalled
+          ? `stalled: nothing moved for ${s.stalled.seconds} s`
+          : rate > 0
+            ? `ETA ${Math.ceil(s.pending / rate)} s`
+            : 'ETA …';
       const line = `keys ${s.stages.keyed}/${s.total} · registered ${s.stages.registered}/${s.total} · failed ${s.failed} · ${rate.toFixed(0)}/s · ${eta}`;
       process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
     }

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { BatchStore } from '../../jobs/batches.js';
 import { Journal } from '../../jobs/journal.js';
 import { connectionFromUrl, PipelineQueues, ROLES } from '../../jobs/queues.js';
+import { redactUrl, redisRetryStrategy, RedisWatch } from '../../jobs/redis-watch.js';
 import { startRunner, type Runner } from '../../jobs/runner.js';
 import { requireRedis } from '../../stack/runtime.js';
 import { ProvlineError } from '../../core/errors.js';
@@ -15,6 +16,8 @@ export interface PipelineHandles {
   journal: Journal;
   batches: BatchStore;
   queues: PipelineQueues;
+  /** The process's view of Redis: one log line when it goes away, one when it is back. */
+  watch: RedisWatch;
   close(): Promise<void>;
 }
 
@@ -25,7 +28,9 @@ export async function openPipeline(ctx: CommandContext): Promise<PipelineHandles
     maxRetriesPerRequest: 2,
     lazyConnect: true,
     enableOfflineQueue: false,
+    retryStrategy: redisRetryStrategy,
   });
+  const watch = new RedisWatch({ log: ctx.logger, target: redactUrl(redisUrl) });
   try {
     await redis.connect();
   } catch (e) {
@@ -36,9 +41,10 @@ export async function openPipeline(ctx: CommandContext): Promise<PipelineHandles
       hint: 'Start it (`provline stack up` for the local one) or fix redis.url.',
     });
   }
+  watch.watch(redis, 'commands');
   const journal = new Journal(redis, { prefix });
   const batches = new BatchStore(redis, journal.keys);
-  const queues = new PipelineQueues(connectionFromUrl(redisUrl), prefix);
+  const queues = new PipelineQueues(connectionFromUrl(redisUrl), prefix, watch);
   return {
     redisUrl,
     prefix,
@@ -46,9 +52,10 @@ export async function openPipeline(ctx: CommandContext): Promise<PipelineHandles
     journal,
     batches,
     queues,
+    watch,
     async close() {
       await queues.close();
-      await redis.quit().catch(() => undefined);
+      await redis.quit().catch(() => redis.disconnect());
     },
   };
 }
@@ -63,5 +70,6 @@ export function startLocalWorkers(c: CommandContext, p: PipelineHandles): Promis
     prefix: p.prefix,
     log: c.logger,
     hsmSettings: () => c.hsmSettings(),
+    watch: p.watch,
   });
 }

@@ -38,6 +38,7 @@ end
 redis.call('HSET', KEYS[5] .. n, 'n', tostring(n), 'state', 'claimed', 'mode', ARGV[4],
   'serials', table.concat(serials, '\n'), 'createdAt', ARGV[3])
 redis.call('RPUSH', KEYS[4], tostring(n))
+redis.call('HSET', KEYS[2], 'progressAt', ARGV[3])
 local out = {tostring(n)}
 for _, s in ipairs(serials) do table.insert(out, s) end
 return out

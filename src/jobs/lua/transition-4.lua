@@ -2,7 +2,7 @@
   Moves one device from an allowed state to a new one, atomically.
 
   KEYS[1]  device hash          <p>:dev:<serial>
-  KEYS[2]  batch counts hash    <p>:batch:<id>:counts
+  KEYS[2]  batch counts hash    <p>:batch:<id>:counts (also "progressAt": the last move's time)
   KEYS[3]  batch failures       <p>:batch:<id>:failures
   KEYS[4]  state-set prefix     <p>:batch:<id>:in:   (the sets are <prefix><state>)
   ARGV[1]  expected batch id (the device must belong to it)
@@ -54,6 +54,7 @@ if #ARGV > 6 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 end
 if cur ~= to then
+  redis.call('HSET', KEYS[2], 'progressAt', ARGV[4])
   redis.call('HINCRBY', KEYS[2], cur, -1)
   redis.call('HINCRBY', KEYS[2], to, 1)
   redis.call('SREM', KEYS[4] .. cur, serial)
