@@ -8,18 +8,23 @@ import { ProvlineError } from '../core/errors.js';
 export interface PinSource {
   pinFile: string | undefined;
   pinEnv: string;
+  /** Why no default pin file applies, when the settings know (see HsmSettings.pinNote). */
+  pinNote?: string;
 }
 
 export function readPin(source: PinSource, env: NodeJS.ProcessEnv = process.env): string {
   const fromEnv = env[source.pinEnv];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
   if (source.pinFile === undefined) {
+    const looked = `looked for the environment variable ${source.pinEnv} (${fromEnv === '' ? 'empty' : 'not set'}) and hsm.pinFile / PROVLINE_HSM_PIN_FILE (not set)`;
     throw new ProvlineError(
       'HSM_PIN_MISSING',
-      'no HSM user PIN: neither a pin file nor the PIN environment variable is set',
+      `no HSM user PIN: ${source.pinNote ? `${source.pinNote}; ` : ''}${looked}`,
       {
         kind: 'invalid-input',
-        hint: `Set hsm.pinFile (PROVLINE_HSM_PIN_FILE) to a 0600 file holding the PIN, or export ${source.pinEnv}.`,
+        hint: source.pinNote
+          ? `Unset SOFTHSM2_CONF to use the local stack's token, or set hsm.pinFile (PROVLINE_HSM_PIN_FILE) to a 0600 file holding that token's user PIN, or export ${source.pinEnv}.`
+          : `Set hsm.pinFile (PROVLINE_HSM_PIN_FILE) to a 0600 file holding the PIN, or export ${source.pinEnv}.`,
       },
     );
   }

@@ -2,7 +2,7 @@
  * Resolves what a command talks to: the configured services, or the local stack's where the
  * config leaves them out. Commands call this once, then pass plain settings inward.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import type { LoadedConfig } from '../config/load.js';
 import { ProvlineError } from '../core/errors.js';
 import { readState, stackPaths } from './home.js';
@@ -21,6 +21,11 @@ export interface HsmSettings {
   softhsm2Conf: string | undefined;
   /** True when this is the local stack's SoftHSM token, which commands may create on demand. */
   localToken: boolean;
+  /**
+   * Why the stack's own pin file is not used, when it is not (an exported SOFTHSM2_CONF names
+   * another token): said in the error when no PIN is found, so the operator sees the real cause.
+   */
+  pinNote?: string;
 }
 
 export interface AwsSettings {
@@ -47,10 +52,12 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
   const { config, home } = loaded;
   const paths = stackPaths(home);
   const state = readState(paths);
-  // The embedded default: SoftHSM, the stack's token label, no SOFTHSM2_CONF of the user's.
+  // The embedded default: SoftHSM, the stack's token label, and no SOFTHSM2_CONF of the user's
+  // (one that names the stack's own file, as `stack status` prints it, is the stack's).
+  const userConf = env.SOFTHSM2_CONF && !sameFile(env.SOFTHSM2_CONF, paths.softhsm2Conf);
   const usesStackToken =
     config.hsm.module === SOFTHSM_MODULE &&
-    !env.SOFTHSM2_CONF &&
+    !userConf &&
     (existsSync(paths.softhsm2Conf) || (config.hsm.token === STACK_TOKEN_LABEL && !config.hsm.pinFile));
   const pinFromEnv = env[config.hsm.pinEnv] !== undefined;
   const stackAws = awsStatus(paths, state);
@@ -65,6 +72,11 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
       sessions: config.hsm.sessions,
       softhsm2Conf: usesStackToken ? paths.softhsm2Conf : env.SOFTHSM2_CONF,
       localToken: usesStackToken,
+      ...(userConf && config.hsm.module === SOFTHSM_MODULE && !config.hsm.pinFile
+        ? {
+            pinNote: `SOFTHSM2_CONF is exported (${env.SOFTHSM2_CONF}) and is not the local stack's ${paths.softhsm2Conf}, so the stack's token and its pin file ${paths.userPinFile} are not used`,
+          }
+        : {}),
     },
     aws: {
       region: config.aws.region,
@@ -79,6 +91,18 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
       rootCaFile: config.aws.rootCaFile,
     },
   };
+}
+
+/** Whether two paths name the same file (either may not exist). */
+function sameFile(a: string, b: string): boolean {
+  const real = (p: string): string => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return p;
+    }
+  };
+  return real(a) === real(b);
 }
 
 /** The Redis URL, or a clear error saying how to get one. */
