@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import { parse, type CsvError } from 'csv-parse';
 import type { ResolvedProfile } from '../config/load.js';
 import { ProvlineError } from '../core/errors.js';
+import { encodingMessage, sniffEncoding, SNIFF_BYTES } from './encoding.js';
 import { KeySet } from './key-set.js';
 import { displayValue, RowRules, type IntakeRow, type Problem } from './rules.js';
 
@@ -16,6 +17,11 @@ export interface IntakeOptions {
   /** Keep at most this many problems (the rest are only counted). */
   maxProblems?: number;
   onRow?: (row: IntakeRow) => void;
+  /**
+   * Called once per data row that is not valid, with the row's own serial as written (display
+   * form), or null when the row has no readable serial (a broken record, a missing field).
+   */
+  onReject?: (line: number, serial: string | null) => void;
 }
 
 export interface IntakeResult {
@@ -70,6 +76,27 @@ export async function validateCsv(
     }
   };
 
+  // The first bytes tell a UTF-16/32 or binary file from text before any row is read.
+  const { head: sample, ended } = await peek(input, SNIFF_BYTES);
+  const foreign = sniffEncoding(sample);
+  if (foreign) {
+    input.destroy();
+    report([
+      {
+        line: 1,
+        column: null,
+        value: null,
+        code: 'FILE_ENCODING',
+        message: encodingMessage(foreign),
+        hint: 'Save the file as UTF-8 (in a spreadsheet: "CSV UTF-8"), or convert it: iconv -f UTF-16 -t UTF-8 in.csv > out.csv.',
+      },
+    ]);
+    return { valid: false, rows: 0, validRows: 0, problems, problemCount, header: [] };
+  }
+  // In a one-column file a row holding only "" is an empty serial, not a blank line; csv-parse
+  // gives both as one empty field, so the quoting is asked for (only then: it costs per field).
+  const oneColumn = !firstLine(sample).includes(',');
+
   const parser = parse({
     bom: true,
     relax_column_count: true,
@@ -81,6 +108,12 @@ export async function validateCsv(
     // without csv-parse's per-record `info` objects (which cost more than the parse itself).
     skip_empty_lines: false,
     skip_records_with_error: true,
+    ...(oneColumn
+      ? {
+          cast: (value: string, ctx: { quoting: boolean }) =>
+            value === '' && ctx.quoting ? QUOTED_EMPTY : value,
+        }
+      : {}),
   });
 
   let rules: RowRules | undefined;
@@ -115,7 +148,10 @@ export async function validateCsv(
       brokenRecords++;
       const line = nextLine;
       nextLine = skip.endLine + 1;
-      if (headerSeen) rows++;
+      if (headerSeen) {
+        rows++;
+        options.onReject?.(line, null);
+      }
       if (skip.code === 'CSV_QUOTE_NOT_CLOSED') {
         report([
           {
@@ -142,26 +178,28 @@ export async function validateCsv(
     }
   };
 
-  const consume = (fields: string[]): void => {
+  const consume = (record: Array<string | typeof QUOTED_EMPTY>): void => {
     flushSkips(false);
     consumed++;
     const line = nextLine;
+    const quotedEmpty = record.length === 1 && record[0] === QUOTED_EMPTY;
+    const fields = quotedEmpty ? [''] : (record as string[]);
     nextLine += 1 + lineBreaksIn(fields);
-    if (fields.length === 1 && fields[0]!.trim() === '') return; // a blank line
+    if (!quotedEmpty && fields.length === 1 && fields[0]!.trim() === '') return; // a blank line
     if (!headerSeen) {
       headerSeen = true;
       header = fields;
       const res = RowRules.forHeader(fields, profile);
       report(res.problems);
       rules = res.rules;
-      headerBroken = !rules;
+      headerBroken = res.problems.length > 0;
       if (rules && !rules.thingNameInjective) thingNames = new KeySet();
       return;
     }
     rows++;
     if (!rules) return;
     const row = rules.check(fields, line, batch);
-    const serial = fields[rules.serialIndex];
+    const serial = rules.serialIndex < 0 ? undefined : fields[rules.serialIndex];
     // Every row's serial is remembered, valid or not, so that a duplicate names both lines.
     const first = serial ? serials.addOrGetLine(serial, line) : undefined;
     if (first !== undefined) {
@@ -184,7 +222,7 @@ export async function validateCsv(
           message: `thing name "${displayValue(row.thingName)}" is also produced by line ${other}`,
           hint: `The profile's thingName pattern must give each device its own name (include {serial}).`,
         });
-      } else {
+      } else if (!headerBroken) {
         validRows++;
         options.onRow?.(row);
       }
@@ -192,6 +230,7 @@ export async function validateCsv(
     if (batch.length) {
       report(batch);
       batch.length = 0;
+      options.onReject?.(line, readableSerial(serial));
     }
   };
 
@@ -207,7 +246,10 @@ export async function validateCsv(
     parser.once('error', reject);
     input.once('error', reject);
   });
-  input.pipe(parser);
+  // The sampled bytes first, then the rest of the stream.
+  if (sample.length) parser.write(sample);
+  if (ended) parser.end();
+  else input.pipe(parser);
   try {
     await done;
   } catch (e) {
@@ -247,6 +289,61 @@ export async function validateCsv(
     ]);
   }
   return { valid: problemCount === 0, rows, validRows, problems, problemCount, header };
+}
+
+/** Stands for a field written as "" in a one-column file (see the parser's cast option). */
+const QUOTED_EMPTY = Object.freeze({ quotedEmpty: true });
+
+/** A rejected row's serial for reports: as written, or null when there is none to show. */
+function readableSerial(serial: string | undefined): string | null {
+  if (serial === undefined || serial.trim() === '' || serial.includes('\ufffd')) return null;
+  return displayValue(serial);
+}
+
+/** The first line of a sample (after a UTF-8 byte-order mark), as text. */
+function firstLine(sample: Buffer): string {
+  const start = sample[0] === 0xef && sample[1] === 0xbb && sample[2] === 0xbf ? 3 : 0;
+  let end = start;
+  while (end < sample.length && sample[end] !== 10 && sample[end] !== 13) end++;
+  return sample.toString('utf8', start, end);
+}
+
+/**
+ * Reads the first chunks of a stream, at least `n` bytes unless it ends first, and pauses it:
+ * the caller hands these bytes on before piping the rest.
+ */
+async function peek(input: Readable, n: number): Promise<{ head: Buffer; ended: boolean }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let ended = false;
+  await new Promise<void>((resolve, reject) => {
+    const onData = (c: Buffer | string): void => {
+      const b = typeof c === 'string' ? Buffer.from(c) : c;
+      chunks.push(b);
+      size += b.length;
+      if (size >= n) finish();
+    };
+    const finish = (): void => {
+      input.off('data', onData);
+      input.off('end', onEnd);
+      input.off('error', onError);
+      input.pause();
+      resolve();
+    };
+    const onError = (e: Error): void => {
+      input.off('data', onData);
+      input.off('end', onEnd);
+      reject(e);
+    };
+    const onEnd = (): void => {
+      ended = true;
+      finish();
+    };
+    input.on('data', onData);
+    input.once('end', onEnd);
+    input.once('error', onError);
+  });
+  return { head: Buffer.concat(chunks), ended };
 }
 
 /** Line breaks inside quoted fields (CRLF counts once), so records spanning lines count right. */

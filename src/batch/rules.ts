@@ -35,6 +35,7 @@ export type ProblemCode =
   | 'ATTRIBUTE_VALUE_INVALID'
   | 'PARAMETER_TOO_LONG'
   | 'INVALID_UTF8'
+  | 'FILE_ENCODING'
   | 'UNTERMINATED_QUOTE'
   | 'CSV_SYNTAX';
 
@@ -86,6 +87,12 @@ export class RowRules {
   private readonly parameters: Array<[string, Pattern]>;
   /** True when distinct serials always give distinct thing names, so no second map is needed. */
   readonly thingNameInjective: boolean;
+  /**
+   * Columns the profile needs that the header lacks (a header problem, reported once): the
+   * names, attributes and parameters built from them are not checked on the rows, everything
+   * else is, so one run reports every problem of the file.
+   */
+  private readonly missing = new Set<string>();
 
   private constructor(header: string[], profile: ResolvedProfile) {
     this.header = header;
@@ -104,7 +111,10 @@ export class RowRules {
     this.thingNameInjective = names.length === 1 && names[0] === 'serial';
   }
 
-  /** Checks the header against the profile; returns the rules, or the header's problems. */
+  /**
+   * Checks the header against the profile; returns its problems and, unless the profile's
+   * patterns cannot be compiled, rules that check the rows as far as the header allows.
+   */
   static forHeader(header: string[], profile: ResolvedProfile): { rules?: RowRules; problems: Problem[] } {
     const problems: Problem[] = [];
     const seen = new Set<string>();
@@ -154,6 +164,8 @@ export class RowRules {
     for (const [k, p] of rules.parameters) for (const n of p.names) wanted.set(n, `parameters.${k}`);
     for (const [col, use] of wanted) {
       if (BUILTIN_PLACEHOLDERS.has(col) || seen.has(col)) continue;
+      rules.missing.add(col);
+      if (col === 'serial') continue; // HEADER_MISSING_SERIAL says it already
       problems.push(
         headerProblem(
           'HEADER_MISSING_COLUMN',
@@ -176,7 +188,13 @@ export class RowRules {
         ),
       );
     }
-    return problems.length ? { problems } : { rules, problems };
+    if (!seen.has('serial')) rules.missing.add('serial');
+    return { rules, problems };
+  }
+
+  /** True when a pattern can be built from this header (no column it names is missing). */
+  private complete(p: Pattern): boolean {
+    return this.missing.size === 0 || p.names.every((n) => !this.missing.has(n));
   }
 
   /** Validates one record (fields already split). Pushes problems; returns the row if valid. */
@@ -207,7 +225,8 @@ export class RowRules {
     }
     if (problems.length > before) return undefined;
 
-    const serial = fields[this.serialIndex]!;
+    // Without a serial column (a header problem) the row's other columns are still checked.
+    const serial = this.serialIndex < 0 ? undefined : fields[this.serialIndex]!;
     if (serial === '') {
       problems.push({
         line,
@@ -219,7 +238,7 @@ export class RowRules {
       });
       return undefined;
     }
-    const serialBad = serial.length > SERIAL_MAX || !SERIAL_RE.test(serial);
+    const serialBad = serial !== undefined && (serial.length > SERIAL_MAX || !SERIAL_RE.test(serial));
     if (serialBad) {
       problems.push({
         line,
@@ -239,8 +258,9 @@ export class RowRules {
     };
     // A bad serial is reported once, not again through every name and attribute built from it.
     const derivedFromBadSerial = (p: Pattern): boolean => serialBad && p.names.includes('serial');
+    const checkable = (p: Pattern): boolean => this.complete(p) && !derivedFromBadSerial(p);
     const thingName = this.thingName.apply(get);
-    if (!AWS_NAME_RE.test(thingName) && !derivedFromBadSerial(this.thingName)) {
+    if (!AWS_NAME_RE.test(thingName) && checkable(this.thingName)) {
       problems.push({
         line,
         column: this.thingName.names.length === 1 ? this.thingName.names[0]! : 'serial',
@@ -253,10 +273,7 @@ export class RowRules {
     const attributes: Record<string, string> = {};
     for (const [name, p] of this.attributes) {
       const value = p.apply(get);
-      if (
-        (value.length > ATTRIBUTE_VALUE_MAX || !ATTRIBUTE_VALUE_RE.test(value)) &&
-        !derivedFromBadSerial(p)
-      ) {
+      if ((value.length > ATTRIBUTE_VALUE_MAX || !ATTRIBUTE_VALUE_RE.test(value)) && checkable(p)) {
         problems.push({
           line,
           column: p.names.length === 1 ? p.names[0]! : name,
@@ -271,7 +288,7 @@ export class RowRules {
     const parameters: Record<string, string> = {};
     for (const [name, p] of this.parameters) {
       const value = p.apply(get);
-      if (value.length > PARAMETER_VALUE_MAX) {
+      if (value.length > PARAMETER_VALUE_MAX && this.complete(p)) {
         problems.push({
           line,
           column: p.names.length === 1 ? p.names[0]! : name,
@@ -283,7 +300,7 @@ export class RowRules {
       }
       parameters[name] = value;
     }
-    if (problems.length > before) return undefined;
+    if (problems.length > before || serial === undefined || this.missing.size) return undefined;
     return { line, serial, thingName, attributes, parameters };
   }
 }
