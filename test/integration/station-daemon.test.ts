@@ -1,7 +1,7 @@
 /**
  * The station daemon in-process, against the real simulators over socat ptys and ser2net, a
  * real Redis journal and real SoftHSM keys. Devices are seeded straight into the journal
- * (src/flash/station/seed.ts), so these tests do not depend on the batch pipeline.
+ * (test/helpers/seed.ts), so these tests do not depend on the batch pipeline.
  *
  * The never-falsely-verified rule is checked against ground truth: a device recorded verified
  * must hold exactly its bundle's credentials (read straight from the simulator), and its key

@@ -9,7 +9,7 @@
  *   5. for device-generated keys, `canGenerateKey(d)`: `generateKey({ subject })` → CSR, register
  *      it, then `writeCredentials` with the issued certificate (no private key).
  * Every call takes an optional AbortSignal. Failures are ProvlineErrors with stable codes
- * (src/flash/errors.ts); `retryable` says whether the station may try the same device again.
+ * (drivers/errors.ts); `retryable` says whether the station may try the same device again.
  */
 import 'reflect-metadata';
 import { Pkcs10CertificateRequest, X509Certificate } from '@peculiar/x509';
