@@ -8,7 +8,7 @@ import { DescribeEndpointCommand, IoTClient } from '@aws-sdk/client-iot';
 import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { credentialsFromIni } from '../../emulator/config.js';
-import { json, runCli } from '../helpers/cli.js';
+import { json, runCli, type CliResult } from '../helpers/cli.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 
 interface Aws {
@@ -26,15 +26,18 @@ interface Aws {
 describe('the stand-in in the local stack', () => {
   let home: string;
   const env = (): NodeJS.ProcessEnv => ({ PROVLINE_HOME: home });
-  beforeAll(() => {
+  // The stack is brought up once, as a fixture; the first test looks at what `up` answered.
+  let up: CliResult;
+  beforeAll(async () => {
     home = tempDir('provline-emu-stack-');
+    up = await runCli(['stack', 'up', '--json'], { env: env() });
   });
   afterAll(async () => {
     await removeHome(home);
   });
 
   it('stack up starts it and status --json describes how to reach it', async () => {
-    const r = await runCli(['stack', 'up', '--json'], { env: env() });
+    const r = up;
     expect(r.code, r.stderr).toBe(0);
     const aws = json<{ aws: Aws }>(r).aws;
     expect(aws).toMatchObject({
@@ -88,7 +91,11 @@ describe('the stand-in in the local stack', () => {
   });
 
   it('stack down stops it', async () => {
-    const s = json<{ aws: Aws }>(await runCli(['stack', 'down', '--json'], { env: env() }));
+    // A stack of its own, so that no other test finds the shared one stopped.
+    const own = { PROVLINE_HOME: tempDir('provline-emu-stack-down-') };
+    const first = await runCli(['stack', 'up', '--json'], { env: own });
+    expect(json<{ aws: Aws }>(first).aws.running, first.stderr).toBe(true);
+    const s = json<{ aws: Aws }>(await runCli(['stack', 'down', '--json'], { env: own }));
     expect(s.aws.running).toBe(false);
     expect(s.aws.pid).toBeNull();
   });

@@ -37,10 +37,16 @@ describe('provline hsm (CLI)', () => {
   });
   const all = (r: CliResult): string => r.stdout + r.stderr;
 
-  beforeAll(() => {
+  // The shared token holds the demo profile's KEK from the start (a fixture, not a test's
+  // leftover); the test of `kek import` itself has a token of its own.
+  beforeAll(async () => {
     home = tempDir('provline-hsm-cli-');
     hsmUp(stackPaths(home));
     writeFileSync(join(home, 'kek.hex'), `${kek.toString('hex')}\n`);
+    const r = await runCli(['hsm', 'kek', 'import', '--profile', 'demo', '--file', join(home, 'kek.hex')], {
+      env: env(),
+    });
+    expect(r.code, r.stderr).toBe(0);
   });
   afterAll(async () => {
     await removeHome(home);
@@ -60,8 +66,15 @@ describe('provline hsm (CLI)', () => {
   });
 
   it('kek import takes the agreed key once (exit 3 the second time); keygen without a KEK says how to make one', async () => {
+    const own = tempDir('provline-hsm-kek-');
+    hsmUp(stackPaths(own));
+    const env = (): NodeJS.ProcessEnv => ({
+      PROVLINE_HOME: own,
+      SOFTHSM2_CONF: undefined,
+      PROVLINE_HSM_PIN: undefined,
+    });
     const missing = await runCli(
-      ['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0', '--out-dir', join(home, 'out')],
+      ['hsm', 'keygen', '--profile', 'demo', '--serial', 'SN0', '--out-dir', join(own, 'out')],
       { env: env() },
     );
     expect(missing.code).toBe(3);

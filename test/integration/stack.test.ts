@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlive } from '../../src/core/proc.js';
-import { json, runCli } from '../helpers/cli.js';
+import { json, runCli, type CliResult } from '../helpers/cli.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 
 interface Status {
@@ -18,27 +18,32 @@ interface Status {
 }
 
 describe('local stack', () => {
+  // A stack brought up once for the tests that only look at it or bring it up again. Tests that
+  // stop a stack, or need none, use a home of their own: no test depends on what another did.
   let home: string;
+  let up: CliResult;
   const env = () => ({ PROVLINE_HOME: home });
 
-  beforeAll(() => {
+  beforeAll(async () => {
     home = tempDir('provline-stack-');
+    up = await runCli(['stack', 'up', '--json'], { env: env() });
   });
   afterAll(async () => {
     await removeHome(home);
   });
 
   it('status before up: nothing running', async () => {
-    const s = json<Status>(await runCli(['stack', 'status', '--json'], { env: env() }));
-    expect(s.home).toBe(home);
+    const fresh = tempDir('provline-stack-fresh-');
+    const s = json<Status>(await runCli(['stack', 'status', '--json'], { env: { PROVLINE_HOME: fresh } }));
+    expect(s.home).toBe(fresh);
     expect(s.redis).toEqual({ url: null, pid: null, running: false });
     expect(s.hsm.initialized).toBe(false);
     for (const key of ['endpoint', 'region', 'credentialsFile', 'profile', 'bucket', 'running'])
       expect(s.aws).toHaveProperty(key);
   });
 
-  it('up starts a private Redis with AOF and a SoftHSM token with PIN files nobody else can read', async () => {
-    const r = await runCli(['stack', 'up', '--json'], { env: env() });
+  it('up starts a private Redis with AOF and a SoftHSM token with PIN files nobody else can read', () => {
+    const r = up;
     expect(r.code, r.stderr).toBe(0);
     const s = json<Status>(r);
     expect(s.redis.running).toBe(true);
@@ -73,6 +78,7 @@ describe('local stack', () => {
 
   it('up is idempotent: same Redis process, same token, no second token', async () => {
     const before = json<Status>(await runCli(['stack', 'status', '--json'], { env: env() }));
+    expect(before.redis.running).toBe(true);
     const again = json<Status>(await runCli(['stack', 'up', '--json'], { env: env() }));
     expect(again.redis.pid).toBe(before.redis.pid);
     expect(again.redis.url).toBe(before.redis.url);
@@ -83,23 +89,28 @@ describe('local stack', () => {
     expect(slots.match(/Label:\s+provline\s*\n/g)).toHaveLength(1);
   });
 
-  it('down stops every process it started and keeps the data; up again reuses the port', async () => {
-    const before = json<Status>(await runCli(['stack', 'status', '--json'], { env: env() }));
-    const down = json<Status>(await runCli(['stack', 'down', '--json'], { env: env() }));
-    expect(down.redis.running).toBe(false);
-    expect(isAlive(before.redis.pid!, 'redis-server')).toBe(false);
-    expect(down.hsm.initialized).toBe(true);
-    const up = json<Status>(await runCli(['stack', 'up', '--json'], { env: env() }));
-    expect(up.redis.url).toBe(before.redis.url);
-    await runCli(['stack', 'down'], { env: env() });
-  });
-
   it('the human status is readable and never shows a PIN', async () => {
     const r = await runCli(['stack', 'status'], { env: env() });
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^home\s+/m);
-    expect(r.stdout).toMatch(/^redis\s+stopped/m);
+    expect(r.stdout).toMatch(/^redis\s+running/m);
     expect(r.stdout).not.toContain(readFileSync(`${home}/hsm/user.pin`, 'utf8').trim());
+  });
+
+  it('down stops every process it started and keeps the data; up again reuses the port', async () => {
+    const own = { PROVLINE_HOME: tempDir('provline-stack-down-') };
+    const first = await runCli(['stack', 'up', '--json'], { env: own });
+    expect(first.code, first.stderr).toBe(0);
+    const before = json<Status>(first);
+    const down = json<Status>(await runCli(['stack', 'down', '--json'], { env: own }));
+    expect(down.redis.running).toBe(false);
+    expect(isAlive(before.redis.pid!, 'redis-server')).toBe(false);
+    expect(down.hsm.initialized).toBe(true);
+    const stopped = await runCli(['stack', 'status'], { env: own });
+    expect(stopped.stdout).toMatch(/^redis\s+stopped/m);
+    const again = json<Status>(await runCli(['stack', 'up', '--json'], { env: own }));
+    expect(again.redis.url).toBe(before.redis.url);
+    await runCli(['stack', 'down'], { env: own });
   });
 
   it('concurrent HSM commands on a fresh home create one token and never overwrite its PINs', async () => {
