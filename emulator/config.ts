@@ -3,6 +3,7 @@
  * (read here, written by src/stack/aws.ts). Pure parsing; main.ts does the I/O.
  */
 import type { FaultsInput } from './faults.js';
+import { LambdaConfigError, parseLambdaOption, type LambdaTarget } from './mqtt/hooks.js';
 import type { Credentials } from './sigv4.js';
 
 /** Parses an AWS shared-credentials/config INI text into sections of key → value. */
@@ -39,6 +40,7 @@ export interface MainArgs {
   host: string;
   port: number;
   s3Port: number;
+  mqttPort: number;
   region: string;
   account: string;
   credentialsFile: string | undefined;
@@ -50,12 +52,14 @@ export interface MainArgs {
   readyFile: string | undefined;
   pidFile: string | undefined;
   buckets: string[];
+  /** `--lambda <function arn>=<url>`: pre-provisioning hook endpoints. */
+  lambdas: Array<[arn: string, target: LambdaTarget]>;
 }
 
-const USAGE = `usage: node dist/emulator/main.js --state-dir DIR [--port N] [--s3-port N] [--host H]
+const USAGE = `usage: node dist/emulator/main.js --state-dir DIR [--port N] [--s3-port N] [--mqtt-port N] [--host H]
   [--region R] [--account 12DIGITS] [--credentials-file F --profile P] [--faults JSON|@FILE]
   [--seed N] [--lines-per-second N] [--fsync always|interval|never] [--ready-file F]
-  [--pid-file F] [--bucket NAME]...
+  [--pid-file F] [--bucket NAME]... [--lambda FUNCTION_ARN=URL]...
 Credentials come from --credentials-file/--profile, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.`;
 
 export class ArgsError extends Error {}
@@ -66,6 +70,7 @@ export function parseArgs(argv: string[]): MainArgs {
     host: '127.0.0.1',
     port: 0,
     s3Port: 0,
+    mqttPort: 0,
     region: 'us-east-1',
     account: '123456789012',
     credentialsFile: undefined,
@@ -77,6 +82,7 @@ export function parseArgs(argv: string[]): MainArgs {
     readyFile: undefined,
     pidFile: undefined,
     buckets: [],
+    lambdas: [],
   };
   const int = (flag: string, v: string | undefined, min = 0, max = 65535): number => {
     const n = Number(v);
@@ -104,6 +110,9 @@ export function parseArgs(argv: string[]): MainArgs {
         break;
       case '--s3-port':
         a.s3Port = int(flag, take());
+        break;
+      case '--mqtt-port':
+        a.mqttPort = int(flag, take());
         break;
       case '--region':
         a.region = take();
@@ -142,6 +151,14 @@ export function parseArgs(argv: string[]): MainArgs {
         break;
       case '--bucket':
         a.buckets.push(take());
+        break;
+      case '--lambda':
+        try {
+          a.lambdas.push(parseLambdaOption(take()));
+        } catch (e) {
+          if (e instanceof LambdaConfigError) throw new ArgsError(e.message);
+          throw e;
+        }
         break;
       case '-h':
       case '--help':

@@ -1,7 +1,8 @@
 /**
  * Process entry point of the AWS IoT stand-in: `node dist/emulator/main.js --state-dir DIR …`
- * (see emulator/config.ts for the options). Writes the pid file and, once both listeners are
- * up, the ready file (`{"iotUrl","s3Url","pid"}`); stops cleanly on SIGTERM/SIGINT.
+ * (see emulator/config.ts for the options). Writes the pid file and, once the listeners are
+ * up, the ready file (`{"iotUrl","s3Url","mqttEndpoint","rootCaFile","pid","region","account"}`);
+ * stops cleanly on SIGTERM/SIGINT.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { ArgsError, credentialsFromIni, parseArgs, startFaults } from './config.js';
@@ -37,16 +38,20 @@ async function main(): Promise<void> {
     host: args.host,
     port: args.port,
     s3Port: args.s3Port,
+    mqttPort: args.mqttPort,
     region: args.region,
     account: args.account,
     credentials: [credentials],
     fsync: args.fsync,
     faults: startFaults(faultsJson, args.seed, args.linesPerSecond),
     buckets: args.buckets,
+    lambdas: args.lambdas,
   });
   const ready = {
     iotUrl: emulator.iotUrl,
     s3Url: emulator.s3Url,
+    mqttEndpoint: emulator.mqttEndpoint,
+    rootCaFile: emulator.rootCaFile,
     pid: process.pid,
     region: emulator.region,
     account: emulator.account,

@@ -355,3 +355,100 @@ export function parseCertificate(pem: string, what = 'certificate'): ParsedCerti
     notAfter: Date.parse(x509.validTo) / 1000,
   };
 }
+
+const ECDSA_SHA256 = seq(oid('1.2.840.10045.4.3.2'));
+const EKU_SERVER = seq(oid('2.5.29.37'), octets(seq(oid('1.3.6.1.5.5.7.3.1'))));
+const ROOT_NAME = seq(
+  set(seq(oid('2.5.4.6'), printable('US'))),
+  set(seq(oid('2.5.4.10'), utf8('Amazon'))),
+  set(seq(oid('2.5.4.3'), utf8('Amazon Root CA 3 (provline stand-in)'))),
+);
+
+/** A subjectAltName extension for DNS names and IPv4/IPv6 addresses. */
+function subjectAltName(names: readonly string[]): Buffer {
+  const entries = names.map((n) => {
+    if (/^\d+\.\d+\.\d+\.\d+$/.test(n)) return tlv(0x87, Buffer.from(n.split('.').map(Number)));
+    if (n === '::1') return tlv(0x87, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
+    return tlv(0x82, Buffer.from(n, 'ascii'));
+  });
+  return seq(oid('2.5.29.17'), octets(seq(...entries)));
+}
+
+function ecSign(tbs: Buffer, key: KeyObject): Buffer {
+  return seq(tbs, ECDSA_SHA256, bitString(sign('sha256', tbs, key)));
+}
+
+/**
+ * The server side of the stand-in's MQTT endpoint: a persistent root CA (the "Amazon Root
+ * CA" of this world; EC P-256 like Amazon Root CA 3; `root-ca.{key,cert}.pem`, key 0600)
+ * and a server certificate it signs, re-issued at every start for the endpoint's host names
+ * (`server.{key,cert}.pem`). Devices trust `root-ca.cert.pem`, as they trust Amazon's roots.
+ */
+export class ServerPki {
+  private constructor(
+    readonly rootCertPem: string,
+    readonly rootCertFile: string,
+    readonly serverKeyPem: string,
+    readonly serverCertPem: string,
+  ) {}
+
+  static loadOrCreate(dir: string, hostNames: readonly string[], now = new Date()): ServerPki {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const rootKeyFile = join(dir, 'root-ca.key.pem');
+    const rootCertFile = join(dir, 'root-ca.cert.pem');
+    let rootKey: KeyObject;
+    let rootDer: Buffer;
+    if (existsSync(rootKeyFile) && existsSync(rootCertFile)) {
+      rootKey = createPrivateKey(readFileSync(rootKeyFile, 'utf8'));
+      rootDer = fromPem(readFileSync(rootCertFile, 'utf8'), 'CERTIFICATE')!;
+    } else {
+      rootKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+      const spki = createPublicKey(rootKey).export({ format: 'der', type: 'spki' });
+      const id = keyIdentifier(spki);
+      const tbs = seq(
+        V3,
+        serial(),
+        ECDSA_SHA256,
+        ROOT_NAME,
+        seq(time(new Date(now.getTime() - 86_400_000)), time(new Date('2059-12-31T23:59:59Z'))),
+        ROOT_NAME,
+        spki,
+        extensions([ski(id), BASIC_CA, KU_CA]),
+      );
+      rootDer = ecSign(tbs, rootKey);
+      const tmp = `${rootKeyFile}.tmp`;
+      writeFileSync(tmp, rootKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+      renameSync(tmp, rootKeyFile);
+      writeFileSync(rootCertFile, toPem(rootDer, 'CERTIFICATE'));
+    }
+    const rootSpki = createPublicKey(rootKey).export({ format: 'der', type: 'spki' });
+    const serverKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+    const spki = createPublicKey(serverKey).export({ format: 'der', type: 'spki' });
+    const cn = seq(set(seq(oid('2.5.4.3'), utf8(hostNames[0] ?? 'localhost'))));
+    const tbs = seq(
+      V3,
+      serial(),
+      ECDSA_SHA256,
+      ROOT_NAME,
+      seq(time(new Date(now.getTime() - 3_600_000)), time(new Date(now.getTime() + 397 * 86_400_000))),
+      cn,
+      spki,
+      extensions([
+        aki(keyIdentifier(rootSpki)),
+        ski(keyIdentifier(spki)),
+        BASIC_LEAF,
+        seq(oid('2.5.29.15'), boolTrue, octets(Buffer.from([0x03, 0x02, 0x07, 0x80]))),
+        EKU_SERVER,
+        subjectAltName(hostNames),
+      ]),
+    );
+    const serverDer = ecSign(tbs, rootKey);
+    const serverKeyPem = serverKey.export({ format: 'pem', type: 'pkcs8' }) as string;
+    const serverCertPem = toPem(serverDer, 'CERTIFICATE');
+    const keyFile = join(dir, 'server.key.pem');
+    writeFileSync(`${keyFile}.tmp`, serverKeyPem, { mode: 0o600 });
+    renameSync(`${keyFile}.tmp`, keyFile);
+    writeFileSync(join(dir, 'server.cert.pem'), serverCertPem);
+    return new ServerPki(toPem(rootDer, 'CERTIFICATE'), rootCertFile, serverKeyPem, serverCertPem);
+  }
+}

@@ -5,9 +5,14 @@
  *
  * State directory layout:
  *   store/        snapshot.json + wal.ndjson (things, certs, policies, CAs, templates, tasks)
- *   ca/           device-ca.key.pem (0600), device-ca.cert.pem
+ *   ca/           device-ca.key.pem (0600), device-ca.cert.pem; root-ca.{key,cert}.pem and
+ *                 server.{key,cert}.pem of the MQTT endpoint (keys 0600)
  *   s3/<bucket>/  objects
  *   tasks/        per-task report journals while a bulk task runs
+ *   events.ndjson the data plane's reasons log (see emulator/mqtt/events.ts)
+ *
+ * A third listener, the MQTT endpoint (emulator/mqtt/broker.ts), speaks AWS IoT's data
+ * plane over mutual TLS on the same host.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -24,7 +29,12 @@ import { policyOps } from './iot/policies.js';
 import { registerOps } from './iot/register.js';
 import { templateOps } from './iot/templates.js';
 import { thingOps } from './iot/things.js';
-import { DeviceCa } from './pki.js';
+import { Broker } from './mqtt/broker.js';
+import type { RecordEvent, ReservedService } from './mqtt/contract.js';
+import { fleetService } from './mqtt/fleet.js';
+import { HookRunner, Lambdas, type LambdaTarget } from './mqtt/hooks.js';
+import { EventLog } from './mqtt/events.js';
+import { DeviceCa, ServerPki } from './pki.js';
 import { matchRoute } from './routes.js';
 import { ObjectStore } from './s3/objects.js';
 import { handleS3 } from './s3/handler.js';
@@ -37,6 +47,14 @@ export interface EmulatorOptions {
   /** 0 (default) picks a free port. */
   port?: number;
   s3Port?: number;
+  /** MQTT (mutual TLS) port; 0 (default) picks a free port. */
+  mqttPort?: number;
+  /** Keep-alive bounds of the MQTT endpoint in seconds (default AWS's 30..1200); for tests. */
+  mqttKeepAlive?: { min: number; max: number };
+  /** Lambda function ARN → endpoint, for pre-provisioning hooks (`--lambda`; also PUT /_emulator/lambdas). */
+  lambdas?: Array<[arn: string, target: LambdaTarget]>;
+  /** Services for reserved request topics, made once the broker exists (tests add their own). */
+  services?: (deps: ServiceDeps) => ReservedService[];
   region?: string;
   account?: string;
   /** Key pairs accepted by SigV4 verification (at least one). */
@@ -49,9 +67,26 @@ export interface EmulatorOptions {
   buckets?: string[];
 }
 
+/** What a reserved-topic service gets from the stand-in. */
+export interface ServiceDeps {
+  ctx: Ctx;
+  record: RecordEvent;
+}
+
 export interface Emulator {
   iotUrl: string;
   s3Url: string;
+  /** `localhost:<port>` of the MQTT endpoint (what DescribeEndpoint iot:Data-ATS returns). */
+  mqttEndpoint: string;
+  mqttPort: number;
+  /** PEM file of the root CA that signs the MQTT server certificate (devices trust it). */
+  rootCaFile: string;
+  broker: Broker;
+  events: EventLog;
+  /** The hook functions' ARN → endpoint map (what PUT /_emulator/lambdas changes). */
+  lambdas: Lambdas;
+  /** Skews the stand-in's clock (token and certificate expiry) by this many seconds. */
+  setClockOffset(seconds: number): void;
   region: string;
   account: string;
   faults: FaultPlan;
@@ -66,20 +101,70 @@ export const IOT_SIGNING_NAMES = ['iot', 'execute-api'] as const;
 const MAX_IOT_BODY = 1024 * 1024;
 const MAX_S3_BODY = 256 * 1024 * 1024;
 
+/** A request body over the limit; the reply goes out once the body is drained. */
+class BodyTooLarge extends Error {
+  constructor(
+    readonly size: number,
+    readonly limit: number,
+    /** True when the peer kept sending past the drain bound (the socket is closed after the reply). */
+    readonly abandoned: boolean,
+  ) {
+    super(`The request body is larger than ${limit} bytes.`);
+  }
+}
+
+/** Bytes read and thrown away after the limit, so the client reads the error and not a reset. */
+const DRAIN_LIMIT = 64 * 1024 * 1024;
+
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let over = false;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > limit) {
-        reject(new IotError('InvalidRequestException', `The request body is larger than ${limit} bytes.`));
-        req.destroy();
-      } else chunks.push(c);
+      if (size <= limit) {
+        chunks.push(c);
+        return;
+      }
+      if (!over) {
+        over = true;
+        chunks.length = 0;
+      }
+      if (size > DRAIN_LIMIT) {
+        req.pause();
+        reject(new BodyTooLarge(size, limit, true));
+      }
     });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('end', () =>
+      over ? reject(new BodyTooLarge(size, limit, false)) : resolve(Buffer.concat(chunks)),
+    );
     req.on('error', reject);
   });
+}
+
+/** Replies to an oversized body and closes the connection after the reply is written. */
+function tooLarge(req: IncomingMessage, res: ServerResponse, e: BodyTooLarge, xml: boolean): void {
+  const message = `The request body (${e.abandoned ? 'more than ' : ''}${e.size} bytes) is larger than the limit of ${e.limit} bytes.`;
+  res.on('finish', () => {
+    if (e.abandoned) setTimeout(() => req.socket.destroy(), 100).unref();
+  });
+  if (xml) {
+    const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>EntityTooLarge</Code><Message>${message}</Message><MaxSizeAllowed>${e.limit}</MaxSizeAllowed></Error>`;
+    res.writeHead(400, {
+      'content-type': 'application/xml',
+      connection: 'close',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(body);
+    return;
+  }
+  sendJson(
+    res,
+    413,
+    { message },
+    { 'x-amzn-ErrorType': 'RequestEntityTooLargeException', connection: 'close' },
+  );
 }
 
 function sendJson(
@@ -118,7 +203,33 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
   const objects = new ObjectStore(join(options.stateDir, 's3'));
   for (const b of options.buckets ?? []) objects.createBucket(b);
   const faults = new FaultPlan(options.faults ?? {});
-  const ctx: Ctx = { store, ca, region, account, now: () => Date.now() / 1000 };
+  let clockOffset = 0;
+  const ctx: Ctx = { store, ca, region, account, now: () => Date.now() / 1000 + clockOffset };
+  const events = new EventLog({
+    file: join(options.stateDir, 'events.ndjson'),
+    nowMs: () => Math.round(ctx.now() * 1000),
+  });
+  const pki = ServerPki.loadOrCreate(join(options.stateDir, 'ca'), ['localhost', '127.0.0.1']);
+  const broker = new Broker({
+    ctx,
+    pki,
+    deviceCaPem: ca.certPem,
+    host,
+    port: options.mqttPort ?? 0,
+    record: events.record,
+    ...(options.mqttKeepAlive ? { keepAlive: options.mqttKeepAlive } : {}),
+  });
+  const mqttPort = await broker.listen();
+  const mqttEndpoint = `localhost:${mqttPort}`;
+  // Reserved request topics: fleet provisioning (emulator/mqtt/fleet.ts) registers its
+  // services here once it exists; until then the list is empty and such publishes are routed
+  // like any other topic.
+  const reservedServices: ReservedService[] = [...(options.services?.({ ctx, record: events.record }) ?? [])];
+  for (const service of reservedServices) broker.addService(service);
+  // Fleet provisioning (emulator/mqtt/fleet.ts), its hooks run through the ARN → endpoint map.
+  const lambdas = new Lambdas(options.lambdas ?? []);
+  const fleet = fleetService(ctx, { record: events.record, hooks: new HookRunner(lambdas) });
+  broker.addService(fleet);
 
   const iotServer = createServer();
   const s3Server = createServer();
@@ -147,7 +258,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     ...thingOps(ctx),
     ...certOps(ctx),
     ...policyOps(ctx),
-    ...caOps(ctx),
+    ...caOps(ctx, { dataAtsEndpoint: mqttEndpoint }),
     ...templateOps(ctx),
     ...registerOps(ctx),
     ...runner.ops(),
@@ -169,7 +280,58 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
         account,
         pid: process.pid,
         walBytes: store.walSize(),
+        mqttEndpoint,
+        rootCaFile: pki.rootCertFile,
+        mqttConnections: broker.connectedCount(),
+        clockOffsetSeconds: clockOffset,
       });
+    if (path === '/_emulator/root-ca') {
+      res.writeHead(200, { 'content-type': 'application/x-pem-file' });
+      res.end(pki.rootCertPem);
+      return;
+    }
+    if (path === '/_emulator/events' && req.method === 'GET') {
+      const num = (name: string): number | undefined => {
+        const v = query.get(name);
+        return v !== null && /^\d+$/.test(v) ? Number(v) : undefined;
+      };
+      const clientId = query.get('clientId') ?? query.get('client-id');
+      return sendJson(
+        res,
+        200,
+        events.query({
+          ...(num('since') !== undefined ? { since: num('since')! } : {}),
+          ...(num('limit') !== undefined ? { limit: Math.min(num('limit')!, 10_000) } : {}),
+          ...(clientId !== null ? { clientId } : {}),
+        }),
+      );
+    }
+    if (path === '/_emulator/lambdas' && req.method === 'GET') return sendJson(res, 200, lambdas.toJSON());
+    if (path === '/_emulator/lambdas' && req.method === 'PUT') {
+      try {
+        const next = lambdas.update(
+          JSON.parse(body.toString('utf8') || '{}'),
+          query.get('replace') === 'true',
+        );
+        return sendJson(res, 200, next);
+      } catch (e) {
+        return sendJson(res, 400, { message: `invalid lambdas: ${(e as Error).message}` });
+      }
+    }
+    if (path === '/_emulator/clock' && req.method === 'GET')
+      return sendJson(res, 200, { offsetSeconds: clockOffset, now: ctx.now() });
+    if (path === '/_emulator/clock' && req.method === 'POST') {
+      let offset: unknown;
+      try {
+        offset = (JSON.parse(body.toString('utf8') || '{}') as { offsetSeconds?: unknown }).offsetSeconds;
+      } catch (e) {
+        return sendJson(res, 400, { message: `invalid JSON: ${(e as Error).message}` });
+      }
+      if (typeof offset !== 'number' || !Number.isFinite(offset))
+        return sendJson(res, 400, { message: 'offsetSeconds must be a finite number of seconds' });
+      clockOffset = offset;
+      return sendJson(res, 200, { offsetSeconds: clockOffset, now: ctx.now() });
+    }
     if (path === '/_emulator/device-ca') {
       res.writeHead(200, { 'content-type': 'application/x-pem-file' });
       res.end(ca.certPem);
@@ -261,6 +423,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
       });
       sendJson(res, 200, result ?? {}, { 'x-amzn-RequestId': requestId });
     })().catch((e: unknown) => {
+      if (e instanceof BodyTooLarge) return tooLarge(req, res, e, false);
       if (e instanceof IotError) return fail(e);
       log(
         `provline emulator: internal failure on ${req.method} ${req.url}: ${(e as Error).stack ?? String(e)}`,
@@ -273,6 +436,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     readBody(req, MAX_S3_BODY)
       .then((body) => handleS3({ objects, region, secretFor }, req, body, res))
       .catch((e: unknown) => {
+        if (e instanceof BodyTooLarge) return tooLarge(req, res, e, true);
         res.writeHead(400, { 'content-type': 'application/xml' });
         res.end(
           `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidRequest</Code><Message>${String((e as Error).message)}</Message></Error>`,
@@ -284,6 +448,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
 
   return {
     iotUrl,
+    lambdas,
     s3Url,
     region,
     account,
@@ -291,12 +456,23 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     runner,
     ca,
     objects,
+    mqttEndpoint,
+    mqttPort,
+    rootCaFile: pki.rootCertFile,
+    broker,
+    events,
+    setClockOffset(seconds: number) {
+      clockOffset = seconds;
+    },
     async close() {
+      fleet.close();
+      await broker.close();
       await runner.close();
       const closed = [iotServer, s3Server].map((s) => new Promise<void>((r) => s.close(() => r())));
       iotServer.closeAllConnections();
       s3Server.closeAllConnections();
       await Promise.all(closed);
+      events.close();
       store.close();
     },
   };

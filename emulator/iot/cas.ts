@@ -1,6 +1,11 @@
-/** CA certificates, the registration code, and DescribeEndpoint (aws-iot.md §3.1, §5.3). */
+/**
+ * CA certificates, the registration code, and DescribeEndpoint (aws-iot.md §3.1, §5.3).
+ * `iot:Data-ATS` names the stand-in's MQTT endpoint (`localhost:<port>`, the host in its
+ * server certificate), so a device that asks DescribeEndpoint finds the broker.
+ */
 import { IotError, invalid, notFound } from '../errors.js';
 import { parseCertificate } from '../pki.js';
+import { certificatePage } from './certs.js';
 import { RULES, Validation } from '../validate.js';
 import { bool, checkCertificateId, markerPage, obj, qbool, requiredStr, str } from './members.js';
 import {
@@ -21,8 +26,9 @@ const MAX_CAS_PER_SUBJECT = 10;
 
 export function accountMeta(ctx: Ctx): AccountMeta {
   let meta = ctx.store.get<AccountMeta>(C.meta, 'account');
-  if (!meta) {
-    meta = { registrationCode: hex(32), endpointPrefix: hex(7) };
+  if (!meta?.registrationCode) {
+    // First use, or the first use after DeleteRegistrationCode (which empties the code).
+    meta = { endpointPrefix: hex(7), ...meta, registrationCode: hex(32) };
     ctx.store.put(C.meta, 'account', meta);
   }
   return meta;
@@ -67,10 +73,24 @@ const ENDPOINT_HOSTS: Record<string, (prefix: string, region: string) => string>
   'iot:Jobs': (p, r) => `${p}.jobs.iot.${r}.amazonaws.com`,
 };
 
-export function caOps(ctx: Ctx): Record<string, Handler> {
+export interface CaOpsOptions {
+  /** What DescribeEndpoint returns for iot:Data-ATS (the MQTT endpoint, host:port). */
+  dataAtsEndpoint?: string;
+}
+
+export function caOps(ctx: Ctx, options: CaOpsOptions = {}): Record<string, Handler> {
   const { store } = ctx;
   return {
     GetRegistrationCode: () => ({ registrationCode: accountMeta(ctx).registrationCode }),
+
+    DeleteRegistrationCode: () => {
+      const meta = ctx.store.get<AccountMeta>(C.meta, 'account');
+      if (!meta?.registrationCode)
+        throw notFound('There is no registration code to delete; GetRegistrationCode creates one.');
+      // The next GetRegistrationCode makes a new code; the endpoint prefix stays.
+      ctx.store.put(C.meta, 'account', { ...meta, registrationCode: '' });
+      return undefined;
+    },
 
     DescribeEndpoint: (r) => {
       const type = r.query.get('endpointType') ?? 'iot:Data';
@@ -79,7 +99,25 @@ export function caOps(ctx: Ctx): Record<string, Handler> {
         throw invalid(
           `Endpoint type ${type} is not valid; use one of ${Object.keys(ENDPOINT_HOSTS).join(', ')}.`,
         );
+      if (type === 'iot:Data-ATS' && options.dataAtsEndpoint)
+        return { endpointAddress: options.dataAtsEndpoint };
       return { endpointAddress: host(accountMeta(ctx).endpointPrefix, ctx.region) };
+    },
+
+    DeleteCACertificate: (r) => {
+      const ca = getCa(ctx, r.path.caCertificateId!);
+      if (ca.status === 'ACTIVE')
+        throw new IotError(
+          'CertificateStateException',
+          `The CA certificate ${ca.certificateId} is ACTIVE; set it INACTIVE before deleting it.`,
+        );
+      store.del(C.cas, ca.certificateId);
+      return undefined;
+    },
+
+    ListCertificatesByCA: (r) => {
+      const ca = getCa(ctx, r.path.caCertificateId!);
+      return certificatePage(ctx, r.query, (c) => c.caCertificateId === ca.certificateId);
     },
 
     RegisterCACertificate: (r) => {

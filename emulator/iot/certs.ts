@@ -173,8 +173,38 @@ function statusFromBody(body: Record<string, unknown>, setAsActive: boolean | un
     throw invalid(
       `1 validation error detected: Value '${s}' at 'status' failed to satisfy constraint: Member must satisfy enum value set: [${STATUSES.join(', ')}]`,
     );
+  // MEASURED on AWS (aws-iot-dataplane.md §1.3): only just-in-time registration makes
+  // PENDING_ACTIVATION certificates.
+  if (s === 'PENDING_ACTIVATION')
+    throw new IotError(
+      'CertificateStateException',
+      'Not allowed to register certificate with PENDING_ACTIVATION status',
+    );
   if (setAsActive) return 'ACTIVE';
   return (s as CertStatus | undefined) ?? 'INACTIVE';
+}
+
+/** A ListCertificates-shaped page of the certificates that pass `keep` (oldest first). */
+export function certificatePage(
+  ctx: Ctx,
+  query: URLSearchParams,
+  keep: (c: CertRec) => boolean,
+): { certificates: unknown[]; nextMarker: string | undefined } {
+  const all = ctx.store
+    .values<CertRec>(C.certs)
+    .filter(keep)
+    .sort((a, b) => a.creationDate - b.creationDate || (a.certificateId < b.certificateId ? -1 : 1));
+  const page = markerPage(query, all);
+  return {
+    certificates: page.items.map((c) => ({
+      certificateArn: c.certificateArn,
+      certificateId: c.certificateId,
+      status: c.status,
+      certificateMode: c.certificateMode,
+      creationDate: c.creationDate,
+    })),
+    nextMarker: page.next,
+  };
 }
 
 export function certOps(ctx: Ctx): Record<string, Handler> {
@@ -247,23 +277,7 @@ export function certOps(ctx: Ctx): Record<string, Handler> {
       };
     },
 
-    ListCertificates: (r) => {
-      const all = store
-        .values<CertRec>(C.certs)
-        .filter((c) => !c.claim)
-        .sort((a, b) => a.creationDate - b.creationDate || (a.certificateId < b.certificateId ? -1 : 1));
-      const page = markerPage(r.query, all);
-      return {
-        certificates: page.items.map((c) => ({
-          certificateArn: c.certificateArn,
-          certificateId: c.certificateId,
-          status: c.status,
-          certificateMode: c.certificateMode,
-          creationDate: c.creationDate,
-        })),
-        nextMarker: page.next,
-      };
-    },
+    ListCertificates: (r) => certificatePage(ctx, r.query, (c) => !c.claim),
 
     UpdateCertificate: (r) => {
       const c = getCert(ctx, checkCertificateId(r.path.certificateId!));

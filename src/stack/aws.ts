@@ -7,7 +7,8 @@
  *   credentials     [provline-local] aws_access_key_id / aws_secret_access_key
  *   config          [profile provline-local] region = us-east-1
  *   emulator.pid, ready.json, emulator.log
- *   state/          the stand-in's state directory (see emulator/server.ts)
+ *   state/          the stand-in's state directory (see emulator/server.ts); state/ca/root-ca.cert.pem
+ *                   is the root devices trust for the MQTT endpoint (aws.rootCaFile)
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -29,6 +30,10 @@ const MARK = 'emulator/main.js';
 export interface AwsStatus {
   endpoint: string | null;
   s3Endpoint: string | null;
+  /** `localhost:<port>` of the MQTT endpoint (mutual TLS), as DescribeEndpoint iot:Data-ATS returns it. */
+  mqttEndpoint: string | null;
+  /** The root CA that signs the MQTT server certificate (pass it as the device's CA file). */
+  rootCaFile: string | null;
   region: string | null;
   credentialsFile: string | null;
   /** AWS_CONFIG_FILE for tools that want the region from a profile (the AWS CLI). */
@@ -65,10 +70,13 @@ export function awsStatus(paths: StackPaths, state: StackState): AwsStatus {
   const running = isAlive(pid, MARK);
   const port = state.aws?.port;
   const s3Port = state.aws?.s3Port;
+  const mqttPort = typeof state.aws?.mqttPort === 'number' ? state.aws.mqttPort : undefined;
   if (!port || !s3Port) {
     return {
       endpoint: null,
       s3Endpoint: null,
+      mqttEndpoint: null,
+      rootCaFile: null,
       region: null,
       credentialsFile: null,
       configFile: null,
@@ -82,6 +90,8 @@ export function awsStatus(paths: StackPaths, state: StackState): AwsStatus {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     s3Endpoint: `http://127.0.0.1:${s3Port}`,
+    mqttEndpoint: mqttPort ? `localhost:${mqttPort}` : null,
+    rootCaFile: mqttPort ? join(f.state, 'ca', 'root-ca.cert.pem') : null,
     region: AWS_REGION,
     credentialsFile: f.credentials,
     configFile: f.config,
@@ -117,6 +127,8 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
   const port = await freePort(state.aws?.port);
   let s3Port = await freePort(state.aws?.s3Port);
   if (s3Port === port) s3Port = await freePort();
+  let mqttPort = await freePort(typeof state.aws?.mqttPort === 'number' ? state.aws.mqttPort : undefined);
+  while (mqttPort === port || mqttPort === s3Port) mqttPort = await freePort();
   rmSync(f.ready, { force: true });
   const script = join(packageRoot(), 'dist', 'emulator', 'main.js');
   if (!existsSync(script)) {
@@ -133,6 +145,8 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
     String(port),
     '--s3-port',
     String(s3Port),
+    '--mqtt-port',
+    String(mqttPort),
     '--region',
     AWS_REGION,
     '--account',
@@ -171,7 +185,7 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
       details: { log: tail(f.log) },
     });
   }
-  return { ...state.aws, port, s3Port };
+  return { ...state.aws, port, s3Port, mqttPort };
 }
 
 export async function awsDown(paths: StackPaths): Promise<void> {

@@ -43,7 +43,7 @@ function show(c: CommandContext, s: StackStatus, json: boolean | undefined): voi
       `home   ${s.home}`,
       `redis  ${state(s.redis.running)}${s.redis.url ? `  ${s.redis.url}` : ''}${s.redis.pid ? `  pid ${s.redis.pid}` : ''}`,
       `hsm    ${s.hsm.initialized ? 'token ready' : 'not initialised'}  token "${s.hsm.token}"  SOFTHSM2_CONF=${s.hsm.softhsm2Conf}  pin file ${s.hsm.pinFile}`,
-      `aws    ${s.aws.endpoint ? `${state(s.aws.running)}  ${s.aws.endpoint}  region ${s.aws.region}  bucket ${s.aws.bucket}` : 'stand-in not available yet'}`,
+      `aws    ${s.aws.endpoint ? `${state(s.aws.running)}  ${s.aws.endpoint}  mqtt ${s.aws.mqttEndpoint ?? '-'}  region ${s.aws.region}  bucket ${s.aws.bucket}` : 'stand-in not available yet'}`,
     ].join('\n'),
   );
 }
