@@ -1,8 +1,9 @@
 # provline image: the CLI, the workers, the station and the local AWS IoT stand-in.
-# Used by docker-compose.yml; see docs/operations.md §8.
+# Used by docker-compose.yml; see docs/operations.md §8. Node 24 is the current LTS line; CI
+# tests provline on Node 20, 22 and 24 (.ci/run).
 
 # ---- build: compile pkcs11js from source, compile TypeScript, drop dev dependencies ----
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ ca-certificates \
@@ -19,7 +20,7 @@ RUN npx tsc -p tsconfig.build.json \
  && npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime ----
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends softhsm2 opensc openssl socat ser2net ca-certificates \
