@@ -232,6 +232,18 @@ describe('provline-serial-v1: both sides against the worked frames of the docume
     const decoded = new FrameDecoder().push(stream);
     expect(decoded.map((e) => e.kind)).toEqual(['bad-frame', 'bad-frame', 'frame']);
   });
+
+  it('the simulator recovers from bytes lost in the middle of a frame by the next frame', () => {
+    const chunk = byWhat(vectors, 'CHUNK').frame;
+    const lossy = Buffer.concat([chunk.subarray(0, 8), chunk.subarray(11)]); // 3 bytes lost
+    const hello = byWhat(vectors, 'HELLO').frame;
+    const identity = byWhat(vectors, 'IDENTITY').frame;
+    const received = oneByteAtATime(new FrameReceiver(), Buffer.concat([lossy, hello, identity]));
+    const good = received.flatMap((r) => (r.ok ? [r.frame.type] : []));
+    // The damaged frame is never delivered; the stream is back by the frame after it at the latest.
+    expect(good).not.toContain(0x11);
+    expect(good).toContain(0x02);
+  });
 });
 
 describe('nordic-at: the modem simulator against the reference examples and the driver', () => {
