@@ -47,11 +47,11 @@ export async function startSer2net(dir: string, name: string, tty: string): Prom
         });
         s.once('error', () => resolve(false));
       }),
-    5_000,
+    20_000,
     25,
   );
   const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) || launched : launched;
-  // Give ser2net a moment to notice the probe connection closed before a client takes over.
-  await new Promise((r) => setTimeout(r, 50));
+  // A client that connects while ser2net still holds the probe's connection takes over from it
+  // (kickolduser), so no pause is needed here.
   return { url: `tcp://127.0.0.1:${port}`, pid, stop: () => stopPid(pid, 'ser2net', 2_000) };
 }
