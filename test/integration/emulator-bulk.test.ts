@@ -304,7 +304,7 @@ describe('bulk registration with planted bad lines', () => {
       { env: cliEnv },
     );
     expect(cp.stdout.trim().split('\n')).toHaveLength(12);
-  }, 90_000);
+  });
 
   it('a failing task fault fails the task outright, with its message', async () => {
     await fetch(`${emu.iotUrl}/_emulator/faults`, {
@@ -440,5 +440,5 @@ describe('durability', () => {
     } finally {
       await emu.stop();
     }
-  }, 90_000);
+  });
 });

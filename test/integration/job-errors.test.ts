@@ -58,7 +58,7 @@ describe('pipeline jobs with an error that cannot go away', () => {
       prefix,
       log: createLogger('silent'),
     });
-  }, 60_000);
+  });
 
   afterAll(async () => {
     await runner?.close();
