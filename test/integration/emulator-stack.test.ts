@@ -18,6 +18,7 @@ interface Aws {
   credentialsFile: string;
   profile: string;
   bucket: string;
+  mqttEndpoint: string | null;
   roleArn: string;
   pid: number | null;
   running: boolean;
@@ -55,7 +56,8 @@ describe('the stand-in in the local stack', () => {
     const iot = new IoTClient({ endpoint: aws.endpoint, region: aws.region, credentials });
     expect(
       (await iot.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }))).endpointAddress,
-    ).toMatch(/-ats\.iot\.us-east-1\.amazonaws\.com$/);
+    ).toBe(aws.mqttEndpoint); // the stand-in's own MQTT endpoint (AWS: <prefix>-ats.iot…)
+    expect(aws.mqttEndpoint).toMatch(/^localhost:\d+$/);
     const s3 = new S3Client({
       endpoint: aws.s3Endpoint,
       region: aws.region,
