@@ -75,14 +75,15 @@ export function parseLambdaOption(value: string): [arn: string, target: LambdaTa
   return [arn, checkMapping(arn, value.slice(i + 1))];
 }
 
-const httpAgent = new Agent({ keepAlive: true, maxSockets: 64 });
-const httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64 });
-
 /** A function behind an HTTP endpoint: POST the event as JSON, a 2xx JSON body is the result. */
 export function httpFunction(url: string): LambdaFunction {
   const u = new URL(url);
   const send = u.protocol === 'https:' ? httpsRequest : request;
-  const agent = u.protocol === 'https:' ? httpsAgent : httpAgent;
+  // One keep-alive pool per function, so hooks cost a request and not a connection.
+  const agent =
+    u.protocol === 'https:'
+      ? new HttpsAgent({ keepAlive: true, maxSockets: 64 })
+      : new Agent({ keepAlive: true, maxSockets: 64 });
   return {
     invoke: (event, signal) =>
       new Promise((resolve, reject) => {

@@ -77,6 +77,8 @@ export function s3Client(url: string): S3Client {
 export interface TestCsr {
   csr: string;
   publicKeyPem: string;
+  /** PKCS#8 PEM of the CSR's key (a test device's own key). */
+  privateKeyPem: string;
 }
 
 /** A PKCS#10 CSR for a fresh P-256 key (built with the stand-in's DER helpers: fast). */
@@ -93,6 +95,7 @@ export function makeCsr(cn: string): TestCsr {
   return {
     csr: toPem(der, 'CERTIFICATE REQUEST'),
     publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }) as string,
+    privateKeyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
   };
 }
 
@@ -110,6 +113,7 @@ export function makeRsaCsr(cn: string): TestCsr {
   return {
     csr: toPem(der, 'CERTIFICATE REQUEST'),
     publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }) as string,
+    privateKeyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
   };
 }
 
