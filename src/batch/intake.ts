@@ -4,8 +4,9 @@
  * line where its record starts. Valid rows go to `onRow` as they are read, so `submit` builds
  * its plan in the same pass.
  */
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { parse, type CsvError } from 'csv-parse';
 import type { ResolvedProfile } from '../config/load.js';
 import { ProvlineError } from '../core/errors.js';
@@ -16,7 +17,13 @@ import { displayValue, RowRules, type IntakeRow, type Problem } from './rules.js
 export interface IntakeOptions {
   /** Keep at most this many problems (the rest are only counted). */
   maxProblems?: number;
-  onRow?: (row: IntakeRow) => void;
+  /**
+   * Each valid row, in file order. When it returns a promise, reading waits for it (so a
+   * consumer that writes rows away keeps memory bounded).
+   */
+  onRow?: (row: IntakeRow) => unknown;
+  /** Also compute the SHA-256 of the file's bytes (IntakeResult.sha256). */
+  sha256?: boolean;
   /**
    * Called once per data row that is not valid, with the row's own serial as written (display
    * form), or null when the row has no readable serial (a broken record, a missing field).
@@ -33,6 +40,8 @@ export interface IntakeResult {
   problems: Problem[];
   problemCount: number;
   header: string[];
+  /** Hex SHA-256 of the bytes read (validateCsvFile with `sha256`). */
+  sha256?: string;
 }
 
 export async function validateCsvFile(
@@ -58,7 +67,20 @@ export async function validateCsvFile(
       },
     );
   }
-  return validateCsv(stream, profile, options);
+  if (!options.sha256) return validateCsv(stream, profile, options);
+  // Hash the bytes as they go by, rather than reading the file a second time.
+  const hash = createHash('sha256');
+  const hashed = stream.pipe(
+    new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    }),
+  );
+  stream.once('error', (e) => hashed.destroy(e));
+  const result = await validateCsv(hashed, profile, options);
+  return { ...result, sha256: hash.digest('hex') };
 }
 
 export async function validateCsv(
@@ -178,7 +200,7 @@ export async function validateCsv(
     }
   };
 
-  const consume = (record: Array<string | typeof QUOTED_EMPTY>): void => {
+  const consume = (record: Array<string | typeof QUOTED_EMPTY>): void | Promise<void> => {
     flushSkips(false);
     consumed++;
     const line = nextLine;
@@ -224,7 +246,8 @@ export async function validateCsv(
         });
       } else if (!headerBroken) {
         validRows++;
-        options.onRow?.(row);
+        const out = options.onRow?.(row);
+        if (out instanceof Promise) return out as Promise<void>;
       }
     }
     if (batch.length) {
@@ -235,13 +258,24 @@ export async function validateCsv(
   };
 
   const done = new Promise<void>((resolve, reject) => {
-    parser.on('readable', () => {
+    // While a row's consumer works (its promise pending), no record is read: the parser's
+    // buffer fills and the file stream waits.
+    let waiting: Promise<void> | undefined;
+    const drain = (): void => {
       let rec: string[] | null;
-      while ((rec = parser.read() as string[] | null) !== null) consume(rec);
-    });
+      while (!waiting && (rec = parser.read() as string[] | null) !== null) {
+        const p = consume(rec);
+        if (p)
+          waiting = p.then(() => {
+            waiting = undefined;
+            drain();
+          }, reject);
+      }
+    };
+    parser.on('readable', drain);
     parser.once('end', () => {
       flushSkips(true);
-      resolve();
+      Promise.resolve(waiting).then(() => resolve(), reject);
     });
     parser.once('error', reject);
     input.once('error', reject);

@@ -2,6 +2,11 @@
  * Plan, then apply: a batch becomes a versioned, serialisable plan before any side effect.
  * The planner is pure (rows + profile + clock + id in, plan out); workers only carry out plan
  * items, and a plan read back from Redis or a file is validated against the same schema.
+ *
+ * Version 2 keeps the plan in two parts, so that a lot of any size is planned in bounded
+ * memory: the header (everything but the devices, with their count) and the devices in pages
+ * of PLAN_PAGE, in plan order. `submit` writes pages as it reads the CSV; readers put the
+ * whole plan together (`assemblePlan`). A version-1 plan (one document) is still read.
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
@@ -9,9 +14,11 @@ import type { ResolvedProfile } from '../config/load.js';
 import { DRIVERS, KEY_DELIVERIES, KEY_TYPES, REGISTRATION_MODES } from '../config/schema.js';
 import type { IntakeRow, Problem } from './rules.js';
 
-export const PLAN_VERSION = 1;
+export const PLAN_VERSION = 2;
+/** Devices per stored page of a plan. */
+export const PLAN_PAGE = 1000;
 
-const PlanDevice = z.object({
+const PlanDeviceSchema = z.object({
   serial: z.string().min(1),
   thingName: z.string().min(1),
   line: z.number().int().positive(),
@@ -19,8 +26,7 @@ const PlanDevice = z.object({
   parameters: z.record(z.string(), z.string()),
 });
 
-export const BatchPlanSchema = z.object({
-  version: z.literal(PLAN_VERSION),
+const header = {
   batchId: z.string().regex(/^[a-z0-9-]{4,64}$/),
   createdAt: z.string(),
   source: z.object({
@@ -53,8 +59,10 @@ export const BatchPlanSchema = z.object({
     driver: z.enum(DRIVERS),
     driverSettings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
   }),
-  devices: z.array(PlanDevice),
-  /** Rows left out by --skip-invalid, with their problems. */
+  /**
+   * Rows left out by --skip-invalid, with their problems; `serial` is the row's own serial as
+   * written, null when the row has none that can be read.
+   */
   rejected: z.array(
     z.object({
       line: z.number().int().positive(),
@@ -62,9 +70,23 @@ export const BatchPlanSchema = z.object({
       codes: z.array(z.string()),
     }),
   ),
-});
+};
 
+/** The stored header of a version-2 plan: everything but the devices. */
+export const PlanHeaderSchema = z.object({
+  version: z.literal(PLAN_VERSION),
+  ...header,
+  deviceCount: z.number().int().nonnegative(),
+});
+/** A whole plan as one document (a version-1 plan, or a plan put together from its pages). */
+export const BatchPlanSchema = PlanHeaderSchema.extend({ devices: z.array(PlanDeviceSchema) });
+const PlanV1Schema = z.object({ version: z.literal(1), ...header, devices: z.array(PlanDeviceSchema) });
+const PageSchema = z.array(PlanDeviceSchema);
+
+export type PlanDevice = z.infer<typeof PlanDeviceSchema>;
+export type PlanHeader = z.infer<typeof PlanHeaderSchema>;
 export type BatchPlan = z.infer<typeof BatchPlanSchema>;
+export type RejectedRow = PlanHeader['rejected'][number];
 
 export interface PlanInput {
   batchId: string;
@@ -76,19 +98,48 @@ export interface PlanInput {
   source: { file: string; sha256: string; rows: number };
   rows: IntakeRow[];
   rejected?: Problem[];
+  /** Each rejected row's own serial by line (intake's onReject); null when unreadable. */
+  rejectedSerials?: ReadonlyMap<number, string | null>;
 }
 
+export type HeaderInput = Omit<PlanInput, 'rows'> & { deviceCount: number };
+
+/** The whole plan in one document (tests, seeders, small lots). */
 export function buildPlan(input: PlanInput): BatchPlan {
-  const rejected = new Map<number, { line: number; serial: string | null; codes: string[] }>();
-  for (const p of input.rejected ?? []) {
-    const entry = rejected.get(p.line) ?? {
-      line: p.line,
-      serial: p.column === 'serial' ? p.value : null,
-      codes: [],
-    };
+  return {
+    ...buildPlanHeader({ ...input, deviceCount: input.rows.length }),
+    devices: input.rows.map(planDevice),
+  };
+}
+
+/** One plan item from one valid CSV row. */
+export function planDevice(r: IntakeRow): PlanDevice {
+  return {
+    serial: r.serial,
+    thingName: r.thingName,
+    line: r.line,
+    attributes: r.attributes,
+    parameters: r.parameters,
+  };
+}
+
+/** Rejected rows grouped by line, each with its own serial (never a problem's value). */
+export function rejectedRows(
+  problems: readonly Problem[],
+  serials: ReadonlyMap<number, string | null> = new Map(),
+): RejectedRow[] {
+  const rejected = new Map<number, RejectedRow>();
+  for (const p of problems) {
+    if (p.line <= 1) continue;
+    const entry = rejected.get(p.line) ?? { line: p.line, serial: serials.get(p.line) ?? null, codes: [] };
     entry.codes.push(p.code);
     rejected.set(p.line, entry);
   }
+  return [...rejected.values()].sort((a, b) => a.line - b.line);
+}
+
+/** The plan's header: what is known once the whole file has been read, without the devices. */
+export function buildPlanHeader(input: HeaderInput): PlanHeader {
   const { profile } = input;
   return {
     version: PLAN_VERSION,
@@ -111,20 +162,39 @@ export function buildPlan(input: PlanInput): BatchPlan {
       driver: profile.driver,
       driverSettings: { ...profile.driverSettings },
     },
-    devices: input.rows.map((r) => ({
-      serial: r.serial,
-      thingName: r.thingName,
-      line: r.line,
-      attributes: r.attributes,
-      parameters: r.parameters,
-    })),
-    rejected: [...rejected.values()].sort((a, b) => a.line - b.line),
+    deviceCount: input.deviceCount,
+    rejected: rejectedRows(input.rejected ?? [], input.rejectedSerials),
   };
 }
 
-/** Parses a stored plan, refusing versions this provline does not know. */
+/**
+ * Parses a stored plan document: a version-2 header (its devices are in pages), or a whole
+ * version-1 plan, read as version 2. Versions this provline does not know are refused.
+ */
+export function parseStoredPlan(json: string): PlanHeader | BatchPlan {
+  const raw = JSON.parse(json) as { version?: unknown };
+  return raw.version === 1 ? parsePlan(json) : PlanHeaderSchema.parse(raw);
+}
+
+/** Parses a whole plan in one document (version 1 read as version 2). */
 export function parsePlan(json: string): BatchPlan {
-  return BatchPlanSchema.parse(JSON.parse(json));
+  const raw = JSON.parse(json) as { version?: unknown };
+  if (raw.version !== 1) return BatchPlanSchema.parse(raw);
+  const v1 = PlanV1Schema.parse(raw);
+  return { ...v1, version: PLAN_VERSION, deviceCount: v1.devices.length };
+}
+
+/** Parses one stored page of plan devices. */
+export function parsePlanPage(json: string): PlanDevice[] {
+  return PageSchema.parse(JSON.parse(json));
+}
+
+/** A header and its pages put together (the pages in order). */
+export function assemblePlan(h: PlanHeader, pages: readonly PlanDevice[][]): BatchPlan {
+  const devices = pages.flat();
+  if (devices.length !== h.deviceCount)
+    throw new Error(`plan ${h.batchId} has ${devices.length} devices in its pages, not ${h.deviceCount}`);
+  return { ...h, devices };
 }
 
 export function sha256(data: string | Buffer): string {

@@ -4,7 +4,15 @@
  * Device state lives in the journal (journal.ts); this module owns only batch-level keys.
  */
 import type { Redis } from 'ioredis';
-import { parsePlan, type BatchPlan } from '../batch/plan.js';
+import {
+  assemblePlan,
+  parsePlanPage,
+  parseStoredPlan,
+  PLAN_PAGE,
+  type BatchPlan,
+  type PlanDevice,
+  type PlanHeader,
+} from '../batch/plan.js';
 import { ProvlineError } from '../core/errors.js';
 import type { JournalKeys } from './keys.js';
 
@@ -39,8 +47,38 @@ export class BatchStore {
     readonly keys: JournalKeys,
   ) {}
 
-  /** Stores a new batch's plan and metadata. Refuses an id that already exists. */
+  /** Stores a new batch's whole plan and metadata. Refuses an id that already exists. */
   async create(plan: BatchPlan, now: number): Promise<void> {
+    const { devices, ...header } = plan;
+    for (let i = 0; i < devices.length; i += PLAN_PAGE)
+      await this.stagePage(plan.batchId, devices.slice(i, i + PLAN_PAGE));
+    await this.createFromHeader(header, now);
+  }
+
+  /**
+   * Appends a page of a new plan's devices (in plan order). Nothing else knows the batch until
+   * `createFromHeader`; `discardStaged` removes the pages of a batch that is not created.
+   */
+  async stagePage(id: string, devices: readonly PlanDevice[]): Promise<void> {
+    if (devices.length) await this.redis.rpush(this.keys.planDevices(id), JSON.stringify(devices));
+  }
+
+  async discardStaged(id: string): Promise<void> {
+    await this.redis.del(this.keys.planDevices(id));
+  }
+
+  /** The plan's devices a page at a time, in plan order (no cache: bounded memory). */
+  async *planPages(id: string): AsyncGenerator<PlanDevice[]> {
+    const key = this.keys.planDevices(id);
+    for (let i = 0; ; i++) {
+      const page = await this.redis.lindex(key, i);
+      if (page === null) return;
+      yield parsePlanPage(page);
+    }
+  }
+
+  /** Records a new batch whose devices are staged: its plan header and metadata. */
+  async createFromHeader(plan: PlanHeader, now: number): Promise<void> {
     const ok = await this.redis.set(this.keys.plan(plan.batchId), JSON.stringify(plan), 'NX');
     if (ok !== 'OK')
       throw new ProvlineError('BATCH_EXISTS', `batch ${plan.batchId} already exists`, {
@@ -69,7 +107,19 @@ export class BatchStore {
     if (cached) return cached;
     const json = await this.redis.get(this.keys.plan(id));
     if (json === null) throw batchNotFound(id);
-    const plan = parsePlan(json);
+    const stored = parseStoredPlan(json);
+    let plan: BatchPlan;
+    if ('devices' in stored) plan = stored;
+    else {
+      const pages: PlanDevice[][] = [];
+      const key = this.keys.planDevices(id);
+      for (let i = 0; ; i += 100) {
+        const raw = await this.redis.lrange(key, i, i + 99);
+        pages.push(...raw.map(parsePlanPage));
+        if (raw.length < 100) break;
+      }
+      plan = assemblePlan(stored, pages);
+    }
     this.plans.set(id, plan);
     return plan;
   }

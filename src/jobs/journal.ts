@@ -337,15 +337,17 @@ function outcome(reply: ScriptReply): TransitionOutcome {
 
 export function alreadySubmitted(
   found: Array<{ serial: string; batch: string; state: string }>,
+  /** How many there are in all, when `found` lists only the first few. */
+  total = found.length,
 ): ProvlineError {
   const first = found[0]!;
-  const more = found.length > 1 ? ` (and ${found.length - 1} more)` : '';
+  const more = total > 1 ? ` (and ${total - 1} more)` : '';
   return new ProvlineError(
     'SERIAL_ALREADY_SUBMITTED',
     `serial ${first.serial} already belongs to batch ${first.batch} (state ${first.state})${more}; nothing was queued`,
     {
       kind: 'invalid-input',
-      details: { count: found.length, serials: found.slice(0, 20) },
+      details: { count: total, serials: found.slice(0, 20) },
       hint: 'Use --skip-existing to leave such serials out of this batch.',
     },
   );

@@ -5,7 +5,8 @@
  *
  *   <p>:dev:<serial>              hash   one device: state, batch, timestamps per state, results
  *   <p>:batch:<id>                hash   batch metadata (profile, created, total, endpoint, …)
- *   <p>:batch:<id>:plan           string the batch plan (JSON), written once
+ *   <p>:batch:<id>:plan           string the batch plan's header (JSON), written once
+ *   <p>:batch:<id>:plan:devices   list   the plan's devices, one JSON page of PLAN_PAGE each
  *   <p>:batch:<id>:serials        list   serials in plan order (for reports)
  *   <p>:batch:<id>:counts         hash   state -> number of devices in that state (+ progressAt)
  *   <p>:batch:<id>:failures       hash   failure code -> count
@@ -33,6 +34,9 @@ export class JournalKeys {
   }
   plan(id: string): string {
     return `${this.prefix}:batch:${id}:plan`;
+  }
+  planDevices(id: string): string {
+    return `${this.prefix}:batch:${id}:plan:devices`;
   }
   serials(id: string): string {
     return `${this.prefix}:batch:${id}:serials`;

@@ -9,7 +9,7 @@
  * data holds ids and ranges only: no PIN, no key, no CSR.
  */
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
-import type { BatchPlan } from '../batch/plan.js';
+import type { PlanHeader } from '../batch/plan.js';
 import { redisRetryStrategy, type RedisWatch } from './redis-watch.js';
 
 export const QUEUES = { hsm: 'hsm', register: 'register' } as const;
@@ -87,11 +87,11 @@ export class PipelineQueues {
   }
 
   /** Enqueues a batch's HSM work (skipped for device-generated keys) and its registration job. */
-  async enqueueBatch(plan: BatchPlan, hsmChunk: number): Promise<{ hsmJobs: number }> {
+  async enqueueBatch(plan: PlanHeader, hsmChunk: number): Promise<{ hsmJobs: number }> {
     if (plan.profile.keyDelivery === 'device') return { hsmJobs: 0 };
     const jobs = [];
-    for (let from = 0; from < plan.devices.length; from += hsmChunk) {
-      const to = Math.min(plan.devices.length, from + hsmChunk);
+    for (let from = 0; from < plan.deviceCount; from += hsmChunk) {
+      const to = Math.min(plan.deviceCount, from + hsmChunk);
       jobs.push({
         name: 'keys',
         data: { batchId: plan.batchId, from, to },

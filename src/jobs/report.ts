@@ -50,7 +50,8 @@ export async function* reportRows(
   }
   for (const r of plan.rejected)
     yield {
-      ...toRow(undefined, r.serial ?? '', r.line, '', batchId),
+      // A row whose serial cannot be read is named by its line.
+      ...toRow(undefined, r.serial ?? `(line ${r.line})`, r.line, '', batchId),
       state: 'rejected',
       errorCode: r.codes.join(' '),
       errorStage: 'intake',

@@ -1,14 +1,17 @@
 /**
  * Submitting a batch: validate every row, refuse serials other batches hold, build the plan,
- * record the devices as accepted and enqueue the work. Nothing is written to Redis until the
- * whole file has been read and checked, so a refused batch leaves no trace.
+ * record the devices as accepted and enqueue the work, in memory bounded whatever the lot's
+ * size: the CSV is read once, its valid rows go to Redis as plan pages while it is read (and
+ * are checked against other batches a page at a time); only once the whole file has been
+ * read and checked is the batch recorded, so a refused batch leaves no trace (its staged
+ * pages are removed). The devices are then accepted from the stored pages, page by page.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { validateCsvFile, type IntakeResult } from '../batch/intake.js';
-import { buildPlan, sha256, type BatchPlan } from '../batch/plan.js';
-import type { IntakeRow, Problem } from '../batch/rules.js';
+import { buildPlanHeader, planDevice, PLAN_PAGE, type PlanDevice, type PlanHeader } from '../batch/plan.js';
+import type { Problem } from '../batch/rules.js';
 import { lintTemplate } from '../cloud/template/index.js';
 import type { ResolvedProfile } from '../config/load.js';
 import { messageOf, ProvlineError } from '../core/errors.js';
@@ -33,7 +36,7 @@ export type SubmitResult =
   | {
       status: 'submitted';
       batchId: string;
-      plan: BatchPlan;
+      plan: PlanHeader;
       rows: number;
       accepted: number;
       skipped: string[];
@@ -47,6 +50,9 @@ export interface SubmitDeps {
   batches: BatchStore;
   queues: PipelineQueues;
 }
+
+/** Serials held by other batches that are listed by name (the rest are only counted). */
+const LISTED = 20;
 
 export function newBatchId(now: Date): string {
   const iso = now.toISOString();
@@ -83,56 +89,107 @@ export async function submitBatch(deps: SubmitDeps, req: SubmitRequest): Promise
       },
     );
   const policyDocument = profile.policyPath ? readText(profile.policyPath, 'device policy') : undefined;
-
-  const rows: IntakeRow[] = [];
-  const intake = await validateCsvFile(req.csvPath, profile, {
-    maxProblems: req.skipInvalid ? 1_000_000 : 1000,
-    onRow: (r) => rows.push(r),
-  });
-  if (!intake.valid && !req.skipInvalid) return { status: 'invalid', intake };
-  const rejected: Problem[] = intake.valid ? [] : intake.problems.filter((p) => p.line > 1);
-  const headerBroken = intake.problems.some((p) => p.line === 1);
-  if (headerBroken) return { status: 'invalid', intake };
-  const rejectedLines = new Set(rejected.map((p) => p.line)).size;
-
   const batchId = req.batchId ?? newBatchId(now);
-  const existing = await deps.journal.existing(
-    batchId,
-    rows.map((r) => r.serial),
-  );
-  // A serial that failed elsewhere before it got a certificate is simply retried here.
-  const refused = existing.filter((e) => !(e.state === 'failed' && !e.hasCertificate));
-  if (refused.length && !req.skipExisting) throw alreadySubmitted(refused);
-  const refusedSet = new Set(refused.map((e) => e.serial));
-  const kept = refused.length ? rows.filter((r) => !refusedSet.has(r.serial)) : rows;
-  if (!kept.length)
-    return { status: 'nothing-to-do', rows: intake.rows, skipped: [...refusedSet], rejected: rejectedLines };
+  const skipExisting = req.skipExisting ?? false;
 
-  const plan = buildPlan({
+  // Read once: valid rows become plan pages in Redis as they come (checked against other
+  // batches a page at a time); rejected rows keep their own serial for the report.
+  const refused: Array<{ serial: string; batch: string; state: string }> = [];
+  let refusedCount = 0;
+  const refusedSerials: string[] = [];
+  let kept = 0;
+  let page: PlanDevice[] = [];
+  const rejectedSerials = new Map<number, string | null>();
+  const flush = async (): Promise<void> => {
+    const rows = page;
+    page = [];
+    if (!rows.length) return;
+    const existing = await deps.journal.existing(
+      batchId,
+      rows.map((d) => d.serial),
+    );
+    // A serial that failed elsewhere before it got a certificate is simply retried here.
+    const held = existing.filter((e) => !(e.state === 'failed' && !e.hasCertificate));
+    refusedCount += held.length;
+    for (const h of held) {
+      if (refused.length < LISTED) refused.push(h);
+      if (skipExisting) refusedSerials.push(h.serial);
+    }
+    if (held.length && !skipExisting) return; // refused: nothing more needs staging
+    const heldSet = new Set(held.map((h) => h.serial));
+    const stay = heldSet.size ? rows.filter((d) => !heldSet.has(d.serial)) : rows;
+    kept += stay.length;
+    await deps.batches.stagePage(batchId, stay);
+  };
+  let intake: IntakeResult;
+  try {
+    intake = await validateCsvFile(req.csvPath, profile, {
+      maxProblems: req.skipInvalid ? 1_000_000 : 1000,
+      sha256: true,
+      onRow: (r) => {
+        page.push(planDevice(r));
+        return page.length >= PLAN_PAGE ? flush() : undefined;
+      },
+      onReject: (line, serial) => {
+        if (req.skipInvalid) rejectedSerials.set(line, serial);
+      },
+    });
+    await flush();
+  } catch (e) {
+    await deps.batches.discardStaged(batchId);
+    throw e;
+  }
+  const headerBroken = intake.problems.some((p) => p.line === 1);
+  if ((!intake.valid && !req.skipInvalid) || headerBroken) {
+    await deps.batches.discardStaged(batchId);
+    return { status: 'invalid', intake };
+  }
+  const rejected: Problem[] = intake.valid ? [] : intake.problems.filter((p) => p.line > 1);
+  const rejectedLines = new Set(rejected.map((p) => p.line)).size;
+  if (refusedCount && !skipExisting) {
+    await deps.batches.discardStaged(batchId);
+    throw alreadySubmitted(refused, refusedCount);
+  }
+  if (!kept) {
+    await deps.batches.discardStaged(batchId);
+    return { status: 'nothing-to-do', rows: intake.rows, skipped: refusedSerials, rejected: rejectedLines };
+  }
+
+  const plan = buildPlanHeader({
     batchId,
     now,
     profile,
     templateBody,
     ...(policyDocument === undefined ? {} : { policyDocument }),
-    source: { file: basename(req.csvPath), sha256: sha256(readFileSync(req.csvPath)), rows: intake.rows },
-    rows: kept,
+    source: { file: basename(req.csvPath), sha256: intake.sha256!, rows: intake.rows },
+    deviceCount: kept,
     rejected,
+    rejectedSerials,
   });
-  await deps.batches.create(plan, now.getTime());
-  const acc = await deps.journal.accept(
-    batchId,
-    kept.map((r) => ({ serial: r.serial, thingName: r.thingName, line: r.line })),
-    { skipExisting: req.skipExisting ?? false },
-  );
+  await deps.batches.createFromHeader(plan, now.getTime());
+  // Accepted from the stored pages, a page at a time, in plan order.
+  let accepted = 0;
+  const skipped = [...refusedSerials];
+  const retried: string[] = [];
+  for await (const devices of deps.batches.planPages(batchId)) {
+    const acc = await deps.journal.accept(
+      batchId,
+      devices.map((d) => ({ serial: d.serial, thingName: d.thingName, line: d.line })),
+      { skipExisting },
+    );
+    accepted += acc.accepted;
+    skipped.push(...acc.skipped);
+    retried.push(...acc.retried);
+  }
   const { hsmJobs } = await deps.queues.enqueueBatch(plan, req.hsmChunk);
   return {
     status: 'submitted',
     batchId,
     plan,
     rows: intake.rows,
-    accepted: acc.accepted,
-    skipped: [...refusedSet, ...acc.skipped],
-    retried: acc.retried,
+    accepted,
+    skipped,
+    retried,
     rejected: rejectedLines,
     hsmJobs,
   };

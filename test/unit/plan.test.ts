@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { buildPlan, parsePlan, PLAN_VERSION, sha256 } from '../../src/batch/plan.js';
+import {
+  assemblePlan,
+  buildPlan,
+  parsePlan,
+  parsePlanPage,
+  parseStoredPlan,
+  PLAN_VERSION,
+  sha256,
+} from '../../src/batch/plan.js';
 import { demoProfile } from '../helpers/profiles.js';
 
 describe('batch plan', () => {
@@ -19,6 +27,10 @@ describe('batch plan', () => {
         parameters: { SerialNumber: 'SN1' },
       },
     ],
+    rejectedSerials: new Map<number, string | null>([
+      [3, 'SN2'],
+      [4, 'SN 3'],
+    ]),
     rejected: [
       { line: 4, column: 'serial', value: 'SN 3', code: 'SERIAL_INVALID' as const, message: '', hint: '' },
       { line: 3, column: null, value: '1', code: 'FIELD_COUNT' as const, message: '', hint: '' },
@@ -52,7 +64,7 @@ describe('batch plan', () => {
       driver: 'provline-serial-v1',
     });
     expect(plan.rejected).toEqual([
-      { line: 3, serial: null, codes: ['FIELD_COUNT'] },
+      { line: 3, serial: 'SN2', codes: ['FIELD_COUNT'] },
       { line: 4, serial: 'SN 3', codes: ['SERIAL_INVALID', 'ATTRIBUTE_VALUE_INVALID'] },
     ]);
   });
@@ -60,6 +72,48 @@ describe('batch plan', () => {
   it('round-trips through JSON and refuses an unknown version', () => {
     const plan = buildPlan(input);
     expect(parsePlan(JSON.stringify(plan))).toEqual(plan);
-    expect(() => parsePlan(JSON.stringify({ ...plan, version: 2 }))).toThrow();
+    expect(() => parsePlan(JSON.stringify({ ...plan, version: 3 }))).toThrow();
+  });
+
+  it('reports of --skip-invalid batches named a rejected row by its first problem’s value: it keeps its own serial', () => {
+    const plan = buildPlan({
+      ...input,
+      rejected: [
+        {
+          line: 5,
+          column: 'serial',
+          value: 'sensor-=1+2',
+          code: 'THING_NAME_INVALID',
+          message: '',
+          hint: '',
+        },
+        { line: 6, column: 'hw_rev', value: 'rev B', code: 'ATTRIBUTE_VALUE_INVALID', message: '', hint: '' },
+        { line: 7, column: null, value: null, code: 'UNTERMINATED_QUOTE', message: '', hint: '' },
+      ],
+      rejectedSerials: new Map<number, string | null>([
+        [5, '=1+2'],
+        [6, 'SN6'],
+        [7, null],
+      ]),
+    });
+    expect(plan.rejected.map((r) => [r.line, r.serial])).toEqual([
+      [5, '=1+2'],
+      [6, 'SN6'],
+      [7, null],
+    ]);
+  });
+
+  it('is stored as a header and pages, put together again in order; a version-1 plan is still read', () => {
+    const plan = buildPlan(input);
+    const { devices, ...header } = plan;
+    const stored = parseStoredPlan(JSON.stringify(header));
+    expect(stored).toEqual(header);
+    const pages = [parsePlanPage(JSON.stringify(devices))];
+    expect(assemblePlan(header, pages)).toEqual(plan);
+    expect(() => assemblePlan({ ...header, deviceCount: 2 }, pages)).toThrow(/1 devices in its pages, not 2/);
+    const { deviceCount, ...v1 } = { ...plan, version: 1 };
+    expect(deviceCount).toBe(1);
+    expect(parseStoredPlan(JSON.stringify(v1))).toEqual(plan);
+    expect(parsePlan(JSON.stringify(v1))).toEqual(plan);
   });
 });
