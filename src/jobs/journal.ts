@@ -49,6 +49,7 @@ interface JournalCommands {
     k6: string,
     ...args: string[]
   ): Promise<string[]>;
+  provlineHeld(k1: string, ...args: string[]): Promise<string[]>;
   provlineAccept(
     k1: string,
     k2: string,
@@ -86,6 +87,7 @@ export class Journal {
       redis.defineCommand('provlineTransition', { numberOfKeys: 4, lua: lua('transition-4.lua') });
       redis.defineCommand('provlineAccept', { numberOfKeys: 6, lua: lua('accept-6.lua') });
       redis.defineCommand('provlineClaim', { numberOfKeys: 6, lua: lua('claim-6.lua') });
+      redis.defineCommand('provlineHeld', { numberOfKeys: 1, lua: lua('held-1.lua') });
     }
     this.redis = redis as Redis & JournalCommands;
   }
@@ -142,16 +144,16 @@ export class Journal {
     serials: string[],
   ): Promise<Array<{ serial: string; batch: string; state: DeviceState; hasCertificate: boolean }>> {
     const out: Array<{ serial: string; batch: string; state: DeviceState; hasCertificate: boolean }> = [];
+    // One script call per thousand serials (held-1.lua) answers only for the serials held.
     for (let i = 0; i < serials.length; i += 1000) {
-      const page = serials.slice(i, i + 1000);
-      const p = this.redis.pipeline();
-      for (const s of page) p.hmget(this.keys.device(s), 'batch', 'state', 'certificateId');
-      const replies = (await p.exec()) ?? [];
-      replies.forEach(([, v], j) => {
-        const [batch, state, cert] = v as [string | null, string | null, string | null];
-        if (batch && batch !== batchId)
-          out.push({ serial: page[j]!, batch, state: state as DeviceState, hasCertificate: cert !== null });
-      });
+      const r = await this.redis.provlineHeld(this.keys.device(''), batchId, ...serials.slice(i, i + 1000));
+      for (let j = 0; j + 3 < r.length; j += 4)
+        out.push({
+          serial: r[j]!,
+          batch: r[j + 1]!,
+          state: r[j + 2] as DeviceState,
+          hasCertificate: r[j + 3] === '1',
+        });
     }
     return out;
   }

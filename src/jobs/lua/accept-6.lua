@@ -40,6 +40,7 @@ for i = 4, #ARGV, 3 do
   end
 end
 local accepted = 0
+local added = {}
 local skipped = {}
 local retried = {}
 for i = 4, #ARGV, 3 do
@@ -62,11 +63,15 @@ for i = 4, #ARGV, 3 do
     end
     redis.call('HSET', key, 'serial', serial, 'batch', ARGV[1], 'thingName', ARGV[i + 1], 'line', ARGV[i + 2],
       'state', 'accepted', 'createdAt', ARGV[2], 'updatedAt', ARGV[2], 'at:accepted', ARGV[2])
-    redis.call('RPUSH', KEYS[2], serial)
-    redis.call('HINCRBY', KEYS[1], 'accepted', 1)
-    redis.call('SADD', KEYS[6] .. 'accepted', serial)
     accepted = accepted + 1
+    added[accepted] = serial
   end
+end
+-- The list, the set and the counts once per call rather than once per device.
+if accepted > 0 then
+  redis.call('RPUSH', KEYS[2], unpack(added))
+  redis.call('SADD', KEYS[6] .. 'accepted', unpack(added))
+  redis.call('HINCRBY', KEYS[1], 'accepted', accepted)
 end
 redis.call('HINCRBY', KEYS[3], 'total', accepted)
 local out = {'ok', tostring(accepted), tostring(#skipped)}
