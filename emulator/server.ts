@@ -221,9 +221,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
   });
   const mqttPort = await broker.listen();
   const mqttEndpoint = `localhost:${mqttPort}`;
-  // Reserved request topics: fleet provisioning (emulator/mqtt/fleet.ts) registers its
-  // services here once it exists; until then the list is empty and such publishes are routed
-  // like any other topic.
+  // Reserved request topics: services a caller (a test) adds, then fleet provisioning.
   const reservedServices: ReservedService[] = [...(options.services?.({ ctx, record: events.record }) ?? [])];
   for (const service of reservedServices) broker.addService(service);
   // Fleet provisioning (emulator/mqtt/fleet.ts), its hooks run through the ARN → endpoint map.
