@@ -1,0 +1,19 @@
+/**
+ * `bulk`: the HSM makes each key and CSR; the registrar registers the CSRs in chunks, one
+ * StartThingRegistrationTask each; the station writes the AWS certificate and the key (wrapped
+ * for the device to unwrap, or plain through the HSM) and verifies them.
+ */
+import type { KeyDelivery } from '../../config/schema.js';
+import { REGISTERED_FIRST, type Strategy, type StrategyProblem } from './strategy.js';
+import { hsmKeySteps, noDeviceKeys } from './shared.js';
+
+export const bulk: Strategy = {
+  name: 'bulk',
+  summary: 'HSM keys and CSRs, registered in chunks by bulk registration tasks before the station',
+  hsm: 'key-and-csr',
+  certificate: { by: 'registrar', call: 'bulk-task', templateFlavor: 'bulk' },
+  bundleKey: (keyDelivery: KeyDelivery) => (keyDelivery === 'plain' ? 'plain' : 'wrapped'),
+  stationSteps: hsmKeySteps,
+  lifecycle: REGISTERED_FIRST,
+  check: (profile): StrategyProblem[] => noDeviceKeys(profile, 'bulk'),
+};

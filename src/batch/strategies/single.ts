@@ -1,0 +1,18 @@
+/**
+ * `single`: as `bulk`, but the registrar calls RegisterThing once per device, paced under
+ * `registration.tps`: for small lots, or accounts where bulk tasks are not allowed.
+ */
+import type { KeyDelivery } from '../../config/schema.js';
+import { REGISTERED_FIRST, type Strategy, type StrategyProblem } from './strategy.js';
+import { hsmKeySteps, noDeviceKeys } from './shared.js';
+
+export const single: Strategy = {
+  name: 'single',
+  summary: 'HSM keys and CSRs, registered one RegisterThing call per device before the station',
+  hsm: 'key-and-csr',
+  certificate: { by: 'registrar', call: 'register-thing', templateFlavor: 'register-thing' },
+  bundleKey: (keyDelivery: KeyDelivery) => (keyDelivery === 'plain' ? 'plain' : 'wrapped'),
+  stationSteps: hsmKeySteps,
+  lifecycle: REGISTERED_FIRST,
+  check: (profile): StrategyProblem[] => noDeviceKeys(profile, 'single'),
+};

@@ -1,0 +1,82 @@
+/**
+ * A provisioning strategy: how one serial becomes a device that can connect as its thing.
+ * Every strategy is one module of this one shape, and the rooms that do the work ask the
+ * strategy instead of testing profile fields:
+ *
+ *   - the HSM stage (src/jobs) asks `hsm`: what to make for each serial before the station;
+ *   - the registrar (src/jobs/registrar) asks `certificate`: who obtains the certificate, when,
+ *     and with which template flavour;
+ *   - the bundle and the station (src/batch/bundle.ts, src/flash/station) ask `bundle` and
+ *     `station`: what the device receives and how the station proves it holds it;
+ *   - reports and status ask `lifecycle`: the states a sound device walks to its goal.
+ *
+ * Adding a strategy adds a module beside bulk.ts, single.ts and device-csr.ts, and one line in
+ * index.ts. Pure data and pure checks: no I/O here.
+ */
+import type { KeyDelivery, Profile } from '../../config/schema.js';
+import type { DeviceState } from '../states.js';
+
+export type StrategyName = 'bulk' | 'single' | 'device-csr';
+
+/** What the HSM stage makes for each serial. */
+export type HsmWork =
+  /** A key pair in the HSM and a CSR signed by it; the key leaves wrapped, or not at all. */
+  | 'key-and-csr'
+  /** Nothing: the device makes its own key at the station. */
+  | 'nothing';
+
+/** Who obtains the device certificate, and how. */
+export type CertificateSource =
+  /** The registrar, before the station: one StartThingRegistrationTask per chunk. */
+  | { by: 'registrar'; call: 'bulk-task'; templateFlavor: 'bulk' }
+  /** The registrar, before the station: one RegisterThing per device, paced. */
+  | { by: 'registrar'; call: 'register-thing'; templateFlavor: 'register-thing' }
+  /** The station, from the CSR the device returns: RegisterThing per device. */
+  | { by: 'station'; call: 'register-thing'; templateFlavor: 'register-thing' };
+
+/** What the bundle carries for the device's private key. */
+export type BundleKey = 'wrapped' | 'plain' | 'none';
+
+/** The station's steps for one device visit, in order. */
+export type StationStep =
+  | 'identify'
+  | 'keygen-on-device'
+  | 'register-csr'
+  | 'write-certificate'
+  | 'write-key'
+  | 'read-back'
+  | 'proof-of-possession'
+  | 'first-connect';
+
+export interface StrategyProblem {
+  /** Path inside the profile, e.g. `registration.mode`. */
+  path: string;
+  message: string;
+}
+
+export interface Strategy {
+  readonly name: StrategyName;
+  /** One line for `provline profiles` and the docs. */
+  readonly summary: string;
+  readonly hsm: HsmWork;
+  readonly certificate: CertificateSource;
+  /** The bundle's key for a profile's key delivery. */
+  bundleKey(keyDelivery: KeyDelivery): BundleKey;
+  /** The station's steps for a profile (the first connect only where the profile wants it). */
+  stationSteps(profile: Pick<Profile, 'keyDelivery'>): readonly StationStep[];
+  /** The states a sound device walks, in order, from intake to its goal. */
+  readonly lifecycle: readonly DeviceState[];
+  /** Problems of a profile that names this strategy; empty when it fits. */
+  check(profile: Pick<Profile, 'keyDelivery' | 'registration'>): StrategyProblem[];
+}
+
+/** The path every strategy that registers before the station walks. */
+export const REGISTERED_FIRST: readonly DeviceState[] = [
+  'accepted',
+  'keyed',
+  'registering',
+  'registered',
+  'flashed',
+  'verified',
+  'connected',
+];
