@@ -20,7 +20,7 @@ export interface ServiceRequest {
   connection: ConnectionInfo;
 }
 
-/** One message the broker delivers to the requesting client (and to any other subscriber). */
+/** One answer, delivered to the requesting connection only (if it subscribed to the topic), as AWS does. */
 export interface ServiceReply {
   topic: string;
   payload: Buffer;
