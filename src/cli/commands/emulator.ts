@@ -1,7 +1,10 @@
 /**
- * `provline emulator`: run the local AWS IoT stand-in in the foreground, and
- * `provline emulator faults`: read or change its faults and pacing at run time (through its
- * `/_emulator/faults` admin endpoint).
+ * `provline emulator`: run the local AWS IoT stand-in in the foreground;
+ * `provline emulator faults`: read or change its faults and pacing at run time;
+ * `provline emulator events`: the data plane's reasons log (why a connect, subscribe or
+ * publish was refused, what JITR/JITP/fleet provisioning did), once or `--follow`ed;
+ * `provline emulator clock`: skew the stand-in's clock (token and certificate expiry tests).
+ * All talk to the `/_emulator/*` admin endpoints.
  */
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
@@ -18,6 +21,7 @@ import { intOption } from '../options.js';
 interface RunOptions {
   port: number;
   s3Port: number;
+  mqttPort: number;
   host: string;
   stateDir?: string;
   region: string;
@@ -45,6 +49,12 @@ export function registerEmulator(program: Command, ctx: () => CommandContext): v
     .description('Run the local AWS IoT stand-in (control plane, bulk registration, S3) in the foreground')
     .option('--port <n>', 'IoT control-plane port (0 = any free port)', intOption('--port', 0, 65535), 0)
     .option('--s3-port <n>', 'S3 port (0 = any free port)', intOption('--s3-port', 0, 65535), 0)
+    .option(
+      '--mqtt-port <n>',
+      'MQTT (mutual TLS) port (0 = any free port)',
+      intOption('--mqtt-port', 0, 65535),
+      0,
+    )
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--state-dir <dir>', 'state directory (default <home>/emulator)')
     .option('--region <region>', 'region used in ARNs and endpoints', 'us-east-1')
@@ -90,13 +100,16 @@ export function registerEmulator(program: Command, ctx: () => CommandContext): v
         host: opts.host,
         port: opts.port,
         s3Port: opts.s3Port,
+        mqttPort: opts.mqttPort,
         region: opts.region,
         credentials: [credentials],
         fsync: opts.fsync,
         faults,
         buckets: opts.bucket,
       });
-      c.print(`AWS IoT stand-in: IoT ${emu.iotUrl}  S3 ${emu.s3Url}  region ${emu.region}  (Ctrl-C to stop)`);
+      c.print(
+        `AWS IoT stand-in: IoT ${emu.iotUrl}  S3 ${emu.s3Url}  MQTT ${emu.mqttEndpoint} (root CA ${emu.rootCaFile})  region ${emu.region}  (Ctrl-C to stop)`,
+      );
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
@@ -113,34 +126,141 @@ export function registerEmulator(program: Command, ctx: () => CommandContext): v
     .option('--endpoint <url>', "the stand-in's IoT endpoint (default: the local stack's)")
     .action(async (opts: { set?: string; replace?: boolean; clear?: boolean; endpoint?: string }) => {
       const c = ctx();
-      const paths = stackPaths(c.loaded.home);
-      const endpoint = opts.endpoint ?? awsStatus(paths, readState(paths)).endpoint;
-      if (!endpoint)
-        throw new ProvlineError('EMULATOR_UNREACHABLE', 'no AWS IoT stand-in to talk to', {
-          hint: 'Run `provline stack up`, or pass --endpoint.',
-        });
+      const endpoint = standInEndpoint(c, opts.endpoint);
       const body = opts.clear ? {} : opts.set ? readJsonOption(opts.set, '--set') : undefined;
-      const url = `${endpoint.replace(/\/$/, '')}/_emulator/faults${opts.clear || opts.replace ? '?replace=true' : ''}`;
-      let res: Response;
-      try {
-        res = await fetch(
-          url,
+      c.json(
+        await admin(
+          endpoint,
+          `/_emulator/faults${opts.clear || opts.replace ? '?replace=true' : ''}`,
           body === undefined
-            ? {}
+            ? undefined
             : { method: 'PUT', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } },
-        );
-      } catch (e) {
-        throw new ProvlineError(
-          'EMULATOR_UNREACHABLE',
-          `the AWS IoT stand-in at ${endpoint} does not answer`,
-          { cause: e, retryable: true, hint: 'Is it running? See `provline stack status`.' },
-        );
-      }
-      const text = await res.text();
-      if (!res.ok)
-        throw new ProvlineError('EMULATOR_FAULTS_REJECTED', `the stand-in refused the faults: ${text}`, {
-          kind: 'invalid-input',
-        });
-      c.json(JSON.parse(text));
+        ),
+      );
     });
+
+  emulator
+    .command('events')
+    .description(
+      "The stand-in's data-plane reasons log: refused connects, subscribes, publishes; JITR/JITP/fleet steps",
+    )
+    .option('--follow', 'keep printing new events until Ctrl-C')
+    .option('--json', 'one JSON object per event (NDJSON)')
+    .option('--client-id <id>', 'only events of this MQTT client id')
+    .option('--since <seq>', 'only events after this sequence number', intOption('--since', 0))
+    .option('--endpoint <url>', "the stand-in's IoT endpoint (default: the local stack's)")
+    .action(
+      async (opts: {
+        follow?: boolean;
+        json?: boolean;
+        clientId?: string;
+        since?: number;
+        endpoint?: string;
+      }) => {
+        const c = ctx();
+        const endpoint = standInEndpoint(c, opts.endpoint);
+        const stop = new AbortController();
+        const onSignal = (): void => stop.abort();
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        try {
+          let since = opts.since ?? 0;
+          for (;;) {
+            const params = new URLSearchParams({ since: String(since) });
+            if (opts.clientId !== undefined) params.set('clientId', opts.clientId);
+            const page = (await admin(endpoint, `/_emulator/events?${params.toString()}`)) as {
+              events: EventLine[];
+              next: number;
+            };
+            for (const e of page.events) c.print(opts.json ? JSON.stringify(e) : eventLine(e));
+            since = page.next;
+            if (!opts.follow) break;
+            if (!page.events.length) {
+              await new Promise<void>((resolve) => {
+                const t = setTimeout(resolve, 500);
+                stop.signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+              });
+            }
+            if (stop.signal.aborted) break;
+          }
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        }
+      },
+    );
+
+  emulator
+    .command('clock')
+    .description("Show or skew the stand-in's clock (certificate, claim and token expiry)")
+    .option('--offset <seconds>', 'set the skew in seconds (0 = real time; negative goes back)')
+    .option('--endpoint <url>', "the stand-in's IoT endpoint (default: the local stack's)")
+    .action(async (opts: { offset?: string; endpoint?: string }) => {
+      const c = ctx();
+      const endpoint = standInEndpoint(c, opts.endpoint);
+      if (opts.offset !== undefined && !/^-?\d+(\.\d+)?$/.test(opts.offset))
+        throw usageError(`--offset takes a number of seconds, got "${opts.offset}"`);
+      c.json(
+        await admin(
+          endpoint,
+          '/_emulator/clock',
+          opts.offset === undefined
+            ? undefined
+            : { method: 'POST', body: JSON.stringify({ offsetSeconds: Number(opts.offset) }) },
+        ),
+      );
+    });
+}
+
+interface EventLine {
+  seq: number;
+  time: number;
+  kind: string;
+  clientId?: string;
+  certificateId?: string;
+  topic?: string;
+  reason: string;
+}
+
+/** `12:00:01.234  connect.refused  client-1  cert 1a2b3c4d…  reason` */
+function eventLine(e: EventLine): string {
+  const t = new Date(e.time).toISOString().slice(11, 23);
+  const who = [
+    e.clientId ?? '-',
+    e.certificateId ? `cert ${e.certificateId.slice(0, 12)}…` : '',
+    e.topic ? `topic ${e.topic}` : '',
+  ]
+    .filter(Boolean)
+    .join('  ');
+  return `${t}  #${e.seq}  ${e.kind.padEnd(17)} ${who}\n    ${e.reason}`;
+}
+
+function standInEndpoint(c: CommandContext, given: string | undefined): string {
+  const paths = stackPaths(c.loaded.home);
+  const endpoint = given ?? awsStatus(paths, readState(paths)).endpoint;
+  if (!endpoint)
+    throw new ProvlineError('EMULATOR_UNREACHABLE', 'no AWS IoT stand-in to talk to', {
+      hint: 'Run `provline stack up`, or pass --endpoint.',
+    });
+  return endpoint.replace(/\/$/, '');
+}
+
+/** One admin call; JSON out, ProvlineError when unreachable or refused. */
+async function admin(endpoint: string, path: string, init?: RequestInit): Promise<unknown> {
+  let res: Response;
+  try {
+    res = await fetch(`${endpoint}${path}`, init);
+  } catch (e) {
+    throw new ProvlineError('EMULATOR_UNREACHABLE', `the AWS IoT stand-in at ${endpoint} does not answer`, {
+      cause: e,
+      retryable: true,
+      hint: 'Is it running? See `provline stack status`.',
+    });
+  }
+  const text = await res.text();
+  if (!res.ok)
+    throw new ProvlineError('EMULATOR_FAULTS_REJECTED', `the stand-in refused ${path}: ${text}`, {
+      kind: 'invalid-input',
+    });
+  return JSON.parse(text) as unknown;
 }
