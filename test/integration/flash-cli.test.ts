@@ -58,7 +58,7 @@ describe('provline device-sim', () => {
       '--kek-file',
       kekFile,
     ]);
-    await waitFor('device-sim ready', () => events.find((e) => e.event === 'ready'), 10_000);
+    await waitFor('device-sim ready', () => events.find((e) => e.event === 'ready'), 30_000);
 
     const transport = await openTransport(pair.host);
     const driver = createDriver({ driver: 'provline-serial-v1', transport });
@@ -94,7 +94,7 @@ describe('provline device-sim', () => {
       'unplug@identity',
       '--no-throttle',
     ]);
-    await waitFor('device-sim ready', () => events.find((e) => e.event === 'ready'), 10_000);
+    await waitFor('device-sim ready', () => events.find((e) => e.event === 'ready'), 30_000);
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const transport = await openTransport(pair.host);
     const driver = createDriver({

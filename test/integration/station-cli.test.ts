@@ -154,7 +154,7 @@ describe('provline station', () => {
       spawnStation(['--profile', 'mcu-wrapped', '--grace', '20000', '--port', slow[1]!.target]),
     ];
     for (const s of [cut, graceful]) {
-      await waitFor('a write in progress', () => s.events.some((e) => e.event === 'progress'), 20_000);
+      await waitFor('a write in progress', () => s.events.some((e) => e.event === 'progress'), 60_000);
       s.child.kill('SIGTERM');
     }
     expect(await cut.exited, cut.stderr()).toBe(4);
