@@ -2,6 +2,7 @@
 import type { DriverName } from '../src/config/schema.js';
 import { parseFaults } from './core/faults.js';
 import { SimulatorHost, type DeviceModel } from './core/host.js';
+import type { ConnectPolicy } from './core/mqtt-connect.js';
 import { NordicModemModel } from './nordic-at.js';
 import { SerialV1Model } from './serial-v1.js';
 
@@ -16,6 +17,10 @@ export interface SimulatorRequest {
   faults?: string;
   /** serial-v1 only: the AES-256 KEK that unwraps wrapped keys. */
   kek?: Buffer;
+  /** serial-v1 only: false for firmware without a network link (no CONNECT). */
+  network?: boolean;
+  /** How the device's first MQTT connect waits and retries (tests shorten the pauses). */
+  connectPolicy?: ConnectPolicy;
   log?: (line: string) => void;
 }
 
@@ -27,10 +32,19 @@ export interface Simulator {
 
 export async function startSimulator(req: SimulatorRequest): Promise<Simulator> {
   const faults = parseFaults(req.faults);
+  const common = {
+    ...(req.connectPolicy ? { connectPolicy: req.connectPolicy } : {}),
+    ...(req.log ? { log: req.log } : {}),
+  };
   const model: DeviceModel =
     req.driver === 'nordic-at'
-      ? new NordicModemModel({ imei: req.serial })
-      : new SerialV1Model({ serial: req.serial, ...(req.kek ? { kek: req.kek } : {}) });
+      ? new NordicModemModel({ imei: req.serial, ...common })
+      : new SerialV1Model({
+          serial: req.serial,
+          ...(req.kek ? { kek: req.kek } : {}),
+          ...(req.network === false ? { network: false } : {}),
+          ...common,
+        });
   const host = await SimulatorHost.attach(model, {
     port: req.port,
     faults,
@@ -42,3 +56,4 @@ export async function startSimulator(req: SimulatorRequest): Promise<Simulator> 
 
 export { NordicModemModel, SerialV1Model, SimulatorHost };
 export { parseFaults, FaultSpecError } from './core/faults.js';
+export { DEVICE_CONNECT_POLICY, type ConnectPolicy } from './core/mqtt-connect.js';

@@ -47,20 +47,21 @@ export interface Param {
 export type Usage = 'action' | 'set' | 'read' | 'test';
 
 export interface ParsedCommand {
-  /** The command name in upper case with its prefix: `AT`, `AT+CGSN`, `AT%CMNG`. */
+  /** The command name in upper case with its prefix: `AT`, `AT+CGSN`, `AT%CMNG`, `AT#XMQTTCON`. */
   name: string;
   usage: Usage;
   params: Param[];
 }
 
 /**
- * Reads one command line: `AT`, then an optional `+` or `%` extended name, then `=<params>`,
+ * Reads one command line: `AT`, then an optional `+`, `%` or `#` (the Serial LTE Modem
+ * application's own commands) extended name, then `=<params>`,
  * `?`, `=?` or nothing. Parameters are separated by commas; a quoted one keeps everything
  * between its quotes (commas and line breaks included). Undefined for a line that is no
  * command, or whose quotes do not close.
  */
 export function parseCommand(line: string): ParsedCommand | undefined {
-  const head = /^\s*(AT(?:[+%][A-Z][A-Z0-9]*)?)/i.exec(line);
+  const head = /^\s*(AT(?:[+%#][A-Z][A-Z0-9]*)?)/i.exec(line);
   if (!head) return undefined;
   const name = head[1]!.toUpperCase();
   const rest = line.slice(head[0].length).replace(/\s+$/, '');
@@ -95,10 +96,11 @@ function splitParams(text: string): Param[] | undefined {
 
 /**
  * An answer as the modem sends it with verbose results: every information line and the final
- * result code each framed by CR LF (`\r\n%CMNG: …\r\n\r\nOK\r\n`).
+ * result code each framed by CR LF (`\r\n%CMNG: …\r\n\r\nOK\r\n`), then any unsolicited
+ * result codes that followed it (`\r\n#XMQTTEVT: 0,0\r\n`).
  */
-export function answer(lines: readonly string[], final: string): Buffer {
-  return Buffer.from([...lines, final].map((l) => `\r\n${l}\r\n`).join(''), 'latin1');
+export function answer(lines: readonly string[], final: string, unsolicited: readonly string[] = []): Buffer {
+  return Buffer.from([...lines, final, ...unsolicited].map((l) => `\r\n${l}\r\n`).join(''), 'latin1');
 }
 
 /** `+CME ERROR: <n>` with numeric error reporting on (`AT+CMEE=1`), plain `ERROR` otherwise. */

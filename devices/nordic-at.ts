@@ -4,11 +4,22 @@
  * written) and %KEYGEN (a real P-256 key and CSR, with a COSE_Sign1 attestation part signed by
  * the simulated device identity key). Like the modem, it refuses credential work while active.
  * Its command line is its own (nordic-at-wire.ts), read from the reference, not the driver's.
+ *
+ * It also plays the Serial LTE Modem application's MQTT client (`AT#XMQTTCFG`, `AT#XMQTTCON`,
+ * the `#XMQTTEVT` notification): a real MQTT connect over TLS with the credentials of the
+ * sec_tag it is given (docs/device-protocol.md §7.1). Like the SLM it connects synchronously,
+ * does not retry, and stays connected until `AT#XMQTTCON=0`.
  */
-import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import type { Category } from './core/faults.js';
 import type { DeviceModel } from './core/host.js';
 import { generateKeyWithCsr, signMessage } from './core/device-crypto.js';
+import {
+  DEVICE_CONNECT_POLICY,
+  connectOnce,
+  type ConnectPolicy,
+  type HeldConnection,
+} from './core/mqtt-connect.js';
 import {
   CommandLines,
   answer,
@@ -24,7 +35,14 @@ export interface NordicSimOptions {
   model?: string;
   /** Credential slots the store holds before 515 (memory full). */
   capacity?: number;
+  /** How long the MQTT client waits for a CONNACK (tests shorten it). */
+  connectPolicy?: ConnectPolicy;
+  log?: (line: string) => void;
 }
+
+/** What the SLM's MQTT library reports for a link the server closed, and for a timeout (Zephyr errno). */
+const ENOTCONN = 128;
+const ETIMEDOUT = 116;
 
 interface Stored {
   content: string;
@@ -42,6 +60,9 @@ export class NordicModemModel implements DeviceModel {
   private readonly lines = new CommandLines();
   private readonly identityKey: KeyObject;
   private readonly uuid = randomBytes(16);
+  /** `AT#XMQTTCFG`: the SLM's default client id until one is set. */
+  private mqttClientId = 'slm_default_client_id';
+  private mqtt: { held: HeldConnection; url: string; port: number; secTag: number } | undefined;
 
   constructor(private readonly opts: NordicSimOptions) {
     if (!/^\d{15}$/.test(opts.imei)) throw new Error(`an IMEI is 15 digits, got "${opts.imei}"`);
@@ -57,6 +78,7 @@ export class NordicModemModel implements DeviceModel {
     if (text.startsWith('AT%CMNG=0')) return 'write';
     if (text.startsWith('AT%CMNG=1') || text.startsWith('AT%CMNG=2')) return 'read';
     if (text.startsWith('AT%KEYGEN')) return 'keygen';
+    if (text.startsWith('AT#XMQTT')) return 'connect';
     if (text.startsWith('AT+CGSN') || text.startsWith('AT+CGMR') || text.startsWith('AT+CGMM'))
       return 'identity';
     return 'control';
@@ -68,6 +90,12 @@ export class NordicModemModel implements DeviceModel {
 
   handle(command: Buffer): Promise<Buffer | undefined> {
     return this.run(command.toString('latin1'));
+  }
+
+  /** Unplugged: an open MQTT connection goes down with the device. */
+  close(): void {
+    void this.mqtt?.held.disconnect();
+    this.mqtt = undefined;
   }
 
   private async run(line: string): Promise<Buffer> {
@@ -100,6 +128,22 @@ export class NordicModemModel implements DeviceModel {
         return this.cmng(params);
       case 'AT%KEYGEN set':
         return this.keygen(params);
+      case 'AT#XMQTTCFG set': {
+        const [clientId, keepAlive = '60', clean = '0'] = args;
+        if (!params[0]?.quoted || !clientId || !/^\d+$/.test(keepAlive) || (clean !== '0' && clean !== '1'))
+          return this.answer([], 'ERROR');
+        if (this.mqtt) return this.answer([], 'ERROR'); // -EINVAL while connected
+        this.mqttClientId = clientId;
+        return this.answer([]);
+      }
+      case 'AT#XMQTTCON set':
+        return this.mqttConnect(params);
+      case 'AT#XMQTTCON read':
+        return this.answer([
+          this.mqtt
+            ? `#XMQTTCON: 1,"${this.mqttClientId}","${this.mqtt.url}",${this.mqtt.port},${this.mqtt.secTag}`
+            : '#XMQTTCON: 0',
+        ]);
       default:
         return this.answer([], 'ERROR');
     }
@@ -198,6 +242,74 @@ export class NordicModemModel implements DeviceModel {
     ]);
     const sig = signMessage({ privateKey: this.identityKey, spkiDer: Buffer.alloc(0) }, toSign);
     return cbor.tag(18, cbor.array([protectedHeader, cbor.map0(), cbor.bytes(payload), cbor.bytes(sig)]));
+  }
+
+  /**
+   * `AT#XMQTTCON=<op>[,<username>,<password>,<url>,<port>[,<sec_tag>]]`. op 1: open TLS with the
+   * sec_tag's credentials and send CONNECT; ERROR if the link cannot be opened, else OK and then
+   * the `#XMQTTEVT` of the CONNACK (`0,<return code>`) or of the link closing first (`1,-128`).
+   * op 0: DISCONNECT, OK and `#XMQTTEVT: 1,0`.
+   */
+  private async mqttConnect(params: Param[]): Promise<Buffer> {
+    const [op, , , url, portArg, tagArg] = params.map((p) => p.text);
+    if (op === '0') {
+      if (!this.mqtt) return this.answer([], 'ERROR'); // -ENOTCONN
+      const { held } = this.mqtt;
+      this.mqtt = undefined;
+      await held.disconnect();
+      return answer([], 'OK', ['#XMQTTEVT: 1,0']);
+    }
+    if (op !== '1' && op !== '2') return this.answer([], 'ERROR');
+    const port = Number(portArg);
+    const tag = Number(tagArg);
+    if (!url || !params[3]?.quoted || !Number.isInteger(port) || port < 1 || port > 65535)
+      return this.answer([], 'ERROR');
+    if (this.mqtt) return this.answer([], 'ERROR'); // -EISCONN
+    // No network while offline (AT+CFUN=4 for credential work): the host name does not resolve.
+    if (this.cfun !== 1) {
+      this.log('mqtt: no network (AT+CFUN=1 first)');
+      return this.answer([], 'ERROR');
+    }
+    // Without a sec_tag the SLM speaks plain TCP, which AWS IoT does not accept.
+    if (!Number.isInteger(tag) || tagArg === undefined) return this.answer([], 'ERROR');
+    const rootCa = this.store.get(`${tag},0`)?.content;
+    const certificate = this.store.get(`${tag},1`)?.content;
+    const keyPem = this.store.get(`${tag},2`)?.content;
+    if (!rootCa || !certificate || !keyPem) return this.answer([], 'ERROR');
+    let key: KeyObject;
+    try {
+      key = createPrivateKey(keyPem);
+    } catch {
+      return this.answer([], 'ERROR');
+    }
+    const policy = this.opts.connectPolicy ?? DEVICE_CONNECT_POLICY;
+    const a = await connectOnce(
+      { host: url, port, clientId: this.mqttClientId, rootCaPem: rootCa, certificatePem: certificate, key },
+      policy,
+      { hold: true },
+    );
+    this.log(`mqtt: ${url}:${port} as ${this.mqttClientId}: ${a.outcome} ${a.code} ${a.reason}`);
+    switch (a.outcome) {
+      case 'tls':
+      case 'network':
+        return this.answer([], 'ERROR');
+      case 'connack':
+        if (a.held) {
+          this.mqtt = { held: a.held, url, port, secTag: tag };
+          void a.held.closed.then(() => {
+            if (this.mqtt?.held === a.held) this.mqtt = undefined;
+          });
+        }
+        return answer([], 'OK', [`#XMQTTEVT: 0,${a.code}`]);
+      case 'closed':
+        return answer([], 'OK', [`#XMQTTEVT: 1,-${ENOTCONN}`]);
+      case 'timeout':
+        return answer([], 'OK', [`#XMQTTEVT: 1,-${ETIMEDOUT}`]);
+    }
+  }
+
+  private log(line: string): void {
+    this.opts.log?.(line);
   }
 
   private error(n: number): Buffer {

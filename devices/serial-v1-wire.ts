@@ -29,6 +29,7 @@ export const Command = {
   ERASE: 0x14,
   KEYGEN: 0x20,
   PROVE: 0x21,
+  CONNECT: 0x30,
 } as const;
 const ANSWER_FLAG = 0x80;
 /** §2: the device's answer to a frame it could not check. */
@@ -50,12 +51,15 @@ export const Status = {
   VERSION_UNSUPPORTED: 11,
   CONTENT_REJECTED: 12,
   BAD_FRAME: 13,
+  CONNECT_FAILED: 14,
 } as const;
 
 /** §4 "Slots". */
 export const Slot = { ROOT_CA: 0, CERTIFICATE: 1, PRIVATE_KEY: 2, WRAPPED_KEY: 3 } as const;
 /** §4 "Version negotiation": bit numbers of `caps`. */
-export const Caps = { KEYGEN: 1, PROVE: 2, WRAPPED_KEYS: 4 } as const;
+export const Caps = { KEYGEN: 1, PROVE: 2, WRAPPED_KEYS: 4, CONNECT: 8 } as const;
+/** §4 "First connect": how an attempt ended, as the answer numbers it. */
+export const ConnectOutcome = { connack: 0, closed: 1, tls: 2, timeout: 3, network: 4 } as const;
 /** §4: the protocol version this device speaks. */
 export const VERSION = 1;
 /** §4 "Proof of possession": what PROVE signs is this text, a zero byte, then the nonce. */
@@ -200,8 +204,15 @@ export class Fields {
   byte(): number {
     return this.slice(1)[0]!;
   }
+  half(): number {
+    return this.slice(2).readUInt16BE(0);
+  }
   word(): number {
     return this.slice(4).readUInt32BE(0);
+  }
+  /** `str8`: a length byte, then that many bytes of UTF-8. */
+  text8(): string {
+    return this.slice(this.byte()).toString('utf8');
   }
   digest(): Buffer {
     return Buffer.from(this.slice(32));

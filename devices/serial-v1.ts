@@ -8,9 +8,11 @@ import { createHash } from 'node:crypto';
 import type { Category } from './core/faults.js';
 import type { DeviceModel } from './core/host.js';
 import { fromPem, generateKeyWithCsr, signMessage, unwrapKey, type DeviceKey } from './core/device-crypto.js';
+import { DEVICE_CONNECT_POLICY, firstConnect, type ConnectPolicy } from './core/mqtt-connect.js';
 import {
   Caps,
   Command,
+  ConnectOutcome,
   Fields,
   FrameReceiver,
   MalformedPayload,
@@ -34,6 +36,11 @@ export interface SerialV1SimOptions {
   kek?: Buffer;
   /** Largest object the device stores. */
   maxObject?: number;
+  /** False for a device without a network link: CONNECT's capability bit is clear. */
+  network?: boolean;
+  /** How the device's first connect retries (tests shorten the pauses). */
+  connectPolicy?: ConnectPolicy;
+  log?: (line: string) => void;
 }
 
 interface Staging {
@@ -76,6 +83,8 @@ export class SerialV1Model implements DeviceModel {
         return 'keygen';
       case Command.PROVE:
         return 'pop';
+      case Command.CONNECT:
+        return 'connect';
       default:
         return 'control';
     }
@@ -100,7 +109,12 @@ export class SerialV1Model implements DeviceModel {
   }
 
   private get caps(): number {
-    return Caps.KEYGEN | Caps.PROVE | (this.opts.kek ? Caps.WRAPPED_KEYS : 0);
+    return (
+      Caps.KEYGEN |
+      Caps.PROVE |
+      (this.opts.kek ? Caps.WRAPPED_KEYS : 0) |
+      (this.opts.network === false ? 0 : Caps.CONNECT)
+    );
   }
 
   private async run(frame: WireFrame): Promise<Buffer> {
@@ -187,9 +201,50 @@ export class SerialV1Model implements DeviceModel {
           put.bytes16(signMessage(this.key, proofMessage(nonce))),
         );
       }
+      case Command.CONNECT: {
+        const host = r.text8();
+        const port = r.half();
+        const clientId = r.text8();
+        r.done();
+        if (this.opts.network === false) return answerBytes(frame, Status.UNKNOWN_COMMAND);
+        if (!host || port === 0 || !clientId) return answerBytes(frame, Status.BAD_PAYLOAD);
+        return this.connect(frame, host, port, clientId);
+      }
       default:
         return answerBytes(frame, Status.UNKNOWN_COMMAND);
     }
+  }
+
+  /** §4 "First connect": a real MQTT connect with what the device holds, every attempt reported. */
+  private async connect(frame: WireFrame, host: string, port: number, clientId: string): Promise<Buffer> {
+    const rootCa = this.objects.get(Slot.ROOT_CA);
+    const certificate = this.objects.get(Slot.CERTIFICATE);
+    if (!rootCa || !certificate) return answerBytes(frame, Status.NOT_FOUND);
+    if (!this.key) return answerBytes(frame, Status.NO_KEY);
+    const attempts = await firstConnect(
+      {
+        host,
+        port,
+        clientId,
+        rootCaPem: rootCa.toString('utf8'),
+        certificatePem: certificate.toString('utf8'),
+        key: this.key.privateKey,
+      },
+      this.opts.connectPolicy ?? DEVICE_CONNECT_POLICY,
+      this.opts.log,
+    );
+    const last = attempts.at(-1);
+    const ok = last?.outcome === 'connack' && last.code === 0;
+    return answerBytes(
+      frame,
+      ok ? Status.OK : Status.CONNECT_FAILED,
+      put.byte(attempts.length),
+      ...attempts.flatMap((a) => [
+        put.byte(ConnectOutcome[a.outcome]),
+        put.byte(a.code),
+        put.text8(a.reason),
+      ]),
+    );
   }
 
   private commit(frame: WireFrame, slot: number): Buffer {

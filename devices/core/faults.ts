@@ -5,7 +5,7 @@
  *
  *   kind      reject (alias cme527) · hang · drop · corrupt · noise · unplug
  *   count     how many matching commands to affect (default 1; `*` = every one)
- *   category  identity · write · read · keygen · pop · control (default per kind, below)
+ *   category  identity · write · read · keygen · pop · connect · control (default per kind, below)
  *   nth       skip the first nth-1 matching commands (default 1 = the first one)
  *
  *   reject   answers the command with the device's "content rejected" error instead of running
@@ -25,7 +25,7 @@
 
 export const FAULT_KINDS = ['reject', 'hang', 'drop', 'corrupt', 'noise', 'unplug'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
-export const CATEGORIES = ['identity', 'write', 'read', 'keygen', 'pop', 'control'] as const;
+export const CATEGORIES = ['identity', 'write', 'read', 'keygen', 'pop', 'connect', 'control'] as const;
 export type Category = (typeof CATEGORIES)[number];
 
 const DEFAULT_CATEGORY: Record<FaultKind, Category> = {

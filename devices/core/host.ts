@@ -15,6 +15,8 @@ export interface DeviceModel {
   handle(command: Buffer): Promise<Buffer | undefined>;
   /** The answer a `reject` fault gives this command, or undefined if the fault does not apply to it. No side effects. */
   rejection(command: Buffer): Buffer | undefined;
+  /** The device goes away (unplugged, simulator stopped): drop what it holds open. */
+  close?(): void;
 }
 
 export interface HostOptions {
@@ -75,6 +77,7 @@ export class SimulatorHost {
   /** Stops answering and closes the port. */
   async close(): Promise<void> {
     this.stopped = true;
+    this.model.close?.();
     if (this.port.isOpen) await new Promise<void>((resolve) => this.port.close(() => resolve()));
   }
 

@@ -13,6 +13,7 @@ export const REPORT_COLUMNS = [
   'registeredAt',
   'flashedAt',
   'verifiedAt',
+  'connectedAt',
   'failedAt',
   'errorCode',
   'errorStage',

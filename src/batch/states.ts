@@ -2,8 +2,13 @@
  * The per-serial life cycle, as pure data. The journal enforces it atomically in Redis; this
  * table is the single source of which transitions are legal.
  *
- *   accepted → keyed → registering → registered → flashed → verified
+ *   accepted → keyed → registering → registered → flashed → verified → connected
  *   any state short of verified → failed {code, message}
+ *   verified → failed: the device's first MQTT connect failed (a station check)
+ *
+ * `connected`: the device connected to the MQTT endpoint as its thing with the credentials it
+ * was given (its own answer: CONNACK 0). Nothing moves a connected device back except a
+ * re-flash.
  */
 export const STATES = [
   'accepted',
@@ -12,6 +17,7 @@ export const STATES = [
   'registered',
   'flashed',
   'verified',
+  'connected',
   'failed',
 ] as const;
 export type DeviceState = (typeof STATES)[number];
@@ -24,9 +30,11 @@ export const ALLOWED_FROM: Record<DeviceState, readonly DeviceState[]> = {
   registered: ['registering'],
   // 'flashed' again: a re-flash of a device that lost its credentials; from 'failed': a station
   // retry of a device whose certificate exists (the station only has a bundle for those).
-  flashed: ['registered', 'flashed', 'verified', 'failed'],
+  flashed: ['registered', 'flashed', 'verified', 'connected', 'failed'],
   verified: ['flashed'],
-  failed: ['accepted', 'keyed', 'registering', 'registered', 'flashed'],
+  connected: ['verified'],
+  // from 'verified': its first connect failed (retried on its next visit, failed → flashed).
+  failed: ['accepted', 'keyed', 'registering', 'registered', 'flashed', 'verified'],
 };
 
 export function canTransition(from: DeviceState | undefined, to: DeviceState): boolean {

@@ -26,6 +26,7 @@ function toRow(
     registeredAt: iso(rec?.at.registered),
     flashedAt: iso(rec?.at.flashed),
     verifiedAt: iso(rec?.at.verified),
+    connectedAt: iso(rec?.at.connected),
     failedAt: iso(rec?.state === 'failed' ? rec.at.failed : undefined),
     errorCode: rec?.error?.code ?? '',
     errorStage: rec?.error?.stage ?? '',

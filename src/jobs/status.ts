@@ -13,8 +13,8 @@ export interface BatchStatus {
   total: number;
   rejected: number;
   counts: Record<DeviceState, number>;
-  /** Devices past each stage. */
-  stages: { keyed: number; registered: number; verified: number };
+  /** Devices past each stage (`verified` counts the connected ones too). */
+  stages: { keyed: number; registered: number; verified: number; connected: number };
   /** Devices not yet registered and not failed (the registration stage's backlog). */
   pending: number;
   failed: number;
@@ -58,7 +58,7 @@ export function summarise(
   /** When a device of the batch last changed state. */
   progressAt?: number,
 ): BatchStatus {
-  const registered = counts.registered + counts.flashed + counts.verified;
+  const registered = counts.registered + counts.flashed + counts.verified + counts.connected;
   const pending = counts.accepted + counts.keyed + counts.registering;
   const done = pending === 0 || meta.abortedCode !== undefined;
   const end = done && meta.registeredAt !== undefined ? meta.registeredAt : now;
@@ -76,7 +76,8 @@ export function summarise(
     stages: {
       keyed: counts.keyed + counts.registering + registered,
       registered,
-      verified: counts.verified,
+      verified: counts.verified + counts.connected,
+      connected: counts.connected,
     },
     pending,
     failed: counts.failed,

@@ -2,12 +2,22 @@
  * The driver contract suite: every driver against its simulator over real socat ptys and
  * through ser2net. Every injected fault must end verified after a retry or failed with the
  * expected code, and a device is never reported verified unless its stored state (read straight
- * from the simulator) is exactly what was sent.
+ * from the simulator) is exactly what was sent. The first connect runs against the stand-in's
+ * MQTT endpoint as a real process: the device connects with what was written to it, and the
+ * stand-in's events log says whether it saw the thing connect, and why not.
  */
 import 'reflect-metadata';
 import { Pkcs10CertificateRequest } from '@peculiar/x509';
+import {
+  AttachPolicyCommand,
+  AttachThingPrincipalCommand,
+  CreateCertificateFromCsrCommand,
+  CreatePolicyCommand,
+  CreateThingCommand,
+  UpdateCertificateCommand,
+} from '@aws-sdk/client-iot';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +25,7 @@ import { NordicModemModel, SerialV1Model, startSimulator, type Simulator } from 
 import type { DriverName } from '../../src/config/schema.js';
 import { isProvlineError } from '../../src/core/errors.js';
 import {
+  canConnect,
   canGenerateKey,
   canProvePossession,
   createDriver,
@@ -25,7 +36,15 @@ import {
 } from '../../src/flash/index.js';
 import { startPtyPair, startSer2net, type PtyPair, type Ser2net } from '../helpers/pty.js';
 import { Slot, pemAsWritten, reportedHash } from '../helpers/written.js';
-import { makeCa, makeDeviceKey, newKek, wrapKey, type TestCa } from './flash-fixtures.js';
+import {
+  makeCa,
+  makeDeviceKey,
+  makeDeviceKeyWithCsr,
+  newKek,
+  wrapKey,
+  type TestCa,
+} from './flash-fixtures.js';
+import { ALLOW_ALL, events, startStandIn, uniq, waitEvent, type StandIn } from './mqtt-helpers.js';
 
 type Link = 'pty' | 'ser2net';
 const SEC_TAG = 16842753;
@@ -60,7 +79,7 @@ interface Rig {
 async function rig(
   driverName: DriverName,
   link: Link,
-  options: { faults?: string; baudRate?: number } = {},
+  options: { faults?: string; baudRate?: number; network?: boolean } = {},
 ): Promise<Rig> {
   const name = `d${++counter}`;
   const serial = driverName === 'nordic-at' ? `3526561${String(counter).padStart(8, '0')}` : `SN-${counter}`;
@@ -317,4 +336,111 @@ describe('line rate', () => {
     expect(elapsed).toBeGreaterThanOrEqual(wireMs * 0.95);
     expect(elapsed).toBeLessThan(wireMs * 3 + 500);
   });
+});
+
+describe.each(DRIVERS)('%s: the first connect, against the stand-in', (driverName) => {
+  let standIn: StandIn;
+  let rootCaPem: string;
+  beforeAll(async () => {
+    standIn = await startStandIn(mkdtempSync(join(dir, 'stand-in-')));
+    rootCaPem = readFileSync(standIn.rootCaFile, 'utf8');
+  });
+  afterAll(() => standIn?.stop());
+
+  /** A thing with a certificate the stand-in issued for the device's key, and a policy that lets it connect. */
+  async function registered(
+    r: Rig,
+  ): Promise<{ creds: Credentials; thingName: string; certificateId: string }> {
+    const thingName = uniq('thing');
+    const key = await makeDeviceKeyWithCsr(thingName);
+    const c = await standIn.iot.send(
+      new CreateCertificateFromCsrCommand({ certificateSigningRequest: key.csrPem, setAsActive: true }),
+    );
+    const policyName = uniq('connect');
+    await standIn.iot.send(
+      new CreatePolicyCommand({ policyName, policyDocument: JSON.stringify(ALLOW_ALL) }),
+    );
+    await standIn.iot.send(new AttachPolicyCommand({ policyName, target: c.certificateArn! }));
+    await standIn.iot.send(new CreateThingCommand({ thingName }));
+    await standIn.iot.send(new AttachThingPrincipalCommand({ thingName, principal: c.certificateArn! }));
+    const base = { rootCaPem, certificatePem: c.certificatePem! };
+    const creds: Credentials =
+      r.driver.name === 'nordic-at'
+        ? { ...base, privateKeyPem: key.privateKeyPem }
+        : { ...base, wrappedKey: wrapKey(r.kek, key.pkcs8Der) };
+    return { creds, thingName, certificateId: c.certificateId! };
+  }
+
+  /** A first connect that must fail with DEVICE_CONNECT_FAILED: the error and the attempts it reports. */
+  async function connectFailure(
+    r: Rig,
+    clientId: string,
+  ): Promise<{ failure: Error; attempts: { outcome: string }[] }> {
+    if (!canConnect(r.driver)) throw new Error(`${driverName} should make a first connect`);
+    const failure = await r.driver.firstConnect({ host: standIn.host, port: standIn.port, clientId }).then(
+      () => new Error('the first connect succeeded'),
+      (e: unknown) => e as Error,
+    );
+    expect(failure).toMatchObject({ code: 'DEVICE_CONNECT_FAILED' });
+    return {
+      failure,
+      attempts: (failure as unknown as { details: { attempts: { outcome: string }[] } }).details.attempts,
+    };
+  }
+
+  it('connects as its thing with the credentials just written; the stand-in saw that thing connect', async () => {
+    const r = await rig(driverName, 'pty');
+    const { creds, thingName, certificateId } = await registered(r);
+    await r.driver.writeCredentials(creds);
+    if (!canConnect(r.driver)) throw new Error(`${driverName} should make a first connect`);
+    const result = await r.driver.firstConnect({
+      host: standIn.host,
+      port: standIn.port,
+      clientId: thingName,
+    });
+    expect(result.attempts).toEqual([{ outcome: 'connack', code: 0 }]);
+    const seen = await waitEvent(standIn, (e) => e.kind === 'connect.accepted' && e.clientId === thingName);
+    expect(seen.certificateId).toBe(certificateId);
+  });
+
+  it('a certificate made INACTIVE before the visit: the device reports each hang-up, DEVICE_CONNECT_FAILED, and the stand-in logged why', async () => {
+    const r = await rig(driverName, 'pty');
+    const { creds, thingName, certificateId } = await registered(r);
+    await r.driver.writeCredentials(creds);
+    await standIn.iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }));
+    const { failure, attempts } = await connectFailure(r, thingName);
+    // AWS hangs up without CONNACK; the device tries again, a bounded number of times.
+    expect(attempts.map((a) => a.outcome)).toEqual(['closed', 'closed', 'closed']);
+    expect(failure.message).toContain('closed without CONNACK');
+    const refused = (await events(standIn, { clientId: thingName })).filter(
+      (e) => e.kind === 'connect.refused',
+    );
+    expect(refused).toHaveLength(3);
+    expect(refused[0]!.reason).toContain('INACTIVE');
+    expect(refused[0]!.certificateId).toBe(certificateId);
+  });
+
+  it('a server the device does not trust is a TLS failure, not retried', async () => {
+    const r = await rig(driverName, 'pty');
+    const { creds, thingName } = await registered(r);
+    // The device trusts another root than the one that signed the endpoint's certificate.
+    await r.driver.writeCredentials({ ...creds, rootCaPem: ca.rootCaPem });
+    const { attempts } = await connectFailure(r, thingName);
+    expect(attempts).toHaveLength(1);
+    // serial-v1 firmware tells a TLS failure apart; the modem only answers ERROR to AT#XMQTTCON.
+    expect(attempts[0]!.outcome).toBe(driverName === 'nordic-at' ? 'network' : 'tls');
+  });
+
+  const v1Only = driverName === 'provline-serial-v1' ? it : it.skip;
+  v1Only(
+    'firmware without a network link says so in its capabilities: the driver never sends CONNECT',
+    async () => {
+      const r = await rig(driverName, 'pty', { network: false });
+      if (!canConnect(r.driver)) throw new Error('serial-v1 has the ability');
+      await expect(
+        r.driver.firstConnect({ host: standIn.host, port: standIn.port, clientId: 'nobody' }),
+      ).rejects.toMatchObject({ code: 'DEVICE_UNSUPPORTED_COMMAND' });
+      expect(r.sim.host.stats.commands).toBe(1); // HELLO only
+    },
+  );
 });

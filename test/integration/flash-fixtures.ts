@@ -3,7 +3,11 @@
  * wrapped keys (zero-padded PKCS#8 wrapped with RFC 5649, as SoftHSM does) and over CSRs.
  */
 import 'reflect-metadata';
-import { Pkcs10CertificateRequest, X509CertificateGenerator } from '@peculiar/x509';
+import {
+  Pkcs10CertificateRequest,
+  Pkcs10CertificateRequestGenerator,
+  X509CertificateGenerator,
+} from '@peculiar/x509';
 import { createCipheriv, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 
 const EC = { name: 'ECDSA', namedCurve: 'P-256' };
@@ -61,6 +65,22 @@ export async function makeDeviceKey(): Promise<TestDeviceKey> {
     .export({ type: 'pkcs8', format: 'pem' })
     .toString();
   return { pkcs8Der, privateKeyPem, spkiDer };
+}
+
+/** A device key and a CSR for `CN=<cn>` signed with it (for a CA elsewhere, e.g. the stand-in). */
+export async function makeDeviceKeyWithCsr(cn: string): Promise<TestDeviceKey & { csrPem: string }> {
+  const keys = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']);
+  const pkcs8Der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+  const spkiDer = Buffer.from(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+  const csr = await Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${cn}`,
+    keys,
+    signingAlgorithm: SIG,
+  });
+  const privateKeyPem = createPrivateKey({ key: pkcs8Der, format: 'der', type: 'pkcs8' })
+    .export({ type: 'pkcs8', format: 'pem' })
+    .toString();
+  return { pkcs8Der, privateKeyPem, spkiDer, csrPem: csr.toString('pem') };
 }
 
 /** RFC 5649 wrap of the key zero-padded to a multiple of 8 bytes (what SoftHSM exports). */

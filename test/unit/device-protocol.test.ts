@@ -10,12 +10,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { NordicModemModel, SerialV1Model } from '../../devices/index.js';
-import { CommandLines, credentialDigest, parseCommand } from '../../devices/nordic-at-wire.js';
+import { CommandLines, answer, credentialDigest, parseCommand } from '../../devices/nordic-at-wire.js';
 import {
+  ConnectOutcome,
+  Fields,
   FrameReceiver,
   crc32IsoHdlc,
   frameBytes,
   readFrame,
+  put,
   type Received,
 } from '../../devices/serial-v1-wire.js';
 import {
@@ -24,12 +27,16 @@ import {
   NAK,
   PayloadReader,
   cmngWriteCommand,
+  connectPayload,
   crc32,
   decodeFrame,
   encodeFrame,
   normalizePem,
   parseCmngList,
   parseImei,
+  parseMqttEvent,
+  readConnectAttempts,
+  mqttConnectCommand,
   sha256Upper,
   type AtResponse,
 } from '../../src/flash/protocol/index.js';
@@ -152,7 +159,8 @@ describe('provline-serial-v1: both sides against the worked frames of the docume
 
   it("the station's codecs read the document's answers as the fields §4 lists", () => {
     const hello = new PayloadReader(byWhat(vectors, 'OK: version 1').payload);
-    expect([hello.u8(), hello.u8(), hello.u16(), hello.u32()]).toEqual([0, 1, 1024, 7]);
+    // caps 15: KEYGEN, PROVE, wrapped keys, CONNECT
+    expect([hello.u8(), hello.u8(), hello.u16(), hello.u32()]).toEqual([0, 1, 1024, 15]);
     hello.end();
     const identity = new PayloadReader(byWhat(vectors, 'OK: `SN-0001`').payload);
     expect([identity.u8(), identity.str8(), identity.str8(), identity.str8()]).toEqual([
@@ -164,6 +172,48 @@ describe('provline-serial-v1: both sides against the worked frames of the docume
     identity.end();
     const nak = byWhat(vectors, 'NAK');
     expect(nak.type).toBe(NAK);
+  });
+
+  it("CONNECT: both sides read and write the document's example payloads (§4 First connect)", () => {
+    const section = DOC.slice(DOC.indexOf('**First connect.**'), DOC.indexOf('## 5. Status codes'));
+    const [request, answer] = [...section.matchAll(/`((?:[0-9a-f]{2} )+[0-9a-f]{2})`/g)].map((m) =>
+      hex(m[1]!),
+    );
+    // The station writes the request; the device reads it.
+    expect(connectPayload({ host: 'localhost', port: 8883, clientId: 'SN-0001' })).toEqual(request);
+    const f = new Fields(request!);
+    expect([f.text8(), f.half(), f.text8()]).toEqual(['localhost', 8883, 'SN-0001']);
+    f.done();
+    // The device writes the answer; the station reads it.
+    const written = Buffer.concat([
+      put.byte(0),
+      put.byte(1),
+      put.byte(ConnectOutcome.connack),
+      put.byte(0),
+      put.text8(''),
+    ]);
+    expect(written).toEqual(answer);
+    const r = new PayloadReader(answer!);
+    expect(r.u8()).toBe(0);
+    expect(readConnectAttempts(r)).toEqual([{ outcome: 'connack', code: 0, reason: '' }]);
+  });
+
+  it('CONNECT: every attempt the device reports reaches the station in order, with its words', () => {
+    const attempts = [
+      { outcome: 'closed', code: 0, reason: 'the server closed the connection without CONNACK' },
+      { outcome: 'closed', code: 0, reason: 'é'.repeat(60) },
+      { outcome: 'connack', code: 5, reason: 'refused' },
+    ] as const;
+    const body = Buffer.concat([
+      put.byte(attempts.length),
+      ...attempts.flatMap((a) => [
+        put.byte(ConnectOutcome[a.outcome]),
+        put.byte(a.code),
+        put.text8(a.reason),
+      ]),
+    ]);
+    expect(readConnectAttempts(new PayloadReader(body))).toEqual(attempts);
+    expect(() => readConnectAttempts(new PayloadReader(Buffer.from([1, 9, 0, 0])))).toThrow(/outcome 9/);
   });
 
   it('property: whatever one side frames, cut into any chunks, the other side reads back in order', () => {
@@ -279,6 +329,37 @@ describe('nordic-at: the modem simulator against the reference examples and the 
     expect(parseCommand('AT%CMNG=0,1,0,"abc')).toBeUndefined();
     expect(parseCommand('AT%CMNG=0,1,0,"abc"def')).toBeUndefined();
     expect(parseCommand('hello')).toBeUndefined();
+  });
+
+  it("reads the Serial LTE Modem's MQTT commands as the driver writes them (§7.1)", () => {
+    expect(parseCommand(mqttConnectCommand('localhost', 8883, TAG))).toEqual({
+      name: 'AT#XMQTTCON',
+      usage: 'set',
+      params: [
+        { text: '1', quoted: false },
+        { text: '', quoted: true },
+        { text: '', quoted: true },
+        { text: 'localhost', quoted: true },
+        { text: '8883', quoted: false },
+        { text: String(TAG), quoted: false },
+      ],
+    });
+    expect(parseCommand('AT#XMQTTCFG="SN-1",60,1')?.params[0]).toEqual({ text: 'SN-1', quoted: true });
+  });
+
+  it('the station reads an #XMQTTEVT after the OK as a notification of its own, never as the next answer', () => {
+    const reader = new AtResponseReader();
+    const got = reader.push(answer([], 'OK', ['#XMQTTEVT: 0,0']));
+    expect(got).toEqual([
+      { lines: [], final: { kind: 'ok' } },
+      { lines: ['#XMQTTEVT: 0,0'], final: { kind: 'urc' } },
+    ]);
+    expect(parseMqttEvent(got[1]!.lines[0]!)).toEqual({ type: 0, result: 0 });
+    expect(parseMqttEvent('#XMQTTEVT: 1,-128')).toEqual({ type: 1, result: -128 });
+    // The next command's answer is its own.
+    expect(reader.push(answer(['#XMQTTCON: 0'], 'OK'))).toEqual([
+      { lines: ['#XMQTTCON: 0'], final: { kind: 'ok' } },
+    ]);
   });
 
   it("hashes the bytes as they arrived: the driver's expected hash for normalised text, not for LF text", () => {

@@ -58,10 +58,28 @@ describe('results as journal transitions', () => {
     });
   });
 
+  it('connected follows verified; only a failed first connect may fail a verified device', () => {
+    expect(transitionFor(entry('connected')).from).toEqual(['verified']);
+    const connectFailed = transitionFor(
+      entry('failed', { error: { code: 'DEVICE_CONNECT_FAILED', message: 'hung up', stage: 'connect' } }),
+    );
+    expect(connectFailed).toMatchObject({
+      to: 'failed',
+      from: ['verified'],
+      fields: { errorCode: 'DEVICE_CONNECT_FAILED', errorStage: 'connect' },
+    });
+    // Any other failure still never touches a verified (or connected) device.
+    expect(
+      transitionFor(entry('failed', { error: { code: 'DEVICE_TIMEOUT', message: 'x', stage: 'flash' } }))
+        .from,
+    ).not.toContain('verified');
+  });
+
   it('reads the journal answer: moved or already there, gone past, or refused', () => {
     expect(interpret({ status: 'ok', from: 'registered' })).toBe('applied');
     expect(interpret({ status: 'same' })).toBe('applied');
     expect(interpret({ status: 'conflict', current: 'verified' })).toBe('superseded');
+    expect(interpret({ status: 'conflict', current: 'connected' })).toBe('superseded');
     expect(interpret({ status: 'conflict', current: 'accepted' })).toBe('rejected');
     expect(interpret({ status: 'missing' })).toBe('rejected');
   });

@@ -68,7 +68,7 @@ export function registerReconcile(program: Command, ctx: () => CommandContext): 
                 publicKeyPem: f.publicKey,
                 ...(f.certificateId ? { certificateId: f.certificateId } : {}),
               });
-            if (f.certificateId && ['registered', 'flashed', 'verified'].includes(rec.state))
+            if (f.certificateId && ['registered', 'flashed', 'verified', 'connected'].includes(rec.state))
               recorded.push({
                 serial: rec.serial,
                 thingName: rec.thingName,

@@ -17,7 +17,7 @@ export interface CreateDriverRequest {
 
 export type DriverTiming = Pick<
   NordicAtOptions & SerialV1Options,
-  'commandTimeoutMs' | 'keygenTimeoutMs' | 'attempts' | 'writePasses'
+  'commandTimeoutMs' | 'keygenTimeoutMs' | 'attempts' | 'writePasses' | 'connectTimeoutMs'
 >;
 
 export function createDriver(req: CreateDriverRequest): DeviceDriver {

@@ -7,7 +7,9 @@
  *   3. `writeCredentials(request)` → writes, then verifies from the device's own answer, or throws;
  *   4. if `canProvePossession(d)`: `provePossession({ nonce, certificatePem })`;
  *   5. for device-generated keys, `canGenerateKey(d)`: `generateKey({ subject })` → CSR, register
- *      it, then `writeCredentials` with the issued certificate (no private key).
+ *      it, then `writeCredentials` with the issued certificate (no private key);
+ *   6. if `canConnect(d)` (and the profile wants it): `firstConnect({ host, port, clientId })`, the
+ *      device's own first MQTT connect with the credentials just written.
  * Every call takes an optional AbortSignal. Failures are ProvlineErrors with stable codes
  * (drivers/errors.ts); `retryable` says whether the station may try the same device again.
  */
@@ -114,12 +116,105 @@ export interface PossessionProver {
   provePossession(request: ProvePossessionRequest): Promise<PossessionProof>;
 }
 
+export interface FirstConnectRequest extends CallOptions {
+  /** The MQTT endpoint's host name (the server certificate must name it). */
+  host: string;
+  port: number;
+  /** The MQTT client id: the thing name, so the device connects as its thing. */
+  clientId: string;
+}
+
+/** How one connection attempt of the device ended, as the device reported it. */
+export type ConnectOutcome =
+  /** A CONNACK arrived; `code` is its return code (0 = accepted). */
+  | 'connack'
+  /** The server closed the link before any CONNACK (AWS's answer to a refused certificate, and JITR/JITP's first connect). */
+  | 'closed'
+  /** The TLS handshake failed (the server's certificate, or the device's own credentials). */
+  | 'tls'
+  /** No CONNACK in the device's time. */
+  | 'timeout'
+  /** The device could not reach the endpoint at all (name, route, refused). */
+  | 'network';
+
+export interface ConnectAttempt {
+  outcome: ConnectOutcome;
+  /** The CONNACK return code when `outcome` is `connack`. */
+  code?: number;
+  /** The device's words for a failed attempt. */
+  reason?: string;
+}
+
+export interface FirstConnectResult {
+  /** Every attempt in order; the last one got CONNACK 0. */
+  attempts: ConnectAttempt[];
+}
+
+/**
+ * The device's first MQTT connect to its endpoint as its thing, with the credentials it holds,
+ * reported by the device itself. Resolves only on CONNACK 0; otherwise throws
+ * DEVICE_CONNECT_FAILED with every attempt in `details.attempts`.
+ */
+export interface FirstConnector {
+  firstConnect(request: FirstConnectRequest): Promise<FirstConnectResult>;
+}
+
 export function canGenerateKey<D extends DeviceDriver>(d: D): d is D & KeyGenerator {
   return typeof (d as Partial<KeyGenerator>).generateKey === 'function';
 }
 
 export function canProvePossession<D extends DeviceDriver>(d: D): d is D & PossessionProver {
   return typeof (d as Partial<PossessionProver>).provePossession === 'function';
+}
+
+export function canConnect<D extends DeviceDriver>(d: D): d is D & FirstConnector {
+  return typeof (d as Partial<FirstConnector>).firstConnect === 'function';
+}
+
+/** In words, for operators: "CONNACK 5", "closed without CONNACK (…)", … */
+export function describeAttempt(a: ConnectAttempt): string {
+  switch (a.outcome) {
+    case 'connack':
+      return `CONNACK ${a.code ?? '?'}${a.code ? ` (${CONNACK_CODES[a.code] ?? 'refused'})` : ''}`;
+    case 'closed':
+      return `closed without CONNACK${a.reason ? ` (${a.reason})` : ''}`;
+    case 'tls':
+      return `TLS handshake failed${a.reason ? ` (${a.reason})` : ''}`;
+    case 'timeout':
+      return `no CONNACK in time${a.reason ? ` (${a.reason})` : ''}`;
+    case 'network':
+      return `endpoint unreachable${a.reason ? ` (${a.reason})` : ''}`;
+  }
+}
+
+/** MQTT 3.1.1 CONNACK return codes (§3.2.2.3) and the MQTT 5 reason codes a device may report. */
+const CONNACK_CODES: Record<number, string> = {
+  1: 'unacceptable protocol version',
+  2: 'identifier rejected',
+  3: 'server unavailable',
+  4: 'bad user name or password',
+  5: 'not authorized',
+  0x85: 'client identifier not valid',
+  0x87: 'not authorized',
+};
+
+/** The failure of a first connect, with every attempt the device reported. */
+export function connectFailed(
+  req: Pick<FirstConnectRequest, 'host' | 'port' | 'clientId'>,
+  attempts: ConnectAttempt[],
+): ProvlineError {
+  const last = attempts.at(-1);
+  return new ProvlineError(
+    'DEVICE_CONNECT_FAILED',
+    `the device could not connect to ${req.host}:${req.port} as ${req.clientId}: ${
+      last ? describeAttempt(last) : 'no attempt reported'
+    }${attempts.length > 1 ? ` (${attempts.length} attempts)` : ''}`,
+    {
+      retryable: true,
+      hint: "AWS IoT hangs up without saying why: check that the certificate is ACTIVE and that a policy attached to it allows iot:Connect for the thing name; on the local stack the stand-in's events log (GET /_emulator/events) says why",
+      details: { host: req.host, port: req.port, clientId: req.clientId, attempts },
+    },
+  );
 }
 
 export interface RetryPolicy {

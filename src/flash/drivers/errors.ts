@@ -134,6 +134,11 @@ export const V1_ERRORS: Readonly<Record<number, DeviceErrorSpec>> = {
     retryable: true,
     message: 'the device received a damaged frame',
   },
+  [V1_STATUS.CONNECT_FAILED]: {
+    code: 'DEVICE_CONNECT_FAILED',
+    retryable: true,
+    message: 'the device could not connect to its MQTT endpoint',
+  },
 };
 
 export function v1StatusError(status: number, command: string): ProvlineError {

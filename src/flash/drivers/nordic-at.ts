@@ -10,24 +10,33 @@ import {
   cmngWriteCommand,
   encodeAt,
   keygenCommand,
+  mqttConfigCommand,
+  mqttConnectCommand,
   parseCmngList,
   parseImei,
   parseKeygen,
+  parseMqttEvent,
   sha256Upper,
   type AtResponse,
 } from '../protocol/at.js';
 import { normalizePem } from '../protocol/pem.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   checkCsr,
+  connectFailed,
   mismatchError,
   notRetriedPerCommand,
   verifyResult,
   withRetries,
   type CallOptions,
+  type ConnectAttempt,
   type CredentialObject,
   type Credentials,
   type DeviceDriver,
   type DeviceIdentity,
+  type FirstConnectRequest,
+  type FirstConnectResult,
+  type FirstConnector,
   type GenerateKeyRequest,
   type GeneratedKey,
   type KeyGenerator,
@@ -36,7 +45,7 @@ import {
   type WriteCredentialsRequest,
   type WriteResult,
 } from './driver.js';
-import { cmeError } from './errors.js';
+import { abortedError, cmeError } from './errors.js';
 import { Exchange } from './exchange.js';
 import type { Transport } from '../transport/transport.js';
 
@@ -51,7 +60,19 @@ export interface NordicAtOptions {
   attempts?: number;
   /** Write-then-verify passes before DEVICE_VERIFY_MISMATCH. */
   writePasses?: number;
+  /** How long `AT#XMQTTCON` may take to open the link and get its CONNACK event. */
+  connectTimeoutMs?: number;
 }
+
+/**
+ * First-connect attempts while the link closes without CONNACK, and the pauses before the
+ * second and third (the modem does not retry by itself; docs/device-protocol.md §7.1).
+ */
+const CONNECT_PAUSES_MS = [500, 1_000];
+/** SLM's MQTT client: `#XMQTTEVT` types, and the errno of a link that timed out. */
+const EVT_CONNECT = 0;
+const EVT_DISCONNECT = 1;
+const ETIMEDOUT = 116;
 
 /** nrfcloud-utils' default sec_tag, used when the profile sets none. */
 export const DEFAULT_SEC_TAG = 16842753;
@@ -63,7 +84,7 @@ interface PlannedObject {
   sha256: string;
 }
 
-export class NordicAtDriver implements DeviceDriver, KeyGenerator {
+export class NordicAtDriver implements DeviceDriver, KeyGenerator, FirstConnector {
   readonly name = 'nordic-at' as const;
   private readonly ex: Exchange<AtResponse>;
   private readonly opts: Required<NordicAtOptions>;
@@ -75,7 +96,14 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
         kind: 'invalid-input',
       });
     }
-    this.opts = { commandTimeoutMs: 2_000, keygenTimeoutMs: 20_000, attempts: 3, writePasses: 3, ...options };
+    this.opts = {
+      commandTimeoutMs: 2_000,
+      keygenTimeoutMs: 20_000,
+      attempts: 3,
+      writePasses: 3,
+      connectTimeoutMs: 40_000,
+      ...options,
+    };
     this.ex = new Exchange(transport, new AtResponseReader());
   }
 
@@ -140,6 +168,77 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
       { attempts: this.opts.attempts, retryIf: notRetriedPerCommand },
     );
     return { csrDer: answer.csrDer, csrPem: answer.csrPem, attestation: answer.cose };
+  }
+
+  /**
+   * The first connect through the Serial LTE Modem's MQTT client: modem online, client id,
+   * `AT#XMQTTCON` with the sec_tag just written, and the `#XMQTTEVT` that follows; tried again
+   * (at most 3 attempts) while the link closes without CONNACK. A CONNACK 0 is followed by a
+   * clean disconnect.
+   */
+  async firstConnect(request: FirstConnectRequest): Promise<FirstConnectResult> {
+    await this.run('AT+CMEE=1', request);
+    await this.run('AT+CFUN=1', request);
+    this.prepared = false; // online now: credential work needs AT+CFUN=4 again
+    await this.run(mqttConfigCommand(request.clientId, 60, true), request);
+    const attempts: ConnectAttempt[] = [];
+    for (let n = 0; ; n++) {
+      const attempt = await this.connectOnce(request);
+      attempts.push(attempt);
+      if (attempt.outcome === 'connack' && attempt.code === 0) {
+        await this.run('AT#XMQTTCON=0', request);
+        return { attempts };
+      }
+      const pauseMs = CONNECT_PAUSES_MS[n];
+      if (attempt.outcome !== 'closed' || pauseMs === undefined) throw connectFailed(request, attempts);
+      await sleep(pauseMs, undefined, request.signal ? { signal: request.signal } : {}).catch(() => {
+        throw abortedError('the first connect');
+      });
+    }
+  }
+
+  /** One `AT#XMQTTCON=1,…`: its OK (or ERROR) and the connect event, in either order. */
+  private async connectOnce(request: FirstConnectRequest): Promise<ConnectAttempt> {
+    const command = mqttConnectCommand(request.host, request.port, this.opts.secTag);
+    const bytes = encodeAt(command);
+    let final: AtResponse['final'] | undefined;
+    let event: { type: number; result: number } | undefined;
+    try {
+      await this.ex.request(bytes, {
+        what: 'AT#XMQTTCON=1',
+        timeoutMs: this.opts.connectTimeoutMs + Math.ceil(this.ex.wireMs(bytes.length + 64) * 2),
+        ...(request.signal ? { signal: request.signal } : {}),
+        accept: (r) => {
+          if (r.final.kind === 'urc') {
+            const e = parseMqttEvent(r.lines[0] ?? '');
+            if (e && (e.type === EVT_CONNECT || e.type === EVT_DISCONNECT)) event = e;
+          } else final = r.final;
+          return (
+            (final !== undefined && final.kind !== 'ok') || (final?.kind === 'ok' && event !== undefined)
+          );
+        },
+      });
+    } catch (e) {
+      if (!(e instanceof ProvlineError) || e.code !== 'DEVICE_TIMEOUT') throw e;
+      // No answer in time: leave the modem without a half-open client.
+      await this.send('AT#XMQTTCON=0', request).catch(() => undefined);
+      return {
+        outcome: 'timeout',
+        reason: `no answer to AT#XMQTTCON within ${this.opts.connectTimeoutMs} ms`,
+      };
+    }
+    if (final?.kind !== 'ok')
+      return {
+        outcome: 'network',
+        reason: `the modem answered ${final?.kind === 'cme' ? `+CME ERROR: ${final.code}` : 'ERROR'}: it could not open the link (host name, route or TLS handshake)`,
+      };
+    const e = event!;
+    if (e.type === EVT_CONNECT && e.result >= 0) return { outcome: 'connack', code: e.result };
+    if (e.result === -ETIMEDOUT) return { outcome: 'timeout', reason: `#XMQTTEVT: ${e.type},${e.result}` };
+    return {
+      outcome: 'closed',
+      reason: `the link closed before any CONNACK (#XMQTTEVT: ${e.type},${e.result})`,
+    };
   }
 
   close(): Promise<void> {
@@ -233,6 +332,8 @@ export class NordicAtDriver implements DeviceDriver, KeyGenerator {
       what,
       timeoutMs,
       ...(options.signal ? { signal: options.signal } : {}),
+      // An unsolicited result code (`#XMQTTEVT`) belongs to no command's answer.
+      accept: (r) => r.final.kind !== 'urc',
     });
     if (response.final.kind === 'ok') return response.lines;
     if (response.final.kind === 'cme') throw cmeError(response.final.code, what);

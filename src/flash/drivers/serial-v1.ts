@@ -10,6 +10,7 @@ import { normalizePem } from '../protocol/pem.js';
 import {
   checkCsr,
   checkPossession,
+  connectFailed,
   mismatchError,
   notRetriedPerCommand,
   verifyResult,
@@ -19,6 +20,9 @@ import {
   type Credentials,
   type DeviceDriver,
   type DeviceIdentity,
+  type FirstConnectRequest,
+  type FirstConnectResult,
+  type FirstConnector,
   type GenerateKeyRequest,
   type GeneratedKey,
   type KeyGenerator,
@@ -40,11 +44,14 @@ import {
   PROTOCOL_VERSION,
   PayloadReader,
   RESPONSE_BIT,
+  PayloadError,
   SLOT,
   V1_STATUS,
   bytes16,
+  connectPayload,
   encodeFrame,
   popMessage,
+  readConnectAttempts,
   u32,
   u8,
   type DecodeEvent,
@@ -61,6 +68,8 @@ export interface SerialV1Options {
   writePasses?: number;
   /** Data bytes per CHUNK frame (capped by the device's max payload). */
   chunkSize?: number;
+  /** How long the device may take to answer CONNECT (its attempts and pauses included). */
+  connectTimeoutMs?: number;
 }
 
 interface Session {
@@ -83,7 +92,10 @@ interface Reply {
 
 const CHUNK_HEADER = 5; // slot u8 + offset u32
 
-export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionProver {
+/** Sends of one CONNECT: a device that connects twice does no harm, but each try takes long. */
+const CONNECT_SENDS = 2;
+
+export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionProver, FirstConnector {
   readonly name = 'provline-serial-v1' as const;
   private readonly ex: Exchange<DecodeEvent>;
   private readonly opts: Required<SerialV1Options>;
@@ -97,6 +109,7 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
       attempts: 4,
       writePasses: 3,
       chunkSize: 512,
+      connectTimeoutMs: 40_000,
       ...options,
     };
     this.ex = new Exchange(transport, new FrameDecoder());
@@ -191,6 +204,44 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
     return proof;
   }
 
+  /** CONNECT: the device connects to the endpoint itself and reports every attempt. */
+  async firstConnect(request: FirstConnectRequest): Promise<FirstConnectResult> {
+    const s = await this.negotiate(request);
+    if (!(s.caps & CAP.connect))
+      throw new ProvlineError(
+        'DEVICE_UNSUPPORTED_COMMAND',
+        'this device cannot connect to MQTT (its CONNECT capability is clear)',
+        {
+          retryable: false,
+          hint: 'set `station.firstConnect: false` in the profile for devices without a network link',
+        },
+      );
+    const reply = await this.call(CMD.CONNECT, connectPayload(request), 'CONNECT', {
+      ...request,
+      timeoutMs: this.opts.connectTimeoutMs,
+      sends: CONNECT_SENDS,
+    });
+    if (reply.status !== V1_STATUS.OK && reply.status !== V1_STATUS.CONNECT_FAILED)
+      throw v1StatusError(reply.status, 'CONNECT');
+    let attempts;
+    try {
+      attempts = readConnectAttempts(reply.body).map((a) => ({
+        outcome: a.outcome,
+        ...(a.outcome === 'connack' ? { code: a.code } : {}),
+        ...(a.reason ? { reason: a.reason } : {}),
+      }));
+    } catch (e) {
+      if (e instanceof PayloadError) throw protocolError(`malformed CONNECT answer: ${e.message}`, {}, false);
+      throw e;
+    }
+    const last = attempts.at(-1);
+    const accepted = last?.outcome === 'connack' && last.code === 0;
+    if (reply.status === V1_STATUS.OK && accepted) return { attempts };
+    if (reply.status === V1_STATUS.OK)
+      throw protocolError('the device answered OK to CONNECT without a CONNACK 0', { attempts }, false);
+    throw connectFailed(request, attempts);
+  }
+
   close(): Promise<void> {
     this.ex.detach();
     return Promise.resolve();
@@ -283,7 +334,7 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
     type: number,
     payload: Buffer,
     what: string,
-    options: CallOptions & { timeoutMs?: number },
+    options: CallOptions & { timeoutMs?: number; sends?: number },
   ): Promise<Reply> {
     return withRetries(
       async () => {
@@ -307,7 +358,7 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
         if (status === V1_STATUS.BUSY) throw v1StatusError(status, what);
         return { status, body: new PayloadReader(ev.frame.payload.subarray(1)) };
       },
-      { attempts: this.opts.attempts },
+      { attempts: Math.min(options.sends ?? this.opts.attempts, this.opts.attempts) },
     );
   }
 }

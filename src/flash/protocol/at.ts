@@ -9,13 +9,20 @@
  */
 import { createHash } from 'node:crypto';
 
-export type AtFinal = { kind: 'ok' } | { kind: 'error' } | { kind: 'cme'; code: number };
+/**
+ * How a response ends: a final result code, or `urc` for an unsolicited result code, a
+ * notification on a line of its own that belongs to no command's answer (`#XMQTTEVT: 0,0`).
+ */
+export type AtFinal = { kind: 'ok' } | { kind: 'error' } | { kind: 'cme'; code: number } | { kind: 'urc' };
 
 export interface AtResponse {
-  /** Information lines before the final result, without line endings, empty lines dropped. */
+  /** Information lines before the final result, without line endings, empty lines dropped; for a URC, its one line. */
   lines: string[];
   final: AtFinal;
 }
+
+/** Line prefixes of the unsolicited result codes the drivers wait for (SLM's MQTT events). */
+export const URC_PREFIXES = ['#XMQTTEVT:'] as const;
 
 /** The credential types of `AT%CMNG` the driver writes. */
 export const CMNG_TYPE = { rootCa: 0, clientCert: 1, privateKey: 2 } as const;
@@ -34,6 +41,31 @@ export function cmngWriteCommand(secTag: number, type: number, content: string):
   if (content.length === 0) throw new Error('AT%CMNG content must not be empty');
   if (content.includes('"')) throw new Error('AT%CMNG content must not contain a double quote');
   return `AT%CMNG=0,${secTag},${type},"${content}"`;
+}
+
+/** `AT#XMQTTCFG="<client_id>",<keep_alive>,<clean_session>` (SLM, NCS 2.x). */
+export function mqttConfigCommand(clientId: string, keepAliveS = 60, cleanSession = true): string {
+  if (clientId.includes('"')) throw new Error('the client id must not contain a double quote');
+  return `AT#XMQTTCFG="${clientId}",${keepAliveS},${cleanSession ? 1 : 0}`;
+}
+
+/** `AT#XMQTTCON=1,"","","<url>",<port>,<sec_tag>`: connect over IPv4 with the sec_tag's credentials. */
+export function mqttConnectCommand(host: string, port: number, secTag: number): string {
+  if (host.includes('"')) throw new Error('the host must not contain a double quote');
+  return `AT#XMQTTCON=1,"","","${host}",${port},${secTag}`;
+}
+
+export interface MqttEvent {
+  /** 0 connect (CONNACK), 1 disconnect, … (SLM's `<evt_type>`). */
+  type: number;
+  /** 0 success; for a CONNACK its return code; negative: an errno. */
+  result: number;
+}
+
+/** `#XMQTTEVT: <evt_type>,<result>`; undefined for any other line. */
+export function parseMqttEvent(line: string): MqttEvent | undefined {
+  const m = /^#XMQTTEVT: ?(\d+),(-?\d+)$/.exec(line);
+  return m ? { type: Number(m[1]), result: Number(m[2]) } : undefined;
 }
 
 /** `AT%KEYGEN=<sec_tag>,2,0[,"<subject>"]`: a client private key, answering with a CSR. */
@@ -67,6 +99,10 @@ export class AtResponseReader {
       const line = this.partial.slice(0, nl).replace(/\r+$/, '').replace(/^\r+/, '');
       this.partial = this.partial.slice(nl + 1);
       if (line.length === 0) continue;
+      if (URC_PREFIXES.some((p) => line.startsWith(p))) {
+        out.push({ lines: [line], final: { kind: 'urc' } });
+        continue;
+      }
       const final = parseFinal(line);
       if (final) {
         out.push({ lines: this.lines, final });

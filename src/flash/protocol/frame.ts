@@ -22,6 +22,7 @@ export const CMD = {
   ERASE: 0x14,
   KEYGEN: 0x20,
   PROVE: 0x21,
+  CONNECT: 0x30,
 } as const;
 export type CommandType = (typeof CMD)[keyof typeof CMD];
 
@@ -46,13 +47,17 @@ export const V1_STATUS = {
   VERSION_UNSUPPORTED: 11,
   CONTENT_REJECTED: 12,
   BAD_FRAME: 13,
+  CONNECT_FAILED: 14,
 } as const;
 
 /** Object slots. PEMs are written as normalised text; slot 3 holds the RFC 5649 blob as-is. */
 export const SLOT = { rootCa: 0, certificate: 1, privateKey: 2, wrappedKey: 3 } as const;
 export type SlotName = keyof typeof SLOT;
 
-export const CAP = { keygen: 1 << 0, prove: 1 << 1, wrappedKeys: 1 << 2 } as const;
+export const CAP = { keygen: 1 << 0, prove: 1 << 1, wrappedKeys: 1 << 2, connect: 1 << 3 } as const;
+
+/** CONNECT answers: how each attempt ended (docs/device-protocol.md §4 "First connect"). */
+export const CONNECT_OUTCOME = ['connack', 'closed', 'tls', 'timeout', 'network'] as const;
 
 /** Signed by the device in PROVE: SHA-256/ECDSA over this prefix, a zero byte, then the nonce. */
 export const POP_CONTEXT = 'provline-pop-v1';
@@ -222,9 +227,40 @@ export function u32(v: number): Buffer {
   b.writeUInt32BE(v >>> 0);
   return b;
 }
+export function str8(text: string): Buffer {
+  const b = Buffer.from(text, 'utf8');
+  if (b.length > 0xff) throw new Error(`"${text.slice(0, 20)}…" is longer than 255 bytes`);
+  return Buffer.concat([u8(b.length), b]);
+}
+
 export function bytes16(b: Uint8Array): Buffer {
   if (b.length > 0xffff) throw new Error('field longer than 65535 bytes');
   return Buffer.concat([u16(b.length), b]);
+}
+
+/** The CONNECT request payload: `host str8, port u16, clientId str8`. */
+export function connectPayload(req: { host: string; port: number; clientId: string }): Buffer {
+  return Buffer.concat([str8(req.host), u16(req.port), str8(req.clientId)]);
+}
+
+export interface ConnectAttemptFields {
+  outcome: (typeof CONNECT_OUTCOME)[number];
+  code: number;
+  reason: string;
+}
+
+/** The attempts a CONNECT answer reports (after its status byte); throws PayloadError if malformed. */
+export function readConnectAttempts(r: PayloadReader): ConnectAttemptFields[] {
+  const n = r.u8();
+  const out: ConnectAttemptFields[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = r.u8();
+    const outcome = CONNECT_OUTCOME[o];
+    if (!outcome) throw new PayloadError(`unknown connect outcome ${o}`);
+    out.push({ outcome, code: r.u8(), reason: r.str8() });
+  }
+  r.end();
+  return out;
 }
 
 /** The message the device signs in PROVE. */

@@ -4,9 +4,12 @@
  * so a result means the same whichever way it reaches the journal, and replaying it twice
  * changes nothing:
  *
- *   flashed   ← registered | flashed | failed   (never back from verified)
+ *   flashed   ← registered | flashed | failed   (never back from verified or connected)
  *   verified  ← flashed                         (already verified: "same", nothing written)
- *   failed    ← registered | flashed            (a verified device is never failed by a station)
+ *   connected ← verified                        (the device's first MQTT connect, CONNACK 0)
+ *   failed    ← registered | flashed            (a verified device is never failed by a station,
+ *               verified, for a failed connect   except when its first connect fails; a
+ *                                               connected device never is)
  */
 import { z } from 'zod';
 import type { TransitionOutcome, TransitionRequest } from '../../batch/journal.js';
@@ -24,7 +27,7 @@ export const ResultEntrySchema = z.object({
   stationId: z.string(),
   batchId: z.string().min(1),
   serial: z.string().min(1),
-  to: z.enum(['flashed', 'verified', 'failed']),
+  to: z.enum(['flashed', 'verified', 'connected', 'failed']),
   fields: z.record(z.string(), z.string()),
   error: z.object({ code: z.string(), message: z.string(), stage: z.string() }).optional(),
 });
@@ -34,11 +37,16 @@ export type ResultEntry = z.infer<typeof ResultEntrySchema>;
 const FROM = {
   flashed: ['registered', 'flashed', 'failed'],
   verified: ['flashed'],
+  connected: ['verified'],
   failed: ['registered', 'flashed'],
 } as const;
 
+/** The error stage of a failed first connect: the only failure that may follow `verified`. */
+export const CONNECT_STAGE = 'connect';
+
 export function transitionFor(e: ResultEntry): TransitionRequest {
   const fields = { ...e.fields, attempt: e.attempt };
+  const from = e.to === 'failed' && e.error?.stage === CONNECT_STAGE ? (['verified'] as const) : FROM[e.to];
   if (e.to === 'failed' && e.error) {
     Object.assign(fields, {
       errorCode: e.error.code,
@@ -46,13 +54,13 @@ export function transitionFor(e: ResultEntry): TransitionRequest {
       errorStage: e.error.stage,
     });
   }
-  return { batchId: e.batchId, serial: e.serial, to: e.to, from: FROM[e.to], fields };
+  return { batchId: e.batchId, serial: e.serial, to: e.to, from, fields };
 }
 
 /**
  * What a transition outcome means for a station result:
  * - applied: the journal now says what the station found (moved, or already there);
- * - superseded: the journal is further on (verified) and stays so;
+ * - superseded: the journal is further on (verified, connected) and stays so;
  * - rejected: the journal disagrees (unknown device, another batch, a state the result cannot
  *   follow); reported, never forced.
  */
@@ -60,7 +68,8 @@ export type Applied = 'applied' | 'superseded' | 'rejected';
 
 export function interpret(outcome: TransitionOutcome): Applied {
   if (outcome.status === 'ok' || outcome.status === 'same') return 'applied';
-  if (outcome.status === 'conflict' && outcome.current === 'verified') return 'superseded';
+  if (outcome.status === 'conflict' && (outcome.current === 'verified' || outcome.current === 'connected'))
+    return 'superseded';
   return 'rejected';
 }
 
