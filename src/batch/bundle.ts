@@ -22,7 +22,10 @@ export interface DeviceBundle {
   certificatePem: string;
   /** The CA the device must trust for the MQTT endpoint (PEM; Amazon Root CA 1 in production). */
   rootCaPem: string;
-  /** The iot:Data-ATS endpoint host. */
+  /**
+   * The MQTT endpoint devices connect to: the account's iot:Data-ATS host, or `host:port` (the
+   * local stand-in's `localhost:<port>`). Without a port it is AWS's 8883 (see mqttAddress).
+   */
   endpoint: string;
   keyType: KeyType;
   keyDelivery: KeyDelivery;
@@ -35,7 +38,27 @@ export interface DeviceBundle {
 }
 
 /** States in which a device has a certificate a station can write. */
-export const BUNDLE_STATES: ReadonlySet<DeviceState> = new Set(['registered', 'flashed', 'verified']);
+export const BUNDLE_STATES: ReadonlySet<DeviceState> = new Set([
+  'registered',
+  'flashed',
+  'verified',
+  'connected',
+]);
+
+/** AWS IoT's MQTT over TLS port, for an endpoint given as a bare host (every bundle before ports). */
+export const MQTT_TLS_PORT = 8883;
+
+/**
+ * Host and port of a bundle's endpoint: `host`, `host:port` or `[v6]:port`. Undefined for text
+ * that is neither (empty, a URL, a port out of range).
+ */
+export function mqttAddress(endpoint: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(endpoint.trim());
+  if (!m) return undefined;
+  const port = m[3] === undefined ? MQTT_TLS_PORT : Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: (m[1] ?? m[2])!, port };
+}
 
 export function bundleFor(rec: DeviceRecord, batch: BatchView): DeviceBundle | undefined {
   const f = rec.fields;

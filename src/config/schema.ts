@@ -24,6 +24,33 @@ const IDENT_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 
 const pattern = z.string().min(1, 'must not be empty');
 
+/** A certificate subject as profiles write it: RDN attribute -> value. */
+const subjectRecord = z.partialRecord(z.enum(['C', 'ST', 'L', 'O', 'OU', 'CN']), z.string().min(1).max(64));
+
+/** The profile's factory CA, whose key lives in the HSM (docs/hsm.md "Factory CA"). */
+export const CaSettingsSchema = z
+  .object({
+    /** CKA_LABEL of the CA key pair (and its certificate objects) on the token. */
+    label: z.string().min(1).max(64),
+    /** The token label the CA must be on; signing on any other token is refused. */
+    token: z.string().min(1).optional(),
+    keyType: z.enum(KEY_TYPES).default('P-256'),
+    /** Validity of the self-signed CA certificate `ca create` makes. */
+    validityDays: z.number().int().min(1).max(36_500).default(7300),
+    /** basicConstraints pathLenConstraint; unset means no limit. */
+    pathLen: z.number().int().min(0).max(16).optional(),
+    subject: subjectRecord.refine((s) => s.CN !== undefined, 'CN is required'),
+    /** Permitted directoryName subtrees written into the CA certificate (nameConstraints). */
+    nameConstraints: z
+      .object({ permitted: z.array(subjectRecord).min(1) })
+      .strict()
+      .optional(),
+    /** Validity of each device certificate the CA signs (cut at the CA's own notAfter). */
+    deviceValidityDays: z.number().int().min(1).max(36_500).default(3650),
+  })
+  .strict();
+export type CaSettings = z.infer<typeof CaSettingsSchema>;
+
 export const ProfileSchema = z
   .object({
     description: z.string().default(''),
@@ -52,11 +79,24 @@ export const ProfileSchema = z
     keyDelivery: z.enum(KEY_DELIVERIES).default('wrapped'),
     /** Label of the transport KEK in the HSM (AES-256) that wraps exported device keys. */
     kekLabel: z.string().min(1).max(64).default('provline-kek'),
+    /** The factory CA in the HSM that signs this product's device certificates (JITP/JITR). */
+    ca: CaSettingsSchema.optional(),
     /** Extra CSR subject attributes besides CN (e.g. O, OU, C). */
     csrSubject: z.partialRecord(z.enum(['O', 'OU', 'C', 'L', 'ST']), z.string().min(1).max(64)).default({}),
     driver: z.enum(DRIVERS).default('provline-serial-v1'),
     /** Driver-specific settings, e.g. `secTag` for nordic-at. */
     driverSettings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+    /** What the flashing station does beyond writing and verifying. */
+    station: z
+      .object({
+        /**
+         * The device's first MQTT connect after it is verified (recorded as `connected`).
+         * Unset: on whenever the driver can; false for a line whose devices have no network.
+         */
+        firstConnect: z.boolean().optional(),
+      })
+      .strict()
+      .prefault({}),
     registration: z
       .object({
         mode: z.enum(REGISTRATION_MODES).default('bulk'),
@@ -126,8 +166,12 @@ export const ConfigSchema = z
           .optional(),
         roleArn: z.string().min(20).max(2048).optional(),
         useRealAws: z.boolean().default(false),
-        /** The CA devices must trust for the MQTT endpoint (PEM), put into every bundle. */
-        rootCaFile: z.string().min(1).default('/etc/ssl/certs/Amazon_Root_CA_1.pem'),
+        /**
+         * The CA devices must trust for the MQTT endpoint (PEM), put into every bundle. When
+         * absent: the local stand-in's root CA, or Amazon Root CA 1 with `useRealAws`
+         * (resolved with the stack, src/stack/runtime.ts).
+         */
+        rootCaFile: z.string().min(1).optional(),
       })
       .strict()
       .prefault({}),

@@ -37,8 +37,12 @@ export interface AwsSettings {
   bucket: string | undefined;
   roleArn: string | undefined;
   useRealAws: boolean;
+  /** The CA bundles carry for the MQTT endpoint: configured, the stand-in's, or Amazon's. */
   rootCaFile: string;
 }
+
+/** Where Debian's ca-certificates keeps Amazon Root CA 1, the root of AWS IoT's ATS endpoints. */
+export const AMAZON_ROOT_CA_FILE = '/etc/ssl/certs/Amazon_Root_CA_1.pem';
 
 export interface Runtime {
   home: string;
@@ -88,7 +92,10 @@ export function resolveRuntime(loaded: LoadedConfig, env: NodeJS.ProcessEnv = pr
       bucket: config.aws.bucket ?? stackAws.bucket ?? undefined,
       roleArn: config.aws.roleArn ?? (config.aws.useRealAws ? undefined : (stackAws.roleArn ?? undefined)),
       useRealAws: config.aws.useRealAws,
-      rootCaFile: config.aws.rootCaFile,
+      // The local stand-in's endpoint is signed by its own root; a real AWS account's by Amazon's.
+      rootCaFile:
+        config.aws.rootCaFile ??
+        (config.aws.useRealAws ? AMAZON_ROOT_CA_FILE : (stackAws.rootCaFile ?? AMAZON_ROOT_CA_FILE)),
     },
   };
 }
