@@ -22,46 +22,14 @@ import {
   type ParsedPolicy,
   type PolicyVariables,
 } from './policy.js';
-import { Connection } from './session.js';
+import {
+  Connection,
+  type BrokerPort,
+  type Message,
+  type SessionState,
+  type Subscription,
+} from './session.js';
 import { filterMatches } from './topics.js';
-
-export interface MessageProperties {
-  payloadFormatIndicator?: boolean;
-  messageExpiryInterval?: number;
-  contentType?: string;
-  responseTopic?: string;
-  correlationData?: Buffer;
-  userProperties?: Record<string, string | string[]>;
-}
-
-export interface Message {
-  topic: string;
-  payload: Buffer;
-  qos: 0 | 1;
-  retain: boolean;
-  /** Client id of the publisher (for MQTT 5 No Local); absent for the broker's own messages. */
-  origin?: string;
-  properties?: MessageProperties;
-  /** Set when the message goes out because of a new subscription to a retained topic. */
-  retainedDelivery?: boolean;
-}
-
-export interface Subscription {
-  qos: 0 | 1;
-  noLocal: boolean;
-}
-
-export interface SessionState {
-  clientId: string;
-  subscriptions: Map<string, Subscription>;
-  /** QoS 1 messages waiting for the client (offline, or over its receive maximum). */
-  queue: Message[];
-  /** 0 = the session ends with the connection. */
-  expirySeconds: number;
-  /** Epoch seconds; set while no connection holds the session. */
-  expiresAt?: number;
-  connection?: Connection;
-}
 
 export interface BrokerOptions {
   ctx: Ctx;
@@ -79,7 +47,9 @@ export interface BrokerOptions {
 /** QoS 1 messages kept for one offline persistent session before the oldest are dropped. */
 const MAX_QUEUED = 1000;
 
-export class Broker {
+export type { Message, MessageProperties, SessionState, Subscription } from './session.js';
+
+export class Broker implements BrokerPort {
   readonly record: RecordEvent;
   readonly jitDeps: JitDeps;
   private readonly ctx: Ctx;

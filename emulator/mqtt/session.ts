@@ -18,10 +18,11 @@ import mqtt, {
   type Packet,
 } from 'mqtt-packet';
 import type { AuthOutcome } from './auth.js';
-import type { Broker, Message, SessionState } from './broker.js';
+import type { RecordEvent } from './contract.js';
 import type { DisconnectReason, PresenceInfo } from './events.js';
 import { FrameError, Framer } from './frames.js';
-import { justInTime } from './jit.js';
+import { justInTime, type JitDeps } from './jit.js';
+import type { Decision, IotAction } from './policy.js';
 import { topicProblem } from './topics.js';
 
 /** AWS IoT's payload limit for a PUBLISH. */
@@ -60,6 +61,71 @@ const RC = {
   sharedNotSupported: 0x9e,
 } as const;
 
+export interface MessageProperties {
+  payloadFormatIndicator?: boolean;
+  messageExpiryInterval?: number;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: Buffer;
+  userProperties?: Record<string, string | string[]>;
+}
+
+export interface Message {
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1;
+  retain: boolean;
+  /** Client id of the publisher (for MQTT 5 No Local); absent for the broker's own messages. */
+  origin?: string;
+  properties?: MessageProperties;
+  /** Set when the message goes out because of a new subscription to a retained topic. */
+  retainedDelivery?: boolean;
+}
+
+export interface Subscription {
+  qos: 0 | 1;
+  noLocal: boolean;
+}
+
+export interface SessionState {
+  clientId: string;
+  subscriptions: Map<string, Subscription>;
+  /** QoS 1 messages waiting for the client (offline, or over its receive maximum). */
+  queue: Message[];
+  /** 0 = the session ends with the connection. */
+  expirySeconds: number;
+  /** Epoch seconds; set while no connection holds the session. */
+  expiresAt?: number;
+  connection?: Connection;
+}
+
+/**
+ * What a connection needs of the broker that owns it (broker.ts implements it): authorisation,
+ * session bookkeeping, routing and presence. Declared here so the protocol side depends on no
+ * broker internals.
+ */
+export interface BrokerPort {
+  readonly record: RecordEvent;
+  readonly jitDeps: JitDeps;
+  nowMs(): number;
+  keepAlive(requested: number): number;
+  sessionExpiry(requested: number | undefined): number;
+  nextPresenceVersion(clientId: string): number;
+  authorize(conn: Connection, action: IotAction, resource: string): Decision;
+  attach(
+    conn: Connection,
+    o: { clean: boolean; expirySeconds: number },
+  ): { session: SessionState; present: boolean };
+  resume(conn: Connection): void;
+  detach(conn: Connection, reason: DisconnectReason, presence: PresenceInfo, will: Message | undefined): void;
+  presenceConnected(p: PresenceInfo): void;
+  subscribe(s: SessionState, filter: string, sub: Subscription): void;
+  unsubscribe(s: SessionState, filter: string): boolean;
+  publishFromClient(conn: Connection, message: Message): void;
+  deliverQueued(conn: Connection, message: Message): void;
+  deliverRetained(conn: Connection, filter: string, qos: 0 | 1): void;
+}
+
 export class Connection {
   version: Version | undefined;
   clientId = '';
@@ -80,7 +146,7 @@ export class Connection {
   readonly remoteAddress: string;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly broker: BrokerPort,
     readonly socket: TLSSocket,
     readonly auth: AuthOutcome,
     /** Subject attributes of the client certificate (for policy variables). */
