@@ -1,7 +1,6 @@
 /** A token in a slot: its identity, limits and mechanisms, and where sessions come from. */
 import pkcs11js from 'pkcs11js';
 import { hsmError } from './errors.js';
-import type { Pkcs11Module } from './module.js';
 import { Session } from './session.js';
 import { tokenLabel, type Pkcs11Uri } from './uri.js';
 
@@ -67,9 +66,14 @@ function limit(n: number): number | undefined {
   return n === 0 || n >= 0xffffffff ? undefined : n;
 }
 
+/** What a token needs of its module: the loaded library (module.ts implements it). */
+export interface ModuleHandle {
+  readonly p: pkcs11js.PKCS11;
+}
+
 export class Token {
   constructor(
-    readonly module: Pkcs11Module,
+    readonly module: ModuleHandle,
     readonly slot: Buffer,
   ) {}
 
