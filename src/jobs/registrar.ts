@@ -165,6 +165,9 @@ async function runWithNextReady(
 ): Promise<void> {
   let settled = false;
   const running = runChunk(deps, plan, chunk, signal, defer).finally(() => (settled = true));
+  // Awaited below, but the loop may be waiting on Redis when the chunk fails (say, aborted
+  // at once because this run lost its job): a rejection with no handler yet crashes Node.
+  running.catch(() => undefined);
   if (chunk.mode === 'bulk') {
     const { chunkSize } = plan.profile.registration;
     try {

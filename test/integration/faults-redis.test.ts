@@ -8,43 +8,30 @@
  * JSON log line per change of Redis's state instead of unhandled-error dumps.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DescribeThingRegistrationTaskCommand, ListThingsCommand, type IoTClient } from '@aws-sdk/client-iot';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { makeClients } from '../../src/cloud/clients.js';
-import { loadConfig } from '../../src/config/load.js';
 import { isAlive } from '../../src/core/proc.js';
 import { stackPaths } from '../../src/stack/home.js';
 import { redisStatus } from '../../src/stack/redis.js';
-import { resolveRuntime } from '../../src/stack/runtime.js';
 import { stackUp } from '../../src/stack/stack.js';
 import { BIN, ROOT, runCli } from '../helpers/cli.js';
 import { removeHome, tempDir } from '../helpers/home.js';
+import {
+  csvFile,
+  pipelineStack,
+  serialRange,
+  taskInProgress,
+  thingCount,
+  until,
+  type PipelineStack,
+} from '../helpers/pipeline.js';
 
 interface Status {
   batchId: string;
   total: number;
   counts: Record<string, number>;
   registrationDone: boolean;
-}
-
-/** Polls `probe` until it returns a value, within this step's own budget. */
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-  budgetMs: number,
-): Promise<T> {
-  const end = Date.now() + budgetMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${budgetMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 interface Submit {
@@ -57,34 +44,15 @@ interface Submit {
 describe('Redis crashes under submit --wait', () => {
   const home = tempDir('provline-faults-redis-');
   const dir = tempDir('provline-faults-redis-files-');
-  const config = join(dir, 'provline.config.yaml');
-  let env: NodeJS.ProcessEnv;
-  let iot: IoTClient;
-  let awsEndpoint: string;
+  let stack: PipelineStack;
   let port: number;
   let prefixN = 0;
   const children = new Set<ChildProcess>();
 
   const isolated = (): NodeJS.ProcessEnv => ({
-    ...env,
+    ...stack.env,
     PROVLINE_REDIS_PREFIX: `f${process.pid}x${++prefixN}`,
   });
-
-  const csv = (name: string, prefix: string, n: number): string => {
-    const file = join(dir, name);
-    const rows = Array.from({ length: n }, (_, i) => `${prefix}${String(i).padStart(5, '0')},B`);
-    writeFileSync(file, `serial,hw_rev\n${rows.join('\n')}\n`);
-    return file;
-  };
-
-  const faults = async (body: unknown): Promise<void> => {
-    const r = await fetch(`${awsEndpoint}/_emulator/faults?replace=true`, {
-      method: 'PUT',
-      body: JSON.stringify(body),
-      headers: { 'content-type': 'application/json' },
-    });
-    expect(r.status).toBe(200);
-  };
 
   const startSubmit = (e: NodeJS.ProcessEnv, file: string): Submit => {
     const child = spawn(process.execPath, [BIN, 'submit', file, '--profile', 'fast', '--wait', '--json'], {
@@ -114,37 +82,15 @@ describe('Redis crashes under submit --wait', () => {
       30_000,
     );
 
-  /** A chunk of the batch whose bulk task the stand-in reports in progress, if any right now. */
-  const taskInProgress = async (
-    redis: Redis,
-    prefix: string,
-    batch: string,
-  ): Promise<{ chunk: string; taskId: string } | undefined> => {
-    for (const n of await redis.lrange(`${prefix}:batch:${batch}:chunks`, 0, -1)) {
-      const [state, taskId] = await redis.hmget(`${prefix}:batch:${batch}:chunk:${n}`, 'state', 'taskId');
-      if (state !== 'started' || !taskId) continue;
-      const d = await iot.send(new DescribeThingRegistrationTaskCommand({ taskId }));
-      if (d.status === 'InProgress') return { chunk: n, taskId };
-    }
-    return undefined;
-  };
-
   const killRedis = async (): Promise<void> => {
     const pid = redisStatus(stackPaths(home), port).pid ?? undefined;
     expect(pid).toBeGreaterThan(0);
     process.kill(pid!, 'SIGKILL');
-    await until('redis-server to die', () => (isAlive(pid, 'redis-server') ? undefined : true), 10_000);
-  };
-
-  const thingCount = async (prefix: string): Promise<number> => {
-    let n = 0;
-    let nextToken: string | undefined;
-    do {
-      const page = await iot.send(new ListThingsCommand({ maxResults: 250, nextToken }));
-      n += (page.things ?? []).filter((t) => t.thingName?.startsWith(prefix)).length;
-      nextToken = page.nextToken;
-    } while (nextToken);
-    return n;
+    await until(
+      'redis-server to die',
+      () => Promise.resolve(isAlive(pid, 'redis-server') ? undefined : true),
+      10_000,
+    );
   };
 
   /** Every serial registered once: distinct certificates = things = serials. */
@@ -155,7 +101,7 @@ describe('Redis crashes under submit --wait', () => {
     expect(rows).toHaveLength(n);
     expect(rows.filter((x) => x.state === 'registered')).toHaveLength(n);
     expect(new Set(rows.map((x) => x.certificateId)).size).toBe(n);
-    expect(await thingCount(`sensor-${serialPrefix}`)).toBe(n);
+    expect(await thingCount(stack.iot, `sensor-${serialPrefix}`)).toBe(n);
   };
 
   /** The log stays structured: JSON lines or the progress lines, no dumps or stack traces. */
@@ -178,45 +124,13 @@ describe('Redis crashes under submit --wait', () => {
   };
 
   beforeAll(async () => {
-    const s = await stackUp(home);
-    port = Number(new URL(s.redis.url!).port);
-    writeFileSync(
-      config,
-      stringify({
-        home,
-        workers: { lockMs: 2000, flushMs: 200 },
-        profiles: {
-          fast: {
-            thingName: 'sensor-{serial}',
-            attributes: { serial: '{serial}', hw: '{hw_rev}' },
-            parameters: {
-              ThingName: '{thingName}',
-              SerialNumber: '{serial}',
-              HardwareRevision: '{hw_rev}',
-              CSR: '{csr}',
-            },
-            thingType: 'provline-demo-sensor',
-            thingGroups: ['provline-demo'],
-            template: join(ROOT, 'config/templates/demo-bulk.json'),
-            policy: join(ROOT, 'config/policies/demo-device.json'),
-            policyName: 'provline-demo-device',
-            kekLabel: 'provline-faults-kek',
-            registration: { mode: 'bulk', chunkSize: 100 },
-          },
-        },
-      }),
-    );
-    env = { ...process.env, PROVLINE_CONFIG: config, PROVLINE_HOME: home };
-    const kek = await runCli(['hsm', 'kek', 'create', '--profile', 'fast'], { env });
-    expect(kek.code, kek.stderr).toBe(0);
-    const rt = resolveRuntime(loadConfig({ file: config, env: {} }));
-    awsEndpoint = rt.aws.endpoint!;
-    iot = makeClients(rt.aws, { maxAttempts: 3 }).iot;
+    stack = await pipelineStack(home, dir, 'provline-faults-kek');
+    port = Number(new URL(stack.redisUrl).port);
   }, 90_000);
 
   afterAll(async () => {
     for (const c of children) c.kill('SIGKILL');
-    iot?.destroy();
+    stack?.iot.destroy();
     await removeHome(home);
   });
 
@@ -234,14 +148,18 @@ describe('Redis crashes under submit --wait', () => {
     const e = isolated();
     const prefix = e.PROVLINE_REDIS_PREFIX!;
     // Slow bulk tasks (100 lines take about a second), so that one is surely caught running.
-    await faults({ linesPerSecond: 100 });
+    await stack.faults({ linesPerSecond: 100 });
     const redis = new Redis(`redis://127.0.0.1:${port}`, { maxRetriesPerRequest: 1, lazyConnect: true });
     redis.on('error', () => undefined);
     await redis.connect();
-    const sub = startSubmit(e, csv(`${serialPrefix}.csv`, serialPrefix, n));
+    const sub = startSubmit(e, csvFile(dir, `${serialPrefix}.csv`, serialRange(serialPrefix, n)));
     try {
       const batch = await batchOf(redis, prefix);
-      const hit = await until('a bulk task in progress', () => taskInProgress(redis, prefix, batch), 60_000);
+      const hit = await until(
+        'a bulk task in progress',
+        () => taskInProgress(redis, stack.iot, prefix, batch),
+        60_000,
+      );
       expect(hit.taskId).toBeTruthy();
       const ttl = await until(
         'the register job to hold its lock',
@@ -268,7 +186,7 @@ describe('Redis crashes under submit --wait', () => {
     } finally {
       redis.disconnect();
       sub.child.kill('SIGKILL');
-      await faults({});
+      await stack.faults({});
     }
   };
 
@@ -276,7 +194,7 @@ describe('Redis crashes under submit --wait', () => {
     await crashUnderSubmit('FC', 400, async (sub) => {
       await until(
         'submit to notice that Redis is gone',
-        () => (sub.stderr().includes('"event":"redis-unreachable"') ? true : undefined),
+        () => Promise.resolve(sub.stderr().includes('"event":"redis-unreachable"') ? true : undefined),
         20_000,
       );
     });
