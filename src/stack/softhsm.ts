@@ -8,9 +8,13 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import pkcs11js from 'pkcs11js';
 import { ProvlineError } from '../core/errors.js';
-import { tokenLabel } from '../hsm/uri.js';
+import {
+  initTokenAndPin,
+  tokenSetupState,
+  type TokenLibrary,
+  type TokenSetupState,
+} from '../hsm/token-setup.js';
 import type { StackPaths } from './home.js';
 
 export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
@@ -88,36 +92,16 @@ export function hsmUp(paths: StackPaths): void {
   // Another process (a worker, a station) may be rewriting the token file right now; SoftHSM
   // then does not list the token for a moment. Look again a few times before giving up.
   for (let attempt = 1; ; attempt++) {
-    const visible = withModule(paths, (p) => findToken(p) !== undefined);
+    const visible = setupCall(() => tokenSetupState(library(paths), STACK_TOKEN_LABEL) !== 'absent');
     if (visible || !tokenOnDisk(paths) || attempt >= 20) break;
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
   }
-  withModule(paths, (p) => {
-    let slot = findToken(p);
-    if (slot === undefined) {
-      if (tokenOnDisk(paths))
-        throw new ProvlineError(
-          'STACK_SOFTHSM_FAILED',
-          'the SoftHSM token is on disk but the library does not show it',
-        );
-      const free = p
-        .C_GetSlotList(true)
-        .find((s) => (p.C_GetTokenInfo(s).flags & pkcs11js.CKF_TOKEN_INITIALIZED) === 0);
-      if (free === undefined)
-        throw new ProvlineError('STACK_SOFTHSM_FAILED', 'SoftHSM offers no free slot to initialise');
-      // PKCS#11 labels are 32 bytes padded with spaces; pkcs11js would pad with NULs.
-      p.C_InitToken(free, soPin, STACK_TOKEN_LABEL.padEnd(32, ' '));
-      slot = free;
-    }
-    const session = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
-    try {
-      p.C_Login(session, pkcs11js.CKU_SO, soPin);
-      p.C_InitPIN(session, userPin);
-      p.C_Logout(session);
-    } finally {
-      p.C_CloseSession(session);
-    }
-  });
+  const existing = tokenOnDisk(paths);
+  const outcome = setupCall(() =>
+    initTokenAndPin(library(paths), { label: STACK_TOKEN_LABEL, soPin, userPin, existing }),
+  );
+  if (outcome === 'no-free-slot')
+    throw new ProvlineError('STACK_SOFTHSM_FAILED', 'SoftHSM offers no free slot to initialise');
   writeFileSync(paths.tokenReadyFile, '');
 }
 
@@ -139,43 +123,27 @@ export function readPinFile(file: string): string {
   return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
 }
 
-type TokenState = 'absent' | 'no-user-pin' | 'ready';
+type TokenState = TokenSetupState;
 
 function tokenState(paths: StackPaths): TokenState {
   if (!existsSync(paths.softhsm2Conf)) return 'absent';
   // A token on disk can read as absent for a moment while another process rewrites its file
   // (SoftHSM's file store): look again before believing it.
   for (let attempt = 1; ; attempt++) {
-    const state = withModule(paths, (p): TokenState => {
-      const slot = findToken(p);
-      if (slot === undefined) return 'absent';
-      return p.C_GetTokenInfo(slot).flags & pkcs11js.CKF_USER_PIN_INITIALIZED ? 'ready' : 'no-user-pin';
-    });
+    const state = setupCall(() => tokenSetupState(library(paths), STACK_TOKEN_LABEL));
     if (state !== 'absent' || !tokenOnDisk(paths) || attempt === 5) return state;
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50 * attempt);
   }
 }
 
-function findToken(p: pkcs11js.PKCS11): Buffer | undefined {
-  return p.C_GetSlotList(true).find((slot) => tokenLabel(p.C_GetTokenInfo(slot).label) === STACK_TOKEN_LABEL);
+function library(paths: StackPaths): TokenLibrary {
+  return { module: SOFTHSM_MODULE, softhsm2Conf: paths.softhsm2Conf };
 }
 
-/**
- * Runs `fn` with SoftHSM loaded against this stack's config. The library reads SOFTHSM2_CONF
- * at C_Initialize, so the variable is set for the call and put back afterwards.
- */
-function withModule<T>(paths: StackPaths, fn: (p: pkcs11js.PKCS11) => T): T {
-  const saved = process.env.SOFTHSM2_CONF;
-  process.env.SOFTHSM2_CONF = paths.softhsm2Conf;
-  const p = new pkcs11js.PKCS11();
+/** A token set-up call, its failures reported as the stack's. */
+function setupCall<T>(fn: () => T): T {
   try {
-    p.load(SOFTHSM_MODULE);
-    p.C_Initialize();
-    try {
-      return fn(p);
-    } finally {
-      p.C_Finalize();
-    }
+    return fn();
   } catch (e) {
     if (e instanceof ProvlineError) throw e;
     throw new ProvlineError(
@@ -183,10 +151,6 @@ function withModule<T>(paths: StackPaths, fn: (p: pkcs11js.PKCS11) => T): T {
       `SoftHSM token setup failed: ${e instanceof Error ? e.message : String(e)}`,
       { cause: e },
     );
-  } finally {
-    p.close();
-    if (saved === undefined) delete process.env.SOFTHSM2_CONF;
-    else process.env.SOFTHSM2_CONF = saved;
   }
 }
 
