@@ -5,16 +5,24 @@
  * only: mosquitto_rr 2.0.11 sends `-f`/`-s` payloads as empty messages and `-m` cannot carry
  * binary, so CBOR is tested over the service itself (test/unit/fleet-service.test.ts).
  */
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { CreatePolicyCommand, CreateProvisioningTemplateCommand } from '@aws-sdk/client-iot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/home.js';
 import { makeCsr } from './emulator-helpers.js';
-import { ALLOW_ALL, makeDevice, startStandIn, uniq, type Device, type StandIn } from './mqtt-helpers.js';
+import {
+  ALLOW_ALL,
+  makeDevice,
+  mosquitto,
+  startStandIn,
+  uniq,
+  type Device,
+  type StandIn,
+} from './mqtt-helpers.js';
 
 /** Each mosquitto_rr call waits at most this long for its answer (its own budget). */
 const ANSWER_SECONDS = 20;
+const STEP_MS = (ANSWER_SECONDS + 10) * 1000;
 
 let s: StandIn;
 let dir: string;
@@ -59,43 +67,38 @@ afterAll(async () => {
 });
 
 /** Publishes `payload` (`-m`) on `topic` with mosquitto_rr and returns the answer on `answerTopic`. */
-function request(
+async function request(
   topic: string,
   answerTopic: string,
   payload: string,
   version: 'mqttv5' | 'mqttv311',
 ): Promise<string> {
   const args = [
-    ...[
-      '-h',
-      s.host,
-      '-p',
-      String(s.port),
-      '--cafile',
-      s.rootCaFile,
-      '--cert',
-      claim.certFile,
-      '--key',
-      claim.keyFile,
-    ],
-    ...['-V', version, '-q', '1', '-i', uniq('mosq-rr'), '-t', topic, '-e', answerTopic, '-m', payload],
-    ...['-W', String(ANSWER_SECONDS), '-N'],
+    '-V',
+    version,
+    '-q',
+    '1',
+    '-i',
+    uniq('mosq-rr'),
+    '-t',
+    topic,
+    '-e',
+    answerTopic,
+    '-m',
+    payload,
   ];
-  return new Promise((resolve, reject) => {
-    execFile(
-      '/usr/bin/mosquitto_rr',
-      args,
-      { timeout: (ANSWER_SECONDS + 10) * 1000 },
-      (error, stdout, stderr) => {
-        if (error) reject(new Error(`mosquitto_rr ${topic} failed: ${error.message}\n${stderr}`));
-        else resolve(stdout);
-      },
-    );
-  });
+  const run = await mosquitto(
+    'mosquitto_rr',
+    s,
+    claim,
+    [...args, '-W', String(ANSWER_SECONDS), '-N'],
+    STEP_MS,
+  );
+  if (run.code !== 0) throw new Error(`mosquitto_rr ${topic} exited with ${run.code}: ${run.stderr}`);
+  return run.stdout;
 }
 
 const json = (text: string): Record<string, unknown> => JSON.parse(text) as Record<string, unknown>;
-const STEP_MS = (ANSWER_SECONDS + 10) * 1000;
 
 describe('fleet provisioning through mosquitto_rr', () => {
   it(

@@ -290,7 +290,7 @@ export interface Run {
 
 /** mosquitto_pub / mosquitto_sub against the stand-in with the device's files. */
 export function mosquitto(
-  tool: 'mosquitto_pub' | 'mosquitto_sub',
+  tool: 'mosquitto_pub' | 'mosquitto_sub' | 'mosquitto_rr',
   s: StandIn,
   dev: Pick<Device, 'certFile' | 'keyFile'>,
   args: string[],
