@@ -14,7 +14,7 @@ import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { S3Client } from '@aws-sdk/client-s3';
 import { ProvlineError } from '../core/errors.js';
-import type { AwsSettings } from '../stack/runtime.js';
+import type { AwsSettings } from '../config/settings.js';
 
 export interface CloudClients {
   iot: IoTClient;

@@ -5,7 +5,7 @@
  */
 import { messageOf } from '../core/errors.js';
 import { openBenchLoop, type BenchChildMessage, type BenchLoop, type BenchOptions } from './bench.js';
-import type { HsmSettings } from '../stack/runtime.js';
+import type { HsmSettings } from '../config/settings.js';
 
 type ParentMessage =
   { type: 'open'; settings: HsmSettings; options: BenchOptions } | { type: 'go'; devices: number };

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import type { KeyType } from '../config/schema.js';
 import { ProvlineError } from '../core/errors.js';
 import { packageRoot } from '../core/paths.js';
-import type { HsmSettings } from '../stack/runtime.js';
+import type { HsmSettings } from '../config/settings.js';
 import { openHsm, type CallMode } from './hsm.js';
 import { isPkcs11Uri, parsePkcs11Uri } from './uri.js';
 

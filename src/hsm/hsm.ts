@@ -13,7 +13,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KeyType } from '../config/schema.js';
-import type { HsmSettings } from '../stack/runtime.js';
+import type { HsmSettings } from '../config/settings.js';
 import { createIdentityOn, type DeviceIdentity, type DeviceIdentityRequest } from './identity.js';
 import { findKek, generateKek, importKek, type KekRef } from './kek.js';
 import { Pkcs11Module, type ModuleInfo } from './module.js';

@@ -4,42 +4,13 @@
  */
 import { existsSync, realpathSync } from 'node:fs';
 import type { LoadedConfig } from '../config/load.js';
+import type { AwsSettings, HsmSettings } from '../config/settings.js';
 import { ProvlineError } from '../core/errors.js';
 import { readState, stackPaths } from './home.js';
 import { SOFTHSM_MODULE, STACK_TOKEN_LABEL } from './softhsm.js';
 import { awsStatus } from './aws.js';
 
-export interface HsmSettings {
-  module: string;
-  /** Token label or PKCS#11 URI. */
-  token: string;
-  /** Where the user PIN comes from; the PIN itself is read only when logging in. */
-  pinFile: string | undefined;
-  pinEnv: string;
-  sessions: number;
-  /** SOFTHSM2_CONF to set before loading the module (the stack's token), if any. */
-  softhsm2Conf: string | undefined;
-  /** True when this is the local stack's SoftHSM token, which commands may create on demand. */
-  localToken: boolean;
-  /**
-   * Why the stack's own pin file is not used, when it is not (an exported SOFTHSM2_CONF names
-   * another token): said in the error when no PIN is found, so the operator sees the real cause.
-   */
-  pinNote?: string;
-}
-
-export interface AwsSettings {
-  region: string;
-  endpoint: string | undefined;
-  s3Endpoint: string | undefined;
-  credentialsFile: string | undefined;
-  profile: string | undefined;
-  bucket: string | undefined;
-  roleArn: string | undefined;
-  useRealAws: boolean;
-  /** The CA bundles carry for the MQTT endpoint: configured, the stand-in's, or Amazon's. */
-  rootCaFile: string;
-}
+export type { AwsSettings, HsmSettings } from '../config/settings.js';
 
 /** Where Debian's ca-certificates keeps Amazon Root CA 1, the root of AWS IoT's ATS endpoints. */
 export const AMAZON_ROOT_CA_FILE = '/etc/ssl/certs/Amazon_Root_CA_1.pem';
