@@ -147,6 +147,17 @@ export const ERROR_CODES = {
     'HSM_FAILED',
     'HSM_BENCH_BUILD_FAILED',
     'HSM_BENCH_FAILED',
+    'CA_NOT_CONFIGURED',
+    'CA_EXISTS',
+    'CA_AMBIGUOUS',
+    'CA_KEY_NOT_FOUND',
+    'CA_CERT_NOT_FOUND',
+    'CA_KEY_MISMATCH',
+    'CA_CERT_INVALID',
+    'CA_WRONG_TOKEN',
+    'CA_EXPIRED',
+    'CA_NOT_YET_VALID',
+    'CA_SUBJECT_NOT_PERMITTED',
   ],
   emulator: ['EMULATOR_UNREACHABLE', 'EMULATOR_FAULTS_REJECTED'],
   /** AWS IoT and S3 calls (src/cloud). */
@@ -163,6 +174,9 @@ export const ERROR_CODES = {
     'POLICY_INVALID',
     'POLICY_MISMATCH',
     'THING_TYPE_DEPRECATED',
+    'CA_REGISTRATION_CODE_REJECTED',
+    'CA_REGISTRATION_REJECTED',
+    'JITP_TEMPLATE_INVALID',
   ],
   /** The batch pipeline: what a device's journal record or a batch's abort can hold. */
   pipeline: [

@@ -70,3 +70,75 @@ export function readTlv(buf: Buffer): { tag: number; content: Buffer; total: num
   if (offset + len > buf.length) throw new Error('DER: truncated');
   return { tag: buf[0]!, content: buf.subarray(offset, offset + len), total: offset + len };
 }
+
+// ---- X.509 certificates (src/hsm/x509.ts) need a few more types. ----
+
+/** BOOLEAN (DER: TRUE is 0xff). */
+export function boolean(value: boolean): Buffer {
+  return Buffer.from([0x01, 0x01, value ? 0xff : 0x00]);
+}
+
+/** An EXPLICIT context-specific tag [n] around `body` (constructed). */
+export function explicit(n: number, ...body: Buffer[]): Buffer {
+  return tlv(0xa0 | n, ...body);
+}
+
+/** An IMPLICIT context-specific tag [n] replacing the tag of a primitive value's content. */
+export function implicitPrimitive(n: number, content: Buffer): Buffer {
+  return tlv(0x80 | n, content);
+}
+
+/** An IMPLICIT context-specific tag [n] replacing the tag of a constructed value (e.g. a SEQUENCE). */
+export function implicitConstructed(n: number, content: Buffer): Buffer {
+  return tlv(0xa0 | n, content);
+}
+
+/**
+ * A BIT STRING of named bits (keyUsage): bit 0 is the most significant bit of the first byte,
+ * and DER drops trailing zero bits (X.690 §11.2.2), which the unused-bits count says.
+ */
+export function namedBits(bits: readonly number[]): Buffer {
+  if (bits.length === 0) return tlv(0x03, Buffer.from([0]));
+  const top = Math.max(...bits);
+  const bytes = Buffer.alloc(Math.floor(top / 8) + 1);
+  for (const b of bits) bytes[Math.floor(b / 8)]! |= 0x80 >> (b % 8);
+  return tlv(0x03, Buffer.from([7 - (top % 8)]), bytes);
+}
+
+/**
+ * RFC 5280 §4.1.2.5 Time: UTCTime (YYMMDDHHMMSSZ) for years 1950–2049, GeneralizedTime
+ * (YYYYMMDDHHMMSSZ) from 2050. Whole seconds, UTC.
+ */
+export function time(d: Date): Buffer {
+  const y = d.getUTCFullYear();
+  const two = (n: number): string => String(n).padStart(2, '0');
+  const rest = `${two(d.getUTCMonth() + 1)}${two(d.getUTCDate())}${two(d.getUTCHours())}${two(d.getUTCMinutes())}${two(d.getUTCSeconds())}Z`;
+  if (y >= 1950 && y < 2050) return tlv(0x17, Buffer.from(`${two(y % 100)}${rest}`, 'latin1'));
+  return tlv(0x18, Buffer.from(`${String(y).padStart(4, '0')}${rest}`, 'latin1'));
+}
+
+/** The TLVs inside a constructed value's content, in order. */
+export function children(content: Buffer): Array<{ tag: number; content: Buffer; der: Buffer }> {
+  const out: Array<{ tag: number; content: Buffer; der: Buffer }> = [];
+  for (let rest = content; rest.length > 0;) {
+    const t = readTlv(rest);
+    out.push({ tag: t.tag, content: t.content, der: rest.subarray(0, t.total) });
+    rest = rest.subarray(t.total);
+  }
+  return out;
+}
+
+/** The dotted form of an OBJECT IDENTIFIER's content bytes. */
+export function oidString(content: Buffer): string {
+  const first = content[0]!;
+  const arcs = [Math.min(2, Math.floor(first / 40)), first - Math.min(2, Math.floor(first / 40)) * 40];
+  let v = 0;
+  for (const b of content.subarray(1)) {
+    v = v * 128 + (b & 0x7f);
+    if ((b & 0x80) === 0) {
+      arcs.push(v);
+      v = 0;
+    }
+  }
+  return arcs.join('.');
+}

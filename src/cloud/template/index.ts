@@ -7,4 +7,10 @@ export {
   parseTemplate,
   policyNameForDocument,
 } from './evaluate.js';
+export {
+  JITP_CERTIFICATE_ID,
+  JITP_SUBJECT_PARAMETERS,
+  lintJitpTemplate,
+  type JitpProblem,
+} from './jitp-lint.js';
 export * from './types.js';
