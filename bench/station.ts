@@ -161,7 +161,13 @@ async function round(world: SeedWorld, dir: string, driver: DriverName, ports: n
     }
     const run = await runStation({
       stationId: 'bench',
-      profile: { name: profile.name, driver: profile.driver, driverSettings: profile.driverSettings },
+      // The line rate of flashing is measured: seeded devices have no endpoint to connect to.
+      profile: {
+        name: profile.name,
+        driver: profile.driver,
+        driverSettings: profile.driverSettings,
+        firstConnect: false,
+      },
       ports: hosts,
       once: true,
       baudRate: baud,

@@ -3,15 +3,26 @@
  * straight into the journal with real HSM identities (keys made and wrapped by the HSM under the
  * profile's KEK) and certificates from a local test CA, so the station can be exercised without
  * queues, workers or AWS. Device-key profiles get an allow-list (state `accepted`) instead.
+ * With `register`, the certificates come from the local stand-in instead (CreateCertificateFromCsr
+ * over the HSM's CSR, the profile's policy and a thing attached), and the batch points at its MQTT
+ * endpoint and root CA, so the devices can make their first connect for real.
  * A test fixture: never part of the station.
  */
 import 'reflect-metadata';
 import { X509CertificateGenerator } from '@peculiar/x509';
+import {
+  AttachPolicyCommand,
+  AttachThingPrincipalCommand,
+  CreateCertificateFromCsrCommand,
+  CreateThingCommand,
+} from '@aws-sdk/client-iot';
 import { Redis } from 'ioredis';
 import { createHash, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { buildPlan, type BatchPlan } from '../../src/batch/plan.js';
 import { RowRules, type IntakeRow } from '../../src/batch/rules.js';
+import { makeClients, type CloudClients } from '../../src/cloud/clients.js';
+import { ensureResources } from '../../src/cloud/resources.js';
 import { getProfile, loadConfig, type LoadedConfig, type ResolvedProfile } from '../../src/config/load.js';
 import { openHsm, type Hsm } from '../../src/hsm/hsm.js';
 import type { DeviceJournal } from '../../src/batch/journal.js';
@@ -63,7 +74,44 @@ export interface SeedRequest {
   hsm?: Hsm;
   /** Stop at this state (default `registered`; device-key profiles always stop at `accepted`). */
   until?: 'accepted' | 'registered';
+  /** Register the certificates with the stand-in (and point the batch at its MQTT endpoint). */
+  register?: StandInRegistration;
   now?: number;
+}
+
+/** The local stand-in, as seeding needs it to issue certificates devices can connect with. */
+export interface StandInRegistration {
+  cloud: CloudClients;
+  /** `localhost:<port>` of its MQTT endpoint. */
+  mqttEndpoint: string;
+  rootCaPem: string;
+}
+
+export interface SeededRegistration {
+  certificateId: string;
+  certificatePem: string;
+  certificateArn: string;
+}
+
+/** A certificate from the stand-in for the device's CSR, the profile's policy attached, and its thing. */
+async function standInCertificate(
+  reg: StandInRegistration,
+  plan: BatchPlan,
+  thingName: string,
+  csrPem: string,
+): Promise<SeededRegistration> {
+  const { iot } = reg.cloud;
+  const c = await iot.send(
+    new CreateCertificateFromCsrCommand({ certificateSigningRequest: csrPem, setAsActive: true }),
+  );
+  await iot.send(new AttachPolicyCommand({ policyName: plan.profile.policyName, target: c.certificateArn! }));
+  await iot.send(new CreateThingCommand({ thingName }));
+  await iot.send(new AttachThingPrincipalCommand({ thingName, principal: c.certificateArn! }));
+  return {
+    certificateId: c.certificateId!,
+    certificatePem: c.certificatePem!,
+    certificateArn: c.certificateArn!,
+  };
 }
 
 export interface SeededDevice {
@@ -108,7 +156,19 @@ export async function seedBatch(req: SeedRequest): Promise<{ plan: BatchPlan; de
   // Device-key batches are registered at the station, by the registrar, which prepares the
   // account and records the endpoint and root CA itself.
   if (profile.keyDelivery === 'device' || req.until === 'accepted') return { plan, devices };
-  await req.batches.set(req.batchId, { endpoint: 'seed.iot.local', rootCaPem: req.ca.rootCaPem });
+  const reg = req.register;
+  await req.batches.set(
+    req.batchId,
+    reg
+      ? { endpoint: reg.mqttEndpoint, rootCaPem: reg.rootCaPem }
+      : { endpoint: 'seed.iot.local', rootCaPem: req.ca.rootCaPem },
+  );
+  if (reg)
+    await ensureResources(reg.cloud, {
+      policyName: plan.profile.policyName,
+      ...(plan.profile.policyDocument === undefined ? {} : { policyDocument: plan.profile.policyDocument }),
+      thingGroups: [],
+    });
   if (!req.hsm) throw new Error('seedBatch: an HSM is needed to make device keys');
   for (const d of devices) {
     const id = await req.hsm.createDeviceIdentity({
@@ -118,8 +178,10 @@ export async function seedBatch(req: SeedRequest): Promise<{ plan: BatchPlan; de
       kekLabel: profile.kekLabel,
     });
     const spkiDer = createPublicKey(id.publicKey).export({ type: 'spki', format: 'der' });
-    const certificatePem = await req.ca.issue(d.thingName, spkiDer);
-    const certificateId = createHash('sha256').update(certificatePem).digest('hex');
+    const issued = reg
+      ? await standInCertificate(reg, plan, d.thingName, id.csrPem)
+      : await localCertificate(req.ca, d.thingName, spkiDer);
+    const { certificatePem, certificateId } = issued;
     const base = { batchId: req.batchId, serial: d.serial };
     await journal.transition({
       ...base,
@@ -130,15 +192,21 @@ export async function seedBatch(req: SeedRequest): Promise<{ plan: BatchPlan; de
     await journal.transition({
       ...base,
       to: 'registered',
-      fields: {
-        certificateId,
-        certificateArn: `arn:aws:iot:us-east-1:000000000000:cert/${certificateId}`,
-        certificatePem,
-      },
+      fields: { certificateId, certificateArn: issued.certificateArn, certificatePem },
     });
     Object.assign(d, { certificatePem, spkiDer });
   }
   return { plan, devices };
+}
+
+async function localCertificate(ca: SeedCa, thingName: string, spkiDer: Buffer): Promise<SeededRegistration> {
+  const certificatePem = await ca.issue(thingName, spkiDer);
+  const certificateId = createHash('sha256').update(certificatePem).digest('hex');
+  return {
+    certificatePem,
+    certificateId,
+    certificateArn: `arn:aws:iot:us-east-1:000000000000:cert/${certificateId}`,
+  };
 }
 
 /** The local stack (Redis, SoftHSM, stand-in) of a scratch home, opened for seeding. */
@@ -154,6 +222,8 @@ export interface SeedWorld {
   stationJournal: DeviceJournal;
   hsm: Hsm;
   ca: SeedCa;
+  /** The stack's stand-in, for seeding devices that can connect (`seedBatch({ register })`). */
+  standIn: StandInRegistration;
   profile(name: string): ResolvedProfile;
   /** The profile's KEK, imported into the HSM with a random value on first use (the value is returned for simulators). */
   kek(profile: ResolvedProfile): Promise<Buffer>;
@@ -172,6 +242,12 @@ export async function openSeedWorld(home: string, options: { prefix?: string } =
   const hsm = await openHsm(runtime.hsm, { env });
   const ca = await makeSeedCa();
   const keks = new Map<string, Buffer>();
+  const cloud = makeClients(runtime.aws);
+  const standIn: StandInRegistration = {
+    cloud,
+    mqttEndpoint: status.aws.mqttEndpoint ?? '',
+    rootCaPem: readFileSync(runtime.aws.rootCaFile, 'utf8'),
+  };
   return {
     home,
     loaded,
@@ -183,6 +259,7 @@ export async function openSeedWorld(home: string, options: { prefix?: string } =
     stationJournal: stationJournal(journal, batches),
     hsm,
     ca,
+    standIn,
     profile: (name) => getProfile(loaded, name),
     async kek(profile) {
       let value = keks.get(profile.kekLabel);
@@ -194,6 +271,7 @@ export async function openSeedWorld(home: string, options: { prefix?: string } =
       return value;
     },
     async close() {
+      cloud.destroy();
       hsm.close();
       await redis.quit();
     },

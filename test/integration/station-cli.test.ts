@@ -57,6 +57,8 @@ async function seed(profileName: string, count: number) {
     serials,
     ca: world.ca,
     hsm: world.hsm,
+    // Certificates from the stand-in, so the devices make their first connect for real.
+    register: world.standIn,
   });
   return { devices, kek, driver: profile.driver, batchId: `cli-${n}`, profile: profileName };
 }
@@ -108,7 +110,7 @@ function spawnStation(args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
 }
 
 describe('provline station', () => {
-  it('--once over two ports per profile (HSM keys wrapped and plain, device keys registered by the CLI): all verified, exit 0', async () => {
+  it('--once over two ports per profile (HSM keys wrapped and plain, device keys registered by the CLI): all verified and connected, exit 0', async () => {
     const lots = await Promise.all(['mcu-wrapped', 'nrf91-plain', 'nrf91-device'].map((p) => seed(p, 2)));
     const rigs = await Promise.all(
       lots.map((lot) =>
@@ -139,8 +141,9 @@ describe('provline station', () => {
       expect(results.map((e) => [e.serial, e.outcome]).sort()).toEqual(
         devices.map((d) => [d.serial, 'verified']).sort(),
       );
-      expect(lines(r.stdout).at(-1)).toMatchObject({ event: 'summary', verified: 2 });
-      for (const d of devices) expect((await world.journal.get(d.serial))?.state).toBe('verified');
+      expect(results.every((e) => e.connected === true)).toBe(true);
+      expect(lines(r.stdout).at(-1)).toMatchObject({ event: 'summary', verified: 2, connected: 2 });
+      for (const d of devices) expect((await world.journal.get(d.serial))?.state).toBe('connected');
       // Private keys crossed the wire to the devices, and went nowhere else.
       expect(r.stdout + r.stderr).not.toMatch(/PRIVATE KEY/);
     }
@@ -166,7 +169,7 @@ describe('provline station', () => {
 
     expect(await graceful.exited, graceful.stderr()).toBe(0);
     expect(graceful.events.find((e) => e.event === 'result')).toMatchObject({ outcome: 'verified' });
-    expect((await world.journal.get(devices[1]!.serial))?.state).toBe('verified');
+    expect((await world.journal.get(devices[1]!.serial))?.state).toBe('connected');
   });
 
   it('offline: prefetch, flash with Redis unreachable (results kept locally), then sync, idempotently', async () => {
@@ -202,8 +205,10 @@ describe('provline station', () => {
     );
     expect(offline.code, offline.stderr).toBe(4); // the stranger was refused
     const results = lines(offline.stdout).filter((e) => e.event === 'result');
+    // The device's network is its own: it connects while the station's journal is unreachable.
     expect(results.find((e) => e.serial === devices[0]!.serial)).toMatchObject({
       outcome: 'verified',
+      connected: true,
       recorded: 'local',
     });
     expect(results.find((e) => e.serial === 'NOT-PREFETCHED')).toMatchObject({
@@ -215,10 +220,10 @@ describe('provline station', () => {
 
     const sync = await runCli(['station', 'sync', '--cache', cache, '--json'], { env: env() });
     expect(sync.code, sync.stderr).toBe(0);
-    expect(JSON.parse(sync.stdout)).toMatchObject({ applied: 2, superseded: 0, rejected: [] });
+    expect(JSON.parse(sync.stdout)).toMatchObject({ applied: 3, superseded: 0, rejected: [] });
     const rec = await world.journal.get(devices[0]!.serial);
     expect(rec).toMatchObject({
-      state: 'verified',
+      state: 'connected',
       fields: { port: r.target, verifiedBy: 'read-back+possession' },
     });
 
@@ -227,7 +232,7 @@ describe('provline station', () => {
     // Even replayed from the start (cursor lost), nothing changes.
     rmSync(join(cache, 'results.synced'));
     const replay = await runCli(['station', 'sync', '--cache', cache, '--json'], { env: env() });
-    expect(JSON.parse(replay.stdout)).toMatchObject({ applied: 1, superseded: 1, rejected: [] });
+    expect(JSON.parse(replay.stdout)).toMatchObject({ applied: 1, superseded: 2, rejected: [] });
     expect((await world.journal.get(devices[0]!.serial))?.at.verified).toBe(rec?.at.verified);
   });
 

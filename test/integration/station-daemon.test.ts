@@ -9,6 +9,7 @@
  */
 import 'reflect-metadata';
 import { X509Certificate } from '@peculiar/x509';
+import { UpdateCertificateCommand } from '@aws-sdk/client-iot';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -63,8 +64,16 @@ function serialFor(driver: DriverName): string {
     : `MCU-${process.pid}-${n}`;
 }
 
-/** Seeds `count` registered devices of the driver's profile; returns them and the KEK. */
-async function seed(driver: DriverName, count: number, profileName = PROFILE_OF[driver]) {
+/**
+ * Seeds `count` registered devices of the driver's profile; returns them and the KEK. With
+ * `connectable`, the stand-in issues their certificates and the batch names its MQTT endpoint.
+ */
+async function seed(
+  driver: DriverName,
+  count: number,
+  profileName = PROFILE_OF[driver],
+  { connectable = false } = {},
+) {
   const profile = world.profile(profileName);
   const kek = await world.kek(profile);
   const serials = Array.from({ length: count }, () => serialFor(driver));
@@ -76,6 +85,7 @@ async function seed(driver: DriverName, count: number, profileName = PROFILE_OF[
     serials,
     ca: world.ca,
     hsm: world.hsm,
+    ...(connectable ? { register: world.standIn } : {}),
   });
   return { devices, kek, profile };
 }
@@ -116,16 +126,25 @@ async function rig(
   return { target, sim, device };
 }
 
+/**
+ * A station on `ports` until each has handled one device. Devices seeded with the local test CA
+ * cannot connect anywhere, so the first connect is off unless a test asks for it.
+ */
 async function station(
   profileOrName: string | ResolvedProfile,
   ports: string[],
-  extra: Partial<StationOptions> = {},
+  { firstConnect = false, ...extra }: Partial<StationOptions> & { firstConnect?: boolean } = {},
 ) {
   const profile = typeof profileOrName === 'string' ? world.profile(profileOrName) : profileOrName;
   const events: StationEvent[] = [];
   const run = await runStation({
     stationId: 'test-line',
-    profile: { name: profile.name, driver: profile.driver, driverSettings: profile.driverSettings },
+    profile: {
+      name: profile.name,
+      driver: profile.driver,
+      driverSettings: profile.driverSettings,
+      firstConnect,
+    },
     ports,
     once: true,
     store: new JournalStore(world.stationJournal),
@@ -139,14 +158,14 @@ async function station(
 }
 
 /** Ground truth from the simulator: the bundle's credentials, and a key that is the certificate's. */
-function holdsCredentials(r: Rig): boolean {
+function holdsCredentials(r: Rig, rootCaPem = world.ca.rootCaPem): boolean {
   const { model } = r.sim;
   const cert = r.device.certificatePem!;
   if (model instanceof NordicModemModel) {
     const at = (type: number) => model.store.get(`${SEC_TAG},${type}`)?.content;
     const key = at(2);
     return (
-      at(0) === pemAsWritten(world.ca.rootCaPem) &&
+      at(0) === pemAsWritten(rootCaPem) &&
       at(1) === pemAsWritten(cert) &&
       key !== undefined &&
       createPublicKey(createPrivateKey(key)).export({ type: 'spki', format: 'der' }).equals(r.device.spkiDer!)
@@ -154,12 +173,23 @@ function holdsCredentials(r: Rig): boolean {
   }
   if (model instanceof SerialV1Model) {
     return (
-      model.objects.get(Slot.ROOT_CA)?.toString() === pemAsWritten(world.ca.rootCaPem) &&
+      model.objects.get(Slot.ROOT_CA)?.toString() === pemAsWritten(rootCaPem) &&
       model.objects.get(Slot.CERTIFICATE)?.toString() === pemAsWritten(cert) &&
       model.key?.spkiDer.equals(r.device.spkiDer!) === true
     );
   }
   return false;
+}
+
+/** What the stand-in's reasons log holds for one client id (GET /_emulator/events). */
+async function standInEvents(
+  clientId: string,
+): Promise<{ kind: string; reason: string; certificateId?: string }[]> {
+  const res = await fetch(
+    `${world.runtime.aws.endpoint}/_emulator/events?clientId=${encodeURIComponent(clientId)}`,
+  );
+  return ((await res.json()) as { events: { kind: string; reason: string; certificateId?: string }[] })
+    .events;
 }
 
 function wroteNothing(r: Rig): boolean {
@@ -330,7 +360,12 @@ describe('station', () => {
     const profile = world.profile('mcu-wrapped');
     const running = runStation({
       stationId: 'daemon',
-      profile: { name: profile.name, driver: profile.driver, driverSettings: profile.driverSettings },
+      profile: {
+        name: profile.name,
+        driver: profile.driver,
+        driverSettings: profile.driverSettings,
+        firstConnect: false,
+      },
       ports: [pair.host],
       store: new JournalStore(world.stationJournal),
       timing: TIMING,
@@ -428,12 +463,13 @@ describe('station', () => {
     );
     for (const { rigs } of lots)
       for (const r of rigs) expect((await world.journal.get(r.device.serial))?.state).toBe('accepted');
+    // Registered with the stand-in by RegisterThing: the devices can make their first connect.
     const runs = await Promise.all(
       lots.map(({ p, rigs }) =>
         station(
           p,
           rigs.map((r) => r.target),
-          { store },
+          { store, firstConnect: true },
         ),
       ),
     );
@@ -441,9 +477,12 @@ describe('station', () => {
     for (const [i, { rigs }] of lots.entries()) {
       for (const r of rigs) {
         const res = runs[i]!.byPort(r.target);
-        expect(res, res.message).toMatchObject({ outcome: 'verified', recorded: 'journal' });
+        expect(res, res.message).toMatchObject({ outcome: 'verified', recorded: 'journal', connected: true });
         const rec = await world.journal.get(r.device.serial);
-        expect(rec).toMatchObject({ state: 'verified', fields: { keySource: 'device' } });
+        expect(rec).toMatchObject({
+          state: 'connected',
+          fields: { keySource: 'device', connectAttempts: '1' },
+        });
         // The certificate AWS issued is on the device, over the key the device generated.
         const cert = new X509Certificate(rec!.fields.certificatePem!);
         const certSpki = Buffer.from(cert.publicKey.rawData);
@@ -462,8 +501,85 @@ describe('station', () => {
     // Back at the station: already provisioned, no second key.
     const { p, rigs } = lots[0]!;
     const before = (rigs[0]!.sim.model as NordicModemModel).store.get(`${SEC_TAG},2`);
-    const again = await station(p, [rigs[0]!.target], { store });
-    expect(again.byPort(rigs[0]!.target).outcome).toBe('already');
+    const again = await station(p, [rigs[0]!.target], { store, firstConnect: true });
+    expect(again.byPort(rigs[0]!.target)).toMatchObject({ outcome: 'already', connected: true });
+    expect((await world.journal.get(rigs[0]!.device.serial))?.state).toBe('connected');
     expect((rigs[0]!.sim.model as NordicModemModel).store.get(`${SEC_TAG},2`)).toBe(before);
+  });
+
+  it.each(['provline-serial-v1', 'nordic-at'] as const)(
+    '%s: after verified, the device connects to the stand-in as its thing and the journal says connected',
+    async (driver) => {
+      const { devices, kek } = await seed(driver, 1, PROFILE_OF[driver], { connectable: true });
+      const r = await rig(driver, devices[0]!, kek);
+      const run = await station(PROFILE_OF[driver], [r.target], { firstConnect: true });
+      const result = run.byPort(r.target);
+      expect(result, result.message).toMatchObject({
+        outcome: 'verified',
+        connected: true,
+        connectAttempts: 1,
+        recorded: 'journal',
+      });
+      expect(result.message).toContain(`connected to ${world.standIn.mqttEndpoint} as its thing`);
+      const rec = await world.journal.get(r.device.serial);
+      expect(rec).toMatchObject({
+        state: 'connected',
+        fields: { connectAttempts: '1', endpoint: world.standIn.mqttEndpoint, clientId: r.device.thingName },
+      });
+      expect(rec!.at.verified).toBeLessThanOrEqual(rec!.at.connected!);
+      // The live view saw the step, and the stand-in saw the thing connect with its certificate.
+      expect(run.events.some((e) => e.event === 'step' && e.step === 'connect')).toBe(true);
+      expect(run.events.at(-1)).toMatchObject({ event: 'summary', verified: 1, connected: 1 });
+      const seen = await standInEvents(r.device.thingName);
+      expect(seen.find((e) => e.kind === 'connect.accepted')?.certificateId).toBe(rec!.fields.certificateId);
+    },
+  );
+
+  it('a certificate made INACTIVE before the visit: the device reports the hang-up, ends failed with DEVICE_CONNECT_FAILED, and connects on its next visit once ACTIVE', async () => {
+    const { devices, kek } = await seed('provline-serial-v1', 1, 'mcu-wrapped', { connectable: true });
+    const r = await rig('provline-serial-v1', devices[0]!, kek);
+    const { certificateId } = (await world.journal.get(r.device.serial))!.fields;
+    await world.standIn.cloud.iot.send(
+      new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }),
+    );
+
+    const run = await station('mcu-wrapped', [r.target], { firstConnect: true });
+    const result = run.byPort(r.target);
+    expect(result).toMatchObject({ outcome: 'failed', code: 'DEVICE_CONNECT_FAILED', recorded: 'journal' });
+    expect(result.message).toContain('closed without CONNACK');
+    expect(result.connected).toBeUndefined();
+    // The device holds its credentials (it was verified); the journal says why it failed.
+    expect(holdsCredentials(r, world.standIn.rootCaPem)).toBe(true);
+    const rec = await world.journal.get(r.device.serial);
+    expect(rec).toMatchObject({
+      state: 'failed',
+      error: { code: 'DEVICE_CONNECT_FAILED', stage: 'connect' },
+    });
+    expect(rec!.at.verified).toBeDefined();
+    // AWS says nothing to the device; the stand-in's events log says why, for each attempt.
+    const refused = (await standInEvents(r.device.thingName)).filter((e) => e.kind === 'connect.refused');
+    expect(refused.length).toBe(3);
+    expect(refused.every((e) => e.certificateId === certificateId && e.reason.includes('INACTIVE'))).toBe(
+      true,
+    );
+
+    // Activated, and the device presented again: verified again without a rewrite, then connected.
+    await world.standIn.cloud.iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'ACTIVE' }));
+    const again = await station('mcu-wrapped', [r.target], { firstConnect: true });
+    expect(again.byPort(r.target)).toMatchObject({ outcome: 'already', connected: true });
+    const after = await world.journal.get(r.device.serial);
+    expect(after?.state).toBe('connected');
+    expect(after?.error).toBeUndefined();
+  });
+
+  it('a profile with station.firstConnect false stops at verified and never asks the device to connect', async () => {
+    const { devices, kek } = await seed('nordic-at', 1, 'nrf91-plain', { connectable: true });
+    const r = await rig('nordic-at', devices[0]!, kek);
+    const run = await station('nrf91-plain', [r.target], { firstConnect: false });
+    expect(run.byPort(r.target)).toMatchObject({ outcome: 'verified' });
+    expect(run.byPort(r.target).connected).toBeUndefined();
+    expect((await world.journal.get(r.device.serial))?.state).toBe('verified');
+    expect((r.sim.model as NordicModemModel).cfun).toBe(4); // never brought online
+    expect(await standInEvents(r.device.thingName)).toEqual([]);
   });
 });

@@ -10,6 +10,7 @@ import {
   type StationIdentity,
 } from '../../src/flash/index.js';
 import type { BatchView, DeviceRecord } from '../../src/batch/journal.js';
+import { MQTT_TLS_PORT, mqttAddress } from '../../src/batch/bundle.js';
 
 const loaded = loadConfig({ env: {} });
 const planFor = (profile: string) =>
@@ -66,6 +67,10 @@ describe('lookupFromRecord', () => {
       kind: 'bundle',
       state: 'failed',
     });
+  });
+
+  it('a connected device keeps its bundle (a re-seated device is checked again, never refused)', () => {
+    expect(lookup('mcu-wrapped', record({ state: 'connected' }))).toMatchObject({ kind: 'bundle' });
   });
 
   it('a device that failed before its certificate, or is still in the pipeline, is pending', () => {
@@ -145,5 +150,22 @@ describe('decide', () => {
     const d = decide({ kind: 'unknown', serial: 'SN123' }, station);
     expect(d.action === 'refuse' && d.error.message).toBe('device SN123 is not in any submitted lot');
     expect(d.action === 'refuse' && d.error.hint).toMatch(/nothing was written/);
+  });
+});
+
+describe('mqttAddress (a bundle endpoint)', () => {
+  it("reads host:port, and a bare host (every bundle before ports) as AWS's 8883", () => {
+    expect(mqttAddress('localhost:40123')).toEqual({ host: 'localhost', port: 40123 });
+    expect(mqttAddress('a1b2c3d4e5f6a7-ats.iot.us-east-1.amazonaws.com')).toEqual({
+      host: 'a1b2c3d4e5f6a7-ats.iot.us-east-1.amazonaws.com',
+      port: MQTT_TLS_PORT,
+    });
+    expect(mqttAddress('[::1]:8883')).toEqual({ host: '::1', port: 8883 });
+    expect(mqttAddress(' 127.0.0.1:1 ')).toEqual({ host: '127.0.0.1', port: 1 });
+  });
+
+  it('is undefined for what is no endpoint: empty, a URL, a port out of range', () => {
+    for (const bad of ['', 'https://x.iot.amazonaws.com', 'host:0', 'host:65536', 'host:', 'a b'])
+      expect(mqttAddress(bad), bad).toBeUndefined();
   });
 });

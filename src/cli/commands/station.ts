@@ -221,7 +221,12 @@ async function runStationCommand(c: CommandContext, opts: StationCliOptions): Pr
         }));
     run = await runStation({
       stationId: opts.stationId,
-      profile: { name: profile.name, driver: profile.driver, driverSettings: profile.driverSettings },
+      profile: {
+        name: profile.name,
+        driver: profile.driver,
+        driverSettings: profile.driverSettings,
+        ...(profile.station.firstConnect !== undefined ? { firstConnect: profile.station.firstConnect } : {}),
+      },
       ports: opts.port,
       once: opts.once ?? false,
       baudRate: opts.baud,

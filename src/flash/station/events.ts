@@ -16,6 +16,7 @@ export type StationStep =
   | 'verify'
   | 'write'
   | 'prove'
+  | 'connect'
   | 'record'
   | 'remove'
   | 'stopped';
@@ -23,6 +24,7 @@ export type StationStep =
 /**
  * How one device visit ended:
  * - verified: credentials written, read back and (where the driver can) possession proven;
+ *   with a first connect (`connected` on the result), the device also connected as its thing;
  * - already: the device already held exactly these credentials (nothing written), confirmed;
  * - failed: the device or the link failed (the code says why); recorded unless unrecorded;
  * - refused: unknown, unregistered or not for this station; the device was left untouched;
@@ -48,6 +50,11 @@ export interface DeviceResult {
   verifyMs?: number;
   /** Bytes the driver wrote for the credentials (retries included). */
   bytes?: number;
+  /** The device's first MQTT connect got CONNACK 0 as its thing (recorded `connected`). */
+  connected?: true;
+  /** The first connect: its time and the attempts the device needed. */
+  connectMs?: number;
+  connectAttempts?: number;
   recorded: RecordedIn;
   /** The result should have been recorded but could not be (journal unreachable, no cache). */
   unrecorded?: boolean;
@@ -89,6 +96,8 @@ export type JournalStatus = 'online' | 'offline' | 'cache';
 export interface StationSummary {
   verified: number;
   already: number;
+  /** Of the verified and already: devices whose first connect succeeded. */
+  connected: number;
   failed: number;
   refused: number;
   abandoned: number;
@@ -97,7 +106,7 @@ export interface StationSummary {
 }
 
 export function emptySummary(): StationSummary {
-  return { verified: 0, already: 0, failed: 0, refused: 0, abandoned: 0, unrecorded: 0 };
+  return { verified: 0, already: 0, connected: 0, failed: 0, refused: 0, abandoned: 0, unrecorded: 0 };
 }
 
 /** Devices that ended verified (written or already), every result recorded somewhere. */

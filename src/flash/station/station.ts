@@ -19,8 +19,16 @@ import { visitDevice, type KeyUnwrapper } from './visit.js';
 
 export interface StationOptions {
   stationId: string;
-  /** The profile this station runs: its driver speaks to every device on its ports. */
-  profile: { name: string; driver: DriverName; driverSettings: Record<string, string | number | boolean> };
+  /**
+   * The profile this station runs: its driver speaks to every device on its ports.
+   * `firstConnect` is the profile's `station.firstConnect` (unset: whenever the driver can).
+   */
+  profile: {
+    name: string;
+    driver: DriverName;
+    driverSettings: Record<string, string | number | boolean>;
+    firstConnect?: boolean;
+  };
   ports: string[];
   /** Each port handles one device, then the station returns. */
   once?: boolean;
@@ -84,6 +92,7 @@ export async function runStation(o: StationOptions): Promise<StationRun> {
               stationId: o.stationId,
               port: target,
               station: { profile: o.profile.name, driver: o.profile.driver },
+              ...(o.profile.firstConnect !== undefined ? { firstConnect: o.profile.firstConnect } : {}),
               store: o.store,
               ...(o.keys ? { keys: o.keys } : {}),
               makeDriver,
@@ -108,6 +117,7 @@ export async function runStation(o: StationOptions): Promise<StationRun> {
   await Promise.all(o.ports.map(port));
   for (const r of run.results) {
     run.summary[r.outcome]++;
+    if (r.connected) run.summary.connected++;
     if (r.unrecorded) run.summary.unrecorded++;
   }
   emit({ event: 'summary', ...run.summary });

@@ -86,9 +86,10 @@ export class TtyView implements StationView {
         this.row(e.port).progress = `${e.object} ${bar(e.bytesSent / Math.max(1, e.bytesTotal))}`;
         break;
       case 'result':
-        this.row(e.port).result = e.outcome;
+        this.row(e.port).result = e.connected ? 'connected' : e.outcome;
         this.row(e.port).progress = '';
         this.summary[e.outcome]++;
+        if (e.connected) this.summary.connected++;
         this.log(e.message, COLOR[e.outcome]);
         if (e.hint && e.outcome !== 'verified' && e.outcome !== 'already') this.log(`  hint: ${e.hint}`);
         break;
@@ -160,7 +161,7 @@ export class TtyView implements StationView {
         const r = this.rows.get(p)!;
         return line([p, r.device, r.step, r.progress, r.result], widths);
       }),
-      `verified ${s.verified + s.already} · failed ${s.failed} · refused ${s.refused} · abandoned ${s.abandoned}` +
+      `verified ${s.verified + s.already} · connected ${s.connected} · failed ${s.failed} · refused ${s.refused} · abandoned ${s.abandoned}` +
         ` · journal ${this.journal}`,
     ];
     this.clear();

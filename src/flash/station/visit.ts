@@ -3,15 +3,18 @@
  *
  *   lookup → decide → [keygen → register] → [unwrap] → verify first → write (read-back inside)
  *   → record flashed → prove possession (where the driver can) → record verified
+ *   → first connect (where the driver can and the profile wants it) → record connected
  *
  * A device is touched only once `decide` says so; refusals leave it untouched. `verified` is
  * recorded only after the device's own read-back matched and, where the driver has it, its
  * proof of possession checked out. A plaintext key (plain delivery) lives in one Buffer that is
  * zeroed as soon as the write and read-back are over; it is never logged or stored.
  */
+import { mqttAddress } from '../../batch/bundle.js';
 import type { KeyType } from '../../config/schema.js';
 import { ProvlineError, isProvlineError, messageOf } from '../../core/errors.js';
 import {
+  canConnect,
   canGenerateKey,
   canProvePossession,
   type Credentials,
@@ -20,7 +23,7 @@ import {
 } from '../drivers/index.js';
 import type { DeviceResult, Outcome, RecordedIn, StationEvent, StationStep } from './events.js';
 import { decide, type BundleLookup, type StationIdentity } from './lookup.js';
-import { RESULT_VERSION, type ResultEntry } from './results.js';
+import { CONNECT_STAGE, RESULT_VERSION, type ResultEntry } from './results.js';
 import type { StationStore } from './store.js';
 
 /** The HSM as the station needs it (plain delivery): `Hsm.unwrapToPkcs8`. */
@@ -32,6 +35,8 @@ export interface VisitContext {
   stationId: string;
   port: string;
   station: Omit<StationIdentity, 'canRegister'>;
+  /** The profile's `station.firstConnect`: undefined = whenever the driver can. */
+  firstConnect?: boolean;
   store: StationStore;
   /** Opens the HSM on first use (only plain delivery needs it). */
   keys?: () => Promise<KeyUnwrapper>;
@@ -62,6 +67,9 @@ class Visit {
   private flashMs: number | undefined;
   private verifyMs: number | undefined;
   private bytes: number | undefined;
+  private connect: { ms: number; attempts: number; endpoint: string } | undefined;
+  /** Where a failure happened, for the journal: `flash`, or `connect` for the first connect. */
+  private stage = 'flash';
   /** Set once the device has a certificate: failures from then on are journalled. */
   private bundle: BundleLookup | undefined;
   private readonly attempt: string;
@@ -178,8 +186,54 @@ class Visit {
     }
     await flashed;
     this.verifyMs = Math.round(ctx.clock() - t1);
-    const recorded = await this.record('verified', { verifyMs: String(this.verifyMs), verifiedBy });
+    let recorded = await this.record('verified', { verifyMs: String(this.verifyMs), verifiedBy });
+    if (this.wantsConnect(driver)) recorded = await this.firstConnect(driver, bl);
     return this.result(write ? 'verified' : 'already', recorded, undefined, verifiedBy);
+  }
+
+  /** The profile decides; unset means "whenever the driver can". */
+  private wantsConnect(driver: DeviceDriver): boolean {
+    const wanted = this.ctx.firstConnect;
+    if (wanted === false) return false;
+    if (canConnect(driver)) return true;
+    if (wanted === true)
+      throw new ProvlineError(
+        'DRIVER_UNSUPPORTED',
+        `the ${driver.name} driver cannot make a first connect, and the profile asks for one`,
+        { retryable: false, hint: 'set `station.firstConnect: false` in the profile' },
+      );
+    return false;
+  }
+
+  /**
+   * The device connects to its endpoint as its thing with what it now holds; `connected` is
+   * recorded only on its own report of a CONNACK 0. A failure from here on is the connect's.
+   */
+  private async firstConnect(driver: DeviceDriver, bl: BundleLookup): Promise<RecordedIn> {
+    if (!canConnect(driver)) throw new Error('firstConnect without the ability');
+    const { ctx } = this;
+    const b = bl.bundle;
+    const address = mqttAddress(b.endpoint);
+    if (!address)
+      throw new ProvlineError(
+        'STATION_BUNDLE_INCOMPLETE',
+        `the bundle of device ${this.serial} (batch ${b.batchId}) names no MQTT endpoint ("${b.endpoint}"), so it cannot connect`,
+        {
+          hint: 'the batch has no endpoint yet (see `provline status`); or set `station.firstConnect: false` in the profile',
+        },
+      );
+    this.stage = CONNECT_STAGE;
+    this.step('connect');
+    const t0 = ctx.clock();
+    const r = await driver.firstConnect({ ...address, clientId: b.thingName, signal: ctx.signal });
+    const endpoint = `${address.host}:${address.port}`;
+    this.connect = { ms: Math.round(ctx.clock() - t0), attempts: r.attempts.length, endpoint };
+    return this.record('connected', {
+      connectMs: String(this.connect.ms),
+      connectAttempts: String(r.attempts.length),
+      endpoint,
+      clientId: b.thingName,
+    });
   }
 
   /**
@@ -217,7 +271,7 @@ class Visit {
       serial: this.serial,
       to,
       fields: { stationId: ctx.stationId, port: ctx.port, ...fields },
-      ...(error ? { error: { code: error.code, message: error.message, stage: 'flash' } } : {}),
+      ...(error ? { error: { code: error.code, message: error.message, stage: this.stage } } : {}),
     };
     const r = await ctx.store.record(entry);
     if (r.applied === 'rejected')
@@ -242,7 +296,11 @@ class Visit {
   ): DeviceResult {
     const { ctx } = this;
     const who = `Station ${ctx.stationId} ${ctx.port}: device ${this.serial}`;
-    const how = verifiedBy === 'read-back+possession' ? 'read back, possession proven' : 'read back';
+    const how = `${verifiedBy === 'read-back+possession' ? 'read back, possession proven' : 'read back'}${
+      this.connect
+        ? `, connected to ${this.connect.endpoint} as its thing${this.connect.attempts > 1 ? ` (${this.connect.attempts} attempts)` : ''}`
+        : ''
+    }`;
     const where = recorded === 'local' ? ' (recorded locally; run `provline station sync` when online)' : '';
     const code = recordError?.code ?? error?.code;
     let message: string;
@@ -278,6 +336,9 @@ class Visit {
       ...(this.flashMs !== undefined ? { flashMs: this.flashMs } : {}),
       ...(this.verifyMs !== undefined ? { verifyMs: this.verifyMs } : {}),
       ...(this.bytes !== undefined ? { bytes: this.bytes } : {}),
+      ...(this.connect && (outcome === 'verified' || outcome === 'already')
+        ? { connected: true as const, connectMs: this.connect.ms, connectAttempts: this.connect.attempts }
+        : {}),
       recorded,
       ...(recordError ? { unrecorded: true } : {}),
     };
