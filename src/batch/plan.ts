@@ -11,7 +11,14 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { ResolvedProfile } from '../config/load.js';
-import { DRIVERS, KEY_DELIVERIES, KEY_TYPES, REGISTRATION_MODES } from '../config/schema.js';
+import {
+  DRIVERS,
+  KEY_DELIVERIES,
+  KEY_TYPES,
+  REGISTRATION_MODES,
+  STRATEGY_NAMES,
+  strategyNameOf,
+} from '../config/schema.js';
 import type { IntakeRow, Problem } from './rules.js';
 
 export const PLAN_VERSION = 2;
@@ -38,6 +45,8 @@ const header = {
     name: z.string(),
     keyType: z.enum(KEY_TYPES),
     keyDelivery: z.enum(KEY_DELIVERIES),
+    /** The strategy, resolved at submit time (plans made before strategies existed imply it). */
+    strategy: z.enum(STRATEGY_NAMES).optional(),
     kekLabel: z.string(),
     registration: z.object({
       mode: z.enum(REGISTRATION_MODES),
@@ -150,6 +159,7 @@ export function buildPlanHeader(input: HeaderInput): PlanHeader {
       name: profile.name,
       keyType: profile.keyType,
       keyDelivery: profile.keyDelivery,
+      strategy: strategyNameOf(profile),
       kekLabel: profile.kekLabel,
       registration: { ...profile.registration },
       templateSha256: sha256(input.templateBody),

@@ -7,7 +7,14 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ProvlineError } from '../core/errors.js';
 import { packageRoot } from '../core/paths.js';
-import { ConfigSchema, ProfileSchema, type Config, type Profile } from './schema.js';
+import {
+  ConfigSchema,
+  ProfileSchema,
+  STRATEGY_KEY_DELIVERIES,
+  strategyNameOf,
+  type Config,
+  type Profile,
+} from './schema.js';
 
 export interface ConfigProblem {
   /** Dotted path of the offending option, e.g. `profiles.demo.keyType`. */
@@ -171,10 +178,20 @@ function addProfile(
       problems.push({ path: `${prefix}.${field}`, message: `file not found: ${path}`, source });
     }
   }
-  if (p.keyDelivery === 'device' && p.registration.mode !== 'single') {
+  const strategy = strategyNameOf(p);
+  const deliveries = STRATEGY_KEY_DELIVERIES[strategy];
+  if (!deliveries.includes(p.keyDelivery)) {
+    problems.push({
+      path: `${prefix}.keyDelivery`,
+      message: `strategy "${strategy}" carries out keyDelivery ${deliveries.map((d) => `"${d}"`).join(' or ')}, not "${p.keyDelivery}"${p.keyDelivery === 'device' ? ' (device keys need strategy "device-csr")' : ''}`,
+      source,
+    });
+  }
+  if (strategy === 'device-csr' && p.registration.mode !== 'single') {
     problems.push({
       path: `${prefix}.registration.mode`,
-      message: 'keyDelivery "device" registers each device at the station: set registration.mode to "single"',
+      message:
+        'strategy "device-csr" registers each device at the station: set registration.mode to "single"',
       source,
     });
   }

@@ -15,6 +15,29 @@ export type DriverName = (typeof DRIVERS)[number];
 
 export const REGISTRATION_MODES = ['bulk', 'single'] as const;
 
+/**
+ * The provisioning strategies (one module each in src/batch/strategies) and the key deliveries
+ * each can carry out. A profile that names no strategy gets the one its key delivery and
+ * registration mode imply.
+ */
+export const STRATEGY_NAMES = ['bulk', 'single', 'device-csr'] as const;
+export type StrategyName = (typeof STRATEGY_NAMES)[number];
+export const STRATEGY_KEY_DELIVERIES: Readonly<Record<StrategyName, readonly KeyDelivery[]>> = {
+  bulk: ['wrapped', 'plain'],
+  single: ['wrapped', 'plain'],
+  'device-csr': ['device'],
+};
+
+export function strategyNameOf(profile: {
+  strategy?: StrategyName | undefined;
+  keyDelivery: KeyDelivery;
+  registration: { mode: (typeof REGISTRATION_MODES)[number] };
+}): StrategyName {
+  if (profile.strategy !== undefined) return profile.strategy;
+  if (profile.keyDelivery === 'device') return 'device-csr';
+  return profile.registration.mode === 'single' ? 'single' : 'bulk';
+}
+
 /** AWS IoT thing, thing-type and thing-group names (MODEL: 1..128, [a-zA-Z0-9:_-]+). */
 export const AWS_NAME_RE = /^[a-zA-Z0-9:_-]{1,128}$/;
 /** AWS IoT attribute names (≤128, [a-zA-Z0-9_.,@/:#-]+). */
@@ -76,6 +99,11 @@ export const ProfileSchema = z
     policy: z.string().min(1).optional(),
     policyName: z.string().regex(/^[\w+=,.@-]{1,128}$/, 'not a valid AWS IoT policy name'),
     keyType: z.enum(KEY_TYPES).default('P-256'),
+    /**
+     * How a serial becomes a connected device: `bulk`, `single` or `device-csr`. Unset: implied
+     * by keyDelivery and registration.mode (device keys: device-csr; else the mode).
+     */
+    strategy: z.enum(STRATEGY_NAMES).optional(),
     keyDelivery: z.enum(KEY_DELIVERIES).default('wrapped'),
     /** Label of the transport KEK in the HSM (AES-256) that wraps exported device keys. */
     kekLabel: z.string().min(1).max(64).default('provline-kek'),

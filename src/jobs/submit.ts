@@ -12,6 +12,7 @@ import { basename } from 'node:path';
 import { validateCsvFile, type IntakeResult } from '../batch/intake.js';
 import { buildPlanHeader, planDevice, PLAN_PAGE, type PlanDevice, type PlanHeader } from '../batch/plan.js';
 import type { Problem } from '../batch/rules.js';
+import { strategyFor } from '../batch/strategies/index.js';
 import { lintTemplate } from '../cloud/template/index.js';
 import type { ResolvedProfile } from '../config/load.js';
 import { messageOf, ProvlineError } from '../core/errors.js';
@@ -75,7 +76,7 @@ export async function submitBatch(deps: SubmitDeps, req: SubmitRequest): Promise
   const now = (req.now ?? (() => new Date()))();
   const { profile } = req;
   const templateBody = readText(profile.templatePath, 'provisioning template');
-  const flavor = profile.registration.mode === 'bulk' ? 'bulk' : 'register-thing';
+  const flavor = strategyFor(profile).certificate.templateFlavor;
   const problems = lintTemplate(templateBody, flavor);
   if (problems.length)
     throw new ProvlineError(

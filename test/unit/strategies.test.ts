@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { STRATEGIES, STRATEGY_NAMES, strategyFor } from '../../src/batch/strategies/index.js';
 import { canTransition } from '../../src/batch/states.js';
+import { STRATEGY_KEY_DELIVERIES } from '../../src/config/schema.js';
 
 const profile = (keyDelivery: 'wrapped' | 'plain' | 'device', mode: 'bulk' | 'single') => ({
   keyDelivery,
@@ -26,16 +27,9 @@ describe('provisioning strategies', () => {
     }
   });
 
-  it('a device-key profile on an HSM-key strategy is refused, with the path and the fix', () => {
-    const [problem] = STRATEGIES.bulk.check(profile('device', 'bulk'));
-    expect(problem).toEqual({
-      path: 'keyDelivery',
-      message: expect.stringContaining('needs strategy "device-csr"'),
-    });
-    expect(STRATEGIES['device-csr'].check(profile('wrapped', 'single'))[0]?.message).toContain(
-      'set keyDelivery to "device"',
-    );
-    expect(STRATEGIES.bulk.check(profile('wrapped', 'bulk'))).toEqual([]);
+  it.each(STRATEGY_NAMES)('%s: carries out the key deliveries the configuration allows it', (name) => {
+    expect(STRATEGIES[name].keyDeliveries).toEqual(STRATEGY_KEY_DELIVERIES[name]);
+    for (const d of STRATEGIES[name].keyDeliveries) expect(STRATEGIES[name].bundleKey(d)).toBeDefined();
   });
 
   it('the bundle key and the station steps follow the key delivery', () => {

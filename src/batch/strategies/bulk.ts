@@ -3,9 +3,9 @@
  * StartThingRegistrationTask each; the station writes the AWS certificate and the key (wrapped
  * for the device to unwrap, or plain through the HSM) and verifies them.
  */
-import type { KeyDelivery } from '../../config/schema.js';
-import { REGISTERED_FIRST, type Strategy, type StrategyProblem } from './strategy.js';
-import { hsmKeySteps, noDeviceKeys } from './shared.js';
+import { STRATEGY_KEY_DELIVERIES, type KeyDelivery } from '../../config/schema.js';
+import { REGISTERED_FIRST, type Strategy } from './strategy.js';
+import { hsmKeySteps } from './shared.js';
 
 export const bulk: Strategy = {
   name: 'bulk',
@@ -15,5 +15,5 @@ export const bulk: Strategy = {
   bundleKey: (keyDelivery: KeyDelivery) => (keyDelivery === 'plain' ? 'plain' : 'wrapped'),
   stationSteps: hsmKeySteps,
   lifecycle: REGISTERED_FIRST,
-  check: (profile): StrategyProblem[] => noDeviceKeys(profile, 'bulk'),
+  keyDeliveries: STRATEGY_KEY_DELIVERIES.bulk,
 };

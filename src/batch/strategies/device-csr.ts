@@ -3,7 +3,8 @@
  * registers it (RegisterThing, the registrar's single path) and writes the certificate back.
  * No key ever exists outside the device. `submit` records the lot as the allow-list.
  */
-import { REGISTERED_FIRST, type Strategy, type StrategyProblem } from './strategy.js';
+import { STRATEGY_KEY_DELIVERIES } from '../../config/schema.js';
+import { REGISTERED_FIRST, type Strategy } from './strategy.js';
 
 export const deviceCsr: Strategy = {
   name: 'device-csr',
@@ -22,13 +23,5 @@ export const deviceCsr: Strategy = {
   ],
   // `keyed` is reached at the station, when the device's CSR is stored, in the same visit.
   lifecycle: REGISTERED_FIRST,
-  check: (profile): StrategyProblem[] => {
-    const problems: StrategyProblem[] = [];
-    if (profile.keyDelivery !== 'device')
-      problems.push({
-        path: 'keyDelivery',
-        message: `strategy "device-csr" keeps the key on the device: set keyDelivery to "device" (not "${profile.keyDelivery}")`,
-      });
-    return problems;
-  },
+  keyDeliveries: STRATEGY_KEY_DELIVERIES['device-csr'],
 };

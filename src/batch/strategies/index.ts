@@ -2,11 +2,11 @@
  * The provisioning strategies, one module each (see strategy.ts for the shape). A profile names
  * its strategy; profiles written before strategies existed get the one their fields imply.
  */
-import type { Profile } from '../../config/schema.js';
+import { STRATEGY_NAMES, strategyNameOf, type StrategyName } from '../../config/schema.js';
 import { bulk } from './bulk.js';
 import { deviceCsr } from './device-csr.js';
 import { single } from './single.js';
-import type { Strategy, StrategyName } from './strategy.js';
+import type { Strategy } from './strategy.js';
 
 export type {
   BundleKey,
@@ -15,7 +15,6 @@ export type {
   StationStep,
   Strategy,
   StrategyName,
-  StrategyProblem,
 } from './strategy.js';
 
 export const STRATEGIES: Readonly<Record<StrategyName, Strategy>> = {
@@ -24,13 +23,9 @@ export const STRATEGIES: Readonly<Record<StrategyName, Strategy>> = {
   'device-csr': deviceCsr,
 };
 
-export const STRATEGY_NAMES = Object.keys(STRATEGIES) as StrategyName[];
+export { STRATEGY_NAMES };
 
 /** The strategy a profile names, or the one its key delivery and registration mode imply. */
-export function strategyFor(
-  profile: Pick<Profile, 'keyDelivery' | 'registration'> & { strategy?: StrategyName },
-): Strategy {
-  if (profile.strategy !== undefined) return STRATEGIES[profile.strategy];
-  if (profile.keyDelivery === 'device') return deviceCsr;
-  return profile.registration.mode === 'single' ? single : bulk;
+export function strategyFor(profile: Parameters<typeof strategyNameOf>[0]): Strategy {
+  return STRATEGIES[strategyNameOf(profile)];
 }

@@ -2,9 +2,9 @@
  * `single`: as `bulk`, but the registrar calls RegisterThing once per device, paced under
  * `registration.tps`: for small lots, or accounts where bulk tasks are not allowed.
  */
-import type { KeyDelivery } from '../../config/schema.js';
-import { REGISTERED_FIRST, type Strategy, type StrategyProblem } from './strategy.js';
-import { hsmKeySteps, noDeviceKeys } from './shared.js';
+import { STRATEGY_KEY_DELIVERIES, type KeyDelivery } from '../../config/schema.js';
+import { REGISTERED_FIRST, type Strategy } from './strategy.js';
+import { hsmKeySteps } from './shared.js';
 
 export const single: Strategy = {
   name: 'single',
@@ -14,5 +14,5 @@ export const single: Strategy = {
   bundleKey: (keyDelivery: KeyDelivery) => (keyDelivery === 'plain' ? 'plain' : 'wrapped'),
   stationSteps: hsmKeySteps,
   lifecycle: REGISTERED_FIRST,
-  check: (profile): StrategyProblem[] => noDeviceKeys(profile, 'single'),
+  keyDeliveries: STRATEGY_KEY_DELIVERIES.single,
 };

@@ -13,10 +13,10 @@
  * Adding a strategy adds a module beside bulk.ts, single.ts and device-csr.ts, and one line in
  * index.ts. Pure data and pure checks: no I/O here.
  */
-import type { KeyDelivery, Profile } from '../../config/schema.js';
+import type { KeyDelivery, Profile, StrategyName } from '../../config/schema.js';
 import type { DeviceState } from '../states.js';
 
-export type StrategyName = 'bulk' | 'single' | 'device-csr';
+export type { StrategyName };
 
 /** What the HSM stage makes for each serial. */
 export type HsmWork =
@@ -48,12 +48,6 @@ export type StationStep =
   | 'proof-of-possession'
   | 'first-connect';
 
-export interface StrategyProblem {
-  /** Path inside the profile, e.g. `registration.mode`. */
-  path: string;
-  message: string;
-}
-
 export interface Strategy {
   readonly name: StrategyName;
   /** One line for `provline profiles` and the docs. */
@@ -66,8 +60,11 @@ export interface Strategy {
   stationSteps(profile: Pick<Profile, 'keyDelivery'>): readonly StationStep[];
   /** The states a sound device walks, in order, from intake to its goal. */
   readonly lifecycle: readonly DeviceState[];
-  /** Problems of a profile that names this strategy; empty when it fits. */
-  check(profile: Pick<Profile, 'keyDelivery' | 'registration'>): StrategyProblem[];
+  /**
+   * The key deliveries it carries out (config's STRATEGY_KEY_DELIVERIES, which the profile
+   * check uses: the configuration cannot import this room).
+   */
+  readonly keyDeliveries: readonly KeyDelivery[];
 }
 
 /** The path every strategy that registers before the station walks. */
