@@ -32,8 +32,7 @@ import {
   startTask,
   waitTask,
 } from '../cloud/bulk.js';
-import type { BulkLineError, BulkReports, TaskOutcome } from '../cloud/bulk.js';
-import type { IssuedCertificate } from '../cloud/certificates.js';
+import type { BulkReports, TaskOutcome } from '../cloud/bulk.js';
 import { requireBucket, requireRoleArn, type CloudClients } from '../cloud/clients.js';
 import { describeDataEndpoint, ensureResources } from '../cloud/resources.js';
 import { findCertificateForKey, registerThing, type Pacer } from '../cloud/single.js';
@@ -42,7 +41,15 @@ import { storedErrorCode } from '../core/codes.js';
 import { isProvlineError, messageOf, ProvlineError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { BatchStore } from './batches.js';
-import type { Chunk, DeviceRecord, Journal, TransitionRequest } from './journal.js';
+import type { Chunk, DeviceRecord, Journal } from './journal.js';
+import {
+  failMove,
+  failOwned,
+  refusedMoves,
+  registeredMove,
+  reportMoves,
+  retryOrFail,
+} from './registrar/moves.js';
 import type { BulkSlot, SlotLease } from './slot.js';
 
 export interface RegistrarSettings {
@@ -252,9 +259,7 @@ export async function abortBatch(
     const serials = await deps.journal.inState(batchId, state);
     for (let i = 0; i < serials.length; i += 500)
       await deps.journal.transitionMany(
-        serials
-          .slice(i, i + 500)
-          .map((serial) => failMove(batchId, serial, error.code, error.message, 'registration')),
+        serials.slice(i, i + 500).map((serial) => failMove(batchId, serial, error.code, error.message)),
       );
   }
 }
@@ -409,99 +414,6 @@ function planDevice(plan: BatchPlan, serial: string): BatchPlan['devices'][numbe
   return d;
 }
 
-/** Moves made on a chunk's behalf apply only while the device still belongs to that chunk. */
-function ownedBy(chunkTag: string): { field: string; equals: string } {
-  return { field: 'regChunk', equals: chunkTag };
-}
-
-function failMove(
-  batchId: string,
-  serial: string,
-  code: string,
-  message: string,
-  stage: string,
-): TransitionRequest {
-  return {
-    batchId,
-    serial,
-    to: 'failed',
-    fields: { errorCode: code, errorMessage: message, errorStage: stage },
-  };
-}
-
-/** A device that goes round again (throttled, or left out by a failed task), or fails for good. */
-function retryOrFail(
-  deps: RegistrarDeps,
-  plan: BatchPlan,
-  rec: DeviceRecord,
-  chunkTag: string,
-  reason: { code: string; message: string },
-): TransitionRequest {
-  const rounds = Number(rec.fields.regRounds ?? 0) + 1;
-  const when = ownedBy(chunkTag);
-  if (rounds >= deps.settings.registrationRounds)
-    return {
-      ...failMove(
-        plan.batchId,
-        rec.serial,
-        'REGISTRATION_RETRIES_EXHAUSTED',
-        `${rounds} registration attempts; the last: ${reason.message}`,
-        'registration',
-      ),
-      from: ['registering'],
-      when,
-    };
-  return {
-    batchId: plan.batchId,
-    serial: rec.serial,
-    to: 'keyed',
-    from: ['registering'],
-    when,
-    fields: { regRounds: String(rounds), lastRegError: `${reason.code}: ${reason.message}` },
-  };
-}
-
-function registeredMove(
-  plan: BatchPlan,
-  rec: DeviceRecord,
-  chunkTag: string,
-  issued: IssuedCertificate,
-  extra: Record<string, string>,
-): TransitionRequest {
-  return {
-    batchId: plan.batchId,
-    serial: rec.serial,
-    to: 'registered',
-    from: ['registering'],
-    when: ownedBy(chunkTag),
-    fields: {
-      certificatePem: issued.certificatePem,
-      certificateId: issued.certificateId,
-      certificateArn: issued.certificateArn,
-      ...(issued.thingArn ? { thingArn: issued.thingArn } : {}),
-      ...extra,
-    },
-  };
-}
-
-/**
- * The certificate must certify the key the HSM made for this serial, or it is not ours. The
- * DER of a certificate carries its SubjectPublicKeyInfo verbatim, so a byte search is exact
- * and costs microseconds (parsing 1000 certificates per chunk cost more than the task).
- */
-function keyMatches(rec: DeviceRecord, certificatePem: string): boolean {
-  if (!rec.fields.publicKey) return true;
-  try {
-    return pemBody(certificatePem).includes(pemBody(rec.fields.publicKey));
-  } catch {
-    return false;
-  }
-}
-
-function pemBody(pem: string): Buffer {
-  return Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
-}
-
 async function applyReports(
   deps: RegistrarDeps,
   plan: BatchPlan,
@@ -509,57 +421,12 @@ async function applyReports(
   outcome: TaskOutcome,
   reports: BulkReports,
 ): Promise<void> {
-  const records = await deps.journal.getMany(c.serials);
-  const moves: TransitionRequest[] = [];
-  let registered = 0;
-  let retried = 0;
-  let failed = 0;
-  c.serials.forEach((serial, i) => {
-    const rec = records[i];
-    if (!rec || rec.state !== 'registering' || rec.fields.regChunk !== String(c.n)) return;
-    const line = i + 1;
-    const result = reports.results.get(line);
-    const error: BulkLineError | undefined = reports.errors.get(line);
-    if (result) {
-      if (keyMatches(rec, result.certificatePem)) {
-        moves.push(registeredMove(plan, rec, String(c.n), result, { taskId: c.fields.taskId ?? '' }));
-        registered++;
-      } else {
-        moves.push({
-          ...failMove(
-            plan.batchId,
-            serial,
-            'REGISTRATION_KEY_MISMATCH',
-            `task ${c.fields.taskId} line ${line} returned a certificate for another key (certificate ${result.certificateId})`,
-            'registration',
-          ),
-          from: ['registering'],
-        });
-        failed++;
-      }
-    } else if (error && !error.retryable) {
-      moves.push({
-        ...failMove(
-          plan.batchId,
-          serial,
-          'REGISTRATION_REJECTED',
-          `${error.errorName}: ${error.message}`,
-          'registration',
-        ),
-        from: ['registering'],
-        when: ownedBy(String(c.n)),
-      });
-      failed++;
-    } else {
-      const reason = error
-        ? { code: error.errorName, message: error.message }
-        : {
-            code: 'REGISTRATION_LINE_MISSING',
-            message: `task ${c.fields.taskId} ended ${outcome.status}${outcome.message ? `: ${outcome.message}` : ''} without this line`,
-          };
-      moves.push(retryOrFail(deps, plan, rec, String(c.n), reason));
-      retried++;
-    }
+  const { moves, registered, retried, failed } = reportMoves({
+    chunk: { ...c, ...(c.fields.taskId ? { taskId: c.fields.taskId } : {}) },
+    records: await deps.journal.getMany(c.serials),
+    outcome,
+    reports,
+    maxRounds: deps.settings.registrationRounds,
   });
   for (let i = 0; i < moves.length; i += 500) await deps.journal.transitionMany(moves.slice(i, i + 500));
   await deps.journal.setChunk(plan.batchId, c.n, {
@@ -589,11 +456,7 @@ async function applyTaskRefused(
   c: Chunk,
   e: ProvlineError,
 ): Promise<void> {
-  const moves = c.serials.map((serial) => ({
-    ...failMove(plan.batchId, serial, e.code, e.message, 'registration'),
-    from: ['registering' as const],
-    when: ownedBy(String(c.n)),
-  }));
+  const moves = refusedMoves(c, e);
   await deps.journal.transitionMany(moves);
   await deps.journal.setChunk(plan.batchId, c.n, {
     state: 'done',
@@ -640,9 +503,7 @@ async function registerOne(
   const csrPem = rec.fields.csrPem;
   const publicKey = rec.fields.publicKey;
   if (!csrPem || !publicKey) {
-    await deps.journal.transition(
-      failMove(plan.batchId, rec.serial, 'DEVICE_NOT_KEYED', 'no CSR stored', 'registration'),
-    );
+    await deps.journal.transition(failMove(plan.batchId, rec.serial, 'DEVICE_NOT_KEYED', 'no CSR stored'));
     return;
   }
   if (rec.fields.singleIntentAt) {
@@ -652,7 +513,9 @@ async function registerOne(
       ...(signal ? { signal } : {}),
     });
     if (found) {
-      await deps.journal.transition(registeredMove(plan, rec, chunkTag, found, { recovered: 'true' }));
+      await deps.journal.transition(
+        registeredMove(plan.batchId, rec, chunkTag, found, { recovered: 'true' }),
+      );
       return;
     }
   }
@@ -664,19 +527,23 @@ async function registerOne(
       pacer: deps.pacer,
       ...(signal ? { signal } : {}),
     });
-    await deps.journal.transition(registeredMove(plan, rec, chunkTag, issued, {}));
+    await deps.journal.transition(registeredMove(plan.batchId, rec, chunkTag, issued, {}));
   } catch (e) {
     if (signal?.aborted) throw e;
     if (isProvlineError(e) && !e.retryable) {
-      await deps.journal.transition({
-        ...failMove(plan.batchId, rec.serial, e.code, e.message, 'registration'),
-        from: ['registering'],
-        when: ownedBy(chunkTag),
-      });
+      await deps.journal.transition(failOwned(plan.batchId, rec.serial, chunkTag, e));
       return;
     }
     const code = isProvlineError(e) ? e.code : 'AWS_REQUEST_FAILED';
-    await deps.journal.transition(retryOrFail(deps, plan, rec, chunkTag, { code, message: messageOf(e) }));
+    await deps.journal.transition(
+      retryOrFail(
+        plan.batchId,
+        rec,
+        chunkTag,
+        { code, message: messageOf(e) },
+        deps.settings.registrationRounds,
+      ),
+    );
   }
 }
 
