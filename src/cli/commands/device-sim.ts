@@ -17,6 +17,7 @@ interface DeviceSimOptions {
   throttle: boolean;
   faults?: string;
   kekFile?: string;
+  network: boolean;
   json?: boolean;
   verbose?: boolean;
 }
@@ -51,6 +52,10 @@ export function registerDeviceSim(program: Command, ctx: () => CommandContext): 
       },
     )
     .option('--kek-file <file>', 'provline-serial-v1: raw 32-byte AES-256 KEK for unwrapping wrapped keys')
+    .option(
+      '--no-network',
+      'provline-serial-v1: firmware without a network link (CONNECT is not offered; the first connect is refused)',
+    )
     .option('--json', 'print events as JSON lines')
     .option('--verbose', 'print every injected fault')
     .addHelpText(
@@ -84,6 +89,7 @@ export function registerDeviceSim(program: Command, ctx: () => CommandContext): 
         baudRate,
         ...(opts.faults ? { faults: opts.faults } : {}),
         ...(kek ? { kek } : {}),
+        ...(opts.network ? {} : { network: false }),
         ...(opts.verbose ? { log: (line: string) => emit('log', { line }, `device-sim: ${line}`) } : {}),
       }).catch((e: unknown) => {
         throw new ProvlineError('TRANSPORT_OPEN_FAILED', `cannot open ${opts.port}: ${messageOf(e)}`, {
