@@ -39,7 +39,7 @@ async function main(): Promise<void> {
     process.execPath,
     [
       ...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.BENCH_PROF] : []),
-      join(packageRoot(), 'dist/emulator/main.js'),
+      join(packageRoot(), 'dist/workers/emulator.js'),
       '--state-dir',
       join(dir, 'state'),
       '--bucket',

@@ -250,7 +250,7 @@ async function main(): Promise<void> {
     [
       // BENCH_PROF=<dir> writes a CPU profile of the stand-in there.
       ...(process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : []),
-      join(packageRoot(), 'dist/emulator/main.js'),
+      join(packageRoot(), 'dist/workers/emulator.js'),
       '--state-dir',
       join(dir, 'state'),
       '--fsync',

@@ -165,7 +165,7 @@ async function main(): Promise<void> {
   const parallel = arg('parallel', 8);
   const devices = arg('devices', 8);
   const dir = mkdtempSync(join(tmpdir(), 'provline-bench-mqtt-'));
-  const script = join(packageRoot(), 'dist', 'emulator', 'main.js');
+  const script = join(packageRoot(), 'dist', 'workers', 'emulator.js');
   const standIn = spawn(process.execPath, [script, '--state-dir', join(dir, 'state'), '--fsync', 'never'], {
     env: { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
     stdio: ['ignore', 'pipe', 'inherit'],

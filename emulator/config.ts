@@ -56,7 +56,7 @@ export interface MainArgs {
   lambdas: Array<[arn: string, target: LambdaTarget]>;
 }
 
-const USAGE = `usage: node dist/emulator/main.js --state-dir DIR [--port N] [--s3-port N] [--mqtt-port N] [--host H]
+const USAGE = `usage: node dist/workers/emulator.js --state-dir DIR [--port N] [--s3-port N] [--mqtt-port N] [--host H]
   [--region R] [--account 12DIGITS] [--credentials-file F --profile P] [--faults JSON|@FILE]
   [--seed N] [--lines-per-second N] [--fsync always|interval|never] [--ready-file F]
   [--pid-file F] [--bucket NAME]... [--lambda FUNCTION_ARN=URL]...

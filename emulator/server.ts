@@ -1,7 +1,7 @@
 /**
  * The stand-in's HTTP side: an AWS IoT control-plane listener (REST-JSON, SigV4 service
  * `iot`, plus the `/_emulator/*` admin endpoints) and an S3 listener, over one state
- * directory. `startEmulator` is what emulator/main.ts, the tests and the bench call.
+ * directory. `startEmulator` is what workers/emulator.ts, the tests and the bench call.
  *
  * State directory layout:
  *   store/        snapshot.json + wal.ndjson (things, certs, policies, CAs, templates, tasks)

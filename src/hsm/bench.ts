@@ -11,8 +11,7 @@ import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { KeyType } from '../config/schema.js';
 import { ProvlineError } from '../core/errors.js';
 import { packageRoot } from '../core/paths.js';
@@ -201,7 +200,7 @@ async function provlineRun(
   }
   const share = Math.ceil(devices / processes);
   const children = Array.from({ length: processes }, () =>
-    fork(join(dirname(fileURLToPath(import.meta.url)), 'bench-child.js'), [], {
+    fork(join(packageRoot(), 'dist', 'workers', 'hsm-bench-child.js'), [], {
       env,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     }),

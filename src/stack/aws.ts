@@ -1,5 +1,5 @@
 /**
- * The stack's local AWS IoT stand-in (emulator/): a detached `node dist/emulator/main.js`
+ * The stack's local AWS IoT stand-in (emulator/): a detached `node dist/workers/emulator.js`
  * with its state, pid file, log and a standard AWS shared-credentials file under
  * `<home>/aws/`. The key pair is random, made at the first `stack up`, and kept (0600).
  *
@@ -25,7 +25,7 @@ export const AWS_REGION = 'us-east-1';
 export const AWS_ACCOUNT = '123456789012';
 /** Any role ARN works with the stand-in; this is the one the stack advertises. */
 export const AWS_ROLE_ARN = `arn:aws:iam::${AWS_ACCOUNT}:role/provline-local-registration`;
-const MARK = 'emulator/main.js';
+const MARK = 'workers/emulator.js';
 
 export interface AwsStatus {
   endpoint: string | null;
@@ -130,7 +130,7 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
   let mqttPort = await freePort(typeof state.aws?.mqttPort === 'number' ? state.aws.mqttPort : undefined);
   while (mqttPort === port || mqttPort === s3Port) mqttPort = await freePort();
   rmSync(f.ready, { force: true });
-  const script = join(packageRoot(), 'dist', 'emulator', 'main.js');
+  const script = join(packageRoot(), 'dist', 'workers', 'emulator.js');
   if (!existsSync(script)) {
     throw new ProvlineError('STACK_AWS_FAILED', `the AWS IoT stand-in is not built (${script} is missing)`, {
       hint: 'Run `bash scripts/bootstrap.sh` (or `npm run build`).',

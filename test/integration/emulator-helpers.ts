@@ -3,6 +3,7 @@ import 'reflect-metadata';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { join } from 'node:path';
+import { Agent } from 'node:http';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { S3Client } from '@aws-sdk/client-s3';
 import { ROOT } from '../helpers/cli.js';
@@ -22,7 +23,7 @@ export interface EmulatorProcess {
 export function startEmulatorProcess(stateDir: string, extra: string[] = []): Promise<EmulatorProcess> {
   const child = spawn(
     process.execPath,
-    [join(ROOT, 'dist/emulator/main.js'), '--state-dir', stateDir, '--bucket', 'provline-local', ...extra],
+    [join(ROOT, 'dist/workers/emulator.js'), '--state-dir', stateDir, '--bucket', 'provline-local', ...extra],
     {
       env: { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -60,6 +61,9 @@ export function iotClient(url: string, secret = SECRET): IoTClient {
     region: REGION,
     credentials: { accessKeyId: KEY, secretAccessKey: secret },
     maxAttempts: 1,
+    // One connection per request: with no retries, a kept-alive socket that the stand-in closes
+    // as idle (Node's 5 s) just as a slow test reuses it would surface as ECONNRESET.
+    requestHandler: { httpAgent: new Agent({ keepAlive: false }) },
   });
 }
 

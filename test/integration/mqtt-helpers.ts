@@ -60,11 +60,11 @@ export interface StandIn extends Ready {
   stop(): Promise<void>;
 }
 
-/** Starts `node dist/emulator/main.js` and waits for its ready line. */
+/** Starts `node dist/workers/emulator.js` and waits for its ready line. */
 export function startStandIn(stateDir: string, extra: string[] = []): Promise<StandIn> {
   const child = spawn(
     process.execPath,
-    [join(ROOT, 'dist/emulator/main.js'), '--state-dir', stateDir, ...extra],
+    [join(ROOT, 'dist/workers/emulator.js'), '--state-dir', stateDir, ...extra],
     {
       env: { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { ProvlineError } from '../../core/errors.js';
 import { ROLES, type Role } from '../../jobs/queues.js';
-import { startRunner, sweepActive } from '../../jobs/runner.js';
 import { requireRedis } from '../../stack/runtime.js';
+import { runPipelineWorker } from '../../../workers/pipeline.js';
 import type { CommandContext } from '../context.js';
 
 export function registerWorker(program: Command, ctx: () => CommandContext): void {
@@ -27,34 +27,14 @@ export function registerWorker(program: Command, ctx: () => CommandContext): voi
           kind: 'usage',
           hint: `Roles are: ${ROLES.join(', ')}.`,
         });
-      const redisUrl = requireRedis(c.runtime);
-      const prefix = c.loaded.config.redis.prefix;
-      const log = c.logger;
-      if (opts.sweep) {
-        const n = await sweepActive(redisUrl, prefix, c.loaded.config.workers.hsmChunk);
-        if (n) log.info({ batches: n }, 'unfinished batches re-enqueued');
-      }
-      const runner = await startRunner({
-        redisUrl,
+      await runPipelineWorker({
+        redisUrl: requireRedis(c.runtime),
         runtime: c.runtime,
-        workers: c.loaded.config.workers,
+        config: c.loaded.config,
         roles: roles as Role[],
-        prefix,
-        log,
+        sweep: opts.sweep,
+        log: c.logger,
         hsmSettings: () => c.hsmSettings(),
       });
-      process.stderr.write(`provline worker ${process.pid}: roles ${roles.join(',')}, ready\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string): void => {
-          process.stderr.write(`provline worker ${process.pid}: ${sig}, draining\n`);
-          resolve();
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
-      await runner.close();
-      process.stderr.write(
-        `provline worker ${process.pid}: stopped (${runner.done.hsm} HSM jobs, ${runner.done.register} batches)\n`,
-      );
     });
 }

@@ -1,11 +1,16 @@
 /**
- * One process of a multi-process `hsm bench` run (forked by bench.ts; settings and options
+ * One process of a multi-process `hsm bench` run (forked by src/hsm/bench.ts; settings and options
  * arrive over IPC, never argv, and carry no PIN). Opens and warms up, reports ready, runs on
  * "go", reports its measured span.
  */
-import { messageOf } from '../core/errors.js';
-import { openBenchLoop, type BenchChildMessage, type BenchLoop, type BenchOptions } from './bench.js';
-import type { HsmSettings } from '../config/settings.js';
+import { messageOf } from '../src/core/errors.js';
+import {
+  openBenchLoop,
+  type BenchChildMessage,
+  type BenchLoop,
+  type BenchOptions,
+} from '../src/hsm/bench.js';
+import type { HsmSettings } from '../src/config/settings.js';
 
 type ParentMessage =
   { type: 'open'; settings: HsmSettings; options: BenchOptions } | { type: 'go'; devices: number };

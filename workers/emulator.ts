@@ -1,13 +1,13 @@
 /**
- * Process entry point of the AWS IoT stand-in: `node dist/emulator/main.js --state-dir DIR …`
+ * Process entry point of the AWS IoT stand-in: `node dist/workers/emulator.js --state-dir DIR …`
  * (see emulator/config.ts for the options). Writes the pid file and, once the listeners are
  * up, the ready file (`{"iotUrl","s3Url","mqttEndpoint","rootCaFile","pid","region","account"}`);
  * stops cleanly on SIGTERM/SIGINT.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { ArgsError, credentialsFromIni, parseArgs, startFaults } from './config.js';
-import { startEmulator } from './server.js';
-import type { Credentials } from './sigv4.js';
+import { ArgsError, credentialsFromIni, parseArgs, startFaults } from '../emulator/config.js';
+import { startEmulator } from '../emulator/server.js';
+import type { Credentials } from '../emulator/sigv4.js';
 
 function atomicWrite(file: string, text: string): void {
   writeFileSync(`${file}.tmp`, text, { mode: 0o600 });

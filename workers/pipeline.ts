@@ -1,0 +1,57 @@
+/**
+ * The pipeline worker process (`provline worker`): re-enqueues unfinished batches, runs the
+ * HSM-stage and registrar roles until SIGTERM or SIGINT, then drains (jobs in flight finish or
+ * are handed back) and returns. The CLI parses the options and calls `runPipelineWorker`.
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../src/config/schema.js';
+import type { HsmSettings } from '../src/config/settings.js';
+import type { Role } from '../src/jobs/queues.js';
+import { startRunner, sweepActive } from '../src/jobs/runner.js';
+import type { Runtime } from '../src/stack/runtime.js';
+
+export interface PipelineWorkerOptions {
+  redisUrl: string;
+  runtime: Runtime;
+  config: Pick<Config, 'redis' | 'workers'>;
+  roles: Role[];
+  /** Re-enqueue the work of every unfinished batch before starting. */
+  sweep: boolean;
+  log: Logger;
+  hsmSettings: () => Promise<HsmSettings>;
+  /** Resolves when the process is asked to stop (default: the first SIGTERM or SIGINT). */
+  stopSignal?: Promise<string>;
+}
+
+/** First SIGTERM or SIGINT, by name. */
+export function processStop(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+}
+
+export async function runPipelineWorker(o: PipelineWorkerOptions): Promise<void> {
+  const prefix = o.config.redis.prefix;
+  if (o.sweep) {
+    const n = await sweepActive(o.redisUrl, prefix, o.config.workers.hsmChunk);
+    if (n) o.log.info({ batches: n }, 'unfinished batches re-enqueued');
+  }
+  const stopped = o.stopSignal ?? processStop();
+  const runner = await startRunner({
+    redisUrl: o.redisUrl,
+    runtime: o.runtime,
+    workers: o.config.workers,
+    roles: o.roles,
+    prefix,
+    log: o.log,
+    hsmSettings: o.hsmSettings,
+  });
+  process.stderr.write(`provline worker ${process.pid}: roles ${o.roles.join(',')}, ready\n`);
+  const sig = await stopped;
+  process.stderr.write(`provline worker ${process.pid}: ${sig}, draining\n`);
+  await runner.close();
+  process.stderr.write(
+    `provline worker ${process.pid}: stopped (${runner.done.hsm} HSM jobs, ${runner.done.register} batches)\n`,
+  );
+}
