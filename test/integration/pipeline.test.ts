@@ -251,7 +251,8 @@ describe('batch pipeline', () => {
       );
       expect(new Set(rows.map((x) => x.certificateId)).size).toBe(n);
       expect(await thingCount(iot, 'sensor-PK')).toBe(n);
-      const rec = await runCli(['reconcile', batch, '--json'], { env: e });
+      // Reconcile looks every device up in the registry: its own, longer budget.
+      const rec = await runCli(['reconcile', batch, '--json'], { env: e, timeoutMs: WAIT_BUDGET_MS });
       expect(rec.code, rec.stdout).toBe(0);
       expect(json<{ sound: number; orphans: unknown[] }>(rec)).toMatchObject({ sound: n, orphans: [] });
     } finally {
