@@ -23,7 +23,7 @@ export interface EmulatorProcess {
 export function startEmulatorProcess(stateDir: string, extra: string[] = []): Promise<EmulatorProcess> {
   const child = spawn(
     process.execPath,
-    [join(ROOT, 'dist/emulator/main.js'), '--state-dir', stateDir, '--bucket', 'provline-local', ...extra],
+    [join(ROOT, 'dist/workers/emulator.js'), '--state-dir', stateDir, '--bucket', 'provline-local', ...extra],
     {
       env: { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
       stdio: ['ignore', 'pipe', 'pipe'],
