@@ -8,6 +8,7 @@ import { CommandContext, type GlobalOptions } from './context.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDeviceSim } from './commands/device-sim.js';
 import { registerHsm } from './commands/hsm.js';
+import { registerCa } from './commands/ca.js';
 import { registerEmulator } from './commands/emulator.js';
 import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
@@ -48,6 +49,7 @@ export function buildProgram(
   registerDemo(program, ctx);
   registerDeviceSim(program, ctx);
   registerHsm(program, ctx);
+  registerCa(program, ctx);
   registerStation(program, ctx);
 
   // Every subcommand inherits exitOverride and the output settings.

@@ -16,7 +16,8 @@ import { parseKekFile } from '../../hsm/kek.js';
 import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 
-async function withHsm<T>(c: CommandContext, fn: (hsm: Hsm) => Promise<T>): Promise<T> {
+/** Opens the configured HSM for one command and closes it afterwards. */
+export async function withHsm<T>(c: CommandContext, fn: (hsm: Hsm) => Promise<T>): Promise<T> {
   const hsm = await openHsm(await c.hsmSettings(), { env: c.env });
   try {
     return await fn(hsm);
