@@ -21,14 +21,16 @@ describe('provline demo', () => {
 
   // One scenario in two steps, each on its own budget: the second run needs the first one's home.
   it(
-    'takes both products from CSV to devices verified by their own answers, stops what it started, and runs again on the same home with new serials (idempotent KEKs and token)',
+    'takes both products from CSV to devices verified by their own answers and connected to the stand-in as their things, stops what it started, and runs again on the same home with new serials (idempotent KEKs and token)',
     async () => {
       const r = await runCli(['demo', '--devices', '6', '--ports', '2'], {
         env: { PROVLINE_HOME: home },
         timeoutMs: DEMO_BUDGET_MS,
       });
       expect(r.code, r.stdout + r.stderr).toBe(0);
-      expect(r.stdout).toContain('6 of 6 devices verified by the devices themselves');
+      expect(r.stdout).toContain(
+        "6 of 6 devices verified by the devices themselves; 6 of 6 connected to the stand-in's MQTT endpoint",
+      );
       expect(r.stdout).toMatch(/profile demo \(provline-serial-v1\)/);
       expect(r.stdout).toMatch(/profile nrf91-plain \(nordic-at\)/);
 
@@ -36,7 +38,23 @@ describe('provline demo', () => {
       expect(reports).toHaveLength(2);
       const rows = reports.flatMap((f) => readFileSync(f, 'utf8').trim().split('\n').slice(1));
       expect(rows).toHaveLength(6);
-      for (const row of rows) expect(row.split(',')[3]).toBe('verified');
+      for (const row of rows) expect(row.split(',')[3]).toBe('connected');
+      // The other end agrees: the stand-in's events log (kept in its state directory) saw each
+      // thing connect with the certificate the journal holds for it.
+      const log = readFileSync(join(home, 'aws/state/events.ndjson'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { kind: string; clientId?: string; certificateId?: string });
+      for (const row of rows) {
+        const [, , thingName, , certificateId] = row.split(',');
+        expect(
+          log.some(
+            (e) =>
+              e.kind === 'connect.accepted' && e.clientId === thingName && e.certificateId === certificateId,
+          ),
+          `${thingName} connected`,
+        ).toBe(true);
+      }
 
       // No secret in the output, and no plaintext device key anywhere in the home. (The stand-in
       // keeps the key of its own certificate-issuing CA under aws/state/ca: that is AWS's side.)
@@ -56,7 +74,7 @@ describe('provline demo', () => {
         timeoutMs: DEMO_BUDGET_MS,
       });
       expect(again.code, again.stdout + again.stderr).toBe(0);
-      expect(again.stdout).toContain('2 of 2 devices verified');
+      expect(again.stdout).toContain('2 of 2 devices verified by the devices themselves; 2 of 2 connected');
     },
     3 * DEMO_BUDGET_MS,
   );

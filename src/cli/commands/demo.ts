@@ -3,9 +3,11 @@
  * (Redis, the SoftHSM token, the AWS IoT stand-in), makes the demo KEKs, writes two demo CSVs
  * (sensors with provline-serial-v1 firmware and wrapped keys; nRF91 modems with plain keys),
  * submits them with live progress, runs station ports over socat pty pairs and plugs simulated
- * devices of both drivers in one after another, as a line would. It prints a final table,
- * writes the report files, and stops what it started unless --keep. Exit 0 only when every
- * device is verified.
+ * devices of both drivers in one after another, as a line would. Each device, once verified,
+ * makes its first MQTT connect to the stand-in's data plane as its thing, and the stand-in's
+ * events log is asked whether it saw each thing connect. It prints a final table, writes the
+ * report files, and stops what it started unless --keep. Exit 0 only when every device is
+ * verified and connected.
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -68,7 +70,7 @@ export function registerDemo(program: Command, ctx: () => CommandContext): void 
     .option('--keep', 'leave the local stack running afterwards')
     .addHelpText(
       'after',
-      '\nExit codes: 0 every device verified, 4 some were not, 1 the demo could not run.\n',
+      '\nExit codes: 0 every device verified and connected, 4 some were not, 1 the demo could not run.\n',
     )
     .action(async (opts: DemoOptions) => runDemo(ctx(), opts));
 }
@@ -173,8 +175,8 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     step(
       `flashing: ${opts.ports} station ports over socat pty pairs, devices plugged in one after another${opts.realLineRate ? ' at 115200 baud' : ''}`,
     );
-    const results = await flashLines(c, p, lines, hsm, opts);
-    printTable(c, results);
+    const { results, seen } = await flashLines(c, p, lines, hsm, opts, status.aws.endpoint);
+    printTable(c, results, seen);
 
     step('reports');
     for (const line of lines) {
@@ -183,8 +185,11 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       c.print(`    ${file}`);
     }
     const verified = results.filter((r) => r.outcome === 'verified' || r.outcome === 'already').length;
-    step(`${verified} of ${opts.devices} devices verified by the devices themselves, in ${elapsed()}`);
-    if (verified !== opts.devices) throw new ExitCode(EXIT.partial);
+    const connected = results.filter((r) => r.connected && seen.has(r.serial)).length;
+    step(
+      `${verified} of ${opts.devices} devices verified by the devices themselves; ${connected} of ${opts.devices} connected to the stand-in's MQTT endpoint ${status.aws.mqttEndpoint ?? ''} as their things (the stand-in's events log saw each connect), in ${elapsed()}`,
+    );
+    if (verified !== opts.devices || connected !== opts.devices) throw new ExitCode(EXIT.partial);
   } finally {
     hsm?.close();
     await p?.close();
@@ -213,16 +218,22 @@ async function flashLines(
   lines: Line[],
   hsm: Hsm,
   opts: DemoOptions,
-): Promise<DeviceResult[]> {
+  iotEndpoint: string | null,
+): Promise<{ results: DeviceResult[]; seen: Map<string, string> }> {
   const results: DeviceResult[] = [];
+  const seen = new Map<string, string>();
+  const checks: Promise<void>[] = [];
   const waiting = new Map<string, (r: DeviceResult) => void>();
   const tty = process.stderr.isTTY;
   const onEvent = (e: StationEvent): void => {
     if (e.event !== 'result') return;
     results.push(e);
-    const line = `    ${e.port.split('/').pop()!.replace('-host', '')}  ${e.serial.padEnd(16)} ${e.outcome}${e.code ? ` [${e.code}]` : ''} in ${e.ms} ms`;
+    const line = `    ${e.port.split('/').pop()!.replace('-host', '')}  ${e.serial.padEnd(16)} ${e.outcome}${e.connected ? ', connected' : ''}${e.code ? ` [${e.code}]` : ''} in ${e.ms} ms`;
     if (tty) process.stderr.write(`${line}\n`);
     else c.print(line);
+    // Asked as each device connects, while its entries are surely in the log's window.
+    if (e.connected && iotEndpoint)
+      checks.push(seenConnecting(p, iotEndpoint, e.serial, seen).catch(() => undefined));
     waiting.get(e.serial)?.(e);
   };
   const stop = new AbortController();
@@ -234,6 +245,9 @@ async function flashLines(
         name: line.profile.name,
         driver: line.profile.driver,
         driverSettings: line.profile.driverSettings,
+        ...(line.profile.station.firstConnect !== undefined
+          ? { firstConnect: line.profile.station.firstConnect }
+          : {}),
       },
       ports: line.ports.map((x) => x.host),
       store,
@@ -275,17 +289,38 @@ async function flashLines(
     stop.abort();
     await Promise.all(stations);
   }
-  return results;
+  await Promise.all(checks);
+  return { results, seen };
 }
 
-function printTable(c: CommandContext, results: DeviceResult[]): void {
+function printTable(c: CommandContext, results: DeviceResult[], seen: Map<string, string>): void {
   const rows = [...results].sort((a, b) => a.serial.localeCompare(b.serial));
-  const out = ['', '    serial            port    result     ms     bytes'];
+  const out = ['', '    serial            port    result     ms     bytes  connected as'];
   for (const r of rows)
     out.push(
-      `    ${r.serial.padEnd(17)} ${r.port.split('/').pop()!.replace('-host', '').padEnd(7)} ${r.outcome.padEnd(10)} ${String(r.ms).padStart(5)}  ${String(r.bytes ?? '').padStart(6)}${r.code ? `  ${r.code}` : ''}`,
+      `    ${r.serial.padEnd(17)} ${r.port.split('/').pop()!.replace('-host', '').padEnd(7)} ${r.outcome.padEnd(10)} ${String(r.ms).padStart(5)}  ${String(r.bytes ?? '').padStart(6)}  ${r.connected && seen.has(r.serial) ? seen.get(r.serial)! : '-'}${r.code ? `  ${r.code}` : ''}`,
     );
   c.print(out.join('\n'));
+}
+
+/**
+ * Whether the stand-in saw the device connect as its thing: a `connect.accepted` entry for the
+ * thing name in its events log (GET /_emulator/events, the local stack only), noted in `seen`
+ * (serial → thing name). The station's word (the device's own CONNACK 0) is checked against the
+ * other end of the connection.
+ */
+async function seenConnecting(
+  p: PipelineHandles,
+  iotEndpoint: string,
+  serial: string,
+  seen: Map<string, string>,
+): Promise<void> {
+  const rec = await p.journal.get(serial);
+  if (!rec) return;
+  const res = await fetch(`${iotEndpoint}/_emulator/events?clientId=${encodeURIComponent(rec.thingName)}`);
+  if (!res.ok) return;
+  const { events } = (await res.json()) as { events: { kind: string }[] };
+  if (events.some((e) => e.kind === 'connect.accepted')) seen.set(serial, rec.thingName);
 }
 
 async function writeReport(p: PipelineHandles, batchId: string, file: string): Promise<void> {
