@@ -30,7 +30,7 @@ import {
   type RegisterJobData,
   type Role,
 } from './queues.js';
-import { driveBatch, type RegistrarDeps } from './registrar.js';
+import { driveBatch, type RegistrarDeps } from './registrar/index.js';
 import { redactUrl, redisRetryStrategy, RedisWatch } from './redis-watch.js';
 import { BulkSlot, slotOwner } from './slot.js';
 

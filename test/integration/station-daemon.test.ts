@@ -22,7 +22,7 @@ import { openSeedWorld, seedBatch, type SeedWorld, type SeededDevice } from '../
 import { JournalStore, runStation, type StationEvent, type StationOptions } from '../../src/flash/index.js';
 import { makeClients } from '../../src/cloud/clients.js';
 import { Pacer } from '../../src/cloud/pacing.js';
-import { registerCsr } from '../../src/jobs/registrar.js';
+import { registerCsr } from '../../src/jobs/registrar/index.js';
 import { BulkSlot } from '../../src/jobs/slot.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 import { startPtyPair, startSer2net } from '../helpers/pty.js';

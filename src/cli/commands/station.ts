@@ -32,7 +32,7 @@ import {
 import type { Hsm } from '../../hsm/hsm.js';
 import { BatchStore } from '../../jobs/batches.js';
 import { Journal } from '../../jobs/journal.js';
-import type { RegistrarDeps } from '../../jobs/registrar.js';
+import type { RegistrarDeps } from '../../jobs/registrar/index.js';
 import { stationJournal } from '../../jobs/station-store.js';
 import { requireRedis } from '../../stack/runtime.js';
 import type { CommandContext } from '../context.js';
@@ -307,7 +307,7 @@ async function deviceRegistrar(
 ): Promise<RegisterCsr> {
   // Loaded on use: only device-key stations need the AWS SDK.
   const [{ registerCsr }, { makeClients }, { Pacer }, { BulkSlot, slotOwner }] = await Promise.all([
-    import('../../jobs/registrar.js'),
+    import('../../jobs/registrar/index.js'),
     import('../../cloud/clients.js'),
     import('../../cloud/pacing.js'),
     import('../../jobs/slot.js'),
