@@ -44,7 +44,17 @@ import {
   wrapKey,
   type TestCa,
 } from './flash-fixtures.js';
-import { ALLOW_ALL, events, startStandIn, uniq, waitEvent, type StandIn } from './mqtt-helpers.js';
+import {
+  ALLOW_ALL,
+  events,
+  makeCa as makeJitpCa,
+  makeLeaf,
+  registerCa,
+  startStandIn,
+  uniq,
+  waitEvent,
+  type StandIn,
+} from './mqtt-helpers.js';
 
 type Link = 'pty' | 'ser2net';
 const SEC_TAG = 16842753;
@@ -338,6 +348,39 @@ describe('line rate', () => {
   });
 });
 
+/** A JITP template: the thing is the certificate's CN, and may connect as itself. */
+const JITP_TEMPLATE = JSON.stringify({
+  Parameters: {
+    'AWS::IoT::Certificate::CommonName': { Type: 'String' },
+    'AWS::IoT::Certificate::Id': { Type: 'String' },
+  },
+  Resources: {
+    thing: {
+      Type: 'AWS::IoT::Thing',
+      Properties: { ThingName: { Ref: 'AWS::IoT::Certificate::CommonName' } },
+    },
+    certificate: {
+      Type: 'AWS::IoT::Certificate',
+      Properties: { CertificateId: { Ref: 'AWS::IoT::Certificate::Id' }, Status: 'ACTIVE' },
+    },
+    policy: {
+      Type: 'AWS::IoT::Policy',
+      Properties: {
+        PolicyDocument: JSON.stringify({
+          Version: '2012-10-17',
+          Statement: [
+            {
+              Effect: 'Allow',
+              Action: 'iot:Connect',
+              Resource: 'arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}',
+            },
+          ],
+        }),
+      },
+    },
+  },
+});
+
 describe.each(DRIVERS)('%s: the first connect, against the stand-in', (driverName) => {
   let standIn: StandIn;
   let rootCaPem: string;
@@ -429,6 +472,33 @@ describe.each(DRIVERS)('%s: the first connect, against the stand-in', (driverNam
     expect(attempts).toHaveLength(1);
     // serial-v1 firmware tells a TLS failure apart; the modem only answers ERROR to AT#XMQTTCON.
     expect(attempts[0]!.outcome).toBe(driverName === 'nordic-at' ? 'network' : 'tls');
+  });
+
+  it('just-in-time provisioning: the stand-in provisions the thing and hangs up on the first connect; the device tries again and connects', async () => {
+    const r = await rig(driverName, 'pty');
+    // A CA of the device maker's, registered with a JITP template: thing named by the CN,
+    // certificate ACTIVE, a policy letting the thing connect as itself.
+    const jitpCa = makeJitpCa(uniq('jitp-ca'));
+    await registerCa(standIn, jitpCa, { templateBody: JITP_TEMPLATE });
+    const thingName = uniq('jitp-thing');
+    const leaf = makeLeaf(jitpCa, [['CN', thingName]], mkdtempSync(join(dir, 'jitp-')));
+    const pkcs8Der = leaf.key!.export({ type: 'pkcs8', format: 'der' });
+    const base = { rootCaPem, certificatePem: leaf.certPem };
+    await r.driver.writeCredentials(
+      r.driver.name === 'nordic-at'
+        ? { ...base, privateKeyPem: leaf.keyPem }
+        : { ...base, wrappedKey: wrapKey(r.kek, pkcs8Der) },
+    );
+    if (!canConnect(r.driver)) throw new Error(`${driverName} should make a first connect`);
+    const result = await r.driver.firstConnect({
+      host: standIn.host,
+      port: standIn.port,
+      clientId: thingName,
+    });
+    expect(result.attempts.map((a) => a.outcome)).toEqual(['closed', 'connack']);
+    expect(result.attempts[1]).toEqual({ outcome: 'connack', code: 0 });
+    await waitEvent(standIn, (e) => e.kind === 'jitp.provisioned' && e.certificateId === leaf.certificateId);
+    await waitEvent(standIn, (e) => e.kind === 'connect.accepted' && e.clientId === thingName);
   });
 
   const v1Only = driverName === 'provline-serial-v1' ? it : it.skip;
