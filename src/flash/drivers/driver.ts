@@ -211,7 +211,7 @@ export function connectFailed(
     }${attempts.length > 1 ? ` (${attempts.length} attempts)` : ''}`,
     {
       retryable: true,
-      hint: "AWS IoT hangs up without saying why: check that the certificate is ACTIVE and that a policy attached to it allows iot:Connect for the thing name; on the local stack the stand-in's events log (GET /_emulator/events) says why",
+      hint: 'AWS IoT hangs up without saying why: check that the certificate is ACTIVE and that a policy attached to it allows iot:Connect for the thing name; on the local stack `provline emulator events --client-id <thing>` says why',
       details: { host: req.host, port: req.port, clientId: req.clientId, attempts },
     },
   );
