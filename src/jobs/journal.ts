@@ -30,6 +30,10 @@ export interface Chunk {
   fields: Record<string, string>;
 }
 
+/** What a conditional chunk write found (Journal.setChunk). */
+export type ChunkMoveOutcome =
+  { status: 'ok' } | { status: 'missing' } | { status: 'conflict'; state: ChunkState; fence: string };
+
 export interface AcceptRow {
   serial: string;
   thingName: string;
@@ -50,6 +54,7 @@ interface JournalCommands {
     ...args: string[]
   ): Promise<string[]>;
   provlineHeld(k1: string, ...args: string[]): Promise<string[]>;
+  provlineChunk(k1: string, ...args: string[]): Promise<ScriptReply>;
   provlineAccept(
     k1: string,
     k2: string,
@@ -89,6 +94,8 @@ export class Journal {
       redis.defineCommand('provlineClaim', { numberOfKeys: 6, lua: lua('claim-6.lua') });
       redis.defineCommand('provlineHeld', { numberOfKeys: 1, lua: lua('held-1.lua') });
     }
+    if (!('provlineChunk' in redis))
+      redis.defineCommand('provlineChunk', { numberOfKeys: 1, lua: lua('chunk-1.lua') });
     this.redis = redis as Redis & JournalCommands;
   }
 
@@ -269,8 +276,26 @@ export class Journal {
     };
   }
 
-  async setChunk(batchId: string, n: number, fields: Record<string, string>): Promise<void> {
-    await this.redis.hset(this.keys.chunk(batchId, n), fields);
+  /**
+   * Writes fields of a chunk (its next state among them) in one Lua step (chunk-1.lua), only
+   * while the chunk is in one of `expect.from` and carries `expect.fence` (each unchecked when
+   * not given). A registrar that lost the chunk gets `conflict` and changes nothing.
+   */
+  async setChunk(
+    batchId: string,
+    n: number,
+    fields: Record<string, string>,
+    expect: { from?: readonly ChunkState[]; fence?: number } = {},
+  ): Promise<ChunkMoveOutcome> {
+    const [status, state, fence] = await this.redis.provlineChunk(
+      this.keys.chunk(batchId, n),
+      (expect.from ?? []).join(','),
+      expect.fence === undefined ? '' : String(expect.fence),
+      ...Object.entries(fields).flat(),
+    );
+    if (status === 'ok') return { status: 'ok' };
+    if (status === 'missing') return { status: 'missing' };
+    return { status: 'conflict', state: (state ?? '') as ChunkState, fence: fence ?? '' };
   }
 
   /** Chunks of a batch not yet done, oldest first (one round trip for the states). */

@@ -22,6 +22,7 @@ import type { SlotLease } from '../slot.js';
 import { clockOf, LOOKBACK_MS, type RegistrarDeps } from './deps.js';
 import { refusedMoves, reportMoves } from './moves.js';
 import { bulkParameters } from './parameters.js';
+import { moveChunk } from './chunk-state.js';
 import { runSingleChunk } from './single.js';
 
 /** Carries one chunk from wherever it stands to done. */
@@ -38,6 +39,7 @@ export async function runChunk(
   const bucket = requireBucket(deps.cloud.aws);
   const chunkKey = deps.journal.keys.chunk(plan.batchId, chunk.n);
   const c = chunk.state === 'claimed' ? await writeChunkInput(deps, plan, chunk) : chunk;
+  if (!c) return;
   const inputKey = c.fields.inputKey!;
   let taskId = c.fields.taskId;
   let lease: SlotLease | undefined;
@@ -45,7 +47,8 @@ export async function runChunk(
     if (!taskId && c.state === 'starting') {
       const since = new Date(Number(c.fields.intentAt ?? now()) - LOOKBACK_MS);
       taskId = await findTaskByInputKey(deps.cloud, { bucket, key: inputKey, since, signal });
-      if (taskId) await deps.journal.setChunk(plan.batchId, c.n, { state: 'started', taskId });
+      if (taskId && !(await moveChunk(deps, plan, c, { state: 'started', taskId }, { from: ['starting'] })))
+        return;
     }
     for (let wait = 0; !taskId; wait++) {
       lease = await deps.slot.acquire(deps.owner, signal);
@@ -79,12 +82,14 @@ export async function runChunk(
         // intent lets the next run find the task if AWS started it.
         if (signal?.aborted || !isProvlineError(e) || e.retryable) throw e;
         // The task itself is refused (template, role, bucket): every line of it would fail.
-        await applyTaskRefused(deps, plan, c, e);
+        await applyTaskRefused(deps, plan, c, e, lease.fence);
         return;
       }
       if (started.status === 'started') {
         taskId = started.taskId;
-        await deps.journal.setChunk(plan.batchId, c.n, { state: 'started', taskId });
+        // A newer fence on the chunk: another registrar took the slot and records this task.
+        const state = { state: 'started' as const, taskId };
+        if (!(await moveChunk(deps, plan, c, state, { from: ['starting'], fence: lease.fence }))) return;
         deps.log?.info(
           { batchId: plan.batchId, chunk: c.n, taskId, devices: c.serials.length },
           'bulk task started',
@@ -119,8 +124,15 @@ export async function runChunk(
   }
 }
 
-/** Writes a claimed chunk's input file and manifest to S3; the chunk becomes `written`. */
-export async function writeChunkInput(deps: RegistrarDeps, plan: BatchPlan, c: Chunk): Promise<Chunk> {
+/**
+ * Writes a claimed chunk's input file and manifest to S3; the chunk becomes `written`.
+ * Undefined when another registrar has moved the chunk on meanwhile.
+ */
+export async function writeChunkInput(
+  deps: RegistrarDeps,
+  plan: BatchPlan,
+  c: Chunk,
+): Promise<Chunk | undefined> {
   const key = `provline/${plan.batchId}/chunk-${c.n}.ndjson`;
   const records = await deps.journal.getMany(c.serials);
   const lines = c.serials.map((serial, i) => bulkParameters(plan, serial, records[i]));
@@ -130,7 +142,8 @@ export async function writeChunkInput(deps: RegistrarDeps, plan: BatchPlan, c: C
     body: renderInputFile(lines),
     manifest: { batchId: plan.batchId, chunk: c.n, serials: c.serials },
   });
-  await deps.journal.setChunk(plan.batchId, c.n, { state: 'written', inputKey: key });
+  if (!(await moveChunk(deps, plan, c, { state: 'written', inputKey: key }, { from: ['claimed'] })))
+    return undefined;
   return { ...c, state: 'written', fields: { ...c.fields, inputKey: key } };
 }
 
@@ -149,13 +162,19 @@ async function applyReports(
     maxRounds: deps.settings.registrationRounds,
   });
   for (let i = 0; i < moves.length; i += 500) await deps.journal.transitionMany(moves.slice(i, i + 500));
-  await deps.journal.setChunk(plan.batchId, c.n, {
-    state: 'done',
-    status: outcome.status,
-    registered: String(registered),
-    retried: String(retried),
-    failed: String(failed),
-  });
+  await moveChunk(
+    deps,
+    plan,
+    c,
+    {
+      state: 'done',
+      status: outcome.status,
+      registered: String(registered),
+      retried: String(retried),
+      failed: String(failed),
+    },
+    { from: ['started'] },
+  );
   deps.log?.info(
     {
       batchId: plan.batchId,
@@ -175,12 +194,10 @@ async function applyTaskRefused(
   plan: BatchPlan,
   c: Chunk,
   e: ProvlineError,
+  fence: number,
 ): Promise<void> {
   const moves = refusedMoves(c, e);
   await deps.journal.transitionMany(moves);
-  await deps.journal.setChunk(plan.batchId, c.n, {
-    state: 'done',
-    status: 'Refused',
-    failed: String(moves.length),
-  });
+  const done = { state: 'done' as const, status: 'Refused', failed: String(moves.length) };
+  await moveChunk(deps, plan, c, done, { from: ['starting'], fence });
 }

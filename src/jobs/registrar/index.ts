@@ -18,10 +18,10 @@
  * certificate a lost call made is found again by the device's public key.
  *
  * The room, a file per concern: loop.ts (the batch loop and the HSM-stall watchdog),
- * account.ts (account setup), chunks.ts (the fenced chunk state machine), moves.ts (reports
- * → journal moves, pure), single.ts (single mode), csr.ts (the station's CSR path),
- * parameters.ts (template parameters), deps.ts (what they are given). This file is its
- * public face.
+ * account.ts (account setup), chunks.ts (the fenced chunk state machine; each step is a
+ * conditional move, chunk-state.ts), moves.ts (reports → journal moves, pure), single.ts
+ * (single mode), csr.ts (the station's CSR path), parameters.ts (template parameters) and
+ * deps.ts (what they are given). This file is the room's public face.
  */
 export { abortBatch } from './account.js';
 export { runChunk } from './chunks.js';

@@ -8,6 +8,7 @@ import type { BatchPlan } from '../../batch/plan.js';
 import { findCertificateForKey, registerThing } from '../../cloud/single.js';
 import { isProvlineError, messageOf } from '../../core/errors.js';
 import type { Chunk, DeviceRecord } from '../journal.js';
+import { moveChunk } from './chunk-state.js';
 import { clockOf, LOOKBACK_MS, type RegistrarDeps } from './deps.js';
 import { failMove, failOwned, registeredMove, retryOrFail } from './moves.js';
 import { deviceParameters } from './parameters.js';
@@ -29,7 +30,7 @@ export async function runSingleChunk(
       }),
     ),
   );
-  await deps.journal.setChunk(plan.batchId, c.n, { state: 'done', status: 'Completed' });
+  await moveChunk(deps, plan, c, { state: 'done', status: 'Completed' }, { from: ['claimed'] });
 }
 
 /**
