@@ -113,7 +113,13 @@ describe('CLI contract', () => {
   it('a CLI call past its own budget is reported as a timeout with the command, the time and its output (was: exit 128)', async () => {
     // The stand-in runs in the foreground until stopped: it never exits by itself.
     const dir = tempDir();
-    const err = await runCli(['emulator', '--state-dir', join(dir, 'state')], { timeoutMs: 2000 }).then(
+    // Its own home and key pair: the stand-in must not depend on a stack left in the default home.
+    const env = {
+      PROVLINE_HOME: join(dir, 'home'),
+      AWS_ACCESS_KEY_ID: 'AKIAPROVLINECLITEST1',
+      AWS_SECRET_ACCESS_KEY: 'provline/cli/test/secret',
+    };
+    const err = await runCli(['emulator', '--state-dir', join(dir, 'state')], { timeoutMs: 2000, env }).then(
       (r) => r,
       (e: unknown) => e,
     );
