@@ -63,8 +63,20 @@ export interface RedisWatchOptions {
   now?: () => number;
 }
 
+/**
+ * After a connection comes back, connection errors of the process's other clients (commands
+ * queued on a socket that died, clients not yet reconnected) go on arriving for a moment. They
+ * do not make a new outage unless they continue past this window: every client retries at
+ * least once a second, so a real new outage is still reported within it plus a retry.
+ */
+export const REDIS_SETTLE_MS = 3000;
+
 export class RedisWatch {
   private downSince: number | undefined;
+  private lastReadyAt: number | undefined;
+  /** The first connection error of a run of them (each within two retries of the last). */
+  private pendingSince: number | undefined;
+  private lastErrorAt: number | undefined;
   private readonly now: () => number;
   /** Non-connection error messages already logged, so a repeating one is logged once a minute. */
   private readonly recent = new Map<string, number>();
@@ -102,7 +114,12 @@ export class RedisWatch {
   /** Redis did not answer (a failed call, a refused connection). */
   unreachable(err?: unknown): void {
     if (this.downSince !== undefined) return;
-    this.downSince = this.now();
+    const t = this.now();
+    if (this.pendingSince === undefined || t - (this.lastErrorAt ?? t) > 2 * REDIS_RETRY_MS)
+      this.pendingSince = t;
+    this.lastErrorAt = t;
+    if (this.lastReadyAt !== undefined && t - this.lastReadyAt < REDIS_SETTLE_MS) return;
+    this.downSince = this.pendingSince;
     const since = new Date(this.downSince).toISOString();
     const code = err instanceof Error ? ((err as NodeJS.ErrnoException).code ?? err.message) : undefined;
     this.o.log.warn(
@@ -117,8 +134,10 @@ export class RedisWatch {
     );
   }
 
-  /** Redis answered again. */
+  /** Redis answered again (a client is ready). */
   reachable(): void {
+    this.lastReadyAt = this.now();
+    this.pendingSince = undefined;
     if (this.downSince === undefined) return;
     const downMs = this.now() - this.downSince;
     this.downSince = undefined;

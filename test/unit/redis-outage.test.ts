@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Logger } from '../../src/core/log.js';
 import type { BatchMeta } from '../../src/jobs/batches.js';
-import { isConnectionError, RedisWatch, redactUrl } from '../../src/jobs/redis-watch.js';
+import { isConnectionError, REDIS_SETTLE_MS, RedisWatch, redactUrl } from '../../src/jobs/redis-watch.js';
 import { STALL_MS, summarise } from '../../src/jobs/status.js';
 import { STATES, type DeviceState } from '../../src/jobs/states.js';
 
@@ -55,6 +55,40 @@ describe('Redis outage logging', () => {
         msg: 'Redis at redis://127.0.0.1:6379 reachable again after 25.0 s',
       },
     ]);
+  });
+
+  it('two unreachable lines for one outage (seen in CI): errors of clients still reconnecting just after another came back are not a new outage; a real one after that is', () => {
+    const { log, lines } = recorder();
+    let t = Date.parse('2026-11-30T10:00:00Z');
+    const watch = new RedisWatch({ log, target: 'redis://127.0.0.1:6379', now: () => t });
+    watch.error(refused, 'journal');
+    t += 20_000;
+    watch.reachable(); // the first client is back
+    t += 500;
+    watch.error(new Error('Connection is closed.'), 'queue register'); // a straggler's dead socket
+    watch.error(refused, 'worker hsm');
+    expect(watch.unreachableSince).toBeUndefined();
+    expect(lines.map((l) => l.obj.event)).toEqual(['redis-unreachable', 'redis-reachable']);
+    t += REDIS_SETTLE_MS;
+    watch.error(refused, 'journal'); // errors past the window: Redis went away again
+    expect(watch.unreachableSince).toBe(t);
+    expect(lines.map((l) => l.obj.event)).toEqual([
+      'redis-unreachable',
+      'redis-reachable',
+      'redis-unreachable',
+    ]);
+  });
+
+  it('an outage that starts just after a reconnect is dated from its first error once its errors go on past the window', () => {
+    const { log, lines } = recorder();
+    let t = Date.parse('2026-11-30T10:00:00Z');
+    const watch = new RedisWatch({ log, target: 'redis://127.0.0.1:6379', now: () => t });
+    watch.reachable(); // a client connects
+    t += 1000;
+    const first = t;
+    for (let i = 0; i < 4; i++, t += 900) watch.error(refused, 'journal'); // Redis killed: retries fail
+    expect(watch.unreachableSince).toBe(first);
+    expect(lines.map((l) => l.obj.event)).toEqual(['redis-unreachable']);
   });
 
   it('other errors are one line each, message only, and a repeating one is not repeated within a minute', () => {
