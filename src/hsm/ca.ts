@@ -13,7 +13,7 @@
  * now; each failure is its own typed error. Certificates are built with the DER writer
  * (x509.ts) and signed by the CA key in the HSM through the same raw-signer shape as CSRs.
  */
-import { X509Certificate, randomBytes } from 'node:crypto';
+import { X509Certificate, createHash, randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { CaSettings, KeyType } from '../config/schema.js';
 import { ProvlineError } from '../core/errors.js';
@@ -28,7 +28,12 @@ import {
 import type { CsrSubject } from './csr.js';
 import { hsmError } from './errors.js';
 import type { Hsm } from './hsm.js';
-import { deviceKeyTemplates } from './identity.js';
+import {
+  deviceKeyTemplates,
+  subjectFor,
+  type CertifiedIdentity,
+  type DeviceIdentityRequest,
+} from './identity.js';
 import { ecSpki, KEY_TYPE_SPECS, rsaSpki, type KeyTypeSpec } from './key-types.js';
 import type { KeyOps } from './ops.js';
 import type { Session } from './session.js';
@@ -709,4 +714,104 @@ export async function signVerificationCertificate(
       }
     }
   });
+}
+
+/** A device identity whose certificate the factory CA signed: what the HSM stage keeps. */
+export interface SignedDeviceIdentity extends Omit<CertifiedIdentity, 'certificateDer'> {
+  /** The device certificate followed by the CA certificate and its stored chain (PEM). */
+  certificatePem: string;
+  /** AWS IoT's id of the device certificate: the SHA-256 of its DER, hex. */
+  certificateId: string;
+  /** The CA certificate's id (the registered CA AWS names in its events). */
+  caCertificateId: string;
+}
+
+/**
+ * Checked CAs kept per HSM for a short while, so a lot does not look the CA up, read and parse
+ * its certificate once per device. Validity is checked against `now` on every use; a key
+ * deleted meanwhile fails its signature with HSM_OBJECT_GONE and drops the entry.
+ */
+const CA_CACHE_MS = 30_000;
+const caCache = new WeakMap<Hsm, Map<string, { ca: SigningCa; at: number }>>();
+
+function cachedSigningCa(
+  hsm: Hsm,
+  s: Session,
+  settings: Pick<CaSettings, 'label' | 'token'>,
+  now: Date,
+): SigningCa {
+  let forHsm = caCache.get(hsm);
+  if (!forHsm) {
+    forHsm = new Map<string, { ca: SigningCa; at: number }>();
+    caCache.set(hsm, forHsm);
+  }
+  const hit = forHsm.get(settings.label);
+  const t = Date.now();
+  if (hit && t - hit.at < CA_CACHE_MS && now >= hit.ca.notBefore && now <= hit.ca.notAfter) {
+    checkCaToken(settings, hsm.token.label);
+    return hit.ca;
+  }
+  const ca = signingCa(s, hsm.token.label, settings, now);
+  forHsm.set(settings.label, { ca, at: t });
+  return ca;
+}
+
+/**
+ * Checks the profile's CA can sign now (key on this token, certificate stored and valid) and
+ * returns its certificate: the HSM stage's and `submit`'s check before anything is signed.
+ */
+export async function checkSigningCa(
+  hsm: Hsm,
+  settings: Pick<CaSettings, 'label' | 'token'>,
+  now: Date,
+): Promise<{ certificatePem: string; certificateId: string; notAfter: Date }> {
+  return hsm.pool.withSession((s) => {
+    const ca = cachedSigningCa(hsm, s, settings, now);
+    return {
+      certificatePem: toPem(ca.certificate.der, 'CERTIFICATE'),
+      certificateId: sha256Hex(ca.certificate.der),
+      notAfter: ca.notAfter,
+    };
+  });
+}
+
+/**
+ * A device key made in the HSM (wrapped for delivery, as for every HSM key) with a certificate
+ * signed by the profile's factory CA on the same session: key pair, one CA signature, one wrap.
+ * Offline: no AWS call. The CA checks of `signingCa` run before anything is made.
+ */
+export async function createSignedIdentity(
+  hsm: Hsm,
+  req: DeviceIdentityRequest,
+  caReq: { settings: Pick<CaSettings, 'label' | 'token' | 'deviceValidityDays'>; now: Date },
+): Promise<SignedDeviceIdentity> {
+  let issuedBy: SigningCa | undefined;
+  try {
+    const id = await hsm.createCertifiedIdentity(req, async (s, spki) => {
+      const ca = cachedSigningCa(hsm, s, caReq.settings, caReq.now);
+      issuedBy = ca;
+      return issueCertificate(s, hsm.opsFor(ca.key.keyType), ca, {
+        spki,
+        subject: subjectFor(req),
+        now: caReq.now,
+        validityDays: caReq.settings.deviceValidityDays,
+      });
+    });
+    const ca = issuedBy!;
+    const { certificateDer, ...rest } = id;
+    return {
+      ...rest,
+      certificatePem: `${[certificateDer, ca.certificate.der, ...ca.chain].map((d) => toPem(d, 'CERTIFICATE')).join('\n')}\n`,
+      certificateId: sha256Hex(certificateDer),
+      caCertificateId: sha256Hex(ca.certificate.der),
+    };
+  } catch (e) {
+    if (e instanceof ProvlineError && e.code === 'HSM_OBJECT_GONE')
+      caCache.get(hsm)?.delete(caReq.settings.label);
+    throw e;
+  }
+}
+
+function sha256Hex(der: Buffer): string {
+  return createHash('sha256').update(der).digest('hex');
 }

@@ -14,13 +14,20 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KeyType } from '../config/schema.js';
 import type { HsmSettings } from '../config/settings.js';
-import { createIdentityOn, type DeviceIdentity, type DeviceIdentityRequest } from './identity.js';
+import {
+  createCertifiedIdentityOn,
+  createIdentityOn,
+  type CertifiedIdentity,
+  type DeviceIdentity,
+  type DeviceIdentityRequest,
+} from './identity.js';
 import { findKek, generateKek, importKek, type KekRef } from './kek.js';
 import { Pkcs11Module, type ModuleInfo } from './module.js';
 import { asyncOps, hybridOps, syncOps, withLatency, type KeyOps } from './ops.js';
 import { readPin } from './pin.js';
 import { SessionPool } from './pool.js';
 import { KEY_TYPE_SPECS } from './key-types.js';
+import type { Session } from './session.js';
 import type { MechanismSupport, Token, TokenInfo } from './token.js';
 import { unwrapOn, type UnwrapRequest } from './unwrap.js';
 import { ProvlineError } from '../core/errors.js';
@@ -116,13 +123,30 @@ export class Hsm {
   /** Key pair + CSR + wrapped export, with the key objects destroyed afterwards. */
   async createDeviceIdentity(req: DeviceIdentityRequest): Promise<DeviceIdentity> {
     const ops = this.opsFor(req.keyType);
+    return this.withKek(req.kekLabel, (s, kek) => createIdentityOn(s, ops, kek, req));
+  }
+
+  /**
+   * Key pair + a certificate `certify` issues for it on the same session (the factory CA's key
+   * is on this token) + wrapped export, with the key objects destroyed afterwards.
+   */
+  async createCertifiedIdentity(
+    req: DeviceIdentityRequest,
+    certify: (s: Session, spki: Buffer) => Promise<Buffer>,
+  ): Promise<CertifiedIdentity> {
+    const ops = this.opsFor(req.keyType);
+    return this.withKek(req.kekLabel, (s, kek) => createCertifiedIdentityOn(s, ops, kek, req, certify));
+  }
+
+  /** Runs `fn` on a pooled session with the KEK labelled `label` (looked up once). */
+  private async withKek<T>(label: string, fn: (s: Session, kek: KekRef) => Promise<T>): Promise<T> {
     return this.pool.withSession(async (s) => {
-      const kek = this.kek(s, req.kekLabel);
+      const kek = this.kek(s, label);
       try {
-        return await createIdentityOn(s, ops, kek, req);
+        return await fn(s, kek);
       } catch (e) {
         // A KEK deleted under us invalidates the cached handle: look it up again next time.
-        if (e instanceof ProvlineError && e.code === 'HSM_OBJECT_GONE') this.keks.delete(req.kekLabel);
+        if (e instanceof ProvlineError && e.code === 'HSM_OBJECT_GONE') this.keks.delete(label);
         throw e;
       }
     });

@@ -112,6 +112,56 @@ export async function createIdentityOn(
   kek: KekRef,
   req: DeviceIdentityRequest,
 ): Promise<DeviceIdentity> {
+  return withDeviceKey(s, ops, kek, req, async (spec, privateKey, spki) => {
+    const tbs = certificationRequestInfo(subjectFor(req), spki);
+    const raw = await step('signing the CSR', () =>
+      ops.sign(
+        s.p,
+        s.handle,
+        spec.family === 'ec' ? ECDSA : RSA_PKCS,
+        privateKey,
+        signingInput(tbs, spec),
+        spec.signatureBytes,
+      ),
+    );
+    return { csrPem: toPem(certificationRequest(tbs, spec, signatureValue(raw, spec))) };
+  });
+}
+
+/** An identity whose certificate a CA signed for the new key (no CSR: the key signs nothing). */
+export interface CertifiedIdentity extends Omit<DeviceIdentity, 'csrPem'> {
+  /** The device certificate, DER. */
+  certificateDer: Buffer;
+}
+
+/**
+ * Creates one identity on `s` whose certificate `certify` issues for the new public key on the
+ * same session (the factory CA's key lives in the same HSM).
+ */
+export async function createCertifiedIdentityOn(
+  s: Session,
+  ops: KeyOps,
+  kek: KekRef,
+  req: DeviceIdentityRequest,
+  certify: (s: Session, spki: Buffer) => Promise<Buffer>,
+): Promise<CertifiedIdentity> {
+  return withDeviceKey(s, ops, kek, req, async (_spec, _privateKey, spki) => ({
+    certificateDer: await certify(s, spki),
+  }));
+}
+
+/**
+ * The frame of every identity: the key pair made as session objects, its public key read,
+ * `make` run for what proves the identity (a CSR, a certificate), the private key wrapped under
+ * the KEK, and both objects destroyed on every path.
+ */
+async function withDeviceKey<T extends object>(
+  s: Session,
+  ops: KeyOps,
+  kek: KekRef,
+  req: DeviceIdentityRequest,
+  make: (spec: KeyTypeSpec, privateKey: pkcs11js.Handle, spki: Buffer) => Promise<T>,
+): Promise<Omit<DeviceIdentity, 'csrPem'> & T> {
   const spec = KEY_TYPE_SPECS[req.keyType];
   if (!spec)
     throw new ProvlineError('HSM_KEY_TYPE_UNSUPPORTED', `unsupported key type ${String(req.keyType)}`, {
@@ -122,7 +172,7 @@ export async function createIdentityOn(
   const kp = await step('generating the device key', () =>
     ops.generateKeyPair(p, handle, spec.family === 'ec' ? EC_KEYGEN : RSA_KEYGEN, pub, priv),
   );
-  let result: DeviceIdentity | undefined;
+  let result: (Omit<DeviceIdentity, 'csrPem'> & T) | undefined;
   let failure: Error | undefined;
   try {
     const spki = await step('reading the device public key', async () => {
@@ -133,18 +183,7 @@ export async function createIdentityOn(
       const [modulus, exponent] = await ops.getAttributes(p, handle, kp.publicKey, rsaPublicTemplate());
       return rsaSpki(modulus!.value, exponent!.value);
     });
-    const tbs = certificationRequestInfo(subjectFor(req), spki);
-    const raw = await step('signing the CSR', () =>
-      ops.sign(
-        p,
-        handle,
-        spec.family === 'ec' ? ECDSA : RSA_PKCS,
-        kp.privateKey,
-        signingInput(tbs, spec),
-        spec.signatureBytes,
-      ),
-    );
-    const csr = certificationRequest(tbs, spec, signatureValue(raw, spec));
+    const made = await make(spec, kp.privateKey, spki);
     const wrapped = await step('wrapping the device key', () =>
       ops.wrap(p, handle, AES_KEY_WRAP_PAD, kek.handle, kp.privateKey, spec.wrappedBytes),
     );
@@ -152,10 +191,10 @@ export async function createIdentityOn(
       serial: req.serial,
       thingName: req.thingName,
       keyType: req.keyType,
-      csrPem: toPem(csr),
       publicKey: toPem(spki, 'PUBLIC KEY'),
       wrappedKey: wrapped.toString('base64'),
       kekId: kek.uri,
+      ...made,
     };
   } catch (e) {
     failure = e instanceof Error ? e : hsmError(e, 'creating the device identity');
