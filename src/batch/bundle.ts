@@ -18,7 +18,10 @@ export interface DeviceBundle {
   profile: string;
   certificateId: string;
   certificateArn: string;
-  /** The device certificate issued by AWS IoT (PEM). */
+  /**
+   * The device certificate (PEM): issued by AWS IoT, or signed by the profile's factory CA and
+   * then followed by the CA chain the device presents on its first connect (jitp, jitr).
+   */
   certificatePem: string;
   /** The CA the device must trust for the MQTT endpoint (PEM; Amazon Root CA 1 in production). */
   rootCaPem: string;
@@ -40,6 +43,7 @@ export interface DeviceBundle {
 /** States in which a device has a certificate a station can write. */
 export const BUNDLE_STATES: ReadonlySet<DeviceState> = new Set([
   'registered',
+  'signed',
   'flashed',
   'verified',
   'connected',

@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { ResolvedProfile } from '../config/load.js';
 import {
+  CaSettingsSchema,
   DRIVERS,
   KEY_DELIVERIES,
   KEY_TYPES,
@@ -65,6 +66,8 @@ const header = {
     thingType: z.string().optional(),
     thingGroups: z.array(z.string()),
     csrSubject: z.record(z.string(), z.string()),
+    /** The factory CA that signs the lot's certificates (jitp, jitr). */
+    ca: CaSettingsSchema.optional(),
     driver: z.enum(DRIVERS),
     driverSettings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
   }),
@@ -169,6 +172,7 @@ export function buildPlanHeader(input: HeaderInput): PlanHeader {
       ...(profile.thingType === undefined ? {} : { thingType: profile.thingType }),
       thingGroups: [...profile.thingGroups],
       csrSubject: { ...profile.csrSubject },
+      ...(profile.ca === undefined ? {} : { ca: structuredClone(profile.ca) }),
       driver: profile.driver,
       driverSettings: { ...profile.driverSettings },
     },

@@ -10,6 +10,7 @@ import { packageRoot } from '../core/paths.js';
 import {
   ConfigSchema,
   ProfileSchema,
+  FACTORY_CA_STRATEGIES,
   STRATEGY_KEY_DELIVERIES,
   strategyNameOf,
   type Config,
@@ -192,6 +193,13 @@ function addProfile(
       path: `${prefix}.registration.mode`,
       message:
         'strategy "device-csr" registers each device at the station: set registration.mode to "single"',
+      source,
+    });
+  }
+  if (FACTORY_CA_STRATEGIES.includes(strategy) && p.ca === undefined) {
+    problems.push({
+      path: `${prefix}.ca`,
+      message: `strategy "${strategy}" signs device certificates with the profile's factory CA: set \`ca\` (at least label and subject.CN; see docs/hsm.md "Factory CA")`,
       source,
     });
   }

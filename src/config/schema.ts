@@ -20,13 +20,17 @@ export const REGISTRATION_MODES = ['bulk', 'single'] as const;
  * each can carry out. A profile that names no strategy gets the one its key delivery and
  * registration mode imply.
  */
-export const STRATEGY_NAMES = ['bulk', 'single', 'device-csr'] as const;
+export const STRATEGY_NAMES = ['bulk', 'single', 'device-csr', 'jitp', 'jitr'] as const;
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
 export const STRATEGY_KEY_DELIVERIES: Readonly<Record<StrategyName, readonly KeyDelivery[]>> = {
   bulk: ['wrapped', 'plain'],
   single: ['wrapped', 'plain'],
   'device-csr': ['device'],
+  jitp: ['wrapped', 'plain'],
+  jitr: ['wrapped', 'plain'],
 };
+/** Strategies whose device certificates the profile's factory CA signs (`ca` required). */
+export const FACTORY_CA_STRATEGIES: readonly StrategyName[] = ['jitp', 'jitr'];
 
 export function strategyNameOf(profile: {
   strategy?: StrategyName | undefined;
@@ -100,7 +104,8 @@ export const ProfileSchema = z
     policyName: z.string().regex(/^[\w+=,.@-]{1,128}$/, 'not a valid AWS IoT policy name'),
     keyType: z.enum(KEY_TYPES).default('P-256'),
     /**
-     * How a serial becomes a connected device: `bulk`, `single` or `device-csr`. Unset: implied
+     * How a serial becomes a connected device: `bulk`, `single`, `device-csr`, `jitp` or `jitr`
+     * (the last two sign with the profile's factory CA, `ca`). Unset: implied
      * by keyDelivery and registration.mode (device keys: device-csr; else the mode).
      */
     strategy: z.enum(STRATEGY_NAMES).optional(),

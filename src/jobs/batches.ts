@@ -13,6 +13,7 @@ import {
   type PlanDevice,
   type PlanHeader,
 } from '../batch/plan.js';
+import { STRATEGY_NAMES, strategyNameOf, type KeyDelivery, type StrategyName } from '../config/schema.js';
 import { ProvlineError } from '../core/errors.js';
 import type { JournalKeys } from './keys.js';
 
@@ -26,6 +27,10 @@ export interface BatchMeta {
   source: string;
   keyDelivery: string;
   registrationMode: string;
+  /** The lot's strategy (bulk, single, device-csr, jitp, jitr). */
+  strategy: StrategyName;
+  /** The factory CA that signs the lot (jitp, jitr): its AWS certificate id, checked at submit. */
+  caCertificateId?: string;
   /** iot:Data-ATS host, set by the registrar once the account is prepared. */
   endpoint?: string;
   /** The CA devices trust for the endpoint (PEM), set with the endpoint. */
@@ -94,6 +99,7 @@ export class BatchStore {
         source: plan.source.file,
         keyDelivery: plan.profile.keyDelivery,
         registrationMode: plan.profile.registration.mode,
+        strategy: strategyNameOf(plan.profile),
       })
       .hsetnx(this.keys.batch(plan.batchId), 'total', '0')
       .zadd(this.keys.batches(), now, plan.batchId)
@@ -136,6 +142,13 @@ export class BatchStore {
       source: h.source ?? '',
       keyDelivery: h.keyDelivery ?? 'wrapped',
       registrationMode: h.registrationMode ?? 'bulk',
+      strategy: (STRATEGY_NAMES as readonly string[]).includes(h.strategy ?? '')
+        ? (h.strategy as StrategyName)
+        : strategyNameOf({
+            keyDelivery: (h.keyDelivery ?? 'wrapped') as KeyDelivery,
+            registration: { mode: h.registrationMode === 'single' ? 'single' : 'bulk' },
+          }),
+      ...(h.caCertificateId ? { caCertificateId: h.caCertificateId } : {}),
       ...(h.endpoint ? { endpoint: h.endpoint } : {}),
       ...(h.rootCaPem ? { rootCaPem: h.rootCaPem } : {}),
       ...(h.registeredAt ? { registeredAt: Number(h.registeredAt) } : {}),

@@ -16,10 +16,11 @@ import type { Config } from '../config/schema.js';
 import { isProvlineError, messageOf } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { toJobError } from '../core/job-error.js';
+import { checkSigningCa, createSignedIdentity } from '../hsm/ca.js';
 import { openHsm, type Hsm } from '../hsm/hsm.js';
 import type { Runtime } from '../stack/runtime.js';
 import { BatchStore } from './batches.js';
-import { runHsmRange } from './hsm-stage.js';
+import { runHsmRange, type IdentityMaker } from './hsm-stage.js';
 import { Journal } from './journal.js';
 import {
   connectionFromUrl,
@@ -169,7 +170,12 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
         await sleep(Math.min(5000, 250 * attempt));
       }
     }
-    const maker = hsm;
+    const opened = hsm;
+    const maker: IdentityMaker = {
+      createDeviceIdentity: (r) => opened.createDeviceIdentity(r),
+      createSignedIdentity: (r, ca) => createSignedIdentity(opened, r, ca),
+      checkSigningCa: async (ca) => void (await checkSigningCa(opened, ca.settings, ca.now)),
+    };
     workers.push(
       new Worker<HsmJobData>(
         QUEUES.hsm,

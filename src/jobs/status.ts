@@ -2,6 +2,7 @@
  * A batch's progress as numbers: devices per state, per stage, rate, ETA and failures by
  * code. `status` prints one snapshot; `submit --wait` samples it over time (RateMeter).
  */
+import { FACTORY_CA_STRATEGIES } from '../config/schema.js';
 import type { DeviceState } from './states.js';
 import type { BatchMeta, BatchStore } from './batches.js';
 import type { Journal } from './journal.js';
@@ -13,8 +14,14 @@ export interface BatchStatus {
   total: number;
   rejected: number;
   counts: Record<DeviceState, number>;
-  /** Devices past each stage (`verified` counts the connected ones too). */
+  /**
+   * Devices past each stage (`verified` counts the connected ones too). `registered` counts
+   * devices with a certificate the station can write: registered with AWS, or signed offline by
+   * the factory CA (jitp, jitr), which AWS registers at the first connect.
+   */
   stages: { keyed: number; registered: number; verified: number; connected: number };
+  /** What `registered` means for this lot: `registered` with AWS, or `signed` by the factory CA. */
+  certificates: 'registered' | 'signed';
   /** Devices not yet registered and not failed (the registration stage's backlog). */
   pending: number;
   failed: number;
@@ -58,7 +65,7 @@ export function summarise(
   /** When a device of the batch last changed state. */
   progressAt?: number,
 ): BatchStatus {
-  const registered = counts.registered + counts.flashed + counts.verified + counts.connected;
+  const registered = counts.registered + counts.signed + counts.flashed + counts.verified + counts.connected;
   const pending = counts.accepted + counts.keyed + counts.registering;
   const done = pending === 0 || meta.abortedCode !== undefined;
   const end = done && meta.registeredAt !== undefined ? meta.registeredAt : now;
@@ -73,6 +80,7 @@ export function summarise(
     total: meta.total,
     rejected: meta.rejected,
     counts,
+    certificates: FACTORY_CA_STRATEGIES.includes(meta.strategy) ? 'signed' : 'registered',
     stages: {
       keyed: counts.keyed + counts.registering + registered,
       registered,

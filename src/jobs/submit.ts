@@ -13,10 +13,13 @@ import { validateCsvFile, type IntakeResult } from '../batch/intake.js';
 import { buildPlanHeader, planDevice, PLAN_PAGE, type PlanDevice, type PlanHeader } from '../batch/plan.js';
 import type { Problem } from '../batch/rules.js';
 import { strategyFor } from '../batch/strategies/index.js';
-import { lintTemplate } from '../cloud/template/index.js';
+import { lintProfileTemplate } from '../cloud/template/index.js';
 import type { ResolvedProfile } from '../config/load.js';
+import type { StrategyName } from '../config/schema.js';
 import { messageOf, ProvlineError } from '../core/errors.js';
 import type { BatchStore } from './batches.js';
+import type { CaPreflight, CaPreflightProfile } from './ca-preflight.js';
+import { jitpRowProblems, parseJitpTemplate, type JitpRowProblem } from './jitp-rows.js';
 import { alreadySubmitted, type Journal } from './journal.js';
 import type { PipelineQueues } from './queues.js';
 
@@ -50,6 +53,11 @@ export interface SubmitDeps {
   journal: Journal;
   batches: BatchStore;
   queues: PipelineQueues;
+  /**
+   * The factory-CA check of a jitp or jitr lot (ca-preflight.ts, with the HSM and the cloud):
+   * run before any row is read, so a lot whose CA cannot sign or provision queues nothing.
+   */
+  checkFactoryCa?: (strategy: StrategyName, profile: CaPreflightProfile) => Promise<CaPreflight>;
 }
 
 /** Serials held by other batches that are listed by name (the rest are only counted). */
@@ -72,12 +80,53 @@ function readText(path: string, what: string): string {
   }
 }
 
+function jitpRowsRefused(profile: string, listed: JitpRowProblem[], count: number): ProvlineError {
+  const lines = listed.map(
+    (p) =>
+      `  line ${p.line} (serial ${p.serial}): ${p.field}${p.value ? ` = "${p.value}"` : ''}: ${p.message}`,
+  );
+  if (count > listed.length) lines.push(`  … and ${count - listed.length} more`);
+  return new ProvlineError(
+    'JITP_SUBJECT_INVALID',
+    `profile ${profile}: ${count} problem${count === 1 ? '' : 's'} AWS would meet at the devices' first connect (their certificates would stay PENDING_ACTIVATION); nothing was signed or queued:\n${lines.join('\n')}`,
+    {
+      kind: 'invalid-input',
+      hint: "The values come from the certificate subject: CN is the thing name, the rest is the profile's csrSubject. Change them, or the template.",
+      details: { problems: listed, count },
+    },
+  );
+}
+
+async function preflightCa(deps: SubmitDeps, profile: ResolvedProfile): Promise<CaPreflight | undefined> {
+  const strategy = strategyFor(profile);
+  if (strategy.certificate.by !== 'factory-ca') return undefined;
+  if (!profile.ca)
+    throw new ProvlineError(
+      'CA_NOT_CONFIGURED',
+      `profile ${profile.name}: strategy ${strategy.name} needs a factory CA (\`ca\`)`,
+      {
+        kind: 'invalid-input',
+      },
+    );
+  if (!deps.checkFactoryCa)
+    throw new ProvlineError(
+      'CA_NOT_CONFIGURED',
+      `profile ${profile.name}: strategy ${strategy.name} signs with the factory CA in the HSM, and this submit cannot reach the HSM to check it`,
+      { kind: 'invalid-input', hint: 'Submit from a host with the HSM (its PIN file or PROVLINE_HSM_PIN).' },
+    );
+  return deps.checkFactoryCa(strategy.name, {
+    name: profile.name,
+    ca: profile.ca,
+    csrSubject: profile.csrSubject,
+  });
+}
+
 export async function submitBatch(deps: SubmitDeps, req: SubmitRequest): Promise<SubmitResult> {
   const now = (req.now ?? (() => new Date()))();
   const { profile } = req;
   const templateBody = readText(profile.templatePath, 'provisioning template');
   const flavor = strategyFor(profile).certificate.templateFlavor;
-  const problems = lintTemplate(templateBody, flavor);
+  const problems = lintProfileTemplate(templateBody, flavor, profile);
   if (problems.length)
     throw new ProvlineError(
       'TEMPLATE_INVALID',
@@ -90,6 +139,7 @@ export async function submitBatch(deps: SubmitDeps, req: SubmitRequest): Promise
       },
     );
   const policyDocument = profile.policyPath ? readText(profile.policyPath, 'device policy') : undefined;
+  const factoryCa = await preflightCa(deps, profile);
   const batchId = req.batchId ?? newBatchId(now);
   const skipExisting = req.skipExisting ?? false;
 
@@ -101,6 +151,11 @@ export async function submitBatch(deps: SubmitDeps, req: SubmitRequest): Promise
   let kept = 0;
   let page: PlanDevice[] = [];
   const rejectedSerials = new Map<number, string | null>();
+  // A JITP lot: each row tried against the CA's template as AWS will at the first connect.
+  const jitp =
+    strategyFor(profile).certificate.call === 'jit-template' ? parseJitpTemplate(templateBody) : undefined;
+  const jitpProblems: JitpRowProblem[] = [];
+  let jitpProblemCount = 0;
   const flush = async (): Promise<void> => {
     const rows = page;
     page = [];
@@ -128,7 +183,13 @@ export async function submitBatch(deps: SubmitDeps, req: SubmitRequest): Promise
       maxProblems: req.skipInvalid ? 1_000_000 : 1000,
       sha256: true,
       onRow: (r) => {
-        page.push(planDevice(r));
+        const d = planDevice(r);
+        if (jitp) {
+          const found = jitpRowProblems(jitp, d, profile.csrSubject);
+          jitpProblemCount += found.length;
+          for (const pr of found) if (jitpProblems.length < LISTED) jitpProblems.push(pr);
+        }
+        page.push(d);
         return page.length >= PLAN_PAGE ? flush() : undefined;
       },
       onReject: (line, serial) => {
@@ -139,6 +200,10 @@ export async function submitBatch(deps: SubmitDeps, req: SubmitRequest): Promise
   } catch (e) {
     await deps.batches.discardStaged(batchId);
     throw e;
+  }
+  if (jitpProblemCount) {
+    await deps.batches.discardStaged(batchId);
+    throw jitpRowsRefused(profile.name, jitpProblems, jitpProblemCount);
   }
   const headerBroken = intake.problems.some((p) => p.line === 1);
   if ((!intake.valid && !req.skipInvalid) || headerBroken) {
@@ -168,6 +233,7 @@ export async function submitBatch(deps: SubmitDeps, req: SubmitRequest): Promise
     rejectedSerials,
   });
   await deps.batches.createFromHeader(plan, now.getTime());
+  if (factoryCa) await deps.batches.set(batchId, { caCertificateId: factoryCa.caCertificateId });
   // Accepted from the stored pages, a page at a time, in plan order.
   let accepted = 0;
   const skipped = [...refusedSerials];

@@ -125,6 +125,7 @@ describe('status of a stalled batch', () => {
     source: 'a.csv',
     keyDelivery: 'wrapped',
     registrationMode: 'bulk',
+    strategy: 'bulk',
   };
   const counts = (c: Partial<Record<DeviceState, number>>): Record<DeviceState, number> =>
     Object.fromEntries(STATES.map((s) => [s, c[s] ?? 0])) as Record<DeviceState, number>;

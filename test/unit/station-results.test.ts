@@ -45,7 +45,7 @@ describe('results as journal transitions', () => {
   it('never moves a verified device back, and carries the attempt and the error', () => {
     expect(transitionFor(entry('flashed'))).toMatchObject({
       to: 'flashed',
-      from: ['registered', 'flashed', 'failed'],
+      from: ['registered', 'signed', 'flashed', 'failed'],
       fields: { attempt: 'a1', port: '/dev/ttyUSB0' },
     });
     expect(transitionFor(entry('verified')).from).toEqual(['flashed']);
@@ -53,7 +53,7 @@ describe('results as journal transitions', () => {
       entry('failed', { error: { code: 'DEVICE_TIMEOUT', message: 'no answer', stage: 'flash' } }),
     );
     expect(failed).toMatchObject({
-      from: ['registered', 'flashed'],
+      from: ['registered', 'signed', 'flashed'],
       fields: { errorCode: 'DEVICE_TIMEOUT', errorMessage: 'no answer', errorStage: 'flash' },
     });
   });

@@ -5,6 +5,8 @@
 import { STRATEGY_NAMES, strategyNameOf, type StrategyName } from '../../config/schema.js';
 import { bulk } from './bulk.js';
 import { deviceCsr } from './device-csr.js';
+import { jitp } from './jitp.js';
+import { jitr } from './jitr.js';
 import { single } from './single.js';
 import type { Strategy } from './strategy.js';
 
@@ -21,6 +23,8 @@ export const STRATEGIES: Readonly<Record<StrategyName, Strategy>> = {
   bulk,
   single,
   'device-csr': deviceCsr,
+  jitp,
+  jitr,
 };
 
 export { STRATEGY_NAMES };

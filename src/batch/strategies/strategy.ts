@@ -10,8 +10,8 @@
  *     `station`: what the device receives and how the station proves it holds it;
  *   - reports and status ask `lifecycle`: the states a sound device walks to its goal.
  *
- * Adding a strategy adds a module beside bulk.ts, single.ts and device-csr.ts, and one line in
- * index.ts. Pure data and pure checks: no I/O here.
+ * Adding a strategy adds a module beside bulk.ts, single.ts, device-csr.ts, jitp.ts and
+ * jitr.ts, and one line in index.ts. Pure data and pure checks: no I/O here.
  */
 import type { KeyDelivery, Profile, StrategyName } from '../../config/schema.js';
 import type { DeviceState } from '../states.js';
@@ -22,6 +22,11 @@ export type { StrategyName };
 export type HsmWork =
   /** A key pair in the HSM and a CSR signed by it; the key leaves wrapped, or not at all. */
   | 'key-and-csr'
+  /**
+   * A key pair in the HSM and a certificate for it signed by the profile's factory CA, also in
+   * the HSM: offline, no AWS call. The key leaves wrapped, or not at all.
+   */
+  | 'key-and-certificate'
   /** Nothing: the device makes its own key at the station. */
   | 'nothing';
 
@@ -32,7 +37,14 @@ export type CertificateSource =
   /** The registrar, before the station: one RegisterThing per device, paced. */
   | { by: 'registrar'; call: 'register-thing'; templateFlavor: 'register-thing' }
   /** The station, from the CSR the device returns: RegisterThing per device. */
-  | { by: 'station'; call: 'register-thing'; templateFlavor: 'register-thing' };
+  | { by: 'station'; call: 'register-thing'; templateFlavor: 'register-thing' }
+  /**
+   * The factory CA, in the HSM stage; AWS registers the certificate at the device's first
+   * connect: by the CA's JITP template (`jit-template`), or left PENDING_ACTIVATION for the
+   * customer's activator (`jit-activator`, whose thing and policy come from the profile).
+   */
+  | { by: 'factory-ca'; call: 'jit-template'; templateFlavor: 'jitp' }
+  | { by: 'factory-ca'; call: 'jit-activator'; templateFlavor: undefined };
 
 /** What the bundle carries for the device's private key. */
 export type BundleKey = 'wrapped' | 'plain' | 'none';
@@ -68,6 +80,15 @@ export interface Strategy {
 }
 
 /** The path every strategy that registers before the station walks. */
+/** The path of the strategies whose certificates the factory CA signs. */
+export const SIGNED_OFFLINE: readonly DeviceState[] = [
+  'accepted',
+  'signed',
+  'flashed',
+  'verified',
+  'connected',
+];
+
 export const REGISTERED_FIRST: readonly DeviceState[] = [
   'accepted',
   'keyed',

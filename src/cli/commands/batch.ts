@@ -95,10 +95,10 @@ export function formatStatus(s: BatchStatus): string {
     `  ${s.total} device(s)${s.rejected ? `, ${s.rejected} invalid line(s) rejected` : ''}`,
     `  ${STATES.map((st) => `${st} ${s.counts[st]}`).join(' · ')}`,
     s.registrationDone
-      ? `  registration finished: ${s.stages.registered} registered, ${s.failed} failed (${s.rate}/s over ${s.elapsedSeconds} s)`
+      ? `  ${s.certificates === 'signed' ? 'signing' : 'registration'} finished: ${s.stages.registered} ${s.certificates}, ${s.failed} failed (${s.rate}/s over ${s.elapsedSeconds} s)`
       : s.stalled
-        ? `  stalled: ${s.stages.registered}/${s.total} registered; nothing has moved for ${s.stalled.seconds} s (since ${s.stalled.lastActivity}): is a worker running, and can it reach Redis?`
-        : `  registering: ${s.stages.registered}/${s.total} at ${s.rate}/s, ETA ${s.etaSeconds ?? '?'} s`,
+        ? `  stalled: ${s.stages.registered}/${s.total} ${s.certificates}; nothing has moved for ${s.stalled.seconds} s (since ${s.stalled.lastActivity}): is a worker running, and can it reach Redis?`
+        : `  ${s.certificates === 'signed' ? 'signing' : 'registering'}: ${s.stages.registered}/${s.total} at ${s.rate}/s, ETA ${s.etaSeconds ?? '?'} s`,
   ];
   if (s.aborted) lines.push(`  the batch could not run: ${s.aborted.message} [${s.aborted.code}]`);
   for (const [code, n] of Object.entries(s.failures)) lines.push(`  failed: ${n} × ${code}`);

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import * as cloudCa from '../../cloud/ca.js';
 import { makeClients, requireRoleArn } from '../../cloud/clients.js';
-import { lintJitpTemplate } from '../../cloud/template/index.js';
+import { deviceSubjectAttributes, lintJitpTemplate } from '../../cloud/template/index.js';
 import { getProfile, type ResolvedProfile } from '../../config/load.js';
 import type { CaSettings } from '../../config/schema.js';
 import { ProvlineError, usageError } from '../../core/errors.js';
@@ -42,11 +42,6 @@ function readPem(file: string, what: string): string {
 /** The PEM blocks of a file, in order (a chain file holds several). */
 function pemBlocks(text: string): string[] {
   return [...text.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((m) => m[0]);
-}
-
-/** The subject attributes a profile's device certificates carry: CN (the thing name) and csrSubject. */
-export function deviceSubjectAttributes(profile: ResolvedProfile): string[] {
-  return ['CN', ...Object.keys(profile.csrSubject)];
 }
 
 /** Lints a JITP template body for the profile; JITP_TEMPLATE_INVALID listing every problem. */

@@ -150,7 +150,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       for (const line of lines) {
         const s = await waitForRegistration(p, line.batchId!, true);
         c.print(
-          `    batch ${s.batchId}: ${s.stages.registered}/${s.total} registered, ${s.failed} failed (${elapsed()})`,
+          `    batch ${s.batchId}: ${s.stages.registered}/${s.total} ${s.certificates}, ${s.failed} failed (${elapsed()})`,
         );
         if (s.failed || s.aborted)
           throw new ProvlineError(

@@ -4,11 +4,27 @@ import { ProvlineError } from '../../core/errors.js';
 import type { Runner } from '../../jobs/runner.js';
 import { isConnectionError } from '../../jobs/redis-watch.js';
 import { batchStatus, RateMeter, type BatchStatus } from '../../jobs/status.js';
-import { submitBatch } from '../../jobs/submit.js';
+import { checkFactoryCa } from '../../jobs/ca-preflight.js';
+import { submitBatch, type SubmitDeps } from '../../jobs/submit.js';
+import { makeClients } from '../../cloud/clients.js';
+import { withHsm } from './hsm.js';
 import { EXIT, ExitCode } from '../exit.js';
 import type { CommandContext } from '../context.js';
 import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { formatProblem } from './validate.js';
+
+/** The factory-CA check of jitp/jitr lots, with this host's HSM and the account's cloud. */
+export function factoryCaCheck(c: CommandContext): NonNullable<SubmitDeps['checkFactoryCa']> {
+  return (strategy, profile) =>
+    withHsm(c, async (hsm) => {
+      const cloud = makeClients(c.runtime.aws);
+      try {
+        return await checkFactoryCa({ hsm, cloud }, strategy, profile, new Date());
+      } finally {
+        cloud.destroy();
+      }
+    });
+}
 
 interface SubmitOptions {
   profile: string;
@@ -48,13 +64,16 @@ export function registerSubmit(program: Command, ctx: () => CommandContext): voi
       const p = await openPipeline(c);
       let runner: Runner | undefined;
       try {
-        const result = await submitBatch(p, {
-          csvPath: csv,
-          profile,
-          skipInvalid: opts.skipInvalid ?? false,
-          skipExisting: opts.skipExisting ?? false,
-          hsmChunk: c.loaded.config.workers.hsmChunk,
-        });
+        const result = await submitBatch(
+          { ...p, checkFactoryCa: factoryCaCheck(c) },
+          {
+            csvPath: csv,
+            profile,
+            skipInvalid: opts.skipInvalid ?? false,
+            skipExisting: opts.skipExisting ?? false,
+            hsmChunk: c.loaded.config.workers.hsmChunk,
+          },
+        );
         if (result.status === 'invalid') {
           const { intake } = result;
           if (opts.json)
@@ -127,7 +146,7 @@ export function registerSubmit(program: Command, ctx: () => CommandContext): voi
 
 function finalLine(s: BatchStatus): string {
   const lines = [
-    `batch ${s.batchId}: ${s.stages.registered} of ${s.total} registered, ${s.failed} failed, in ${s.elapsedSeconds} s (${s.rate}/s)`,
+    `batch ${s.batchId}: ${s.stages.registered} of ${s.total} ${s.certificates}${s.certificates === 'signed' ? ' by the factory CA (AWS provisions each at its first connect)' : ''}, ${s.failed} failed, in ${s.elapsedSeconds} s (${s.rate}/s)`,
   ];
   if (s.aborted) lines.push(`  the batch could not run: ${s.aborted.message} [${s.aborted.code}]`);
   for (const [code, n] of Object.entries(s.failures)) lines.push(`  ${n} failed with ${code}`);
@@ -178,7 +197,7 @@ export async function waitForRegistration(
           : rate > 0
             ? `ETA ${Math.ceil(s.pending / rate)} s`
             : 'ETA …';
-      const line = `keys ${s.stages.keyed}/${s.total} · registered ${s.stages.registered}/${s.total} · failed ${s.failed} · ${rate.toFixed(0)}/s · ${eta}`;
+      const line = `keys ${s.stages.keyed}/${s.total} · ${s.certificates} ${s.stages.registered}/${s.total} · failed ${s.failed} · ${rate.toFixed(0)}/s · ${eta}`;
       process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
     }
     if (s.registrationDone) {

@@ -13,4 +13,5 @@ export {
   lintJitpTemplate,
   type JitpProblem,
 } from './jitp-lint.js';
+export { deviceSubjectAttributes, lintProfileTemplate, type ProfileTemplateProblem } from './profile-lint.js';
 export * from './types.js';

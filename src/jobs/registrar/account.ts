@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { BatchPlan } from '../../batch/plan.js';
 import { strategyFor } from '../../batch/strategies/index.js';
 import { describeDataEndpoint, ensureResources } from '../../cloud/resources.js';
-import { lintTemplate } from '../../cloud/template/index.js';
+import { lintProfileTemplate } from '../../cloud/template/index.js';
 import { isProvlineError, messageOf, ProvlineError } from '../../core/errors.js';
 import type { RegistrarDeps } from './deps.js';
 import { failMove } from './moves.js';
@@ -18,7 +18,7 @@ export async function prepare(deps: RegistrarDeps, plan: BatchPlan): Promise<boo
   const meta = await deps.batches.meta(plan.batchId);
   if (meta.endpoint && meta.rootCaPem) return true;
   const flavor = strategyFor(plan.profile).certificate.templateFlavor;
-  const problems = lintTemplate(plan.profile.templateBody, flavor);
+  const problems = lintProfileTemplate(plan.profile.templateBody, flavor, plan.profile);
   try {
     if (problems.length)
       throw new ProvlineError(
