@@ -35,10 +35,10 @@ export const ResultEntrySchema = z.object({
 export type ResultEntry = z.infer<typeof ResultEntrySchema>;
 
 const FROM = {
-  flashed: ['registered', 'flashed', 'failed'],
+  flashed: ['registered', 'signed', 'flashed', 'failed'],
   verified: ['flashed'],
   connected: ['verified'],
-  failed: ['registered', 'flashed'],
+  failed: ['registered', 'signed', 'flashed'],
 } as const;
 
 /** The error stage of a failed first connect: the only failure that may follow `verified`. */
