@@ -21,7 +21,7 @@ describe('provline demo', () => {
 
   // One scenario in two steps, each on its own budget: the second run needs the first one's home.
   it(
-    'takes both products from CSV to devices verified by their own answers and connected to the stand-in as their things, stops what it started, and runs again on the same home with new serials (idempotent KEKs and token)',
+    'takes the three products (bulk with wrapped keys, bulk with plain keys, JITP) from CSV to devices verified by their own answers and connected to the stand-in as their things, stops what it started, and runs again on the same home with new serials (idempotent KEKs and token)',
     async () => {
       const r = await runCli(['demo', '--devices', '6', '--ports', '2'], {
         env: { PROVLINE_HOME: home },
@@ -33,9 +33,13 @@ describe('provline demo', () => {
       );
       expect(r.stdout).toMatch(/profile demo \(provline-serial-v1\)/);
       expect(r.stdout).toMatch(/profile nrf91-plain \(nordic-at\)/);
+      expect(r.stdout).toMatch(/profile sensor-jitp \(provline-serial-v1\)/);
+      // The JITP things appear only when their devices first connect.
+      expect(r.stdout).toContain('JITP lot: 0 of 2 things in the registry');
+      expect(r.stdout).toContain('JITP lot: 2 of 2 things in the registry now');
 
       const reports = files(join(home, 'demo')).filter((f) => /report-.*\.csv$/.test(f));
-      expect(reports).toHaveLength(2);
+      expect(reports).toHaveLength(3);
       const rows = reports.flatMap((f) => readFileSync(f, 'utf8').trim().split('\n').slice(1));
       expect(rows).toHaveLength(6);
       for (const row of rows) expect(row.split(',')[3]).toBe('connected');
@@ -69,12 +73,12 @@ describe('provline demo', () => {
       const status = await runCli(['stack', 'status', '--json'], { env: { PROVLINE_HOME: home } });
       expect(JSON.parse(status.stdout).redis.running).toBe(false);
 
-      const again = await runCli(['demo', '--devices', '2', '--ports', '2'], {
+      const again = await runCli(['demo', '--devices', '3', '--ports', '2'], {
         env: { PROVLINE_HOME: home },
         timeoutMs: DEMO_BUDGET_MS,
       });
       expect(again.code, again.stdout + again.stderr).toBe(0);
-      expect(again.stdout).toContain('2 of 2 devices verified by the devices themselves; 2 of 2 connected');
+      expect(again.stdout).toContain('3 of 3 devices verified by the devices themselves; 3 of 3 connected');
     },
     3 * DEMO_BUDGET_MS,
   );

@@ -1,7 +1,9 @@
 /**
  * `provline demo`: the main job on embedded defaults, end to end. It brings the local stack up
- * (Redis, the SoftHSM token, the AWS IoT stand-in), makes the demo KEKs, writes two demo CSVs
- * (sensors with provline-serial-v1 firmware and wrapped keys; nRF91 modems with plain keys),
+ * (Redis, the SoftHSM token, the AWS IoT stand-in), makes the demo KEKs and the JITP sensors'
+ * factory CA (in the HSM, registered with its template), writes three demo CSVs (sensors with
+ * provline-serial-v1 firmware and wrapped keys, registered in bulk; nRF91 modems with plain
+ * keys; sensors on JITP, signed offline by the CA, whose things AWS makes at first connect),
  * submits them with live progress, runs station ports over socat pty pairs and plugs simulated
  * devices of both drivers in one after another, as a line would. Each device, once verified,
  * makes its first MQTT connect to the stand-in's data plane as its thing, and the stand-in's
@@ -26,7 +28,15 @@ import {
   type PtyPair,
   type StationEvent,
 } from '../../flash/index.js';
+import { DescribeThingCommand } from '@aws-sdk/client-iot';
+import * as cloudCa from '../../cloud/ca.js';
+import type { CaDescription } from '../../cloud/ca.js';
+import { makeClients, requireRoleArn } from '../../cloud/clients.js';
+import type { StrategyName } from '../../config/schema.js';
+import { isProvlineError } from '../../core/errors.js';
+import * as hsmCa from '../../hsm/ca.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
+import { checkFactoryCa, type CaPreflightProfile } from '../../jobs/ca-preflight.js';
 import { reportRows } from '../../jobs/report.js';
 import { stationJournal } from '../../jobs/station-store.js';
 import { submitBatch } from '../../jobs/submit.js';
@@ -61,11 +71,16 @@ export function registerDemo(program: Command, ctx: () => CommandContext): void 
     )
     .option(
       '--devices <n>',
-      'devices in the demo (split between the two products)',
-      intOption('--devices', 2, 10_000),
+      'devices in the demo (dealt to the three products in turn)',
+      intOption('--devices', 1, 10_000),
       24,
     )
-    .option('--ports <k>', 'station ports (split between the two products)', intOption('--ports', 2, 32), 4)
+    .option(
+      '--ports <k>',
+      'station ports (dealt to the products in turn; at least one each)',
+      intOption('--ports', 1, 32),
+      4,
+    )
     .option('--real-line-rate', 'pace the simulated devices at 115200 baud, as a real serial line is')
     .option('--keep', 'leave the local stack running afterwards')
     .addHelpText(
@@ -95,47 +110,74 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
   try {
     // Serials are new on every run, so the demo can run again on the same home.
     const run = nextRun(join(dir, 'runs'));
-    const sensors = Math.ceil(opts.devices / 2);
-    const lines: Line[] = [
+    const tag = String(run).padStart(3, '0');
+    const products: Array<{ profile: string; serial: (i: number) => string }> = [
+      { profile: 'demo', serial: (i) => `DEMO${tag}-${String(i + 1).padStart(4, '0')}` },
+      // 15-digit IMEIs: a demo TAC, the run, the device.
       {
-        profile: getProfile(c.loaded, 'demo'),
-        serials: Array.from(
-          { length: sensors },
-          (_, i) => `DEMO${String(run).padStart(3, '0')}-${String(i + 1).padStart(4, '0')}`,
-        ),
-        ports: [],
+        profile: 'nrf91-plain',
+        serial: (i) => `3526561${String(run % 1000).padStart(3, '0')}${String(i + 1).padStart(5, '0')}`,
       },
-      {
-        profile: getProfile(c.loaded, 'nrf91-plain'),
-        // 15-digit IMEIs: a demo TAC, the run, the device.
-        serials: Array.from(
-          { length: opts.devices - sensors },
-          (_, i) => `3526561${String(run % 1000).padStart(3, '0')}${String(i + 1).padStart(5, '0')}`,
-        ),
-        ports: [],
-      },
+      { profile: 'sensor-jitp', serial: (i) => `JITP${tag}-${String(i + 1).padStart(4, '0')}` },
     ];
+    // Devices dealt to the products in turn; a product dealt none sits this run out.
+    const lines: Line[] = products
+      .map((pr, k) => ({
+        profile: getProfile(c.loaded, pr.profile),
+        serials: Array.from(
+          { length: Math.floor((opts.devices + products.length - 1 - k) / products.length) },
+          (_, i) => pr.serial(i),
+        ),
+        ports: [],
+      }))
+      .filter((l) => l.serials.length > 0);
+    const byName = (name: string): Line | undefined => lines.find((l) => l.profile.name === name);
 
-    step('HSM: transport KEKs for both products');
+    step('HSM: transport KEKs for the products');
     hsm = await openHsm(await c.hsmSettings());
-    lines[0]!.kek = await ensureDemoKek(hsm, lines[0]!.profile.kekLabel, join(dir, 'demo-kek.bin'));
-    if (!(await hsm.findKek(lines[1]!.profile.kekLabel)))
-      await hsm.createKek({ label: lines[1]!.profile.kekLabel });
-    c.print(
-      `    ${lines[0]!.profile.kekLabel} (imported; the simulated sensors hold it too), ${lines[1]!.profile.kekLabel} (made in the HSM)`,
+    // The sensors (bulk and JITP) share one KEK their simulated firmware holds.
+    const sensorKek = await ensureDemoKek(
+      hsm,
+      getProfile(c.loaded, 'demo').kekLabel,
+      join(dir, 'demo-kek.bin'),
     );
+    for (const line of lines) if (line.profile.driver === 'provline-serial-v1') line.kek = sensorKek;
+    const modemKek = getProfile(c.loaded, 'nrf91-plain').kekLabel;
+    if (!(await hsm.findKek(modemKek))) await hsm.createKek({ label: modemKek });
+    c.print(
+      `    ${getProfile(c.loaded, 'demo').kekLabel} (imported; the simulated sensors hold it too), ${modemKek} (made in the HSM)`,
+    );
+    const jitp = byName('sensor-jitp');
+    if (jitp) {
+      step('factory CA for the JITP sensors: key in the HSM, registered with its JITP template');
+      const ca = await ensureDemoCa(c, hsm, jitp.profile);
+      c.print(
+        `    CA "${jitp.profile.ca!.label}" ${ca.certificateId.slice(0, 16)}… ${ca.status}, auto-registration ${ca.autoRegistrationStatus}`,
+      );
+    }
 
     p = await openPipeline(c);
     for (const line of lines) {
       const csv = join(dir, `${line.profile.name}-run${run}.csv`);
+      const caCheck = async (strategy: StrategyName, profile: CaPreflightProfile) => {
+        const cloud = makeClients(c.runtime.aws);
+        try {
+          return await checkFactoryCa({ hsm: hsm!, cloud }, strategy, profile, new Date());
+        } finally {
+          cloud.destroy();
+        }
+      };
       const header = line.profile.name === 'demo' ? 'serial,hw_rev' : 'serial';
       const rows = line.serials.map((s, i) => (line.profile.name === 'demo' ? `${s},${'ABC'[i % 3]}` : s));
       writeFileSync(csv, `${header}\n${rows.join('\n')}\n`);
-      const r = await submitBatch(p, {
-        csvPath: csv,
-        profile: line.profile,
-        hsmChunk: c.loaded.config.workers.hsmChunk,
-      });
+      const r = await submitBatch(
+        { ...p, checkFactoryCa: caCheck },
+        {
+          csvPath: csv,
+          profile: line.profile,
+          hsmChunk: c.loaded.config.workers.hsmChunk,
+        },
+      );
       if (r.status !== 'submitted')
         throw new ProvlineError('DEMO_FAILED', `the demo batch ${csv} was not submitted (${r.status})`);
       line.batchId = r.batchId;
@@ -165,17 +207,26 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       await runner.close();
     }
 
-    // Ports: the first half for the sensors, the rest for the modems.
-    const sensorPorts = Math.ceil(opts.ports / 2);
-    for (let i = 0; i < opts.ports; i++) {
+    if (jitp)
+      c.print(
+        `    JITP lot: ${await thingsInRegistry(c, jitp)} of ${jitp.serials.length} things in the registry: AWS makes each at its device's first connect`,
+      );
+
+    // Ports dealt to the products in turn, at least one each.
+    const portCount = Math.max(opts.ports, lines.length);
+    for (let i = 0; i < portCount; i++) {
       const pair = await startPtyPair(dir, `port${i + 1}`);
       pairs.push(pair);
-      lines[i < sensorPorts ? 0 : 1]!.ports.push(pair);
+      lines[i % lines.length]!.ports.push(pair);
     }
     step(
-      `flashing: ${opts.ports} station ports over socat pty pairs, devices plugged in one after another${opts.realLineRate ? ' at 115200 baud' : ''}`,
+      `flashing: ${portCount} station ports over socat pty pairs, devices plugged in one after another${opts.realLineRate ? ' at 115200 baud' : ''}`,
     );
     const { results, seen } = await flashLines(c, p, lines, hsm, opts, status.aws.endpoint);
+    if (jitp)
+      c.print(
+        `    JITP lot: ${await thingsInRegistry(c, jitp)} of ${jitp.serials.length} things in the registry now, each made by JITP at its device's first connect`,
+      );
     printTable(c, results, seen);
 
     step('reports');
@@ -198,6 +249,54 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       step('stopping the local stack (use --keep to leave it running)');
       await stackDown(home);
     }
+  }
+}
+
+/** The factory CA of a JITP profile, made in the HSM and registered with its template (idempotent). */
+async function ensureDemoCa(c: CommandContext, hsm: Hsm, profile: ResolvedProfile): Promise<CaDescription> {
+  const settings = profile.ca!;
+  const now = new Date();
+  const exists = await hsmCa.describeCa(hsm, settings, now).then(
+    () => true,
+    (e: unknown) => {
+      if (isProvlineError(e) && e.code === 'CA_KEY_NOT_FOUND') return false;
+      throw e;
+    },
+  );
+  if (!exists) await hsmCa.createCa(hsm, { settings, now, csr: false });
+  const view = await hsmCa.describeCa(hsm, settings, now);
+  const cloud = makeClients(c.runtime.aws);
+  try {
+    return await cloudCa.registerCa(cloud, {
+      caCertificatePem: view.certificatePem,
+      mode: 'DEFAULT',
+      verificationCertificate: (registrationCode) =>
+        hsmCa.signVerificationCertificate(hsm, { ca: settings, registrationCode, now: new Date() }),
+      registrationConfig: {
+        templateBody: readFileSync(profile.templatePath, 'utf8'),
+        roleArn: requireRoleArn(c.runtime.aws),
+      },
+    });
+  } finally {
+    cloud.destroy();
+  }
+}
+
+/** How many of a lot's things the registry holds (DescribeThing per device: a demo-sized lot). */
+async function thingsInRegistry(c: CommandContext, line: Line): Promise<number> {
+  const cloud = makeClients(c.runtime.aws);
+  try {
+    let n = 0;
+    for (const serial of line.serials) {
+      const thingName = line.profile.thingName.replace('{serial}', serial);
+      n += await cloud.iot.send(new DescribeThingCommand({ thingName })).then(
+        () => 1,
+        () => 0,
+      );
+    }
+    return n;
+  } finally {
+    cloud.destroy();
   }
 }
 
