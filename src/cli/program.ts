@@ -9,6 +9,7 @@ import { registerDemo } from './commands/demo.js';
 import { registerDeviceSim } from './commands/device-sim.js';
 import { registerHsm } from './commands/hsm.js';
 import { registerCa } from './commands/ca.js';
+import { registerCert } from './commands/cert.js';
 import { registerEmulator } from './commands/emulator.js';
 import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
@@ -50,6 +51,7 @@ export function buildProgram(
   registerDeviceSim(program, ctx);
   registerHsm(program, ctx);
   registerCa(program, ctx);
+  registerCert(program, ctx);
   registerStation(program, ctx);
 
   // Every subcommand inherits exitOverride and the output settings.

@@ -168,6 +168,9 @@ export const ERROR_CODES = {
   emulator: ['EMULATOR_UNREACHABLE', 'EMULATOR_FAULTS_REJECTED'],
   /** AWS IoT and S3 calls (src/cloud). */
   registration: [
+    'CERT_NOT_ISSUED',
+    'CERT_NOT_REGISTERED',
+    'SERIAL_NOT_FOUND',
     'AWS_NOT_CONFIGURED',
     'AWS_REQUEST_FAILED',
     'REGISTRATION_REJECTED',

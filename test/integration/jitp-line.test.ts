@@ -292,5 +292,64 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
       expect(kinds.indexOf('jitp.provisioned')).toBeLessThan(kinds.lastIndexOf('connect.accepted'));
       expect(await redis.hget(devKey(serial), 'state')).toBe('connected');
     }
+
+    // One device's certificate off and on again, through the journal.
+    const status = async (id: string): Promise<string | undefined> =>
+      (await iot.send(new DescribeCertificateCommand({ certificateId: id }))).certificateDescription?.status;
+    const off = json<{ before: string; after: string; registered: boolean }>(
+      ok(await cli(['cert', 'deactivate', serials[0]!, '--json'])),
+    );
+    expect(off).toMatchObject({ before: 'ACTIVE', after: 'INACTIVE', registered: false });
+    expect(await status(certIds[0]!)).toBe('INACTIVE');
+    ok(await cli(['cert', 'activate', serials[0]!]));
+    expect(await status(certIds[0]!)).toBe('ACTIVE');
+  });
+
+  it('a device revoked after signing and before its first connect is refused by AWS at that connect, and never provisioned', async () => {
+    const serial = `JLREV${process.pid}`;
+    ok(await cli(['submit', csv('revoked', [serial]), '--profile', 'jline', '--wait', '--workers', 'local']));
+    const certificateId = await redis.hget(devKey(serial), 'certificateId');
+    const revoked = json<{ before: string; after: string; registered: boolean }>(
+      ok(await cli(['cert', 'revoke', serial, '--json'])),
+    );
+    expect(revoked).toEqual(
+      expect.objectContaining({ before: 'UNREGISTERED', after: 'REVOKED', registered: true }),
+    );
+    expect(
+      (await iot.send(new DescribeCertificateCommand({ certificateId: certificateId! })))
+        .certificateDescription?.status,
+    ).toBe('REVOKED');
+
+    const pair = await startPtyPair(ptyDir, 'rev');
+    pairs.push(pair);
+    const sim = await startSimulator({ driver: 'provline-serial-v1', port: pair.device, serial, kek });
+    const station = await cli([
+      'station',
+      '--once',
+      '--json',
+      '--profile',
+      'jline',
+      '--station-id',
+      'jitp-rev',
+      '--port',
+      pair.host,
+    ]);
+    await sim.close();
+    const result = station.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { event: string; outcome?: string; code?: string })
+      .find((e) => e.event === 'result');
+    expect(result).toMatchObject({ outcome: 'failed', code: 'DEVICE_CONNECT_FAILED' });
+    await expect(iot.send(new DescribeThingCommand({ thingName: `jl-${serial}` }))).rejects.toMatchObject({
+      name: 'ResourceNotFoundException',
+    });
+    const events = (await (
+      await fetch(`${awsEndpoint}/_emulator/events?clientId=${encodeURIComponent(`jl-${serial}`)}`)
+    ).json()) as { events: { kind: string; reason: string }[] };
+    expect(events.events.some((e) => e.kind === 'connect.refused' && e.reason.includes('REVOKED'))).toBe(
+      true,
+    );
+    expect(events.events.some((e) => e.kind.startsWith('jitp.'))).toBe(false);
   });
 });
