@@ -18,6 +18,7 @@ import { registerSubmit } from './commands/submit.js';
 import { registerWorker } from './commands/worker.js';
 import { registerBatchCommands } from './commands/batch.js';
 import { registerReconcile } from './commands/reconcile.js';
+import { registerJitrActivator } from './commands/jitr-activator.js';
 
 export function buildProgram(
   out: NodeJS.WritableStream = process.stdout,
@@ -50,6 +51,7 @@ export function buildProgram(
   registerDeviceSim(program, ctx);
   registerHsm(program, ctx);
   registerCa(program, ctx);
+  registerJitrActivator(program, ctx);
   registerStation(program, ctx);
 
   // Every subcommand inherits exitOverride and the output settings.
