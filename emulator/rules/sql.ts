@@ -6,6 +6,7 @@
  * WHERE clause, functions) is an InvalidRequestException that says what is supported, so a
  * rule never runs with a meaning other than the one written. Pure functions.
  */
+import { topicProblem } from '../mqtt/topics.js';
 
 export const SQL_VERSIONS = ['2015-10-08', '2016-03-23', 'beta'] as const;
 
@@ -39,23 +40,9 @@ export function parseRuleSql(sql: string): ParsedSql {
   const trailing = rest.trim().replace(/;$/, '').trim();
   if (trailing) return unsupported(`"${short(trailing)}" after the topic`);
   const topicFilter = source.slice(1, -1);
-  const bad = topicFilterProblem(topicFilter);
-  if (bad) return { kind: 'parse', message: `The topic filter '${topicFilter}' in the rule SQL ${bad}` };
+  const bad = topicProblem(topicFilter, 'filter');
+  if (bad) return { kind: 'parse', message: `The topic after FROM in the rule SQL is not valid: ${bad}` };
   return { topicFilter };
-}
-
-/** Why a FROM topic filter is not valid, or undefined. */
-export function topicFilterProblem(filter: string): string | undefined {
-  if (!filter) return 'is empty';
-  if (filter.length > 256) return 'is longer than 256 characters';
-  const levels = filter.split('/');
-  for (let i = 0; i < levels.length; i++) {
-    const l = levels[i]!;
-    if (l.includes('#') && (l !== '#' || i !== levels.length - 1))
-      return "has '#' other than as the whole last level";
-    if (l.includes('+') && l !== '+') return "has '+' other than as a whole level";
-  }
-  return undefined;
 }
 
 function short(s: string): string {

@@ -2,22 +2,16 @@
  * A minimal ZIP writer (PKWARE APPNOTE 6.3: local headers, deflated entries, central directory),
  * enough for a Lambda deployment package without a zip tool on the machine. Pure.
  */
-import { deflateRawSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-export function crc32(data: Buffer): number {
-  let c = 0xffffffff;
-  for (const b of data) c = CRC_TABLE[(c ^ b) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
+/**
+ * The raw DEFLATE stream and the CRC-32 of `data`, both read from one gzip member (RFC 1952:
+ * a 10-byte header, as Node writes it with no optional fields, the stream, then CRC-32 and
+ * length, little-endian).
+ */
+export function deflateWithCrc(data: Buffer): { packed: Buffer; crc: number } {
+  const gz = gzipSync(data);
+  return { packed: gz.subarray(10, gz.length - 8), crc: gz.readUInt32LE(gz.length - 8) };
 }
 
 export interface ZipEntry {
@@ -41,8 +35,7 @@ export function zip(entries: ZipEntry[], mtime: Date = new Date()): Buffer {
   let offset = 0;
   for (const e of entries) {
     const name = Buffer.from(e.name, 'utf8');
-    const packed = deflateRawSync(e.data);
-    const crc = crc32(e.data);
+    const { packed, crc } = deflateWithCrc(e.data);
     const local = Buffer.alloc(30);
     local.writeUInt32LE(0x04034b50, 0);
     local.writeUInt16LE(20, 4); // version needed: 2.0 (deflate)
