@@ -221,7 +221,12 @@ describe('provline jitr-activator against SoftHSM2 and the stand-in', () => {
       join(dir, 'provline.config.yaml'),
       JSON.stringify({
         aws: { endpoint: s.iotUrl, s3Endpoint: s.s3Url },
-        profiles: { jitr: profile('jitr-ca'), lambda: profile('lambda-ca') },
+        profiles: {
+          jitr: profile('jitr-ca'),
+          lambda: profile('lambda-ca'),
+          flat: { ...profile('flat-ca'), thingName: 'sensor' },
+          noca: { ...profile('noca-ca'), ca: undefined },
+        },
       }),
     );
     for (const p of ['jitr', 'lambda']) {
@@ -426,6 +431,23 @@ describe('provline jitr-activator against SoftHSM2 and the stand-in', () => {
     const map = (await (await fetch(`${s.iotUrl}/_emulator/lambdas`)).json()) as Record<string, string>;
     expect(map[up.functionArn!]).toBeUndefined();
     expect(map[ready.functionArn!]).toBe(ready.url); // the other activator's mapping is untouched
+  });
+
+  it('bad input is refused before anything starts, naming the field: no profile, a thing name without placeholder, no CA, a CA file without a certificate', async () => {
+    const none = await cli(['jitr-activator']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('needs --profile');
+    const flat = await cli(['jitr-activator', '--profile', 'flat', '--ca-cert', join(dir, 'lambda-ca.pem')]);
+    expect(flat.code).toBe(3);
+    expect(flat.stderr).toContain('JITR_CONFIG_INVALID');
+    expect(flat.stderr).toContain('thingName: "sensor" has no placeholder');
+    const noca = await cli(['jitr-activator', '--profile', 'noca']);
+    expect(noca.code).toBe(3);
+    expect(noca.stderr).toContain('CA_NOT_CONFIGURED');
+    writeFileSync(join(dir, 'empty.pem'), 'no certificate here\n');
+    const empty = await cli(['jitr-activator', '--profile', 'jitr', '--ca-cert', join(dir, 'empty.pem')]);
+    expect(empty.code).toBe(3);
+    expect(empty.stderr).toContain('holds no PEM certificate');
   });
 
   it('the Lambda package (npm run package:jitr-lambda shape), unzipped beside @aws-sdk/client-iot alone, activates a pending device with its documented environment', async () => {
