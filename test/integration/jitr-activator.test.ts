@@ -54,6 +54,16 @@ const POLICY = {
   ],
 };
 
+/** The event AWS IoT publishes on $aws/events/certificates/registered/<caCertificateId>. */
+const registeredEvent = (certificateId: string, caCertificateId: string): object => ({
+  certificateId,
+  caCertificateId,
+  timestamp: Date.now(),
+  certificateStatus: 'PENDING_ACTIVATION',
+  awsAccountId: '123456789012',
+  certificateRegistrationTimestamp: null,
+});
+
 interface Line {
   msg: string;
   action?: string;
@@ -389,14 +399,7 @@ describe('provline jitr-activator against SoftHSM2 and the stand-in', () => {
     const before = await s.iot.send(new DescribeCertificateCommand({ certificateId: dev.certificateId }));
     const thingBefore = await s.iot.send(new DescribeThingCommand({ thingName }));
     expect(before.certificateDescription?.status).toBe('ACTIVE');
-    const event = {
-      certificateId: dev.certificateId,
-      caCertificateId: caId.jitr,
-      timestamp: Date.now(),
-      certificateStatus: 'PENDING_ACTIVATION',
-      awsAccountId: '123456789012',
-      certificateRegistrationTimestamp: null,
-    };
+    const event = registeredEvent(dev.certificateId, caId.jitr!);
     const res = await fetch(ready.url!, { method: 'POST', body: JSON.stringify(event) });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({
@@ -459,18 +462,7 @@ describe('provline jitr-activator against SoftHSM2 and the stand-in', () => {
     await waitEvent(s, (e) => e.kind === 'jitr.registered' && e.certificateId === dev.certificateId);
 
     const zipFile = join(dir, 'jitr-lambda.zip');
-    ok(
-      await cli([
-        'jitr-activator',
-        '--profile',
-        'lambda',
-        '--ca-cert',
-        join(dir, 'lambda-ca.pem'),
-        '--package',
-        zipFile,
-      ]),
-    );
-    const envOut = json<{ Variables: Record<string, string> }>(
+    const lambdaCli = async (...extra: string[]): Promise<CliResult> =>
       ok(
         await cli([
           'jitr-activator',
@@ -478,10 +470,11 @@ describe('provline jitr-activator against SoftHSM2 and the stand-in', () => {
           'lambda',
           '--ca-cert',
           join(dir, 'lambda-ca.pem'),
-          '--print-config',
+          ...extra,
         ]),
-      ),
-    );
+      );
+    await lambdaCli('--package', zipFile);
+    const envOut = json<{ Variables: Record<string, string> }>(await lambdaCli('--print-config'));
     const task = join(dir, 'task');
     execFileSync('python3', ['-m', 'zipfile', '-e', zipFile, task]);
     mkdirSync(join(task, 'node_modules', '@aws-sdk'), { recursive: true });
@@ -489,14 +482,7 @@ describe('provline jitr-activator against SoftHSM2 and the stand-in', () => {
       join(ROOT, 'node_modules', '@aws-sdk', 'client-iot'),
       join(task, 'node_modules', '@aws-sdk', 'client-iot'),
     );
-    const event = {
-      certificateId: dev.certificateId,
-      caCertificateId: caId.lambda,
-      timestamp: Date.now(),
-      certificateStatus: 'PENDING_ACTIVATION',
-      awsAccountId: '123456789012',
-      certificateRegistrationTimestamp: null,
-    };
+    const event = registeredEvent(dev.certificateId, caId.lambda!);
     const script = `import(${JSON.stringify(pathToFileURL(join(task, 'index.js')).href)}).then((m) => m.handler(${JSON.stringify(event)})).then((r) => process.stdout.write('RESULT ' + JSON.stringify(r) + '\\n'))`;
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
       cwd: task,

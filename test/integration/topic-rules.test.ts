@@ -26,6 +26,7 @@ import {
   topicPolicy,
   uniq,
   waitEvent,
+  type Device,
   type StandIn,
 } from './mqtt-helpers.js';
 
@@ -78,6 +79,13 @@ async function fn(answer: (e: unknown) => { status: number; body: unknown }): Pr
   };
 }
 
+/** One QoS 1 message from `dev` with mosquitto_pub (Debian's client). */
+function publish(dev: Device, topic: string, message: string): ReturnType<typeof mosquitto> {
+  return mosquitto('mosquitto_pub', standIn, dev, ['-i', uniq('pub'), '-q', '1', '-t', topic, '-m', message]);
+}
+
+let standIn: StandIn;
+
 async function mapLambdas(s: StandIn, map: Record<string, string | null>): Promise<void> {
   const res = await fetch(`${s.iotUrl}/_emulator/lambdas`, { method: 'PUT', body: JSON.stringify(map) });
   expect(res.status, await res.clone().text()).toBe(200);
@@ -102,12 +110,15 @@ describe('topic rules in the stand-in', () => {
       error: m ? { name: m[1]!, message: m[2]!.trim() } : { name: '?', message: r.stderr },
     };
   };
+  const createRule = (ruleName: string, body: string) =>
+    aws(['create-topic-rule', '--rule-name', ruleName, '--topic-rule-payload', body]);
   const payload = (sql: string, functionArn: string, extra: object = {}): string =>
     JSON.stringify({ sql, actions: [{ lambda: { functionArn } }], ...extra });
 
   beforeAll(async () => {
     dir = tempDir('provline-rules-');
     s = await startStandIn(join(dir, 'state'));
+    standIn = s;
     cli = new AwsCli({
       ...process.env,
       AWS_ACCESS_KEY_ID: KEY,
@@ -126,17 +137,7 @@ describe('topic rules in the stand-in', () => {
   it('the control plane with the AWS CLI: create, get, list (by topic, by state, paged), disable, enable, replace, delete, with AWS errors', async () => {
     const name = uniq('r').replace(/-/g, '_');
     const sql = "SELECT * FROM 'factory/+/telemetry'";
-    expect(
-      (
-        await aws([
-          'create-topic-rule',
-          '--rule-name',
-          name,
-          '--topic-rule-payload',
-          payload(sql, ARN('telemetry'), { description: 'tele' }),
-        ])
-      ).rc,
-    ).toBe(0);
+    expect((await createRule(name, payload(sql, ARN('telemetry'), { description: 'tele' }))).rc).toBe(0);
 
     const got = (await aws(['get-topic-rule', '--rule-name', name])).out as {
       ruleArn: string;
@@ -201,18 +202,7 @@ describe('topic rules in the stand-in', () => {
 
     // More than one page through the SDK's nextToken.
     const names = [1, 2, 3].map((i) => `${name}_p${i}`);
-    for (const n of names)
-      expect(
-        (
-          await aws([
-            'create-topic-rule',
-            '--rule-name',
-            n,
-            '--topic-rule-payload',
-            payload("SELECT * FROM 'p/q'", ARN('p')),
-          ])
-        ).rc,
-      ).toBe(0);
+    for (const n of names) expect((await createRule(n, payload("SELECT * FROM 'p/q'", ARN('p')))).rc).toBe(0);
     const seen: string[] = [];
     let token: string | undefined;
     do {
@@ -284,29 +274,10 @@ describe('topic rules in the stand-in', () => {
       const arn = ARN(prefix);
       await mapLambdas(s, { [arn]: target.url });
       const rule = prefix.replace(/-/g, '_');
-      expect(
-        (
-          await aws([
-            'create-topic-rule',
-            '--rule-name',
-            rule,
-            '--topic-rule-payload',
-            payload(`SELECT * FROM '${prefix}/+/up'`, arn),
-          ])
-        ).rc,
-      ).toBe(0);
+      expect((await createRule(rule, payload(`SELECT * FROM '${prefix}/+/up'`, arn))).rc).toBe(0);
 
       const dev = await makeDevice(s, dir, topicPolicy(prefix));
-      const pub = await mosquitto('mosquitto_pub', s, dev, [
-        '-i',
-        uniq('pub'),
-        '-q',
-        '1',
-        '-t',
-        `${prefix}/d1/up`,
-        '-m',
-        '{"temp":21.5}',
-      ]);
+      const pub = await publish(dev, `${prefix}/d1/up`, '{"temp":21.5}');
       expect(pub.code, pub.stderr).toBe(0);
       expect(await target.wait((e) => (e as { temp?: number }).temp === 21.5)).toEqual({ temp: 21.5 });
       const invoked = await waitEvent(s, (e) => e.kind === 'rule.invoked' && e.topic === `${prefix}/d1/up`);
@@ -317,15 +288,8 @@ describe('topic rules in the stand-in', () => {
       const caId = await registerCa(s, ca);
       const jit = `${rule}_jitr`;
       expect(
-        (
-          await aws([
-            'create-topic-rule',
-            '--rule-name',
-            jit,
-            '--topic-rule-payload',
-            payload(`SELECT * FROM '$aws/events/certificates/registered/${caId}'`, arn),
-          ])
-        ).rc,
+        (await createRule(jit, payload(`SELECT * FROM '$aws/events/certificates/registered/${caId}'`, arn)))
+          .rc,
       ).toBe(0);
       const leaf = makeLeaf(ca, [['CN', uniq('jitr-dev')]], dir);
       const device = sdk5(s, leaf, uniq('jitr-client'));
@@ -344,29 +308,11 @@ describe('topic rules in the stand-in', () => {
       // Disabled: a publish reaches subscribers as before, the rule does not run.
       expect((await aws(['disable-topic-rule', '--rule-name', rule])).rc).toBe(0);
       const before = target.events.length;
-      const marker = await mosquitto('mosquitto_pub', s, dev, [
-        '-i',
-        uniq('pub'),
-        '-q',
-        '1',
-        '-t',
-        `${prefix}/d2/up`,
-        '-m',
-        '{"n":1}',
-      ]);
+      const marker = await publish(dev, `${prefix}/d2/up`, '{"n":1}');
       expect(marker.code).toBe(0);
       // Then enabled again: the next publish is the next event the function sees.
       expect((await aws(['enable-topic-rule', '--rule-name', rule])).rc).toBe(0);
-      const next = await mosquitto('mosquitto_pub', s, dev, [
-        '-i',
-        uniq('pub'),
-        '-q',
-        '1',
-        '-t',
-        `${prefix}/d3/up`,
-        '-m',
-        '{"n":2}',
-      ]);
+      const next = await publish(dev, `${prefix}/d3/up`, '{"n":2}');
       expect(next.code).toBe(0);
       await target.wait((e) => (e as { n?: number }).n === 2);
       expect(target.events.slice(before)).toEqual([{ n: 2 }]);
@@ -385,36 +331,13 @@ describe('topic rules in the stand-in', () => {
       const body = payload(`SELECT * FROM '${prefix}/x'`, ARN(`${prefix}-f`), {
         errorAction: { lambda: { functionArn: ARN(`${prefix}-e`) } },
       });
-      expect((await aws(['create-topic-rule', '--rule-name', rule, '--topic-rule-payload', body])).rc).toBe(
-        0,
-      );
+      expect((await createRule(rule, body)).rc).toBe(0);
       const unmapped = `${rule}_unmapped`;
       expect(
-        (
-          await aws([
-            'create-topic-rule',
-            '--rule-name',
-            unmapped,
-            '--topic-rule-payload',
-            payload(`SELECT * FROM '${prefix}/x'`, ARN(`${prefix}-nobody`)),
-          ])
-        ).rc,
+        (await createRule(unmapped, payload(`SELECT * FROM '${prefix}/x'`, ARN(`${prefix}-nobody`)))).rc,
       ).toBe(0);
       const dev = await makeDevice(s, dir, topicPolicy(prefix));
-      expect(
-        (
-          await mosquitto('mosquitto_pub', s, dev, [
-            '-i',
-            uniq('pub'),
-            '-q',
-            '1',
-            '-t',
-            `${prefix}/x`,
-            '-m',
-            '{"v":1}',
-          ])
-        ).code,
-      ).toBe(0);
+      expect((await publish(dev, `${prefix}/x`, '{"v":1}')).code).toBe(0);
 
       const failed = await waitEvent(s, (e) => e.kind === 'rule.failed' && e.details?.ruleName === rule);
       expect(failed.reason).toContain('HTTP 500');
@@ -428,20 +351,7 @@ describe('topic rules in the stand-in', () => {
       const nobody = await waitEvent(s, (e) => e.kind === 'rule.failed' && e.details?.ruleName === unmapped);
       expect(nobody.reason).toContain(`no local endpoint is mapped to ${ARN(`${prefix}-nobody`)}`);
 
-      expect(
-        (
-          await mosquitto('mosquitto_pub', s, dev, [
-            '-i',
-            uniq('pub'),
-            '-q',
-            '1',
-            '-t',
-            `${prefix}/x`,
-            '-m',
-            'not json',
-          ])
-        ).code,
-      ).toBe(0);
+      expect((await publish(dev, `${prefix}/x`, 'not json')).code).toBe(0);
       const binary = await waitEvent(
         s,
         (e) => e.kind === 'rule.failed' && e.reason.includes('is not JSON') && e.topic === `${prefix}/x`,

@@ -182,6 +182,13 @@ describe('JITR decision core', () => {
     const d = decideFor(config([factory]), await leaf(impostor, { O: 'Acme', CN: 'sensor-9' }));
     expect(d).toMatchObject({ action: 'refuse', code: 'JITR_NOT_SIGNED_BY_FACTORY_CA' });
     expect(d.reason).toContain('is not signed by any of the 1 configured factory CA certificate(s)');
+    // A forgery: the factory CA's name and key identifier as issuer, signed by another key.
+    const forged = await leaf({ ...factory, sign: impostor.sign }, { O: 'Acme', CN: 'sensor-9' });
+    expect(new X509Certificate(forged).checkIssued(new X509Certificate(factory.pem))).toBe(true);
+    expect(decideFor(config([factory]), forged)).toMatchObject({
+      action: 'refuse',
+      code: 'JITR_NOT_SIGNED_BY_FACTORY_CA',
+    });
     const other = await makeCa({ O: 'Evil', CN: 'Other CA' });
     const d2 = decideFor(config([factory]), await leaf(other, { O: 'Acme', CN: 'sensor-9' }));
     expect(d2).toMatchObject({ action: 'refuse', code: 'JITR_NOT_SIGNED_BY_FACTORY_CA' });
