@@ -10,6 +10,7 @@ export const ERROR_STATUS = {
   RegistrationCodeValidationException: 400,
   ResourceRegistrationFailureException: 400,
   MalformedPolicyException: 400,
+  SqlParseException: 400,
   UnauthorizedException: 401,
   ResourceNotFoundException: 404,
   CertificateStateException: 406,

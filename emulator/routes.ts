@@ -1,6 +1,6 @@
 /**
  * The REST-JSON route table: HTTP method + URI template → operation name, copied from the
- * service model (aws-iot.md §1.1, §3.1, §4.4, §5.2). Labels are matched per path segment
+ * service model (aws-iot.md §1.1, §3.1, §4.4, §5.2; topic rules from MODEL). Labels are matched per path segment
  * and percent-decoded (thing names may contain ':'; ARNs in labels arrive as one encoded
  * segment). Literal segments win over labels.
  */
@@ -69,6 +69,13 @@ export const ROUTES: ReadonlyArray<readonly [method: string, uri: string, operat
     'DeleteProvisioningTemplateVersion',
   ],
   ['GET', '/endpoint', 'DescribeEndpoint'],
+  ['POST', '/rules/{ruleName}', 'CreateTopicRule'],
+  ['GET', '/rules/{ruleName}', 'GetTopicRule'],
+  ['GET', '/rules', 'ListTopicRules'],
+  ['PATCH', '/rules/{ruleName}', 'ReplaceTopicRule'],
+  ['DELETE', '/rules/{ruleName}', 'DeleteTopicRule'],
+  ['POST', '/rules/{ruleName}/enable', 'EnableTopicRule'],
+  ['POST', '/rules/{ruleName}/disable', 'DisableTopicRule'],
 ];
 
 interface Compiled {

@@ -36,6 +36,8 @@ import { HookRunner, Lambdas, type LambdaTarget } from './mqtt/hooks.js';
 import { EventLog } from './mqtt/events.js';
 import { DeviceCa, ServerPki } from './pki.js';
 import { matchRoute } from './routes.js';
+import { RulesEngine } from './rules/engine.js';
+import { ruleOps } from './rules/ops.js';
 import { ObjectStore } from './s3/objects.js';
 import { handleS3 } from './s3/handler.js';
 import { presignUrl, sha256Hex, verifySigV4, type Credentials } from './sigv4.js';
@@ -83,7 +85,7 @@ export interface Emulator {
   rootCaFile: string;
   broker: Broker;
   events: EventLog;
-  /** The hook functions' ARN → endpoint map (what PUT /_emulator/lambdas changes). */
+  /** Lambda function ARN → endpoint (hooks and topic-rule actions; PUT /_emulator/lambdas changes it). */
   lambdas: Lambdas;
   /** Skews the stand-in's clock (token and certificate expiry) by this many seconds. */
   setClockOffset(seconds: number): void;
@@ -228,6 +230,11 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
   const lambdas = new Lambdas(options.lambdas ?? []);
   const fleet = fleetService(ctx, { record: events.record, hooks: new HookRunner(lambdas) });
   broker.addService(fleet);
+  // Topic rules (emulator/rules): every routed message, the stand-in's own events included.
+  const rules = new RulesEngine(ctx, lambdas, events.record);
+  broker.observe((m) =>
+    rules.onMessage({ topic: m.topic, payload: m.payload, ...(m.origin ? { clientId: m.origin } : {}) }),
+  );
 
   const iotServer = createServer();
   const s3Server = createServer();
@@ -259,6 +266,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     ...caOps(ctx, { dataAtsEndpoint: mqttEndpoint }),
     ...templateOps(ctx),
     ...registerOps(ctx),
+    ...ruleOps(ctx),
     ...runner.ops(),
   };
 
@@ -464,6 +472,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
     },
     async close() {
       fleet.close();
+      rules.close();
       await broker.close();
       await runner.close();
       const closed = [iotServer, s3Server].map((s) => new Promise<void>((r) => s.close(() => r())));

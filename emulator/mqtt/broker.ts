@@ -62,6 +62,7 @@ export class Broker implements BrokerPort {
   private readonly policyCache = new Map<string, ParsedPolicy>();
   private readonly connections = new Set<Connection>();
   private readonly services: ReservedService[] = [];
+  private readonly observers: Array<(m: Message) => void> = [];
   private readonly keepAliveBounds: { min: number; max: number };
   private readonly maxSessionExpiry: number;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -111,6 +112,11 @@ export class Broker implements BrokerPort {
     this.sweepTimer = setInterval(() => this.sweep(), 10_000);
     this.sweepTimer.unref();
     return this.port;
+  }
+
+  /** Sees every message routed to all subscribers (the rules engine); called before delivery. */
+  observe(observer: (m: Message) => void): void {
+    this.observers.push(observer);
   }
 
   /** Adds a service for reserved request topics (fleet provisioning and the like). */
@@ -379,6 +385,7 @@ export class Broker implements BrokerPort {
 
   /** Routes to every matching subscription, or only to `only`'s (answers of reserved services). */
   private route(message: Message, only?: SessionState): void {
+    if (!only) for (const o of this.observers) o(message);
     if (message.retain) {
       if (message.payload.length === 0) this.retained.delete(message.topic);
       else this.retained.set(message.topic, { ...message });

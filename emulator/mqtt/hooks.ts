@@ -40,7 +40,7 @@ export interface LambdaTarget {
   url: string;
 }
 
-const LAMBDA_ARN =
+export const LAMBDA_ARN =
   /^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]+)?$/;
 const MAX_ANSWER_BYTES = 256 * 1024;
 

@@ -19,6 +19,7 @@ import { registerSubmit } from './commands/submit.js';
 import { registerWorker } from './commands/worker.js';
 import { registerBatchCommands } from './commands/batch.js';
 import { registerReconcile } from './commands/reconcile.js';
+import { registerJitrActivator } from './commands/jitr-activator.js';
 
 export function buildProgram(
   out: NodeJS.WritableStream = process.stdout,
@@ -52,6 +53,7 @@ export function buildProgram(
   registerHsm(program, ctx);
   registerCa(program, ctx);
   registerCert(program, ctx);
+  registerJitrActivator(program, ctx);
   registerStation(program, ctx);
 
   // Every subcommand inherits exitOverride and the output settings.

@@ -186,6 +186,16 @@ export const ERROR_CODES = {
     'CA_REGISTRATION_CODE_REJECTED',
     'CA_REGISTRATION_REJECTED',
     'JITP_TEMPLATE_INVALID',
+    'JITR_CONFIG_INVALID',
+    'JITR_NEEDS_STAND_IN',
+    'JITR_PACKAGE_INVALID',
+    'JITR_EVENT_INVALID',
+    'JITR_CERTIFICATE_UNKNOWN',
+    'JITR_CERTIFICATE_MISMATCH',
+    'JITR_CERTIFICATE_STATUS',
+    'JITR_NOT_SIGNED_BY_FACTORY_CA',
+    'JITR_CERTIFICATE_NOT_VALID_NOW',
+    'JITR_SUBJECT_MISMATCH',
   ],
   /** The batch pipeline: what a device's journal record or a batch's abort can hold. */
   pipeline: [
