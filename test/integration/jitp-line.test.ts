@@ -8,7 +8,7 @@
  * thing JITP made from the template. And the lots that must be refused before anything is
  * signed: a CA of another profile, a CA on another token, a CA AWS does not know.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,7 +28,7 @@ import { makeClients } from '../../src/cloud/clients.js';
 import { loadConfig } from '../../src/config/load.js';
 import { resolveRuntime } from '../../src/stack/runtime.js';
 import { stackDown, stackUp } from '../../src/stack/stack.js';
-import { json, ROOT, runCli, type CliResult } from '../helpers/cli.js';
+import { BIN, json, ROOT, runCli, type CliResult } from '../helpers/cli.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 
@@ -43,6 +43,7 @@ let redis: Redis;
 let awsEndpoint: string;
 const kek = randomBytes(32);
 const pairs: PtyPair[] = [];
+const children: ChildProcess[] = [];
 
 const env = (): NodeJS.ProcessEnv => ({
   PROVLINE_HOME: home,
@@ -98,6 +99,12 @@ beforeAll(async () => {
         }),
         // O with a space: AWS refuses it as the thing attribute the template makes of it.
         spaced: profile({ csrSubject: { O: 'provline line test' } }),
+        // JITR: its own CA, registered without a template; the activator makes the things.
+        jr: profile({
+          strategy: 'jitr',
+          thingName: 'jr-{serial}',
+          ca: { label: 'jline-jitr-ca', pathLen: 0, subject: { CN: 'line test JITR CA', O: SUBJECT_O } },
+        }),
         unregistered: profile({
           ca: { label: 'unregistered-ca', subject: { CN: 'unregistered CA', O: SUBJECT_O } },
         }),
@@ -113,6 +120,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   for (const p of pairs) await p.stop().catch(() => undefined);
   redis?.disconnect();
   if (home) await stackDown(home).catch(() => undefined);
@@ -351,5 +359,85 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
       true,
     );
     expect(events.events.some((e) => e.kind.startsWith('jitp.'))).toBe(false);
+  });
+
+  it('a JITR lot: signed offline, the first connect registers each certificate PENDING_ACTIVATION, the activator activates it and makes the thing, the device retry connects as its thing', async () => {
+    ok(await cli(['ca', 'create', '--profile', 'jr']));
+    ok(await cli(['ca', 'register', '--profile', 'jr']));
+    // The activator, as a local process serving the Lambda handler behind a topic rule.
+    const activator = spawn(process.execPath, [BIN, 'jitr-activator', '--profile', 'jr'], {
+      env: { ...process.env, ...env() },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(activator);
+    const decisions: Array<{ msg?: string; decision?: string; thingName?: string }> = [];
+    let stderr = '';
+    activator.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      let buf = '';
+      activator.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+          const line = JSON.parse(buf.slice(0, nl)) as { msg?: string };
+          buf = buf.slice(nl + 1);
+          decisions.push(line);
+          if (line.msg === 'jitr activator ready') resolve();
+        }
+      });
+      activator.once('exit', (code) => reject(new Error(`the activator exited with ${code}: ${stderr}`)));
+    });
+
+    const serials = [`JR${process.pid}-1`, `JR${process.pid}-2`];
+    const submitted = json<{ failed: number; certificates: string; stages: { registered: number } }>(
+      ok(
+        await cli([
+          'submit',
+          csv('jr', serials),
+          '--profile',
+          'jr',
+          '--wait',
+          '--workers',
+          'local',
+          '--json',
+        ]),
+      ),
+    );
+    expect(submitted).toMatchObject({ failed: 0, certificates: 'signed', stages: { registered: 2 } });
+    const rigs = await Promise.all(
+      serials.map(async (serial, i) => {
+        const pair = await startPtyPair(ptyDir, `r${i}`);
+        pairs.push(pair);
+        return {
+          pair,
+          sim: await startSimulator({ driver: 'provline-serial-v1', port: pair.device, serial, kek }),
+        };
+      }),
+    );
+    const station = await cli([
+      'station',
+      '--once',
+      '--json',
+      '--profile',
+      'jr',
+      '--station-id',
+      'jitr-line',
+      ...rigs.flatMap((r) => ['--port', r.pair.host]),
+    ]);
+    for (const r of rigs) await r.sim.close();
+    ok(station);
+    for (const serial of serials) {
+      expect(await redis.hget(devKey(serial), 'state')).toBe('connected');
+      const thing = await iot.send(new DescribeThingCommand({ thingName: `jr-${serial}` }));
+      expect(thing.thingName).toBe(`jr-${serial}`);
+      const events = (await (
+        await fetch(`${awsEndpoint}/_emulator/events?clientId=${encodeURIComponent(`jr-${serial}`)}`)
+      ).json()) as { events: { kind: string }[] };
+      const kinds = events.events.map((e) => e.kind);
+      expect(kinds).toContain('jitr.registered');
+      expect(kinds.indexOf('jitr.registered')).toBeLessThan(kinds.lastIndexOf('connect.accepted'));
+      // The activator logged its decision for the thing.
+      expect(decisions.some((d) => JSON.stringify(d).includes(`jr-${serial}`))).toBe(true);
+    }
+    activator.kill('SIGTERM');
   });
 });
