@@ -11,6 +11,7 @@ export const REPORT_COLUMNS = [
   'acceptedAt',
   'keyedAt',
   'registeredAt',
+  'signedAt',
   'flashedAt',
   'verifiedAt',
   'connectedAt',

@@ -24,6 +24,7 @@ function toRow(
     acceptedAt: iso(rec?.at.accepted),
     keyedAt: iso(rec?.at.keyed),
     registeredAt: iso(rec?.at.registered),
+    signedAt: iso(rec?.at.signed),
     flashedAt: iso(rec?.at.flashed),
     verifiedAt: iso(rec?.at.verified),
     connectedAt: iso(rec?.at.connected),

@@ -113,11 +113,17 @@ beforeAll(async () => {
   );
   writeFileSync(join(dir, 'kek.bin'), kek, { mode: 0o600 });
   ok(await cli(['hsm', 'kek', 'import', '--profile', 'jline', '--file', join(dir, 'kek.bin')]));
+  // Every test's lots are signed by these CAs: one for JITP with its template, one for JITR without.
+  ok(await cli(['ca', 'create', '--profile', 'jline']));
+  ok(await cli(['ca', 'register', '--profile', 'jline', '--template-body', '--role-arn', ROLE]));
+  ok(await cli(['ca', 'create', '--profile', 'jr']));
+  ok(await cli(['ca', 'register', '--profile', 'jr']));
   const rt = resolveRuntime(loadConfig({ file: join(dir, 'provline.config.yaml'), env: {} }));
   awsEndpoint = rt.aws.endpoint!;
   iot = makeClients(rt.aws, { maxAttempts: 3 }).iot;
   redis = new Redis(s.redis.url!, { maxRetriesPerRequest: 2 });
-});
+  // Each CLI call above has its own budget (runCli); the hook's is only their sum's bound.
+}, 600_000);
 
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
@@ -137,9 +143,14 @@ function csv(name: string, serials: string[]): string {
 const devKey = (serial: string): string => `provline:dev:${serial}`;
 
 describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned by AWS at first connect', () => {
-  it('makes and registers the factory CA with its JITP template', async () => {
-    ok(await cli(['ca', 'create', '--profile', 'jline']));
-    ok(await cli(['ca', 'register', '--profile', 'jline', '--template-body', '--role-arn', ROLE]));
+  it('the factory CA made in beforeAll is registered ACTIVE with auto-registration and its JITP template', async () => {
+    const st = json<{ registered: boolean; aws: { status: string; autoRegistrationStatus: string } }>(
+      ok(await cli(['ca', 'status', '--profile', 'jline', '--json'])),
+    );
+    expect(st).toMatchObject({
+      registered: true,
+      aws: { status: 'ACTIVE', autoRegistrationStatus: 'ENABLE' },
+    });
   });
 
   it.each([
@@ -251,6 +262,11 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
     const things = await iot.send(new ListThingsCommand({}));
     expect((things.things ?? []).filter((t) => t.thingName?.startsWith('jl-'))).toEqual([]);
 
+    const before = json<{ checked: number; awaitingFirstConnect: number; orphans: unknown[] }>(
+      ok(await cli(['reconcile', submitted.batchId, '--json'])),
+    );
+    expect(before).toMatchObject({ checked: 0, awaitingFirstConnect: 3, orphans: [] });
+
     // The station: a port per device, the devices holding the transport KEK.
     const rigs = await Promise.all(
       serials.map(async (serial, i) => {
@@ -299,6 +315,22 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
       expect(kinds).toContain('jitp.provisioned');
       expect(kinds.indexOf('jitp.provisioned')).toBeLessThan(kinds.lastIndexOf('connect.accepted'));
       expect(await redis.hget(devKey(serial), 'state')).toBe('connected');
+    }
+
+    const after = json<{ checked: number; sound: number; awaitingFirstConnect: number }>(
+      ok(await cli(['reconcile', submitted.batchId, '--json'])),
+    );
+    expect(after).toMatchObject({ checked: 3, sound: 3, awaitingFirstConnect: 0 });
+    const report = ok(await cli(['report', submitted.batchId, '--format', 'csv']))
+      .stdout.trim()
+      .split('\n');
+    const cols = report[0]!.split(',');
+    for (const row of report.slice(1)) {
+      const r = Object.fromEntries(row.split(',').map((v, i) => [cols[i], v]));
+      expect(r.state).toBe('connected');
+      expect(r.registeredAt).toBe('');
+      for (const at of ['signedAt', 'flashedAt', 'verifiedAt', 'connectedAt']) expect(r[at], at).not.toBe('');
+      expect(r.signedAt! <= r.flashedAt! && r.verifiedAt! <= r.connectedAt!).toBe(true);
     }
 
     // One device's certificate off and on again, through the journal.
@@ -362,8 +394,6 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
   });
 
   it('a JITR lot: signed offline, the first connect registers each certificate PENDING_ACTIVATION, the activator activates it and makes the thing, the device retry connects as its thing', async () => {
-    ok(await cli(['ca', 'create', '--profile', 'jr']));
-    ok(await cli(['ca', 'register', '--profile', 'jr']));
     // The activator, as a local process serving the Lambda handler behind a topic rule.
     const activator = spawn(process.execPath, [BIN, 'jitr-activator', '--profile', 'jr'], {
       env: { ...process.env, ...env() },

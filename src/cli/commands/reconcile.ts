@@ -8,6 +8,7 @@ import {
   type Orphan,
 } from '../../cloud/registry.js';
 import { Pacer } from '../../cloud/single.js';
+import { strategyFor } from '../../batch/strategies/index.js';
 import { ProvlineError } from '../../core/errors.js';
 import type { CommandContext } from '../context.js';
 import { EXIT, ExitCode } from '../exit.js';
@@ -54,6 +55,8 @@ export function registerReconcile(program: Command, ctx: () => CommandContext): 
         // AWS allows about 10 TPS for DescribeCertificate and ListThingPrincipals (aws-iot.md §6.3).
         const pacer = new Pacer({ perSecond: opts.tps ?? (c.runtime.aws.useRealAws ? 20 : 500) });
         const recorded: Parameters<typeof checkDevices>[1] = [];
+        const offline = strategyFor(plan.profile).certificate.by === 'factory-ca';
+        let awaiting = 0;
         const keys: Parameters<typeof findOrphans>[1]['devices'] = [];
         for (let i = 0; i < plan.devices.length; i += 500) {
           const page = plan.devices.slice(i, i + 500);
@@ -68,7 +71,15 @@ export function registerReconcile(program: Command, ctx: () => CommandContext): 
                 publicKeyPem: f.publicKey,
                 ...(f.certificateId ? { certificateId: f.certificateId } : {}),
               });
-            if (f.certificateId && ['registered', 'flashed', 'verified', 'connected'].includes(rec.state))
+            // A factory-CA certificate reaches AWS only at the device's first connect: until the
+            // device is connected there is nothing in the registry to check.
+            if (offline && f.certificateId && rec.state !== 'connected' && rec.state !== 'failed') awaiting++;
+            if (
+              f.certificateId &&
+              (offline ? ['connected'] : ['registered', 'flashed', 'verified', 'connected']).includes(
+                rec.state,
+              )
+            )
               recorded.push({
                 serial: rec.serial,
                 thingName: rec.thingName,
@@ -103,6 +114,7 @@ export function registerReconcile(program: Command, ctx: () => CommandContext): 
           batchId,
           checked: recorded.length,
           sound: recorded.length - bad.length,
+          ...(offline ? { awaitingFirstConnect: awaiting } : {}),
           problems: bad,
           orphans,
           removed,
@@ -110,8 +122,12 @@ export function registerReconcile(program: Command, ctx: () => CommandContext): 
         if (opts.json) c.json(result);
         else {
           const lines = [
-            `batch ${batchId}: ${result.sound} of ${result.checked} registered device(s) sound in the registry; ${orphans.length} orphan certificate(s)${opts.fix ? `, ${removed.length} removed` : ''}`,
+            `batch ${batchId}: ${result.sound} of ${result.checked} ${offline ? 'connected' : 'registered'} device(s) sound in the registry; ${orphans.length} orphan certificate(s)${opts.fix ? `, ${removed.length} removed` : ''}`,
           ];
+          if (offline)
+            lines.push(
+              `  ${awaiting} device(s) signed by the factory CA and not yet connected: AWS registers each at its first connect`,
+            );
           for (const b of bad.slice(0, 50))
             for (const pr of b.problems) lines.push(`  ${b.serial}: ${pr.message} [${pr.code}]`);
           for (const o of orphans)
