@@ -184,7 +184,7 @@ function addProfile(
   if (!deliveries.includes(p.keyDelivery)) {
     problems.push({
       path: `${prefix}.keyDelivery`,
-      message: `strategy "${strategy}" carries out keyDelivery ${deliveries.map((d) => `"${d}"`).join(' or ')}, not "${p.keyDelivery}"${p.keyDelivery === 'device' ? ' (device keys need strategy "device-csr")' : ''}`,
+      message: `strategy "${strategy}" carries out keyDelivery ${deliveries.map((d) => `"${d}"`).join(' or ')}, not "${p.keyDelivery}"${p.keyDelivery === 'device' ? ' (device keys need strategy "device-csr", "jitp" or "jitr")' : ''}`,
       source,
     });
   }

@@ -26,8 +26,8 @@ export const STRATEGY_KEY_DELIVERIES: Readonly<Record<StrategyName, readonly Key
   bulk: ['wrapped', 'plain'],
   single: ['wrapped', 'plain'],
   'device-csr': ['device'],
-  jitp: ['wrapped', 'plain'],
-  jitr: ['wrapped', 'plain'],
+  jitp: ['wrapped', 'plain', 'device'],
+  jitr: ['wrapped', 'plain', 'device'],
 };
 /** Strategies whose device certificates the profile's factory CA signs (`ca` required). */
 export const FACTORY_CA_STRATEGIES: readonly StrategyName[] = ['jitp', 'jitr'];

@@ -815,3 +815,30 @@ export async function createSignedIdentity(
 function sha256Hex(der: Buffer): string {
   return createHash('sha256').update(der).digest('hex');
 }
+
+/**
+ * A device certificate for a public key the device made itself (its CSR, read at the station),
+ * signed by the factory CA, with the chain the device presents: the station's path for
+ * device-generated keys on a jitp or jitr line.
+ */
+export async function signDeviceKey(
+  hsm: Hsm,
+  req: DeviceCertificateRequest,
+): Promise<
+  Omit<SignedDeviceIdentity, 'publicKey' | 'wrappedKey' | 'kekId' | 'serial' | 'thingName' | 'keyType'>
+> {
+  return hsm.pool.withSession(async (s) => {
+    const ca = cachedSigningCa(hsm, s, req.ca, req.now);
+    const der = await issueCertificate(s, hsm.opsFor(ca.key.keyType), ca, {
+      spki: req.spki,
+      subject: req.subject,
+      now: req.now,
+      validityDays: req.ca.deviceValidityDays,
+    });
+    return {
+      certificatePem: `${[der, ca.certificate.der, ...ca.chain].map((d) => toPem(d, 'CERTIFICATE')).join('\n')}\n`,
+      certificateId: sha256Hex(der),
+      caCertificateId: sha256Hex(ca.certificate.der),
+    };
+  });
+}

@@ -12,7 +12,7 @@
 import pLimit from 'p-limit';
 import type { BatchPlan } from '../batch/plan.js';
 import { isProvlineError, messageOf, ProvlineError } from '../core/errors.js';
-import { strategyFor } from '../batch/strategies/index.js';
+import { hsmWorkFor, strategyFor } from '../batch/strategies/index.js';
 import type { CaSettings } from '../config/schema.js';
 import type { SignedDeviceIdentity } from '../hsm/ca.js';
 import type { DeviceIdentity, DeviceIdentityRequest } from '../hsm/identity.js';
@@ -159,7 +159,8 @@ async function factoryCa(
   | { refused: { code: string; message: string; stage: string } }
   | undefined
 > {
-  if (strategyFor(plan.profile).hsm !== 'key-and-certificate') return undefined;
+  if (hsmWorkFor(strategyFor(plan.profile), plan.profile.keyDelivery) !== 'key-and-certificate')
+    return undefined;
   const { ca } = plan.profile;
   const maker = deps.hsm;
   if (!ca || !maker.createSignedIdentity || !maker.checkSigningCa)

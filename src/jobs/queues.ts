@@ -10,7 +10,7 @@
  */
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
 import type { PlanHeader } from '../batch/plan.js';
-import { strategyFor } from '../batch/strategies/index.js';
+import { hsmWorkFor, strategyFor } from '../batch/strategies/index.js';
 import { redisRetryStrategy, type RedisWatch } from './redis-watch.js';
 
 export const QUEUES = { hsm: 'hsm', register: 'register' } as const;
@@ -89,7 +89,7 @@ export class PipelineQueues {
 
   /** Enqueues a batch's HSM work (skipped for device-generated keys) and its registration job. */
   async enqueueBatch(plan: PlanHeader, hsmChunk: number): Promise<{ hsmJobs: number }> {
-    if (strategyFor(plan.profile).hsm === 'nothing') return { hsmJobs: 0 };
+    if (hsmWorkFor(strategyFor(plan.profile), plan.profile.keyDelivery) === 'nothing') return { hsmJobs: 0 };
     const jobs = [];
     for (let from = 0; from < plan.deviceCount; from += hsmChunk) {
       const to = Math.min(plan.deviceCount, from + hsmChunk);

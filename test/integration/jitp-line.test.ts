@@ -99,6 +99,13 @@ beforeAll(async () => {
         }),
         // O with a space: AWS refuses it as the thing attribute the template makes of it.
         spaced: profile({ csrSubject: { O: 'provline line test' } }),
+        // JITP for modems that make their own key: the CA in the station's HSM signs their CSRs.
+        jdev: profile({
+          thingName: 'jd-{serial}',
+          keyDelivery: 'device',
+          driver: 'nordic-at',
+          driverSettings: { secTag: 16842753 },
+        }),
         // JITR: its own CA, registered without a template; the activator makes the things.
         jr: profile({
           strategy: 'jitr',
@@ -469,5 +476,39 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
       expect(decisions.some((d) => JSON.stringify(d).includes(`jr-${serial}`))).toBe(true);
     }
     activator.kill('SIGTERM');
+  });
+
+  it('JITP with keys the devices make themselves: nothing in the HSM stage, the station has the CA sign each CSR, the device connects as the thing JITP made', async () => {
+    const serials = [`35265700${String(process.pid % 10_000_000).padStart(7, '0')}`];
+    const submitted = json<{ batchId: string; hsmJobs?: number }>(
+      ok(await cli(['submit', csv('jdev', serials), '--profile', 'jdev', '--json'])),
+    );
+    expect(await redis.hget(devKey(serials[0]!), 'state')).toBe('accepted');
+    const pair = await startPtyPair(ptyDir, 'jdev');
+    pairs.push(pair);
+    const sim = await startSimulator({ driver: 'nordic-at', port: pair.device, serial: serials[0]! });
+    const station = await cli([
+      'station',
+      '--once',
+      '--json',
+      '--profile',
+      'jdev',
+      '--station-id',
+      'jdev',
+      '--port',
+      pair.host,
+    ]);
+    await sim.close();
+    ok(station);
+    const rec = await redis.hgetall(devKey(serials[0]!));
+    expect(rec).toMatchObject({ state: 'connected', keySource: 'device', batch: submitted.batchId });
+    expect(rec.wrappedKey).toBeUndefined();
+    const leaf = new X509Certificate(
+      rec.certificatePem!.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)![0],
+    );
+    expect(leaf.subject).toContain(`CN=jd-${serials[0]}`);
+    expect(leaf.publicKey.export({ type: 'spki', format: 'pem' })).toBe(rec.publicKey);
+    const thing = await iot.send(new DescribeThingCommand({ thingName: `jd-${serials[0]}` }));
+    expect(thing.attributes).toEqual({ maker: SUBJECT_O, provisioned: 'jitp' });
   });
 });

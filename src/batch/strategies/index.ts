@@ -10,6 +10,7 @@ import { jitr } from './jitr.js';
 import { single } from './single.js';
 import type { Strategy } from './strategy.js';
 
+export { hsmWorkFor } from './strategy.js';
 export type {
   BundleKey,
   CertificateSource,

@@ -5,9 +5,9 @@
  * JITP template (the profile's template, attached by `provline ca register`), closes that first
  * connection, and the device's next connect is as its thing.
  */
-import { STRATEGY_KEY_DELIVERIES, type KeyDelivery } from '../../config/schema.js';
+import { STRATEGY_KEY_DELIVERIES } from '../../config/schema.js';
 import { SIGNED_OFFLINE, type Strategy } from './strategy.js';
-import { hsmKeySteps } from './shared.js';
+import { DEVICE_KEY_SIGNED_STEPS, hsmKeySteps, hsmOrDeviceKey } from './shared.js';
 
 export const jitp: Strategy = {
   name: 'jitp',
@@ -15,8 +15,9 @@ export const jitp: Strategy = {
     'HSM keys, certificates signed offline by the factory CA in the HSM; AWS provisions each device by JITP at its first connect',
   hsm: 'key-and-certificate',
   certificate: { by: 'factory-ca', call: 'jit-template', templateFlavor: 'jitp' },
-  bundleKey: (keyDelivery: KeyDelivery) => (keyDelivery === 'plain' ? 'plain' : 'wrapped'),
-  stationSteps: hsmKeySteps,
+  bundleKey: hsmOrDeviceKey,
+  // A device that makes its own key returns a CSR at the station, signed there by the CA.
+  stationSteps: (p) => (p.keyDelivery === 'device' ? DEVICE_KEY_SIGNED_STEPS : hsmKeySteps(p)),
   lifecycle: SIGNED_OFFLINE,
   keyDeliveries: STRATEGY_KEY_DELIVERIES.jitp,
 };

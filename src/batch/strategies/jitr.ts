@@ -5,9 +5,9 @@
  * a Lambda) checks the certificate is one this CA signed, activates it, makes the thing and
  * attaches the profile's policy. The device's retry after that connects as its thing.
  */
-import { STRATEGY_KEY_DELIVERIES, type KeyDelivery } from '../../config/schema.js';
+import { STRATEGY_KEY_DELIVERIES } from '../../config/schema.js';
 import { SIGNED_OFFLINE, type Strategy } from './strategy.js';
-import { hsmKeySteps } from './shared.js';
+import { DEVICE_KEY_SIGNED_STEPS, hsmKeySteps, hsmOrDeviceKey } from './shared.js';
 
 export const jitr: Strategy = {
   name: 'jitr',
@@ -15,8 +15,9 @@ export const jitr: Strategy = {
     'HSM keys, certificates signed offline by the factory CA in the HSM; activated at first connect by the JITR activator',
   hsm: 'key-and-certificate',
   certificate: { by: 'factory-ca', call: 'jit-activator', templateFlavor: undefined },
-  bundleKey: (keyDelivery: KeyDelivery) => (keyDelivery === 'plain' ? 'plain' : 'wrapped'),
-  stationSteps: hsmKeySteps,
+  bundleKey: hsmOrDeviceKey,
+  // A device that makes its own key returns a CSR at the station, signed there by the CA.
+  stationSteps: (p) => (p.keyDelivery === 'device' ? DEVICE_KEY_SIGNED_STEPS : hsmKeySteps(p)),
   lifecycle: SIGNED_OFFLINE,
   keyDeliveries: STRATEGY_KEY_DELIVERIES.jitr,
 };

@@ -54,6 +54,7 @@ export type StationStep =
   | 'identify'
   | 'keygen-on-device'
   | 'register-csr'
+  | 'sign-csr'
   | 'write-certificate'
   | 'write-key'
   | 'read-back'
@@ -80,6 +81,14 @@ export interface Strategy {
 }
 
 /** The path every strategy that registers before the station walks. */
+/**
+ * What the HSM stage makes for a profile: the strategy's work, or nothing when the device
+ * makes its own key (key delivery `device`: the certificate is obtained at the station).
+ */
+export function hsmWorkFor(strategy: Strategy, keyDelivery: KeyDelivery): HsmWork {
+  return keyDelivery === 'device' ? 'nothing' : strategy.hsm;
+}
+
 /** The path of the strategies whose certificates the factory CA signs. */
 export const SIGNED_OFFLINE: readonly DeviceState[] = [
   'accepted',

@@ -30,6 +30,7 @@ import {
   type StationView,
 } from '../../flash/index.js';
 import type { Hsm } from '../../hsm/hsm.js';
+import { strategyFor } from '../../batch/strategies/index.js';
 import { BatchStore } from '../../jobs/batches.js';
 import { Journal } from '../../jobs/journal.js';
 import type { RegistrarDeps } from '../../jobs/registrar/index.js';
@@ -208,10 +209,9 @@ async function runStationCommand(c: CommandContext, opts: StationCliOptions): Pr
   process.on('SIGINT', onSignal);
   let run: StationRun;
   try {
-    const store = await openStore(c, profile, cache, (r) => (conn.redis = r), emit);
-    // The HSM is opened when the first plain-delivery device needs it; a failed open is
-    // retried by the next device.
-    const keys = (): Promise<KeyUnwrapper> =>
+    // The HSM is opened when the first device needs it (a plain key to unwrap, a device's CSR
+    // for the factory CA to sign); a failed open is retried by the next device.
+    const openKeys = (): Promise<Hsm> =>
       (hsm ??= c
         .hsmSettings()
         .then(async (s) => (await import('../../hsm/hsm.js')).openHsm(s, { env: c.env }))
@@ -219,6 +219,8 @@ async function runStationCommand(c: CommandContext, opts: StationCliOptions): Pr
           hsm = undefined;
           throw e;
         }));
+    const keys = (): Promise<KeyUnwrapper> => openKeys();
+    const store = await openStore(c, profile, cache, (r) => (conn.redis = r), emit, openKeys);
     run = await runStation({
       stationId: opts.stationId,
       profile: {
@@ -260,6 +262,7 @@ async function openStore(
   cache: StationCache | undefined,
   opened: (r: Redis) => void,
   emit: (e: StationEvent) => void,
+  openHsm: () => Promise<Hsm>,
 ): Promise<StationStore> {
   const url = c.runtime.redisUrl;
   if (!url && !cache) requireRedis(c.runtime);
@@ -286,7 +289,7 @@ async function openStore(
     const batches = new BatchStore(redis, journal.keys);
     const register =
       profile.keyDelivery === 'device'
-        ? await deviceRegistrar(c, redis, journal, batches, profile)
+        ? await deviceRegistrar(c, redis, journal, batches, profile, openHsm)
         : undefined;
     online = new JournalStore(stationJournal(journal, batches), register);
   }
@@ -297,21 +300,26 @@ async function openStore(
   return fallback;
 }
 
-/** Registration of device-generated keys: the registrar's `registerCsr` (single mode). */
+/**
+ * Certificates for device-generated keys: the registrar's `registerCsr` (single mode), or on a
+ * factory-CA line (jitp, jitr) the CA in this station's HSM (`signCsrWithFactoryCa`).
+ */
 async function deviceRegistrar(
   c: CommandContext,
   redis: Redis,
   journal: Journal,
   batches: BatchStore,
   profile: ResolvedProfile,
+  openHsm: () => Promise<Hsm>,
 ): Promise<RegisterCsr> {
   // Loaded on use: only device-key stations need the AWS SDK.
-  const [{ registerCsr }, { makeClients }, { Pacer }, { BulkSlot, slotOwner }] = await Promise.all([
-    import('../../jobs/registrar/index.js'),
-    import('../../cloud/clients.js'),
-    import('../../cloud/pacing.js'),
-    import('../../jobs/slot.js'),
-  ]);
+  const [{ registerCsr, signCsrWithFactoryCa }, { makeClients }, { Pacer }, { BulkSlot, slotOwner }] =
+    await Promise.all([
+      import('../../jobs/registrar/index.js'),
+      import('../../cloud/clients.js'),
+      import('../../cloud/pacing.js'),
+      import('../../jobs/slot.js'),
+    ]);
   const { workers } = c.loaded.config;
   const deps: RegistrarDeps = {
     journal,
@@ -327,5 +335,10 @@ async function deviceRegistrar(
     },
     log: c.logger,
   };
+  if (strategyFor(profile).certificate.by === 'factory-ca') {
+    const { signDeviceKey } = await import('../../hsm/ca.js');
+    return (req) =>
+      signCsrWithFactoryCa({ ...deps, sign: async (r) => signDeviceKey(await openHsm(), r) }, req);
+  }
   return (req) => registerCsr(deps, req);
 }

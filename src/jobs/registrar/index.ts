@@ -20,11 +20,13 @@
  * The room, a file per concern: loop.ts (the batch loop and the HSM-stall watchdog),
  * account.ts (account setup), chunks.ts (the fenced chunk state machine; each step is a
  * conditional move, chunk-state.ts), moves.ts (reports → journal moves, pure), single.ts
- * (single mode), csr.ts (the station's CSR path), parameters.ts (template parameters) and
+ * (single mode), csr.ts (the station's CSR path), ca-csr.ts (the station's CSR path on a
+ * factory-CA line: signed by the CA in the HSM), parameters.ts (template parameters) and
  * deps.ts (what they are given). This file is the room's public face.
  */
 export { abortBatch } from './account.js';
 export { runChunk } from './chunks.js';
+export { signCsrWithFactoryCa, type DeviceKeySigner } from './ca-csr.js';
 export { registerCsr } from './csr.js';
 export type { RegistrarDeps, RegistrarSettings } from './deps.js';
 export { driveBatch, type DriveResult } from './loop.js';
