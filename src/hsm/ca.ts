@@ -663,18 +663,23 @@ export interface DeviceCertificateRequest {
   now: Date;
 }
 
-/** A device certificate for a given public key, signed by the CA key in the HSM (PEM). */
+/**
+ * A device certificate for a given public key (a device's own key, from its CSR), signed by the
+ * CA key in the HSM (PEM). The CA is the per-HSM cached checked one, as for createSignedIdentity.
+ */
 export async function signDeviceCertificate(hsm: Hsm, req: DeviceCertificateRequest): Promise<string> {
-  return hsm.pool.withSession(async (s) => {
-    const ca = signingCa(s, hsm.token.label, req.ca, req.now);
-    const der = await issueCertificate(s, hsm.opsFor(ca.key.keyType), ca, {
-      spki: req.spki,
-      subject: req.subject,
-      now: req.now,
-      validityDays: req.ca.deviceValidityDays,
-    });
-    return toPem(der, 'CERTIFICATE');
-  });
+  return forgetCaWhenGone(hsm, req.ca.label, () =>
+    hsm.pool.withSession(async (s) => {
+      const ca = cachedSigningCa(hsm, s, req.ca, req.now);
+      const der = await issueCertificate(s, hsm.opsFor(ca.key.keyType), ca, {
+        spki: req.spki,
+        subject: req.subject,
+        now: req.now,
+        validityDays: req.ca.deviceValidityDays,
+      });
+      return toPem(der, 'CERTIFICATE');
+    }),
+  );
 }
 
 /**
@@ -786,7 +791,7 @@ export async function createSignedIdentity(
   caReq: { settings: Pick<CaSettings, 'label' | 'token' | 'deviceValidityDays'>; now: Date },
 ): Promise<SignedDeviceIdentity> {
   let issuedBy: SigningCa | undefined;
-  try {
+  return forgetCaWhenGone(hsm, caReq.settings.label, async () => {
     const id = await hsm.createCertifiedIdentity(req, async (s, spki) => {
       const ca = cachedSigningCa(hsm, s, caReq.settings, caReq.now);
       issuedBy = ca;
@@ -805,11 +810,58 @@ export async function createSignedIdentity(
       certificateId: sha256Hex(certificateDer),
       caCertificateId: sha256Hex(ca.certificate.der),
     };
+  });
+}
+
+/** Runs `fn`; a CA key deleted under a cached entry (HSM_OBJECT_GONE) drops the entry. */
+async function forgetCaWhenGone<T>(hsm: Hsm, label: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
   } catch (e) {
-    if (e instanceof ProvlineError && e.code === 'HSM_OBJECT_GONE')
-      caCache.get(hsm)?.delete(caReq.settings.label);
+    if (e instanceof ProvlineError && e.code === 'HSM_OBJECT_GONE') caCache.get(hsm)?.delete(label);
     throw e;
   }
+}
+
+/**
+ * Removes a CA from the token: its key pair and the certificate objects kept beside it (its own
+ * certificate and the chain, found by label and by the key's CKA_ID). For benchmarks and tests
+ * that make a CA of their own; no provline command deletes a factory CA. Returns how many
+ * objects were destroyed (0 when there was no such CA).
+ */
+export async function destroyCa(hsm: Hsm, settings: Pick<CaSettings, 'label' | 'token'>): Promise<number> {
+  return hsm.pool.withSession((s) => {
+    checkCaToken(settings, hsm.token.label);
+    const found = new Map<string, Buffer>();
+    const add = (handles: Buffer[]): void => {
+      for (const h of handles) found.set(h.toString('hex'), h);
+    };
+    const keys = [pkcs11js.CKO_PRIVATE_KEY, pkcs11js.CKO_PUBLIC_KEY].flatMap((cls) =>
+      byLabel(s, cls, settings.label, 64),
+    );
+    add(keys);
+    add(byLabel(s, pkcs11js.CKO_CERTIFICATE, settings.label, 64));
+    for (const k of keys) {
+      const id = s.attributes(k, [pkcs11js.CKA_ID], 'reading the CA key').get(pkcs11js.CKA_ID);
+      if (id?.length)
+        add(
+          s.find(
+            [
+              { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE },
+              { type: pkcs11js.CKA_ID, value: id },
+            ],
+            64,
+          ),
+        );
+    }
+    caCache.get(hsm)?.delete(settings.label);
+    try {
+      for (const h of found.values()) s.p.C_DestroyObject(s.handle, h);
+    } catch (e) {
+      throw hsmError(e, 'removing the CA');
+    }
+    return found.size;
+  });
 }
 
 function sha256Hex(der: Buffer): string {
