@@ -39,9 +39,9 @@ export type BenchWork = (typeof BENCH_WORKS)[number];
  * cheaper than a key pair, so it needs more devices for a measurable interval.
  */
 export const DEFAULT_BENCH_DEVICES: Record<BenchWork, number> = {
-  csr: 5000,
-  'ca-key': 5000,
-  'ca-csr': 20_000,
+  csr: 3000,
+  'ca-key': 3000,
+  'ca-csr': 12_000,
 };
 
 export interface BenchOptions {
