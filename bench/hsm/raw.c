@@ -1,13 +1,28 @@
 /*
  * The raw limit of a PKCS#11 token for provline's per-device work, with no provline code around
- * it: per device, generate a key pair as session objects, read the public key, sign a 32/48-byte
- * hash (CKM_ECDSA) or a DigestInfo (CKM_RSA_PKCS), wrap the private key with
- * CKM_AES_KEY_WRAP_PAD under an AES-256 session KEK, destroy both objects. Same templates as
+ * it. Per device, by work:
+ *
+ *   csr     (default) generate a key pair as session objects, read the public key, sign a
+ *           32/48-byte hash (CKM_ECDSA) or a DigestInfo (CKM_RSA_PKCS) with the new key, wrap
+ *           the private key with CKM_AES_KEY_WRAP_PAD under an AES-256 session KEK, destroy both
+ *           objects (src/hsm/identity.ts: keygen + CSR + wrap);
+ *   ca-key  the same calls, but the one signature is made by the CA's private key (the device
+ *           certificate, src/hsm/ca.ts createSignedIdentity);
+ *   ca-csr  one signature by the CA's private key (a certificate for a public key the device
+ *           made itself, src/hsm/ca.ts signDeviceCertificate).
+ *
+ * The CA key: with a CA label, the CA's private key is the TOKEN object of that label, found
+ * once with C_FindObjects, exactly the object provline signs with (`provline hsm bench` makes a
+ * CA for the run and passes its label, so both sides sign with the same key on the same token;
+ * SoftHSM checks a token object's file for changes on each use, which a session key would not
+ * pay, so only the same kind of object is a fair limit). Without a label, a session key pair of
+ * the key type is made once per run (a slightly faster key: a stricter limit). Same templates as
  * src/hsm/identity.ts. `provline hsm bench` compiles this at run time and compares.
  *
  *   raw <module.so> <token label> <file:PINFILE|env:VAR> <devices> <threads> <P-256|P-384|RSA-2048>
+ *       [csr|ca-key|ca-csr [CA label]]
  *
- * Prints one JSON line. The PIN never appears in argv: only where to read it from.
+ * Prints one JSON line naming the work. The PIN never appears in argv: only where to read it from.
  * Build: gcc -O2 raw.c -o raw -ldl -lpthread -I/usr/include/p11-kit-1
  */
 #include <dlfcn.h>
@@ -23,6 +38,10 @@ static CK_FUNCTION_LIST_PTR f;
 static CK_SLOT_ID slot;
 static int per_thread;
 static int rsa;
+enum work { CSR, CA_KEY, CA_CSR };
+static enum work work = CSR;
+static const char *work_name = "csr";
+static CK_OBJECT_HANDLE ca_priv;
 static CK_BYTE ec_params[16];
 static CK_ULONG ec_params_len, sig_len, hash_len;
 static pthread_barrier_t barrier;
@@ -71,16 +90,22 @@ static void *worker(void *arg) {
 
   pthread_barrier_wait(&barrier);
   for (int i = 0; i < per_thread; i++) {
+    CK_ULONG slen = sizeof sig, wlen = sizeof wrapped;
+    if (work == CA_CSR) { /* a certificate for a given public key: one signature by the CA */
+      CHECK(f->C_SignInit(s, &sign, ca_priv));
+      CHECK(f->C_Sign(s, hash, hash_len, sig, &slen));
+      continue;
+    }
     if (rsa)
       CHECK(f->C_GenerateKeyPair(s, &gen, pub_rsa, 6, priv_t, 7, &pub, &priv));
     else
       CHECK(f->C_GenerateKeyPair(s, &gen, pub_ec, 5, priv_t, 7, &pub, &priv));
-    /* The public key goes into the CSR: read it, as provline must. */
+    /* The public key goes into the CSR or certificate: read it, as provline must. */
     CK_ATTRIBUTE get_ec[] = {{CKA_EC_POINT, point, sizeof point}};
     CK_ATTRIBUTE get_rsa[] = {{CKA_MODULUS, modulus, sizeof modulus}, {CKA_PUBLIC_EXPONENT, exponent, sizeof exponent}};
     CHECK(f->C_GetAttributeValue(s, pub, rsa ? get_rsa : get_ec, rsa ? 2 : 1));
-    CK_ULONG slen = sizeof sig, wlen = sizeof wrapped;
-    CHECK(f->C_SignInit(s, &sign, priv));
+    /* csr: the new key signs its CSR; ca-key: the CA signs the device certificate. */
+    CHECK(f->C_SignInit(s, &sign, work == CA_KEY ? ca_priv : priv));
     CHECK(f->C_Sign(s, hash, hash_len, sig, &slen));
     CHECK(f->C_WrapKey(s, &wrap, kek, priv, wrapped, &wlen));
     CHECK(f->C_DestroyObject(s, priv));
@@ -90,6 +115,40 @@ static void *worker(void *arg) {
   f->C_DestroyObject(s, kek);
   f->C_CloseSession(s);
   return NULL;
+}
+
+/*
+ * The CA's private key: the token object labelled `label` (the CA provline signs with), or,
+ * without a label, a session key pair of the key type made here on the login session (session
+ * objects are visible to every session of this process and die when that session closes).
+ */
+static void find_or_make_ca(CK_SESSION_HANDLE login, const char *label) {
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  if (label) {
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE q[] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_LABEL, (void *)label, strlen(label)}, {CKA_TOKEN, &yes, sizeof yes}};
+    CK_ULONG n = 0;
+    CHECK(f->C_FindObjectsInit(login, q, 3));
+    CHECK(f->C_FindObjects(login, &ca_priv, 1, &n));
+    CHECK(f->C_FindObjectsFinal(login));
+    if (n != 1) { fprintf(stderr, "raw: no private key labelled \"%s\" on the token\n", label); exit(2); }
+    return;
+  }
+  CK_ULONG bits = 2048;
+  CK_BYTE exponent[] = {1, 0, 1}, ca_label[] = "raw-bench-ca";
+  CK_ATTRIBUTE pub_ec[] = {{CKA_TOKEN, &no, sizeof no}, {CKA_LABEL, ca_label, 12}, {CKA_VERIFY, &yes, sizeof yes},
+                           {CKA_EC_PARAMS, ec_params, ec_params_len}};
+  CK_ATTRIBUTE pub_rsa[] = {{CKA_TOKEN, &no, sizeof no},         {CKA_LABEL, ca_label, 12},
+                            {CKA_VERIFY, &yes, sizeof yes},      {CKA_MODULUS_BITS, &bits, sizeof bits},
+                            {CKA_PUBLIC_EXPONENT, exponent, sizeof exponent}};
+  CK_ATTRIBUTE priv_t[] = {{CKA_TOKEN, &no, sizeof no},   {CKA_LABEL, ca_label, 12},      {CKA_PRIVATE, &yes, sizeof yes},
+                           {CKA_SIGN, &yes, sizeof yes},  {CKA_SENSITIVE, &yes, sizeof yes}, {CKA_EXTRACTABLE, &no, sizeof no}};
+  CK_MECHANISM gen = {rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN, NULL, 0};
+  CK_OBJECT_HANDLE pub;
+  if (rsa)
+    CHECK(f->C_GenerateKeyPair(login, &gen, pub_rsa, 5, priv_t, 6, &pub, &ca_priv));
+  else
+    CHECK(f->C_GenerateKeyPair(login, &gen, pub_ec, 4, priv_t, 6, &pub, &ca_priv));
 }
 
 static char *read_pin(const char *source) {
@@ -117,7 +176,17 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 7) { fprintf(stderr, "usage: raw MODULE TOKEN PINSOURCE DEVICES THREADS KEYTYPE\n"); return 2; }
+  if (argc < 7 || argc > 9) {
+    fprintf(stderr, "usage: raw MODULE TOKEN PINSOURCE DEVICES THREADS KEYTYPE [csr|ca-key|ca-csr [CALABEL]]\n");
+    return 2;
+  }
+  if (argc >= 8) {
+    work_name = argv[7];
+    if (strcmp(work_name, "csr") == 0) work = CSR;
+    else if (strcmp(work_name, "ca-key") == 0) work = CA_KEY;
+    else if (strcmp(work_name, "ca-csr") == 0) work = CA_CSR;
+    else { fprintf(stderr, "raw: work must be csr, ca-key or ca-csr\n"); return 2; }
+  }
   int devices = atoi(argv[4]), threads = atoi(argv[5]);
   const char *kt = argv[6];
   if (strcmp(kt, "P-256") == 0) {
@@ -167,6 +236,8 @@ int main(int argc, char **argv) {
   memset(pin, 0, strlen(pin));
   if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) { fprintf(stderr, "raw: login failed: 0x%lx\n", (unsigned long)rv); return 2; }
 
+  if (work != CSR) find_or_make_ca(login, argc == 9 ? argv[8] : NULL);
+
   pthread_t *tids = calloc(threads, sizeof *tids);
   pthread_barrier_init(&barrier, NULL, threads + 1);
   for (int i = 0; i < threads; i++) pthread_create(&tids[i], NULL, worker, NULL);
@@ -176,8 +247,8 @@ int main(int argc, char **argv) {
   double secs = now() - t0;
   for (int i = 0; i < threads; i++) pthread_join(tids[i], NULL);
   int total = per_thread * threads;
-  printf("{\"devices\":%d,\"threads\":%d,\"keyType\":\"%s\",\"seconds\":%.6f,\"devicesPerSecond\":%.1f}\n", total, threads, kt,
-         secs, total / secs);
+  printf("{\"work\":\"%s\",\"devices\":%d,\"threads\":%d,\"keyType\":\"%s\",\"seconds\":%.6f,\"devicesPerSecond\":%.1f}\n",
+         work_name, total, threads, kt, secs, total / secs);
   f->C_CloseSession(login);
   f->C_Finalize(NULL);
   return 0;

@@ -1,25 +1,52 @@
 /**
- * `provline hsm bench`: provline's per-device throughput (keygen + CSR + wrap + destroy, every
- * result complete) against the raw limit of the same token for the same PKCS#11 work, measured
- * in one run by bench/hsm/raw.c (compiled with gcc at run time into a cache directory).
+ * `provline hsm bench`: provline's per-device throughput, every result complete, against the
+ * raw limit of the same token for the same PKCS#11 work, measured in one run by
+ * bench/hsm/raw.c (compiled with gcc at run time into a cache directory). The work per device:
+ *
+ *   csr     key pair + CSR signed by the new key + wrap + destroy (createDeviceIdentity);
+ *   ca-key  key pair + device certificate signed by the factory CA on the same session + wrap +
+ *           destroy (createSignedIdentity: the JITP/JITR line);
+ *   ca-csr  a device certificate for a public key the device made (signDeviceCertificate: the
+ *           station's shape for a device's own CSR); the keys come from a pool made in Node
+ *           before the timed loop.
+ *
+ * For the CA works the bench makes a CA of its own on the token (`provline-bench-ca-<pid>`, the
+ * bench's key type, a token object like every factory CA), the C baseline signs with that same
+ * key object, and the CA is removed when the work is done, also on failure.
  *
  * Rounds alternate raw and provline so drift and noise from other processes hit both; the
  * medians are reported. The raw limit is the best of 1 C thread, 2 C threads, and 2 C processes.
  */
 import { execFile, execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { KeyType } from '../config/schema.js';
+import type { CaSettings, KeyType } from '../config/schema.js';
 import { ProvlineError } from '../core/errors.js';
 import { packageRoot } from '../core/paths.js';
 import type { HsmSettings } from '../config/settings.js';
-import { openHsm, type CallMode } from './hsm.js';
+import { createCa, createSignedIdentity, destroyCa, signDeviceCertificate } from './ca.js';
+import { openHsm, type CallMode, type Hsm } from './hsm.js';
 import { isPkcs11Uri, parsePkcs11Uri } from './uri.js';
 
+export const BENCH_WORKS = ['csr', 'ca-key', 'ca-csr'] as const;
+export type BenchWork = (typeof BENCH_WORKS)[number];
+
+/**
+ * Devices per round when none are given: a CA signature alone (ca-csr) is several times
+ * cheaper than a key pair, so it needs more devices for a measurable interval.
+ */
+export const DEFAULT_BENCH_DEVICES: Record<BenchWork, number> = {
+  csr: 3000,
+  'ca-key': 3000,
+  'ca-csr': 12_000,
+};
+
 export interface BenchOptions {
+  /** The per-device work (default csr). */
+  work?: BenchWork;
   devices: number;
   keyType: KeyType;
   mode: CallMode;
@@ -32,6 +59,8 @@ export interface BenchOptions {
   skipRaw?: boolean;
   /** provline processes sharing the work (default 1). */
   processes?: number;
+  /** The label of the CA the CA works sign with (set by runHsmBench, which makes the CA). */
+  caLabel?: string;
 }
 
 export interface RunResult {
@@ -41,6 +70,7 @@ export interface RunResult {
 }
 
 export interface BenchResult {
+  work: BenchWork;
   devices: number;
   keyType: KeyType;
   mode: string;
@@ -95,7 +125,7 @@ async function rawRun(
   env: NodeJS.ProcessEnv,
   devices: number,
   threads: number,
-  keyType: KeyType,
+  o: Pick<BenchOptions, 'keyType' | 'work' | 'caLabel'>,
 ): Promise<RunResult> {
   const label = isPkcs11Uri(settings.token) ? parsePkcs11Uri(settings.token).token : settings.token;
   if (label === undefined)
@@ -107,7 +137,16 @@ async function rawRun(
   try {
     ({ stdout: out } = await execFileAsync(
       bin,
-      [settings.module, label, pinSource, String(devices), String(threads), keyType],
+      [
+        settings.module,
+        label,
+        pinSource,
+        String(devices),
+        String(threads),
+        o.keyType,
+        o.work ?? 'csr',
+        ...(o.caLabel ? [o.caLabel] : []),
+      ],
       {
         env: childEnv,
         encoding: 'utf8',
@@ -119,6 +158,64 @@ async function rawRun(
   }
   const r = JSON.parse(out) as RunResult;
   return { devices: r.devices, seconds: r.seconds, devicesPerSecond: r.devicesPerSecond };
+}
+
+/** The bench CA's settings: what the CA works sign with (made by runHsmBench). */
+function benchCaSettings(label: string, keyType: KeyType): CaSettings {
+  return {
+    label,
+    keyType,
+    validityDays: 30,
+    subject: { CN: 'provline bench CA', O: 'provline bench' },
+    deviceValidityDays: 365,
+  };
+}
+
+/** How many device public keys the ca-csr work cycles through (made before the timed loop). */
+const SPKI_POOL = 64;
+
+function spkiPool(keyType: KeyType): Buffer[] {
+  return Array.from({ length: SPKI_POOL }, () => {
+    const { publicKey } =
+      keyType === 'RSA-2048'
+        ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+        : generateKeyPairSync('ec', { namedCurve: keyType });
+    return publicKey.export({ format: 'der', type: 'spki' });
+  });
+}
+
+/** One device's work for `o.work`; resolves to the size of what it produced. */
+function deviceWork(hsm: Hsm, o: BenchOptions, kekLabel: string): (i: number) => Promise<number> {
+  const req = (i: number) => ({
+    serial: `BENCH${String(i).padStart(8, '0')}`,
+    thingName: `bench-${i}`,
+    keyType: o.keyType,
+    kekLabel,
+    subject: { O: 'provline bench' },
+  });
+  const work = o.work ?? 'csr';
+  if (work === 'csr')
+    return async (i) => {
+      const id = await hsm.createDeviceIdentity(req(i));
+      return id.csrPem.length + id.wrappedKey.length;
+    };
+  if (!o.caLabel) throw new ProvlineError('HSM_BENCH_FAILED', `the ${work} work needs the bench CA`);
+  const ca = { settings: benchCaSettings(o.caLabel, o.keyType), now: new Date() };
+  if (work === 'ca-key')
+    return async (i) => {
+      const id = await createSignedIdentity(hsm, req(i), ca);
+      return id.certificatePem.length + id.wrappedKey.length;
+    };
+  const spkis = spkiPool(o.keyType);
+  return async (i) => {
+    const pem = await signDeviceCertificate(hsm, {
+      ca: ca.settings,
+      spki: spkis[i % spkis.length]!,
+      subject: { O: 'provline bench', CN: `bench-${i}` },
+      now: ca.now,
+    });
+    return pem.length;
+  };
 }
 
 /** One process's part of a provline run: open, warm up, then measure on request. */
@@ -142,23 +239,13 @@ export async function openBenchLoop(
   // A session KEK for the run: nothing is left on the token afterwards.
   const kekLabel = `provline-bench-kek-${process.pid}`;
   await hsm.createKek({ label: kekLabel, persistent: false });
-  const one = (i: number) =>
-    hsm.createDeviceIdentity({
-      serial: `BENCH${String(i).padStart(8, '0')}`,
-      thingName: `bench-${i}`,
-      keyType: o.keyType,
-      kekLabel,
-      subject: { O: 'provline bench' },
-    });
+  const one = deviceWork(hsm, o, kekLabel);
   const runLanes = async (n: number): Promise<number> => {
     let next = 0;
     let bytes = 0;
     await Promise.all(
       Array.from({ length: Math.min(o.lanes, n) }, async () => {
-        while (next < n) {
-          const id = await one(next++);
-          bytes += id.csrPem.length + id.wrappedKey.length; // results are complete and used
-        }
+        while (next < n) bytes += await one(next++); // results are complete and used
       }),
     );
     return bytes;
@@ -242,10 +329,62 @@ export interface BenchChildMessage {
   message?: string;
 }
 
+/**
+ * Measures one work. For the CA works it first makes the bench's CA on the token and removes it
+ * (key pair and certificate objects) when done, whatever happened in between.
+ */
 export async function runHsmBench(
   settings: HsmSettings,
   o: BenchOptions,
   env: NodeJS.ProcessEnv = process.env,
+): Promise<BenchResult> {
+  const work = o.work ?? 'csr';
+  if (work === 'csr') return measure(settings, { ...o, work }, env);
+  const admin = await openHsm(settings, { sessions: 1, env });
+  const ca = benchCaSettings(`provline-bench-ca-${process.pid}`, o.keyType);
+  try {
+    await createCa(admin, { settings: ca, now: new Date(), csr: false });
+    try {
+      return await measure(settings, { ...o, work, caLabel: ca.label }, env);
+    } finally {
+      await destroyCa(admin, ca);
+    }
+  } finally {
+    admin.close();
+  }
+}
+
+export interface BenchAllResult {
+  /** One result per work, each with its own raw limit and ratio. */
+  works: Record<BenchWork, BenchResult>;
+  ratios: Record<BenchWork, number | null>;
+  /** The issue's goal for every work: provline at ≥ 0.8 of the best raw shape. */
+  goal: number;
+}
+
+/** Every work in turn; `devices` undefined takes DEFAULT_BENCH_DEVICES per work. */
+export async function runHsmBenchAll(
+  settings: HsmSettings,
+  o: Omit<BenchOptions, 'work' | 'devices'> & { devices?: number },
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<BenchAllResult> {
+  const works = {} as Record<BenchWork, BenchResult>;
+  const ratios = {} as Record<BenchWork, number | null>;
+  for (const work of BENCH_WORKS) {
+    works[work] = await runHsmBench(
+      settings,
+      { ...o, work, devices: o.devices ?? DEFAULT_BENCH_DEVICES[work] },
+      env,
+    );
+    ratios[work] = works[work].ratio;
+  }
+  return { works, ratios, goal: 0.8 };
+}
+
+async function measure(
+  settings: HsmSettings,
+  o: BenchOptions & { work: BenchWork },
+  env: NodeJS.ProcessEnv,
 ): Promise<BenchResult> {
   const withRaw = !o.skipRaw && o.latencyMs === 0;
   const bin = withRaw ? buildRawBench() : undefined;
@@ -256,11 +395,9 @@ export async function runHsmBench(
   for (let r = 0; r < o.rounds; r++) {
     if (bin) {
       for (const t of [1, 2])
-        raw[String(t)]!.push(
-          round1((await rawRun(bin, settings, env, o.devices, t, o.keyType)).devicesPerSecond),
-        );
+        raw[String(t)]!.push(round1((await rawRun(bin, settings, env, o.devices, t, o)).devicesPerSecond));
       const half = Math.ceil(o.devices / 2);
-      const pair = await Promise.all([0, 1].map(() => rawRun(bin, settings, env, half, 1, o.keyType)));
+      const pair = await Promise.all([0, 1].map(() => rawRun(bin, settings, env, half, 1, o)));
       raw['2p']!.push(round1((2 * half) / Math.max(...pair.map((p) => p.seconds))));
     }
     ours.push(round1((await provlineRun(settings, env, o, o.devices)).devicesPerSecond));
@@ -274,6 +411,7 @@ export async function runHsmBench(
     rawResult = { devicesPerSecond: round1(best.dps), shape: best.shape, byShape: raw };
   }
   return {
+    work: o.work,
     devices: o.devices,
     keyType: o.keyType,
     mode: o.mode,

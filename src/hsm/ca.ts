@@ -13,7 +13,7 @@
  * now; each failure is its own typed error. Certificates are built with the DER writer
  * (x509.ts) and signed by the CA key in the HSM through the same raw-signer shape as CSRs.
  */
-import { X509Certificate, createHash, randomBytes } from 'node:crypto';
+import { X509Certificate, createHash, randomBytes, randomFillSync } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { CaSettings, KeyType } from '../config/schema.js';
 import { ProvlineError } from '../core/errors.js';
@@ -416,7 +416,7 @@ export async function issueCertificate(
   req: IssueRequest,
 ): Promise<Buffer> {
   const subject = encodeName(req.subject);
-  const permitted = permittedNamesOf(ca.certificate);
+  const { permitted, extensions } = issuing(ca);
   if (permitted.length && !permitted.some((base) => withinSubtree(subject, base)))
     throw new ProvlineError(
       'CA_SUBJECT_NOT_PERMITTED',
@@ -430,22 +430,64 @@ export async function issueCertificate(
   const start = new Date(Math.max(req.now.getTime() - NOT_BEFORE_SKEW_MS, ca.notBefore.getTime()));
   const end = new Date(Math.min(req.now.getTime() + req.validityDays * DAY_MS, ca.notAfter.getTime()));
   const tbs = tbsCertificate({
-    serial: serialFromRandom(req.random ?? randomBytes(16)),
+    serial: serialFromRandom(req.random ?? serialRandom()),
     signatureAlgorithm: ca.key.spec.signatureAlgorithm,
     issuer: ca.certificate.subject,
     subject,
     notBefore: start,
     notAfter: end,
     spki: req.spki,
-    extensions: [
-      basicConstraints(false),
-      keyUsage([KEY_USAGE.digitalSignature]),
-      clientAuthUsage(),
-      subjectKeyIdentifier(keyIdentifier(req.spki)),
-      authorityKeyIdentifier(ca.keyId),
-    ],
+    extensions: [...extensions.before, subjectKeyIdentifier(keyIdentifier(req.spki)), ...extensions.after],
   });
   return signCertificate(tbs, ca.key.spec, signerFor(s, ops, ca.key, ca.key.spec));
+}
+
+/**
+ * What every certificate a CA issues shares, encoded once per checked CA: its permitted name
+ * subtrees, the extensions before and after the device's own subjectKeyIdentifier, and what
+ * follows the device certificate in a bundle (the CA certificate and its chain, PEM) with the
+ * CA certificate's AWS id.
+ */
+interface IssuingParts {
+  permitted: Buffer[];
+  extensions: { before: Buffer[]; after: Buffer[] };
+  chainPem: string;
+  caCertificateId: string;
+}
+const issuingParts = new WeakMap<SigningCa, IssuingParts>();
+
+function issuing(ca: SigningCa): IssuingParts {
+  let parts = issuingParts.get(ca);
+  if (!parts) {
+    parts = {
+      permitted: permittedNamesOf(ca.certificate),
+      extensions: {
+        before: [basicConstraints(false), keyUsage([KEY_USAGE.digitalSignature]), clientAuthUsage()],
+        after: [authorityKeyIdentifier(ca.keyId)],
+      },
+      chainPem: [ca.certificate.der, ...ca.chain].map((d) => `${toPem(d, 'CERTIFICATE')}\n`).join(''),
+      caCertificateId: sha256Hex(ca.certificate.der),
+    };
+    issuingParts.set(ca, parts);
+  }
+  return parts;
+}
+
+/**
+ * 16 fresh random bytes for a serial, cut from a pool the CSPRNG refills (one call per 256
+ * serials instead of one per certificate; every byte is used once).
+ */
+const RANDOM_POOL = Buffer.alloc(4096);
+let randomOffset = RANDOM_POOL.length;
+
+function serialRandom(): Buffer {
+  if (randomOffset + 16 > RANDOM_POOL.length) {
+    randomFillSync(RANDOM_POOL);
+    randomOffset = 0;
+  }
+  const out = RANDOM_POOL.subarray(randomOffset, randomOffset + 16);
+  randomOffset += 16;
+  return out;
 }
 
 export interface SelfSignedRequest {
@@ -663,18 +705,23 @@ export interface DeviceCertificateRequest {
   now: Date;
 }
 
-/** A device certificate for a given public key, signed by the CA key in the HSM (PEM). */
+/**
+ * A device certificate for a given public key (a device's own key, from its CSR), signed by the
+ * CA key in the HSM (PEM). The CA is the per-HSM cached checked one, as for createSignedIdentity.
+ */
 export async function signDeviceCertificate(hsm: Hsm, req: DeviceCertificateRequest): Promise<string> {
-  return hsm.pool.withSession(async (s) => {
-    const ca = signingCa(s, hsm.token.label, req.ca, req.now);
-    const der = await issueCertificate(s, hsm.opsFor(ca.key.keyType), ca, {
-      spki: req.spki,
-      subject: req.subject,
-      now: req.now,
-      validityDays: req.ca.deviceValidityDays,
-    });
-    return toPem(der, 'CERTIFICATE');
-  });
+  return forgetCaWhenGone(hsm, req.ca.label, () =>
+    hsm.pool.withSession(async (s) => {
+      const ca = cachedSigningCa(hsm, s, req.ca, req.now);
+      const der = await issueCertificate(s, hsm.opsFor(ca.key.keyType), ca, {
+        spki: req.spki,
+        subject: req.subject,
+        now: req.now,
+        validityDays: req.ca.deviceValidityDays,
+      });
+      return toPem(der, 'CERTIFICATE');
+    }),
+  );
 }
 
 /**
@@ -732,7 +779,7 @@ export interface SignedDeviceIdentity extends Omit<CertifiedIdentity, 'certifica
  * deleted meanwhile fails its signature with HSM_OBJECT_GONE and drops the entry.
  */
 const CA_CACHE_MS = 30_000;
-const caCache = new WeakMap<Hsm, Map<string, { ca: SigningCa; at: number }>>();
+const caCache = new WeakMap<Hsm, Map<string, { ca: SigningCa; tokenLabel: string; at: number }>>();
 
 function cachedSigningCa(
   hsm: Hsm,
@@ -742,17 +789,21 @@ function cachedSigningCa(
 ): SigningCa {
   let forHsm = caCache.get(hsm);
   if (!forHsm) {
-    forHsm = new Map<string, { ca: SigningCa; at: number }>();
+    forHsm = new Map<string, { ca: SigningCa; tokenLabel: string; at: number }>();
     caCache.set(hsm, forHsm);
   }
   const hit = forHsm.get(settings.label);
   const t = Date.now();
   if (hit && t - hit.at < CA_CACHE_MS && now >= hit.ca.notBefore && now <= hit.ca.notAfter) {
-    checkCaToken(settings, hsm.token.label);
+    // The token's label as read with the CA: reading it again costs a C_GetTokenInfo per
+    // device (a quarter of a certificate's time on SoftHSM), and it cannot change under an open
+    // session (relabelling a token re-initialises it).
+    checkCaToken(settings, hit.tokenLabel);
     return hit.ca;
   }
-  const ca = signingCa(s, hsm.token.label, settings, now);
-  forHsm.set(settings.label, { ca, at: t });
+  const tokenLabel = hsm.token.label;
+  const ca = signingCa(s, tokenLabel, settings, now);
+  forHsm.set(settings.label, { ca, tokenLabel, at: t });
   return ca;
 }
 
@@ -786,7 +837,7 @@ export async function createSignedIdentity(
   caReq: { settings: Pick<CaSettings, 'label' | 'token' | 'deviceValidityDays'>; now: Date },
 ): Promise<SignedDeviceIdentity> {
   let issuedBy: SigningCa | undefined;
-  try {
+  return forgetCaWhenGone(hsm, caReq.settings.label, async () => {
     const id = await hsm.createCertifiedIdentity(req, async (s, spki) => {
       const ca = cachedSigningCa(hsm, s, caReq.settings, caReq.now);
       issuedBy = ca;
@@ -797,19 +848,66 @@ export async function createSignedIdentity(
         validityDays: caReq.settings.deviceValidityDays,
       });
     });
-    const ca = issuedBy!;
+    const { chainPem, caCertificateId } = issuing(issuedBy!);
     const { certificateDer, ...rest } = id;
     return {
       ...rest,
-      certificatePem: `${[certificateDer, ca.certificate.der, ...ca.chain].map((d) => toPem(d, 'CERTIFICATE')).join('\n')}\n`,
+      certificatePem: `${toPem(certificateDer, 'CERTIFICATE')}\n${chainPem}`,
       certificateId: sha256Hex(certificateDer),
-      caCertificateId: sha256Hex(ca.certificate.der),
+      caCertificateId,
     };
+  });
+}
+
+/** Runs `fn`; a CA key deleted under a cached entry (HSM_OBJECT_GONE) drops the entry. */
+async function forgetCaWhenGone<T>(hsm: Hsm, label: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
   } catch (e) {
-    if (e instanceof ProvlineError && e.code === 'HSM_OBJECT_GONE')
-      caCache.get(hsm)?.delete(caReq.settings.label);
+    if (e instanceof ProvlineError && e.code === 'HSM_OBJECT_GONE') caCache.get(hsm)?.delete(label);
     throw e;
   }
+}
+
+/**
+ * Removes a CA from the token: its key pair and the certificate objects kept beside it (its own
+ * certificate and the chain, found by label and by the key's CKA_ID). For benchmarks and tests
+ * that make a CA of their own; no provline command deletes a factory CA. Returns how many
+ * objects were destroyed (0 when there was no such CA).
+ */
+export async function destroyCa(hsm: Hsm, settings: Pick<CaSettings, 'label' | 'token'>): Promise<number> {
+  return hsm.pool.withSession((s) => {
+    checkCaToken(settings, hsm.token.label);
+    const found = new Map<string, Buffer>();
+    const add = (handles: Buffer[]): void => {
+      for (const h of handles) found.set(h.toString('hex'), h);
+    };
+    const keys = [pkcs11js.CKO_PRIVATE_KEY, pkcs11js.CKO_PUBLIC_KEY].flatMap((cls) =>
+      byLabel(s, cls, settings.label, 64),
+    );
+    add(keys);
+    add(byLabel(s, pkcs11js.CKO_CERTIFICATE, settings.label, 64));
+    for (const k of keys) {
+      const id = s.attributes(k, [pkcs11js.CKA_ID], 'reading the CA key').get(pkcs11js.CKA_ID);
+      if (id?.length)
+        add(
+          s.find(
+            [
+              { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE },
+              { type: pkcs11js.CKA_ID, value: id },
+            ],
+            64,
+          ),
+        );
+    }
+    caCache.get(hsm)?.delete(settings.label);
+    try {
+      for (const h of found.values()) s.p.C_DestroyObject(s.handle, h);
+    } catch (e) {
+      throw hsmError(e, 'removing the CA');
+    }
+    return found.size;
+  });
 }
 
 function sha256Hex(der: Buffer): string {

@@ -16,10 +16,12 @@ import { ProvlineError } from '../../src/core/errors.js';
 import {
   createCa,
   describeCa,
+  destroyCa,
   findCaKey,
   importCaCertificate,
   signDeviceCertificate,
   signVerificationCertificate,
+  storeCaCertificates,
 } from '../../src/hsm/ca.js';
 import { openHsm, type Hsm } from '../../src/hsm/hsm.js';
 import { stackPaths } from '../../src/stack/home.js';
@@ -352,5 +354,45 @@ describe('factory CA on SoftHSM2', () => {
     writeFileSync(leaf, `${pem}\n`);
     expect(openssl(['verify', '-CAfile', rootCert, '-untrusted', interFile, leaf])).toContain('OK');
     expect(openssl(['x509', '-in', leaf, '-noout', '-text'])).toContain('ecdsa-with-SHA384');
+  });
+  it('destroyCa removes the key pair, the certificate and its chain, and a cached CA with them; other CAs stay', async () => {
+    const settings = caSettings('ca-doomed', 'P-256');
+    const keep = caSettings('ca-kept', 'P-256');
+    const now = new Date();
+    await createCa(hsm, { settings, now, csr: false });
+    await createCa(hsm, { settings: keep, now, csr: false });
+    // A chain certificate beside the CA's own (any certificate will do for the object count).
+    const own = await describeCa(hsm, settings, now);
+    await hsm.pool.withSession((s) => {
+      const key = findCaKey(s, 'provline', 'ca-doomed')!;
+      storeCaCertificates(s, key, new X509Certificate(own.certificatePem).raw, [
+        new X509Certificate(own.certificatePem).raw,
+      ]);
+    });
+    const labels = (): Promise<string[]> =>
+      hsm.pool.withSession((s) =>
+        s
+          .find([], 1000)
+          .map((h) => s.attributes(h, [pkcs11js.CKA_LABEL]).get(pkcs11js.CKA_LABEL)?.toString() ?? '')
+          .sort(),
+      );
+    expect((await labels()).filter((l) => l.startsWith('ca-doomed'))).toEqual([
+      'ca-doomed',
+      'ca-doomed',
+      'ca-doomed',
+      'ca-doomed.chain.0',
+    ]);
+    // Signed once, so the checked CA is cached for this HSM.
+    const req = { ca: settings, spki: spkiOf('P-256'), subject: { CN: 'doomed-1' }, now };
+    await signDeviceCertificate(hsm, req);
+
+    expect(await destroyCa(hsm, settings)).toBe(4);
+    const after = await labels();
+    expect(after.filter((l) => l.startsWith('ca-doomed'))).toEqual([]);
+    expect(after.filter((l) => l === 'ca-kept')).toHaveLength(3);
+    // Not signed by a cached CA whose key is gone: the lookup runs again and finds nothing.
+    expect((await caught(signDeviceCertificate(hsm, req))).code).toBe('CA_KEY_NOT_FOUND');
+    expect(await destroyCa(hsm, settings)).toBe(0);
+    await signDeviceCertificate(hsm, { ...req, ca: keep });
   });
 });

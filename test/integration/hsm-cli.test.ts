@@ -7,10 +7,12 @@ import { execFileSync } from 'node:child_process';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import pkcs11js from 'pkcs11js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { trimToDer } from '../../src/core/der.js';
+import { openHsm } from '../../src/hsm/hsm.js';
 import { stackPaths } from '../../src/stack/home.js';
-import { hsmUp, readPinFile } from '../../src/stack/softhsm.js';
+import { hsmUp, readPinFile, SOFTHSM_MODULE } from '../../src/stack/softhsm.js';
 import { json, runCli, type CliResult } from '../helpers/cli.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 
@@ -201,6 +203,67 @@ describe('provline hsm (CLI)', () => {
     expect(b.devicesPerSecond).toBeGreaterThan(0);
     expect(b.raw.devicesPerSecond).toBeGreaterThan(0);
     expect(b.ratio).toBeCloseTo(b.devicesPerSecond / b.raw.devicesPerSecond, 2);
+  });
+
+  it('hsm bench --work all measures each work against raw C, and leaves no CA objects on the token', async () => {
+    const tokenLabels = async (): Promise<string[]> => {
+      const paths = stackPaths(home);
+      const hsm = await openHsm(
+        {
+          module: SOFTHSM_MODULE,
+          token: 'provline',
+          pinFile: paths.userPinFile,
+          pinEnv: 'PROVLINE_TEST_UNSET_PIN',
+          sessions: 1,
+          softhsm2Conf: paths.softhsm2Conf,
+          localToken: true,
+        },
+        { env: {} },
+      );
+      try {
+        return await hsm.pool.withSession((s) =>
+          s
+            .find([], 1000)
+            .map((h) => s.attributes(h, [pkcs11js.CKA_LABEL]).get(pkcs11js.CKA_LABEL)?.toString() ?? '')
+            .sort(),
+        );
+      } finally {
+        hsm.close();
+      }
+    };
+    const before = await tokenLabels();
+    const r = await runCli(['hsm', 'bench', '--work', 'all', '--devices', '40', '--rounds', '1', '--json'], {
+      env: env(),
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const b = json<{
+      works: Record<
+        string,
+        {
+          work: string;
+          devices: number;
+          devicesPerSecond: number;
+          raw: { devicesPerSecond: number };
+          ratio: number;
+        }
+      >;
+      ratios: Record<string, number>;
+      goal: number;
+    }>(r);
+    expect(Object.keys(b.works)).toEqual(['csr', 'ca-key', 'ca-csr']);
+    for (const [work, w] of Object.entries(b.works)) {
+      expect(w.work).toBe(work);
+      expect(w.devices).toBe(40);
+      expect(w.devicesPerSecond).toBeGreaterThan(0);
+      expect(w.raw.devicesPerSecond).toBeGreaterThan(0);
+      expect(w.ratio).toBeCloseTo(w.devicesPerSecond / w.raw.devicesPerSecond, 2);
+      expect(b.ratios[work]).toBe(w.ratio);
+    }
+    expect(b.goal).toBe(0.8);
+    // The bench's CA (key pair and certificate) is gone; nothing else changed on the token.
+    const after = await tokenLabels();
+    expect(after.filter((l) => l.startsWith('provline-bench'))).toEqual([]);
+    expect(after).toEqual(before);
   });
 
   it('the PIN is never an option (usage error for --pin)', async () => {

@@ -10,7 +10,14 @@ import { getProfile } from '../../config/load.js';
 import { KEY_TYPES, type KeyType } from '../../config/schema.js';
 import { compilePattern } from '../../batch/pattern.js';
 import { ProvlineError, usageError } from '../../core/errors.js';
-import { runHsmBench } from '../../hsm/bench.js';
+import {
+  BENCH_WORKS,
+  DEFAULT_BENCH_DEVICES,
+  runHsmBench,
+  runHsmBenchAll,
+  type BenchResult,
+  type BenchWork,
+} from '../../hsm/bench.js';
 import { openHsm, type Hsm, type HsmInfo } from '../../hsm/hsm.js';
 import { parseKekFile } from '../../hsm/kek.js';
 import type { CommandContext } from '../context.js';
@@ -127,9 +134,21 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
   hsm
     .command('bench')
     .description(
-      "Measure provline's devices/s (keygen + CSR + wrap + destroy) against a C program doing the same on the same token",
+      "Measure provline's devices/s for one work (or all) against a C program doing the same PKCS#11 calls on the same token",
     )
-    .option('-n, --devices <n>', 'devices per round', intOption('--devices', 1, 10_000_000), 5000)
+    .addOption(
+      new Option(
+        '--work <work>',
+        'per device: csr = key pair + CSR + wrap; ca-key = key pair + certificate signed by a factory CA + wrap; ca-csr = certificate for a given public key; all = each in turn',
+      )
+        .choices([...BENCH_WORKS, 'all'])
+        .default('csr'),
+    )
+    .option(
+      '-n, --devices <n>',
+      `devices per round (default: ${BENCH_WORKS.map((w) => `${w} ${DEFAULT_BENCH_DEVICES[w]}`).join(', ')})`,
+      intOption('--devices', 1, 10_000_000),
+    )
     .addOption(new Option('--key-type <type>', 'device key type').choices([...KEY_TYPES]).default('P-256'))
     .addOption(
       new Option('--mode <mode>', 'PKCS#11 call style')
@@ -154,7 +173,8 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
     .option('--json', 'print as JSON')
     .action(
       async (opts: {
-        devices: number;
+        work: BenchWork | 'all';
+        devices?: number;
         keyType: KeyType;
         mode: 'auto' | 'sync' | 'async' | 'hybrid';
         lanes: number;
@@ -165,25 +185,39 @@ export function registerHsm(program: Command, ctx: () => CommandContext): void {
         json?: boolean;
       }) => {
         const c = ctx();
+        const { work, json, ...rest } = opts;
+        const o = { ...rest, skipRaw: opts.skipRaw ?? false };
+        const settings = await c.hsmSettings();
+        if (work === 'all') {
+          const all = await runHsmBenchAll(settings, o, c.env);
+          if (json) return c.json(all);
+          c.print(
+            BENCH_WORKS.map((w) => `${w}\n${formatBench(all.works[w])}`).join('\n\n') +
+              `\n\ngoal      ${all.goal} of the best raw shape for each work`,
+          );
+          return;
+        }
         const r = await runHsmBench(
-          await c.hsmSettings(),
-          { ...opts, skipRaw: opts.skipRaw ?? false },
+          settings,
+          { ...o, work, devices: o.devices ?? DEFAULT_BENCH_DEVICES[work] },
           c.env,
         );
-        if (opts.json) return c.json(r);
-        c.print(
-          [
-            `provline  ${r.devicesPerSecond} devices/s  (${r.keyType}, mode ${r.mode}, ${r.processes} process${r.processes === 1 ? '' : 'es'} × ${r.lanes} lane${r.lanes === 1 ? '' : 's'}${r.latencyMs ? `, +${r.latencyMs} ms/call` : ''}; median of ${r.rounds}: ${r.runs.join(', ')})`,
-            r.raw
-              ? `raw C     ${r.raw.devicesPerSecond} devices/s  (best shape: ${r.raw.shape === '2p' ? '2 processes' : `${r.raw.shape} thread${r.raw.shape === '1' ? '' : 's'}`})`
-              : 'raw C     not run',
-            r.ratio !== null ? `ratio     ${r.ratio}` : '',
-          ]
-            .filter(Boolean)
-            .join('\n'),
-        );
+        if (json) return c.json(r);
+        c.print(formatBench(r));
       },
     );
+}
+
+function formatBench(r: BenchResult): string {
+  return [
+    `provline  ${r.devicesPerSecond} devices/s  (${r.work}, ${r.keyType}, mode ${r.mode}, ${r.processes} process${r.processes === 1 ? '' : 'es'} × ${r.lanes} lane${r.lanes === 1 ? '' : 's'}${r.latencyMs ? `, +${r.latencyMs} ms/call` : ''}; median of ${r.rounds}: ${r.runs.join(', ')})`,
+    r.raw
+      ? `raw C     ${r.raw.devicesPerSecond} devices/s  (best shape: ${r.raw.shape === '2p' ? '2 processes' : `${r.raw.shape} thread${r.raw.shape === '1' ? '' : 's'}`})`
+      : 'raw C     not run',
+    r.ratio !== null ? `ratio     ${r.ratio}` : '',
+  ]
+    .filter(Boolean)
+    .join('\n');
 }
 
 function thingNameFor(pattern: string, serial: string): string {
