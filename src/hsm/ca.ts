@@ -710,6 +710,12 @@ export interface DeviceCertificateRequest {
  * CA key in the HSM (PEM). The CA is the per-HSM cached checked one, as for createSignedIdentity.
  */
 export async function signDeviceCertificate(hsm: Hsm, req: DeviceCertificateRequest): Promise<string> {
+  const { der } = await issueForKey(hsm, req);
+  return toPem(der, 'CERTIFICATE');
+}
+
+/** One device certificate for a given public key, signed by the cached checked CA. */
+async function issueForKey(hsm: Hsm, req: DeviceCertificateRequest): Promise<{ der: Buffer; ca: SigningCa }> {
   return forgetCaWhenGone(hsm, req.ca.label, () =>
     hsm.pool.withSession(async (s) => {
       const ca = cachedSigningCa(hsm, s, req.ca, req.now);
@@ -719,7 +725,7 @@ export async function signDeviceCertificate(hsm: Hsm, req: DeviceCertificateRequ
         now: req.now,
         validityDays: req.ca.deviceValidityDays,
       });
-      return toPem(der, 'CERTIFICATE');
+      return { der, ca };
     }),
   );
 }
@@ -922,21 +928,12 @@ function sha256Hex(der: Buffer): string {
 export async function signDeviceKey(
   hsm: Hsm,
   req: DeviceCertificateRequest,
-): Promise<
-  Omit<SignedDeviceIdentity, 'publicKey' | 'wrappedKey' | 'kekId' | 'serial' | 'thingName' | 'keyType'>
-> {
-  return hsm.pool.withSession(async (s) => {
-    const ca = cachedSigningCa(hsm, s, req.ca, req.now);
-    const der = await issueCertificate(s, hsm.opsFor(ca.key.keyType), ca, {
-      spki: req.spki,
-      subject: req.subject,
-      now: req.now,
-      validityDays: req.ca.deviceValidityDays,
-    });
-    return {
-      certificatePem: `${[der, ca.certificate.der, ...ca.chain].map((d) => toPem(d, 'CERTIFICATE')).join('\n')}\n`,
-      certificateId: sha256Hex(der),
-      caCertificateId: sha256Hex(ca.certificate.der),
-    };
-  });
+): Promise<Pick<SignedDeviceIdentity, 'certificatePem' | 'certificateId' | 'caCertificateId'>> {
+  const { der, ca } = await issueForKey(hsm, req);
+  const { chainPem, caCertificateId } = issuing(ca);
+  return {
+    certificatePem: `${toPem(der, 'CERTIFICATE')}\n${chainPem}`,
+    certificateId: sha256Hex(der),
+    caCertificateId,
+  };
 }
