@@ -32,17 +32,31 @@ const COMMAND_NAMES = new Map<number, string>(Object.entries(CMD).map(([name, ty
 const STATUS_NAMES = new Map<number, string>(Object.entries(V1_STATUS).map(([name, code]) => [code, name]));
 const SLOT_NAMES = new Map<number, string>(Object.entries(SLOT).map(([name, slot]) => [slot, name]));
 
+/** Slots whose content is key material: not even a hash of it is logged. */
+const KEY_SLOTS: ReadonlySet<number> = new Set([SLOT.privateKey, SLOT.wrappedKey]);
+
 /** provline-serial-v1: one line per frame, command or response. */
 export class SerialV1Transcriber implements Transcriber {
   private readonly out = new FrameDecoder();
   private readonly in = new FrameDecoder();
+  /** The slot each command in flight names, by sequence number (its answer does not). */
+  private readonly slots = new Map<number, number>();
 
   sent(bytes: Uint8Array): string[] {
-    return this.out.push(bytes).map((e) => (e.kind === 'frame' ? describeCommand(e.frame) : 'damaged frame'));
+    return this.out.push(bytes).map((e) => {
+      if (e.kind !== 'frame') return 'damaged frame';
+      const slot = e.frame.payload[0];
+      if (slot !== undefined) this.slots.set(e.frame.seq, slot);
+      return describeCommand(e.frame);
+    });
   }
 
   received(bytes: Uint8Array): string[] {
-    return this.in.push(bytes).map((e) => (e.kind === 'frame' ? describeResponse(e.frame) : 'damaged frame'));
+    return this.in
+      .push(bytes)
+      .map((e) =>
+        e.kind === 'frame' ? describeResponse(e.frame, this.slots.get(e.frame.seq)) : 'damaged frame',
+      );
   }
 }
 
@@ -84,7 +98,11 @@ function describeCommand(f: Frame): string {
   }
 }
 
-function describeResponse(f: Frame): string {
+function describeResponse(f: Frame, slot: number | undefined): string {
+  const hashOf = (h: Buffer): string =>
+    slot !== undefined && KEY_SLOTS.has(slot)
+      ? 'sha256 not logged (key slot)'
+      : `sha256 ${h.toString('hex').toUpperCase()}…`;
   if (f.type === NAK) return `NAK #${f.seq}`;
   const name = `${COMMAND_NAMES.get(f.type & ~RESPONSE_BIT) ?? `0x${f.type.toString(16)}`} answer #${f.seq}`;
   const status = f.payload[0];
@@ -104,11 +122,11 @@ function describeResponse(f: Frame): string {
           return `${name} OK: serial ${fields[0]}, model ${fields[1]}, firmware ${fields[2]}`;
         }
         case CMD.READ_HASH:
-          return `${name} OK: ${body.readUInt32BE(0)} bytes, sha256 ${body.subarray(4, 12).toString('hex').toUpperCase()}…`;
+          return `${name} OK: ${body.readUInt32BE(0)} bytes, ${hashOf(body.subarray(4, 12))}`;
         case CMD.CHUNK:
           return `${name} OK: next offset ${body.readUInt32BE(0)}`;
         case CMD.COMMIT:
-          return `${name} OK: sha256 ${body.subarray(0, 8).toString('hex').toUpperCase()}…`;
+          return `${name} OK: ${hashOf(body.subarray(0, 8))}`;
         case CMD.KEYGEN:
           return `${name} OK: CSR of ${body.readUInt16BE(0)} bytes`;
         case CMD.PROVE:
@@ -142,19 +160,48 @@ function describeAttempts(body: Buffer): string {
   return `${n} attempt${n === 1 ? '' : 's'}${parts.length ? `: ${parts.join(', ')}` : ''}`;
 }
 
-/** The nRF91 AT command set: one line per command, per information line and per final result. */
+/** One quoted field of an AT command: its length, and its text only when short and harmless. */
+interface Quoted {
+  len: number;
+  text: string | undefined;
+}
+
+/** Quoted fields at most this long are kept (client ids, host names, subjects). */
+const QUOTED_KEPT = 64;
+
+/**
+ * The nRF91 AT command set: one line per command, per information line and per final result.
+ * A command ends at CR LF outside quotes: a credential's PEM inside quotes has CR LF line
+ * endings of its own, and its content is never kept, only counted.
+ */
 export class AtTranscriber implements Transcriber {
-  private outBuf = '';
+  private plain = '';
+  private fields: Quoted[] = [];
+  private quoted: Quoted | undefined;
   private inBuf = '';
 
   sent(bytes: Uint8Array): string[] {
-    this.outBuf += Buffer.from(bytes).toString('latin1');
     const out: string[] = [];
-    // A command ends with CR LF; a credential's PEM inside quotes has bare LFs.
-    for (let end = this.outBuf.indexOf('\r\n'); end >= 0; end = this.outBuf.indexOf('\r\n')) {
-      const command = this.outBuf.slice(0, end);
-      this.outBuf = this.outBuf.slice(end + 2);
-      if (command.length) out.push(describeAtCommand(command));
+    for (const ch of Buffer.from(bytes).toString('latin1')) {
+      if (this.quoted) {
+        if (ch === '"') {
+          this.fields.push(this.quoted);
+          this.plain += `"\uE000${this.fields.length - 1}"`;
+          this.quoted = undefined;
+        } else {
+          this.quoted.len++;
+          if (this.quoted.text !== undefined)
+            this.quoted.text = this.quoted.len <= QUOTED_KEPT ? this.quoted.text + ch : undefined;
+        }
+      } else if (ch === '"') {
+        // Nothing of a credential write's content is kept, not even its first characters.
+        this.quoted = { len: 0, text: this.plain.startsWith('AT%CMNG=0,') ? undefined : '' };
+      } else if (ch === '\n' && this.plain.endsWith('\r')) {
+        const command = this.plain.slice(0, -1);
+        if (command.length) out.push(describeAtCommand(command, this.fields));
+        this.plain = '';
+        this.fields = [];
+      } else this.plain += ch;
     }
     return out;
   }
@@ -173,15 +220,19 @@ export class AtTranscriber implements Transcriber {
 
 const CMNG_TYPES: Record<string, string> = { '0': 'root CA', '1': 'client certificate', '2': 'private key' };
 
-/** A command, with the content of any credential write reduced to its type and length. */
-export function describeAtCommand(command: string): string {
-  const write = /^AT%CMNG=0,(\d+),(\d+),"/.exec(command);
-  if (write) {
-    const content = command.length - write[0].length - 1;
-    return `AT%CMNG=0,${write[1]},${write[2]},"…" (${CMNG_TYPES[write[2]!] ?? `type ${write[2]}`}, ${content} bytes, content not logged)`;
-  }
-  // Any other quoted field longer than a name is left out too: it is no command's business here.
-  return command.replace(/"([^"]{80,})"/g, (_m, s: string) => `"…" (${s.length} bytes)`);
+/**
+ * A command whose quoted fields stand as `"\uE000<n>"` for `fields[n]`: a credential write is
+ * reduced to its sec_tag, type and length; other quoted fields are shown when short.
+ */
+function describeAtCommand(command: string, fields: readonly Quoted[]): string {
+  const field = (n: string): Quoted => fields[Number(n)] ?? { len: 0, text: undefined };
+  const write = /^AT%CMNG=0,(\d+),(\d+),"\uE000(\d+)"/.exec(command);
+  if (write)
+    return `AT%CMNG=0,${write[1]},${write[2]},"…" (${CMNG_TYPES[write[2]!] ?? `type ${write[2]}`}, ${field(write[3]!).len} bytes, content not logged)`;
+  return command.replace(/"\uE000(\d+)"/g, (_m, n: string) => {
+    const q = field(n);
+    return q.text !== undefined ? `"${q.text}"` : `"…" (${q.len} bytes)`;
+  });
 }
 
 function describeAtAnswer(line: string): string {
@@ -190,7 +241,10 @@ function describeAtAnswer(line: string): string {
   if (keygen)
     return `%KEYGEN: CSR of ${Buffer.from(keygen[1]!, 'base64url').length} bytes, attestation of ${Buffer.from(keygen[2]!, 'base64url').length} bytes`;
   const cmng = /^%CMNG: (\d+),(\d+),"([0-9A-Fa-f]{64})"/.exec(line);
-  if (cmng) return `%CMNG: ${cmng[1]},${cmng[2]},"${cmng[3]!.slice(0, 16)}…"`;
+  if (cmng)
+    return cmng[2] === '2'
+      ? `%CMNG: ${cmng[1]},2,"…" (private key: its hash is not logged)`
+      : `%CMNG: ${cmng[1]},${cmng[2]},"${cmng[3]!.slice(0, 16)}…"`;
   // Anything long and unexpected (a modem echoing content back) is summarised, not kept.
   return line.length > 120 ? `(${line.length} characters)` : line;
 }
