@@ -120,7 +120,7 @@ class Rehearsal {
   private broken = false;
   // What it started, stopped in `cleanUp` whatever happened.
   private home: string | undefined;
-  private pids: number[] = [];
+  private processes: Array<{ pid: number; name: string }> = [];
   private ports: number[] = [];
   private hsm: Hsm | undefined;
   private p: PipelineHandles | undefined;
@@ -156,7 +156,7 @@ class Rehearsal {
       sampled: this.sample.length,
       checks: this.checks,
       devices: this.devices,
-      ...(this.home ? { stack: { pids: this.pids, ports: this.ports, stopped } } : {}),
+      ...(this.home ? { stack: { processes: this.processes, ports: this.ports, stopped } } : {}),
       elapsedMs: Math.round(performance.now() - this.t0),
     };
     return { verdict, broken: this.broken };
@@ -273,7 +273,8 @@ class Rehearsal {
     this.progress('stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in');
     this.home = mkdtempSync(join(tmpdir(), 'provline-rehearse-'));
     const status = await stackUp(this.home);
-    this.pids = [status.redis.pid, status.aws.pid].filter((x): x is number => x !== null);
+    if (status.redis.pid) this.processes.push({ pid: status.redis.pid, name: 'redis-server' });
+    if (status.aws.pid) this.processes.push({ pid: status.aws.pid, name: 'workers/emulator.js' });
     const state = readState(stackPaths(this.home));
     this.ports = [state.redisPort, state.aws?.port, state.aws?.s3Port, state.aws?.mqttPort].filter(
       (x): x is number => typeof x === 'number',
@@ -323,7 +324,7 @@ class Rehearsal {
     if (ready.length) {
       const ports = Math.min(PORTS, ready.length);
       for (let i = 0; i < ports; i++) this.pairs.push(await startPtyPair(this.home, `port${i + 1}`));
-      this.pids.push(...this.pairs.map((x) => x.pid));
+      this.processes.push(...this.pairs.map((x) => ({ pid: x.pid, name: 'socat' })));
       this.progress(`station: ${ready.length} simulated ${profile.driver} device(s) over ${ports} port(s)`);
       run = await runProductLines(
         this.p,
@@ -508,7 +509,8 @@ class Rehearsal {
     for (const pair of this.pairs) await quietly(() => pair.stop());
     if (!this.home) return true;
     await quietly(() => stackDown(this.home!));
-    const stopped = this.pids.every((pid) => !isAlive(pid));
+    // By pid and name: a pid reused since, or an exited child not yet reaped, is not ours running.
+    const stopped = this.processes.every((x) => !isAlive(x.pid, x.name));
     rmSync(this.home, { recursive: true, force: true });
     return stopped;
   }

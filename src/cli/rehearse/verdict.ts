@@ -43,7 +43,7 @@ export interface Verdict {
   checks: Check[];
   devices: DeviceVerdict[];
   /** The throwaway stack, for the record: its processes and ports, all stopped afterwards. */
-  stack?: { pids: number[]; ports: number[]; stopped: boolean };
+  stack?: { processes: Array<{ pid: number; name: string }>; ports: number[]; stopped: boolean };
   elapsedMs: number;
 }
 
