@@ -4,14 +4,15 @@
  * device-csr strategies, a planted bad lot fails fast with the validator's line-numbered
  * problems in both the JSON and the JUnit file, and nothing it started is left behind.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isAlive } from '../../src/core/proc.js';
 import type { Verdict } from '../../src/cli/rehearse/verdict.js';
-import { ROOT, json, runCli } from '../helpers/cli.js';
+import { waitFor } from '../../src/core/proc.js';
+import { BIN, ROOT, json, runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/home.js';
 
 /** One rehearsal of a small lot on a busy machine: stack up, every stage, stack down. */
@@ -266,4 +267,53 @@ describe('provline rehearse', () => {
     expect(policy.problems![0]!.message).toMatch(/^the policy is not JSON/);
     expect(existsSync(join(dir, 'broken-template.json'))).toBe(true);
   });
+
+  it(
+    'stops everything it started when interrupted (SIGINT) while its station runs: exit 1, the verdict says so, no process, no port, no home left',
+    async () => {
+      // Its own temporary directory, so the throwaway home can be watched for the station stage.
+      const tmp = join(dir, 'tmp');
+      mkdirSync(tmp);
+      const child = spawn(
+        process.execPath,
+        [
+          BIN,
+          'rehearse',
+          'examples/rehearse/sensors.csv',
+          '--profile',
+          'sample-sensor',
+          '--config',
+          CONFIG,
+          '--json',
+        ],
+        { cwd: ROOT, env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+      try {
+        // The station's ports exist once the lot is registered and devices are being plugged in.
+        await waitFor(
+          'the rehearsal to reach its station',
+          () => readdirSync(tmp).some((h) => existsSync(join(tmp, h, 'port1-host'))),
+          REHEARSE_BUDGET_MS,
+          50,
+        );
+        child.kill('SIGINT');
+        const code = await Promise.race([
+          exited,
+          new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), 60_000).unref()),
+        ]);
+        expect(code, stdout).toBe(1);
+      } finally {
+        child.kill('SIGKILL');
+      }
+      const v = JSON.parse(stdout) as Verdict;
+      expect(v.verdict).toBe('fail');
+      expect(v.checks.at(-1)).toMatchObject({ name: 'interrupted', ok: false });
+      await expectNothingLeft(v);
+      expect(readdirSync(tmp)).toEqual([]);
+    },
+    REHEARSE_BUDGET_MS + 70_000,
+  );
 });
