@@ -151,6 +151,27 @@ describe('provline rehearse', () => {
   );
 
   it(
+    'passes a lot of the shipped JITP profile (strategy jitp: certificates signed by the factory CA in the HSM, registered by AWS at the first connect)',
+    async () => {
+      const csv = join(dir, 'jitp.csv');
+      writeFileSync(csv, 'serial\nJR-0001\nJR-0002\n');
+      const r = await runCli(['rehearse', csv, '--profile', 'sensor-jitp', '--json'], {
+        timeoutMs: REHEARSE_BUDGET_MS,
+      });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const v = json<Verdict>(r);
+      expect(v).toMatchObject({ verdict: 'pass', strategy: 'jitp', sampled: 2 });
+      expect(v.checks.find((c) => c.name === 'registration')!.message).toContain(
+        'first connect (jit-template)',
+      );
+      for (const d of v.devices)
+        expect(d, d.serial).toMatchObject({ ok: true, state: 'connected', connected: true });
+      await expectNothingLeft(v);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it(
     'rehearses an evenly spread sample of the lot, always the same rows (the first, then every third of six)',
     async () => {
       const run = async (): Promise<Verdict> => {

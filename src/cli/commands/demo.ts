@@ -15,16 +15,12 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync }
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
-import { getProfile, type ResolvedProfile } from '../../config/load.js';
+import { getProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
 import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index.js';
 import { DescribeThingCommand } from '@aws-sdk/client-iot';
-import * as cloudCa from '../../cloud/ca.js';
-import type { CaDescription } from '../../cloud/ca.js';
-import { makeClients, requireRoleArn } from '../../cloud/clients.js';
+import { makeClients } from '../../cloud/clients.js';
 import type { StrategyName } from '../../config/schema.js';
-import { isProvlineError } from '../../core/errors.js';
-import * as hsmCa from '../../hsm/ca.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
 import { checkFactoryCa, type CaPreflightProfile } from '../../jobs/ca-preflight.js';
 import { reportRows } from '../../jobs/report.js';
@@ -33,7 +29,7 @@ import { stackDown, stackStatus, stackUp } from '../../stack/stack.js';
 import type { CommandContext } from '../context.js';
 import { EXIT, ExitCode } from '../exit.js';
 import { intOption } from '../options.js';
-import { runProductLines, sharedKek, type ProductLine } from '../pipeline/line.js';
+import { prepareFactoryCa, runProductLines, sharedKek, type ProductLine } from '../pipeline/line.js';
 import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { waitForRegistration } from './submit.js';
 
@@ -132,7 +128,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     const jitp = byName('sensor-jitp');
     if (jitp) {
       step('factory CA for the JITP sensors: key in the HSM, registered with its JITP template');
-      const ca = await ensureDemoCa(c, hsm, jitp.profile);
+      const ca = await prepareFactoryCa(c, hsm, jitp.profile);
       c.print(
         `    CA "${jitp.profile.ca!.label}" ${ca.certificateId.slice(0, 16)}… ${ca.status}, auto-registration ${ca.autoRegistrationStatus}`,
       );
@@ -241,36 +237,6 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       step('stopping the local stack (use --keep to leave it running)');
       await stackDown(home);
     }
-  }
-}
-
-/** The factory CA of a JITP profile, made in the HSM and registered with its template (idempotent). */
-async function ensureDemoCa(c: CommandContext, hsm: Hsm, profile: ResolvedProfile): Promise<CaDescription> {
-  const settings = profile.ca!;
-  const now = new Date();
-  const exists = await hsmCa.describeCa(hsm, settings, now).then(
-    () => true,
-    (e: unknown) => {
-      if (isProvlineError(e) && e.code === 'CA_KEY_NOT_FOUND') return false;
-      throw e;
-    },
-  );
-  if (!exists) await hsmCa.createCa(hsm, { settings, now, csr: false });
-  const view = await hsmCa.describeCa(hsm, settings, now);
-  const cloud = makeClients(c.runtime.aws);
-  try {
-    return await cloudCa.registerCa(cloud, {
-      caCertificatePem: view.certificatePem,
-      mode: 'DEFAULT',
-      verificationCertificate: (registrationCode) =>
-        hsmCa.signVerificationCertificate(hsm, { ca: settings, registrationCode, now: new Date() }),
-      registrationConfig: {
-        templateBody: readFileSync(profile.templatePath, 'utf8'),
-        roleArn: requireRoleArn(c.runtime.aws),
-      },
-    });
-  } finally {
-    cloud.destroy();
   }
 }
 

@@ -33,12 +33,14 @@ import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
 import type { Runner } from '../../jobs/runner.js';
 import { submitBatch } from '../../jobs/submit.js';
+import { checkFactoryCa } from '../../jobs/ca-preflight.js';
+import { makeClients } from '../../cloud/clients.js';
 import { readState, stackPaths } from '../../stack/home.js';
 import { stackDown, stackUp } from '../../stack/stack.js';
 import { CommandContext } from '../context.js';
 import { EXIT, ExitCode } from '../exit.js';
 import { intOption } from '../options.js';
-import { prepareProductKeys, runProductLines, type LineRun } from '../pipeline/line.js';
+import { prepareFactoryCa, prepareProductKeys, runProductLines, type LineRun } from '../pipeline/line.js';
 import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { deviceRegistrar, stationRegisters } from '../pipeline/registrar.js';
 import {
@@ -268,6 +270,15 @@ class Rehearsal {
   private async rehearseLot(): Promise<void> {
     const profile = this.profile!;
     const strategy = this.strategy!;
+    if (strategy.certificate.call === 'jit-activator') {
+      this.check(
+        'stack',
+        false,
+        `strategy ${strategy.name} needs \`provline jitr-activator\` running beside the stand-in, which rehearse does not start yet`,
+      );
+      this.skip(['hsm stage', 'registration', 'station', 'first connect']);
+      return;
+    }
     // The stack: a home of its own, free ports; nothing of the user's configured services.
     let t = performance.now();
     this.progress('stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in');
@@ -286,16 +297,32 @@ class Rehearsal {
     const ic = isolatedContext(this.c, this.home);
     this.hsm = await openHsm(await ic.hsmSettings(), { env: ic.env });
     const kek = await prepareProductKeys(this.hsm, profile, join(this.home, 'device-kek.bin'));
+    // A strategy whose certificates a factory CA signs: the CA made in the token and registered
+    // with the stand-in (with the profile's template), as `provline ca create` and `register` do.
+    if (strategy.certificate.by === 'factory-ca') {
+      this.progress(`factory CA "${profile.ca?.label ?? ''}" in the HSM, registered with the stand-in`);
+      await prepareFactoryCa(ic, this.hsm, profile);
+    }
 
     // The lot (or its sample) submitted as the user would, then the HSM stage and registration.
     t = performance.now();
     const csv = this.sampledCsv();
     this.p = await openPipeline(ic);
-    const submitted = await submitBatch(this.p, {
-      csvPath: csv,
-      profile,
-      hsmChunk: ic.loaded.config.workers.hsmChunk,
-    });
+    const hsm = this.hsm;
+    const submitted = await submitBatch(
+      {
+        ...this.p,
+        checkFactoryCa: async (name, preflight) => {
+          const cloud = makeClients(ic.runtime.aws);
+          try {
+            return await checkFactoryCa({ hsm, cloud }, name, preflight, new Date());
+          } finally {
+            cloud.destroy();
+          }
+        },
+      },
+      { csvPath: csv, profile, hsmChunk: ic.loaded.config.workers.hsmChunk },
+    );
     if (submitted.status !== 'submitted')
       throw new ProvlineError('REHEARSAL_FAILED', `the lot was not submitted (${submitted.status})`);
     this.progress(
@@ -414,29 +441,45 @@ class Rehearsal {
         aborted ??
           (bad.length
             ? `${bad.length} device(s) failed in the HSM stage (${codes(bad)})`
-            : `${recs.size} key pairs and CSRs made in the SoftHSM token`),
+            : `${recs.size} key pairs ${strategy.hsm === 'key-and-certificate' ? 'and certificates signed by the factory CA' : 'and CSRs'} made in the SoftHSM token`),
         { ms },
       );
     }
-    if (strategy.certificate.by === 'station')
-      this.check(
-        'registration',
-        !aborted,
-        aborted ??
-          `with strategy ${strategy.name} the station registers each device (${strategy.certificate.call}) with the user's template: checked per device below`,
-      );
-    else {
-      const bad = [...recs.values()].filter((r) => r.state === 'failed');
-      const registered = [...recs.values()].filter((r) => r.at.registered !== undefined).length;
-      this.check(
-        'registration',
-        bad.length === 0 && !aborted,
-        aborted ??
-          (bad.length
-            ? `${bad.length} device(s) failed before the station (${codes(bad)})`
-            : `${registered} device(s) registered on the stand-in by ${strategy.certificate.call} with the user's template`),
-        { ms },
-      );
+    const { certificate } = strategy;
+    const bad = [...recs.values()].filter((r) => r.state === 'failed');
+    const before = bad.length
+      ? `${bad.length} device(s) failed before the station (${codes(bad)})`
+      : undefined;
+    switch (certificate.by) {
+      case 'registrar': {
+        const registered = [...recs.values()].filter((r) => r.at.registered !== undefined).length;
+        this.check(
+          'registration',
+          !bad.length && !aborted,
+          aborted ??
+            before ??
+            `${registered} device(s) registered on the stand-in by ${certificate.call} with the user's template`,
+          { ms },
+        );
+        break;
+      }
+      case 'station':
+        this.check(
+          'registration',
+          !aborted,
+          aborted ??
+            `with strategy ${strategy.name} the station registers each device (${certificate.call}) with the user's template: checked per device below`,
+        );
+        break;
+      case 'factory-ca':
+        this.check(
+          'registration',
+          !bad.length && !aborted,
+          aborted ??
+            before ??
+            `with strategy ${strategy.name} AWS registers each certificate at the device's first connect (${certificate.call}): checked per device below`,
+        );
+        break;
     }
   }
 

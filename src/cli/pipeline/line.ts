@@ -13,7 +13,9 @@ import { startSimulator } from '../../../devices/index.js';
 import type { RegisterCsr } from '../../batch/journal.js';
 import { strategyFor } from '../../batch/strategies/index.js';
 import type { ResolvedProfile } from '../../config/load.js';
-import { ProvlineError } from '../../core/errors.js';
+import * as cloudCa from '../../cloud/ca.js';
+import { makeClients, requireRoleArn } from '../../cloud/clients.js';
+import { ProvlineError, isProvlineError } from '../../core/errors.js';
 import {
   JournalStore,
   runStation,
@@ -21,8 +23,10 @@ import {
   type PtyPair,
   type StationEvent,
 } from '../../flash/index.js';
+import * as hsmCa from '../../hsm/ca.js';
 import type { Hsm } from '../../hsm/hsm.js';
 import { stationJournal } from '../../jobs/station-store.js';
+import type { CommandContext } from '../context.js';
 import type { PipelineHandles } from './open.js';
 
 /** One product on the line: a profile, its devices and the ports its station runs. */
@@ -99,6 +103,43 @@ export async function sharedKek(hsm: Hsm, label: string, file: string): Promise<
   writeFileSync(file, value, { mode: 0o600 });
   await hsm.importKek({ label, value });
   return value;
+}
+
+/**
+ * The factory CA of a JITP profile, made in the HSM and registered with the stand-in with the
+ * profile's template (idempotent): what `provline ca create` and `ca register` do by hand.
+ */
+export async function prepareFactoryCa(
+  c: CommandContext,
+  hsm: Hsm,
+  profile: ResolvedProfile,
+): Promise<cloudCa.CaDescription> {
+  const settings = profile.ca!;
+  const now = new Date();
+  const exists = await hsmCa.describeCa(hsm, settings, now).then(
+    () => true,
+    (e: unknown) => {
+      if (isProvlineError(e) && e.code === 'CA_KEY_NOT_FOUND') return false;
+      throw e;
+    },
+  );
+  if (!exists) await hsmCa.createCa(hsm, { settings, now, csr: false });
+  const view = await hsmCa.describeCa(hsm, settings, now);
+  const cloud = makeClients(c.runtime.aws);
+  try {
+    return await cloudCa.registerCa(cloud, {
+      caCertificatePem: view.certificatePem,
+      mode: 'DEFAULT',
+      verificationCertificate: (registrationCode) =>
+        hsmCa.signVerificationCertificate(hsm, { ca: settings, registrationCode, now: new Date() }),
+      registrationConfig: {
+        templateBody: readFileSync(profile.templatePath, 'utf8'),
+        roleArn: requireRoleArn(c.runtime.aws),
+      },
+    });
+  } finally {
+    cloud.destroy();
+  }
 }
 
 /**
