@@ -66,6 +66,8 @@ export interface DeviceJournal {
   batch(batchId: string): Promise<BatchView>;
   /** Applies the transitions in order, each one atomic; one outcome per request. */
   transition(requests: readonly TransitionRequest[]): Promise<TransitionOutcome[]>;
+  /** Keeps the log of one visit of the device (bounded per serial by the journal). */
+  logVisit?(serial: string, log: VisitLog): Promise<void>;
 }
 
 /**
@@ -79,3 +81,54 @@ export type RegisterCsr = (req: {
   csrPem: string;
   signal?: AbortSignal;
 }) => Promise<DeviceRecord>;
+
+/**
+ * One line of a device visit's exchange, as the station's log keeps it: what the station sent
+ * (`>`), what the device answered (`<`), or a note (`!`), at `t` ms after the visit began.
+ * The text is a description, never the bytes: payloads that carry key material (a private key,
+ * a wrapped key) are reduced to their length, and every line is capped.
+ */
+export interface ExchangeLine {
+  t: number;
+  dir: '>' | '<' | '!';
+  text: string;
+}
+
+/** The log of one device visit at a station (`provline device <serial> --log`). */
+export interface VisitLog {
+  v: 1;
+  /** Epoch ms the visit began. */
+  at: number;
+  stationId: string;
+  port: string;
+  driver: string;
+  batchId?: string;
+  outcome: string;
+  code?: string;
+  message?: string;
+  ms: number;
+  /** The journal states this visit recorded, in order. */
+  recorded: DeviceState[];
+  lines: ExchangeLine[];
+  /** Lines left out of the middle to keep the visit within VISIT_LINES_MAX. */
+  omitted: number;
+}
+
+/** Visits kept per serial (the newest). */
+export const VISITS_KEPT = 20;
+/** Lines kept per visit: the first and the last halves of this many. */
+export const VISIT_LINES_MAX = 160;
+/** Characters kept per line. */
+export const VISIT_LINE_CHARS = 200;
+
+/** Caps a visit's lines: each line's text, and their number (the middle is left out). */
+export function capLines(lines: readonly ExchangeLine[]): { lines: ExchangeLine[]; omitted: number } {
+  const cut = (l: ExchangeLine): ExchangeLine =>
+    l.text.length > VISIT_LINE_CHARS ? { ...l, text: `${l.text.slice(0, VISIT_LINE_CHARS - 1)}…` } : l;
+  if (lines.length <= VISIT_LINES_MAX) return { lines: lines.map(cut), omitted: 0 };
+  const half = VISIT_LINES_MAX / 2;
+  return {
+    lines: [...lines.slice(0, half), ...lines.slice(-half)].map(cut),
+    omitted: lines.length - VISIT_LINES_MAX,
+  };
+}

@@ -18,7 +18,11 @@ export class CommandContext {
     private readonly globals: GlobalOptions,
     readonly out: NodeJS.WritableStream = process.stdout,
     readonly env: NodeJS.ProcessEnv = process.env,
-  ) {}
+    /** A configuration already made (`provline rehearse` on its throwaway stack). */
+    preloaded?: LoadedConfig,
+  ) {
+    this.loadedConfig = preloaded;
+  }
 
   get loaded(): LoadedConfig {
     if (!this.loadedConfig) {

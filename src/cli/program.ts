@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { packageVersion } from '../core/paths.js';
 import { CommandContext, type GlobalOptions } from './context.js';
 import { registerDemo } from './commands/demo.js';
+import { registerDevice } from './commands/device.js';
 import { registerDeviceSim } from './commands/device-sim.js';
 import { registerHsm } from './commands/hsm.js';
 import { registerCa } from './commands/ca.js';
@@ -20,6 +21,7 @@ import { registerWorker } from './commands/worker.js';
 import { registerBatchCommands } from './commands/batch.js';
 import { registerReconcile } from './commands/reconcile.js';
 import { registerJitrActivator } from './commands/jitr-activator.js';
+import { registerRehearse } from './commands/rehearse.js';
 
 export function buildProgram(
   out: NodeJS.WritableStream = process.stdout,
@@ -45,10 +47,12 @@ export function buildProgram(
   registerSubmit(program, ctx);
   registerBatchCommands(program, ctx);
   registerReconcile(program, ctx);
+  registerDevice(program, ctx);
   registerWorker(program, ctx);
   registerProfiles(program, ctx);
   registerEmulator(program, ctx);
   registerDemo(program, ctx);
+  registerRehearse(program, ctx);
   registerDeviceSim(program, ctx);
   registerHsm(program, ctx);
   registerCa(program, ctx);

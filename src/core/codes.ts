@@ -39,6 +39,8 @@ export const ERROR_CODES = {
     'PROFILE_NOT_FOUND',
     'SERIAL_ALREADY_SUBMITTED',
     'PATTERN_INVALID',
+    'SERIAL_NOT_FOUND',
+    'CERTIFICATE_NOT_FOUND',
   ],
   stack: [
     'STACK_REDIS_MISSING',
@@ -49,6 +51,7 @@ export const ERROR_CODES = {
     'STACK_AWS_FAILED',
     'REDIS_NOT_CONFIGURED',
     'DEMO_FAILED',
+    'REHEARSAL_FAILED',
   ],
   /** The flash stage: device answers, drivers and serial transports. */
   device: [

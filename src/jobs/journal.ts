@@ -6,7 +6,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import type { DeviceRecord, TransitionOutcome, TransitionRequest } from '../batch/journal.js';
+import {
+  VISITS_KEPT,
+  type DeviceRecord,
+  type TransitionOutcome,
+  type TransitionRequest,
+  type VisitLog,
+} from '../batch/journal.js';
 import { ProvlineError } from '../core/errors.js';
 import { packageRoot } from '../core/paths.js';
 import { JournalKeys } from './keys.js';
@@ -43,7 +49,14 @@ export interface AcceptRow {
 type ScriptReply = [string, ...string[]];
 
 interface JournalCommands {
-  provlineTransition(k1: string, k2: string, k3: string, k4: string, ...args: string[]): Promise<ScriptReply>;
+  provlineTransition(
+    k1: string,
+    k2: string,
+    k3: string,
+    k4: string,
+    k5: string,
+    ...args: string[]
+  ): Promise<ScriptReply>;
   provlineClaim(
     k1: string,
     k2: string,
@@ -62,6 +75,7 @@ interface JournalCommands {
     k4: string,
     k5: string,
     k6: string,
+    k7: string,
     ...args: string[]
   ): Promise<ScriptReply>;
 }
@@ -89,8 +103,8 @@ export class Journal {
     const lua = (name: string): string =>
       readFileSync(join(packageRoot(), 'src', 'jobs', 'lua', name), 'utf8');
     if (!('provlineTransition' in redis)) {
-      redis.defineCommand('provlineTransition', { numberOfKeys: 4, lua: lua('transition-4.lua') });
-      redis.defineCommand('provlineAccept', { numberOfKeys: 6, lua: lua('accept-6.lua') });
+      redis.defineCommand('provlineTransition', { numberOfKeys: 5, lua: lua('transition-5.lua') });
+      redis.defineCommand('provlineAccept', { numberOfKeys: 7, lua: lua('accept-7.lua') });
       redis.defineCommand('provlineClaim', { numberOfKeys: 6, lua: lua('claim-6.lua') });
       redis.defineCommand('provlineHeld', { numberOfKeys: 1, lua: lua('held-1.lua') });
     }
@@ -105,7 +119,7 @@ export class Journal {
    * Records devices of a batch as accepted, in chunks (each chunk atomic). A serial that
    * belongs to another batch is refused (nothing of that chunk is written) unless
    * `skipExisting`; one that failed there before getting a certificate moves to this batch as
-   * a retry (accept-6.lua).
+   * a retry (accept-7.lua), its record there kept in its history.
    */
   async accept(
     batchId: string,
@@ -125,6 +139,7 @@ export class Journal {
         this.keys.device(''),
         this.keys.batchRoot(),
         this.keys.inStatePrefix(batchId),
+        this.keys.historyPrefix(),
         batchId,
         String(this.now()),
         options.skipExisting ? 'skip-existing' : 'refuse-existing',
@@ -185,7 +200,7 @@ export class Journal {
     });
   }
 
-  private transitionArgs(req: TransitionRequest): [string, string, string, string, ...string[]] {
+  private transitionArgs(req: TransitionRequest): [string, string, string, string, string, ...string[]] {
     const from = (req.from ?? ALLOWED_FROM[req.to]).filter((s) => ALLOWED_FROM[req.to].includes(s));
     const fields = Object.entries(req.fields ?? {}).flat();
     return [
@@ -193,6 +208,7 @@ export class Journal {
       this.keys.counts(req.batchId),
       this.keys.failures(req.batchId),
       this.keys.inStatePrefix(req.batchId),
+      this.keys.certificates(),
       req.batchId,
       req.to,
       from.join(','),
@@ -219,6 +235,48 @@ export class Journal {
 
   async get(serial: string): Promise<DeviceRecord | undefined> {
     return toRecord(await this.redis.hgetall(this.keys.device(serial)));
+  }
+
+  /**
+   * The device's records in earlier batches, newest first (kept when a serial that failed
+   * without a certificate moved to a new batch; at most ten).
+   */
+  async history(serial: string): Promise<DeviceRecord[]> {
+    const raw = await this.redis.lrange(this.keys.history(serial), 0, -1);
+    return raw.flatMap((j) => {
+      try {
+        const rec = toRecord(JSON.parse(j) as Record<string, string>);
+        return rec ? [rec] : [];
+      } catch {
+        return [];
+      }
+    });
+  }
+
+  /** The serial a certificate was issued to, from the index the transitions keep. */
+  async serialOfCertificate(certificateId: string): Promise<string | undefined> {
+    return (await this.redis.hget(this.keys.certificates(), certificateId)) ?? undefined;
+  }
+
+  /** Keeps one visit's log: the newest `VISITS_KEPT` visits of a serial, each already capped. */
+  async logVisit(serial: string, log: VisitLog): Promise<void> {
+    await this.redis
+      .multi()
+      .lpush(this.keys.visits(serial), JSON.stringify(log))
+      .ltrim(this.keys.visits(serial), 0, VISITS_KEPT - 1)
+      .exec();
+  }
+
+  /** The logs of the serial's last visits, newest first. */
+  async visits(serial: string): Promise<VisitLog[]> {
+    const raw = await this.redis.lrange(this.keys.visits(serial), 0, -1);
+    return raw.flatMap((j) => {
+      try {
+        return [JSON.parse(j) as VisitLog];
+      } catch {
+        return [];
+      }
+    });
   }
 
   /** Records for many serials in one round trip (undefined where unknown). */

@@ -4,6 +4,9 @@
  * deployments can share a Redis.
  *
  *   <p>:dev:<serial>              hash   one device: state, batch, timestamps per state, results
+ *   <p>:hist:<serial>             list   the device's records in earlier batches (JSON, newest first)
+ *   <p>:visits:<serial>           list   the station's log of the device's last visits (JSON, newest first)
+ *   <p>:certs                     hash   certificateId -> serial (written with the transition)
  *   <p>:batch:<id>                hash   batch metadata (profile, created, total, endpoint, …)
  *   <p>:batch:<id>:plan           string the batch plan's header (JSON), written once
  *   <p>:batch:<id>:plan:devices   list   the plan's devices, one JSON page of PLAN_PAGE each
@@ -24,6 +27,19 @@ export class JournalKeys {
 
   device(serial: string): string {
     return `${this.prefix}:dev:${serial}`;
+  }
+  /** Prefix of the history lists (a script appends the serial). */
+  historyPrefix(): string {
+    return `${this.prefix}:hist:`;
+  }
+  history(serial: string): string {
+    return `${this.historyPrefix()}${serial}`;
+  }
+  visits(serial: string): string {
+    return `${this.prefix}:visits:${serial}`;
+  }
+  certificates(): string {
+    return `${this.prefix}:certs`;
   }
   batch(id: string): string {
     return `${this.prefix}:batch:${id}`;

@@ -20,5 +20,6 @@ export function stationJournal(journal: Journal, batches: BatchStore): DeviceJou
       };
     },
     transition: (requests) => journal.transitionMany([...requests]),
+    logVisit: (serial, log) => journal.logVisit(serial, log),
   };
 }

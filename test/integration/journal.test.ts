@@ -154,6 +154,55 @@ describe('journal', () => {
     expect(await journal.inState(b2, 'accepted')).toEqual(['R0']);
   });
 
+  it('keeps the record a retried serial leaves behind, newest first and at most ten, without the bulky fields', async () => {
+    const batches: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const b = batch();
+      batches.push(b);
+      await journal.accept(b, rows('HIST', 1));
+      await journal.transition({
+        batchId: b,
+        serial: 'HIST0',
+        to: 'keyed',
+        fields: { csrPem: 'CSR', wrappedKey: 'WK' },
+      });
+      await journal.fail(b, 'HIST0', {
+        code: i % 2 ? 'HSM_FAILED' : 'AWS_REQUEST_FAILED',
+        message: `try ${i}`,
+        stage: 'hsm',
+      });
+    }
+    const history = await journal.history('HIST0');
+    expect(history.map((r) => r.batch)).toEqual(batches.slice(1, 11).reverse());
+    expect(history[0]).toMatchObject({
+      state: 'failed',
+      error: { code: 'AWS_REQUEST_FAILED', message: 'try 10', stage: 'hsm' },
+    });
+    expect(history[0]!.at.keyed).toBeGreaterThan(0);
+    expect(history[0]!.fields.csrPem).toBeUndefined();
+    expect(history[0]!.fields.wrappedKey).toBeUndefined();
+    expect((await journal.get('HIST0'))!.batch).toBe(batches[11]);
+  });
+
+  it('indexes every certificate id a transition stores, to its serial', async () => {
+    const b = batch();
+    await journal.accept(b, rows('IDX', 2));
+    await journal.transitionMany([
+      { batchId: b, serial: 'IDX0', to: 'keyed', fields: { certificateId: 'a'.repeat(64), csrPem: 'x' } },
+      { batchId: b, serial: 'IDX1', to: 'keyed' },
+    ]);
+    expect(await journal.serialOfCertificate('a'.repeat(64))).toBe('IDX0');
+    expect(await journal.serialOfCertificate('b'.repeat(64))).toBeUndefined();
+    // A refused transition indexes nothing.
+    await journal.transition({
+      batchId: b,
+      serial: 'IDX1',
+      to: 'verified',
+      fields: { certificateId: 'c'.repeat(64) },
+    });
+    expect(await journal.serialOfCertificate('c'.repeat(64))).toBeUndefined();
+  });
+
   it('keeps one set of serials per state, and honours conditions in the same atomic step', async () => {
     const b = batch();
     await journal.accept(b, rows('S', 3));

@@ -11,39 +11,25 @@
  * report files, and stops what it started unless --keep. Exit 0 only when every device is
  * verified and connected.
  */
-import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
-import { startSimulator } from '../../../devices/index.js';
 import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
-import { getProfile, type ResolvedProfile } from '../../config/load.js';
+import { getProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
-import {
-  JournalStore,
-  runStation,
-  startPtyPair,
-  type DeviceResult,
-  type PtyPair,
-  type StationEvent,
-} from '../../flash/index.js';
+import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index.js';
 import { DescribeThingCommand } from '@aws-sdk/client-iot';
-import * as cloudCa from '../../cloud/ca.js';
-import type { CaDescription } from '../../cloud/ca.js';
-import { makeClients, requireRoleArn } from '../../cloud/clients.js';
+import { makeClients } from '../../cloud/clients.js';
 import type { StrategyName } from '../../config/schema.js';
-import { isProvlineError } from '../../core/errors.js';
-import * as hsmCa from '../../hsm/ca.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
 import { checkFactoryCa, type CaPreflightProfile } from '../../jobs/ca-preflight.js';
 import { reportRows } from '../../jobs/report.js';
-import { stationJournal } from '../../jobs/station-store.js';
 import { submitBatch } from '../../jobs/submit.js';
 import { stackDown, stackStatus, stackUp } from '../../stack/stack.js';
 import type { CommandContext } from '../context.js';
 import { EXIT, ExitCode } from '../exit.js';
 import { intOption } from '../options.js';
+import { prepareFactoryCa, runProductLines, sharedKek, type ProductLine } from '../pipeline/line.js';
 import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { waitForRegistration } from './submit.js';
 
@@ -54,13 +40,9 @@ interface DemoOptions {
   keep?: boolean;
 }
 
-/** One product line of the demo: a profile, its devices and the ports its station runs. */
-interface Line {
-  profile: ResolvedProfile;
-  serials: string[];
+/** One product line of the demo, and the batch its devices were submitted in. */
+interface Line extends ProductLine {
   batchId?: string;
-  ports: PtyPair[];
-  kek?: Buffer;
 }
 
 export function registerDemo(program: Command, ctx: () => CommandContext): void {
@@ -136,11 +118,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     step('HSM: transport KEKs for the products');
     hsm = await openHsm(await c.hsmSettings());
     // The sensors (bulk and JITP) share one KEK their simulated firmware holds.
-    const sensorKek = await ensureDemoKek(
-      hsm,
-      getProfile(c.loaded, 'demo').kekLabel,
-      join(dir, 'demo-kek.bin'),
-    );
+    const sensorKek = await sharedKek(hsm, getProfile(c.loaded, 'demo').kekLabel, join(dir, 'demo-kek.bin'));
     for (const line of lines) if (line.profile.driver === 'provline-serial-v1') line.kek = sensorKek;
     const modemKek = getProfile(c.loaded, 'nrf91-plain').kekLabel;
     if (!(await hsm.findKek(modemKek))) await hsm.createKek({ label: modemKek });
@@ -150,7 +128,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     const jitp = byName('sensor-jitp');
     if (jitp) {
       step('factory CA for the JITP sensors: key in the HSM, registered with its JITP template');
-      const ca = await ensureDemoCa(c, hsm, jitp.profile);
+      const ca = await prepareFactoryCa(c, hsm, jitp.profile);
       c.print(
         `    CA "${jitp.profile.ca!.label}" ${ca.certificateId.slice(0, 16)}… ${ca.status}, auto-registration ${ca.autoRegistrationStatus}`,
       );
@@ -222,7 +200,17 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     step(
       `flashing: ${portCount} station ports over socat pty pairs, devices plugged in one after another${opts.realLineRate ? ' at 115200 baud' : ''}`,
     );
-    const { results, seen } = await flashLines(c, p, lines, hsm, opts, status.aws.endpoint);
+    const tty = process.stderr.isTTY;
+    const { results, seen } = await runProductLines(p, lines, hsm, {
+      stationId: 'demo',
+      ...(opts.realLineRate ? { realLineRate: true } : {}),
+      iotEndpoint: status.aws.endpoint,
+      onResult: (e) => {
+        const line = `    ${e.port.split('/').pop()!.replace('-host', '')}  ${e.serial.padEnd(16)} ${e.outcome}${e.connected ? ', connected' : ''}${e.code ? ` [${e.code}]` : ''} in ${e.ms} ms`;
+        if (tty) process.stderr.write(`${line}\n`);
+        else c.print(line);
+      },
+    });
     if (jitp)
       c.print(
         `    JITP lot: ${await thingsInRegistry(c, jitp)} of ${jitp.serials.length} things in the registry now, each made by JITP at its device's first connect`,
@@ -252,36 +240,6 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
   }
 }
 
-/** The factory CA of a JITP profile, made in the HSM and registered with its template (idempotent). */
-async function ensureDemoCa(c: CommandContext, hsm: Hsm, profile: ResolvedProfile): Promise<CaDescription> {
-  const settings = profile.ca!;
-  const now = new Date();
-  const exists = await hsmCa.describeCa(hsm, settings, now).then(
-    () => true,
-    (e: unknown) => {
-      if (isProvlineError(e) && e.code === 'CA_KEY_NOT_FOUND') return false;
-      throw e;
-    },
-  );
-  if (!exists) await hsmCa.createCa(hsm, { settings, now, csr: false });
-  const view = await hsmCa.describeCa(hsm, settings, now);
-  const cloud = makeClients(c.runtime.aws);
-  try {
-    return await cloudCa.registerCa(cloud, {
-      caCertificatePem: view.certificatePem,
-      mode: 'DEFAULT',
-      verificationCertificate: (registrationCode) =>
-        hsmCa.signVerificationCertificate(hsm, { ca: settings, registrationCode, now: new Date() }),
-      registrationConfig: {
-        templateBody: readFileSync(profile.templatePath, 'utf8'),
-        roleArn: requireRoleArn(c.runtime.aws),
-      },
-    });
-  } finally {
-    cloud.destroy();
-  }
-}
-
 /** How many of a lot's things the registry holds (DescribeThing per device: a demo-sized lot). */
 async function thingsInRegistry(c: CommandContext, line: Line): Promise<number> {
   const cloud = makeClients(c.runtime.aws);
@@ -306,92 +264,6 @@ function nextRun(file: string): number {
   return n;
 }
 
-/**
- * Runs one station per product over its ports, and on each port plugs the product's devices
- * in one after another: a simulator attaches to the device end, the station finds it, flashes
- * and verifies it, then the device is unplugged and the next one comes.
- */
-async function flashLines(
-  c: CommandContext,
-  p: PipelineHandles,
-  lines: Line[],
-  hsm: Hsm,
-  opts: DemoOptions,
-  iotEndpoint: string | null,
-): Promise<{ results: DeviceResult[]; seen: Map<string, string> }> {
-  const results: DeviceResult[] = [];
-  const seen = new Map<string, string>();
-  const checks: Promise<void>[] = [];
-  const waiting = new Map<string, (r: DeviceResult) => void>();
-  const tty = process.stderr.isTTY;
-  const onEvent = (e: StationEvent): void => {
-    if (e.event !== 'result') return;
-    results.push(e);
-    const line = `    ${e.port.split('/').pop()!.replace('-host', '')}  ${e.serial.padEnd(16)} ${e.outcome}${e.connected ? ', connected' : ''}${e.code ? ` [${e.code}]` : ''} in ${e.ms} ms`;
-    if (tty) process.stderr.write(`${line}\n`);
-    else c.print(line);
-    // Asked as each device connects, while its entries are surely in the log's window.
-    if (e.connected && iotEndpoint)
-      checks.push(seenConnecting(p, iotEndpoint, e.serial, seen).catch(() => undefined));
-    waiting.get(e.serial)?.(e);
-  };
-  const stop = new AbortController();
-  const store = new JournalStore(stationJournal(p.journal, p.batches));
-  const stations = lines.map((line) =>
-    runStation({
-      stationId: 'demo',
-      profile: {
-        name: line.profile.name,
-        driver: line.profile.driver,
-        driverSettings: line.profile.driverSettings,
-        ...(line.profile.station.firstConnect !== undefined
-          ? { firstConnect: line.profile.station.firstConnect }
-          : {}),
-      },
-      ports: line.ports.map((x) => x.host),
-      store,
-      keys: () => Promise.resolve(hsm),
-      stop: stop.signal,
-      onEvent,
-    }),
-  );
-  const plugIn = async (line: Line, port: PtyPair, serials: string[]): Promise<void> => {
-    for (const serial of serials) {
-      const done = new Promise<DeviceResult>((resolve) => waiting.set(serial, resolve));
-      const sim = await startSimulator({
-        driver: line.profile.driver,
-        port: port.device,
-        serial,
-        ...(line.kek ? { kek: line.kek } : {}),
-        ...(opts.realLineRate ? { baudRate: 115_200 } : {}),
-      });
-      const timeout = sleep(120_000).then(() => undefined);
-      await Promise.race([done, timeout]);
-      waiting.delete(serial);
-      await sim.close(); // unplugged
-      await sleep(50);
-    }
-  };
-  try {
-    await Promise.all(
-      lines.flatMap((line) =>
-        line.ports.map((port, i) =>
-          plugIn(
-            line,
-            port,
-            line.serials.filter((_, j) => j % line.ports.length === i),
-          ),
-        ),
-      ),
-    );
-  } finally {
-    stop.abort();
-    await Promise.all(stations);
-  }
-  await Promise.all(checks);
-  return { results, seen };
-}
-
 function printTable(c: CommandContext, results: DeviceResult[], seen: Map<string, string>): void {
   const rows = [...results].sort((a, b) => a.serial.localeCompare(b.serial));
   const out = ['', '    serial            port    result     ms     bytes  connected as'];
@@ -402,52 +274,9 @@ function printTable(c: CommandContext, results: DeviceResult[], seen: Map<string
   c.print(out.join('\n'));
 }
 
-/**
- * Whether the stand-in saw the device connect as its thing: a `connect.accepted` entry for the
- * thing name in its events log (GET /_emulator/events, the local stack only), noted in `seen`
- * (serial → thing name). The station's word (the device's own CONNACK 0) is checked against the
- * other end of the connection.
- */
-async function seenConnecting(
-  p: PipelineHandles,
-  iotEndpoint: string,
-  serial: string,
-  seen: Map<string, string>,
-): Promise<void> {
-  const rec = await p.journal.get(serial);
-  if (!rec) return;
-  const res = await fetch(`${iotEndpoint}/_emulator/events?clientId=${encodeURIComponent(rec.thingName)}`);
-  if (!res.ok) return;
-  const { events } = (await res.json()) as { events: { kind: string }[] };
-  if (events.some((e) => e.kind === 'connect.accepted')) seen.set(serial, rec.thingName);
-}
-
 async function writeReport(p: PipelineHandles, batchId: string, file: string): Promise<void> {
   const out = createWriteStream(file);
   out.write(reportCsvHeader());
   for await (const row of reportRows(p, batchId)) out.write(reportCsvRow(row));
   await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
-}
-
-/**
- * The demo's transport KEK: a random AES-256 key imported into the HSM, with its raw value kept
- * (0600) in the demo directory because the simulated devices must hold the same key, as a real
- * device maker would. A production KEK is created in the HSM or agreed out of band.
- */
-async function ensureDemoKek(hsm: Hsm, label: string, file: string): Promise<Buffer> {
-  const existing = await hsm.findKek(label);
-  if (existing && existsSync(file)) return readFileSync(file);
-  if (existing) {
-    throw new ProvlineError(
-      'DEMO_FAILED',
-      `the HSM holds a KEK "${label}" whose value the demo devices do not have (${file} is missing)`,
-      {
-        hint: 'Remove the demo home (or its hsm/ directory) and run the demo again.',
-      },
-    );
-  }
-  const value = existsSync(file) ? readFileSync(file) : randomBytes(32);
-  writeFileSync(file, value, { mode: 0o600 });
-  await hsm.importKek({ label, value });
-  return value;
 }

@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { Redis } from 'ioredis';
-import type { DeviceJournal, RegisterCsr } from '../../batch/journal.js';
+import type { DeviceJournal } from '../../batch/journal.js';
 import { getProfile, type ResolvedProfile } from '../../config/load.js';
 import { ProvlineError, messageOf, usageError } from '../../core/errors.js';
 import {
@@ -30,15 +30,14 @@ import {
   type StationView,
 } from '../../flash/index.js';
 import type { Hsm } from '../../hsm/hsm.js';
-import { strategyFor } from '../../batch/strategies/index.js';
 import { BatchStore } from '../../jobs/batches.js';
 import { Journal } from '../../jobs/journal.js';
-import type { RegistrarDeps } from '../../jobs/registrar/index.js';
 import { stationJournal } from '../../jobs/station-store.js';
 import { requireRedis } from '../../stack/runtime.js';
 import type { CommandContext } from '../context.js';
 import { ExitCode, EXIT } from '../exit.js';
 import { intOption } from '../options.js';
+import { deviceRegistrar, stationRegisters } from '../pipeline/registrar.js';
 
 interface StationCliOptions {
   port: string[];
@@ -287,10 +286,9 @@ async function openStore(
     }
     const journal = new Journal(redis, { prefix: c.loaded.config.redis.prefix });
     const batches = new BatchStore(redis, journal.keys);
-    const register =
-      profile.keyDelivery === 'device'
-        ? await deviceRegistrar(c, redis, journal, batches, profile, openHsm)
-        : undefined;
+    const register = stationRegisters(profile)
+      ? await deviceRegistrar(c, redis, journal, batches, profile, openHsm)
+      : undefined;
     online = new JournalStore(stationJournal(journal, batches), register);
   }
   const fallback = new FallbackStore(online, cache && new CacheStore(cache), {
@@ -298,47 +296,4 @@ async function openStore(
     onStatus: (status, message) => emit({ event: 'journal', status, ...(message ? { message } : {}) }),
   });
   return fallback;
-}
-
-/**
- * Certificates for device-generated keys: the registrar's `registerCsr` (single mode), or on a
- * factory-CA line (jitp, jitr) the CA in this station's HSM (`signCsrWithFactoryCa`).
- */
-async function deviceRegistrar(
-  c: CommandContext,
-  redis: Redis,
-  journal: Journal,
-  batches: BatchStore,
-  profile: ResolvedProfile,
-  openHsm: () => Promise<Hsm>,
-): Promise<RegisterCsr> {
-  // Loaded on use: only device-key stations need the AWS SDK.
-  const [{ registerCsr, signCsrWithFactoryCa }, { makeClients }, { Pacer }, { BulkSlot, slotOwner }] =
-    await Promise.all([
-      import('../../jobs/registrar/index.js'),
-      import('../../cloud/clients.js'),
-      import('../../cloud/pacing.js'),
-      import('../../jobs/slot.js'),
-    ]);
-  const { workers } = c.loaded.config;
-  const deps: RegistrarDeps = {
-    journal,
-    batches,
-    cloud: makeClients(c.runtime.aws),
-    slot: new BulkSlot(redis, journal.keys),
-    pacer: new Pacer({ perSecond: profile.registration.tps }),
-    owner: slotOwner(),
-    settings: {
-      flushMs: workers.flushMs,
-      registrationRounds: workers.registrationRounds,
-      rootCaFile: c.runtime.aws.rootCaFile,
-    },
-    log: c.logger,
-  };
-  if (strategyFor(profile).certificate.by === 'factory-ca') {
-    const { signDeviceKey } = await import('../../hsm/ca.js');
-    return (req) =>
-      signCsrWithFactoryCa({ ...deps, sign: async (r) => signDeviceKey(await openHsm(), r) }, req);
-  }
-  return (req) => registerCsr(deps, req);
 }

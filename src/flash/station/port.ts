@@ -10,7 +10,9 @@ import type { DriverName } from '../../config/schema.js';
 import { isProvlineError } from '../../core/errors.js';
 import { createDriver, type DeviceDriver, type DeviceIdentity, type DriverTiming } from '../drivers/index.js';
 import type { OpenTransport, Transport } from '../transport/index.js';
+import { transcriberFor } from '../protocol/transcript.js';
 import type { DeviceResult, StationEvent, StationStep } from './events.js';
+import { ExchangeRecorder } from './exchange-log.js';
 
 export interface ProbeOptions {
   /** Pause between presence probes (waiting for a device, or for it to leave). */
@@ -36,11 +38,17 @@ export interface PortOptions {
   stop: AbortSignal;
   open: OpenTransport;
   emit(e: StationEvent): void;
-  /** Runs one device visit over `driver` factory for this link. */
+  /** Monotonic ms (the visit log's times). */
+  clock: () => number;
+  /**
+   * Runs one device visit over `driver` factory for this link; `exchange` is the visit's log of
+   * commands and answers, filled while the visit runs.
+   */
   visit(req: {
     serial: string;
     startedAt: number;
     makeDriver: (settings: Record<string, string | number | boolean>) => DeviceDriver;
+    exchange: ExchangeRecorder;
   }): Promise<DeviceResult>;
 }
 
@@ -77,12 +85,25 @@ export async function runPort(o: PortOptions): Promise<DeviceResult[]> {
           ...(identity.model ? { model: identity.model } : {}),
           ...(identity.firmware ? { firmware: identity.firmware } : {}),
         });
-        const result = await o.visit({
-          serial: identity.serial,
-          startedAt: found.startedAt,
-          makeDriver: (settings) =>
-            createDriver({ driver: o.driver, transport, settings, ...timing(o.timing) }),
-        });
+        const exchange = new ExchangeRecorder(transcriberFor(o.driver), o.clock, found.startedAt);
+        exchange.attach(transport);
+        let result: DeviceResult;
+        try {
+          result = await o.visit({
+            serial: identity.serial,
+            startedAt: found.startedAt,
+            makeDriver: (settings) =>
+              createDriver({
+                driver: o.driver,
+                transport: exchange.tap(transport),
+                settings,
+                ...timing(o.timing),
+              }),
+            exchange,
+          });
+        } finally {
+          exchange.detach();
+        }
         results.push(result);
         o.emit({ event: 'result', ...result });
         if (o.once) return results;

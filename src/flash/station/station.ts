@@ -13,6 +13,7 @@ import { ProvlineError, messageOf } from '../../core/errors.js';
 import type { DriverTiming } from '../drivers/index.js';
 import { openTransport, type OpenTransport } from '../transport/index.js';
 import { emptySummary, type DeviceResult, type StationEvent, type StationSummary } from './events.js';
+import { visitLog } from './exchange-log.js';
 import { DEFAULT_PROBE, runPort, type ProbeOptions } from './port.js';
 import type { StationStore } from './store.js';
 import { visitDevice, type KeyUnwrapper } from './visit.js';
@@ -64,6 +65,7 @@ export async function runStation(o: StationOptions): Promise<StationRun> {
   setMaxListeners(Math.max(10, o.ports.length * 4), stop, abort);
   const probe = { ...DEFAULT_PROBE, ...o.probe };
   const clock = o.clock ?? ((): number => performance.now());
+  const now = o.now ?? Date.now;
   emit({
     event: 'station',
     stationId: o.stationId,
@@ -86,8 +88,10 @@ export async function runStation(o: StationOptions): Promise<StationRun> {
         stop,
         open: o.open ?? openTransport,
         emit,
-        visit: ({ serial, startedAt, makeDriver }) =>
-          visitDevice(
+        clock,
+        visit: async ({ serial, startedAt, makeDriver, exchange }) => {
+          const startedAtEpoch = now() - (clock() - startedAt);
+          const result = await visitDevice(
             {
               stationId: o.stationId,
               port: target,
@@ -99,13 +103,29 @@ export async function runStation(o: StationOptions): Promise<StationRun> {
               emit,
               signal: abort,
               clock,
-              now: o.now ?? Date.now,
+              now,
               newId: o.newId ?? randomUUID,
               nonce: o.nonce ?? ((): Buffer => randomBytes(32)),
             },
             serial,
             startedAt,
-          ),
+          );
+          // Kept for devices the journal knows (a refused stranger leaves no trace); a log that
+          // cannot be written never changes the visit's result.
+          if (result.batchId && o.store.logVisit)
+            await o.store
+              .logVisit(
+                serial,
+                visitLog(result, {
+                  stationId: o.stationId,
+                  driver: o.profile.driver,
+                  startedAtEpoch,
+                  exchange,
+                }),
+              )
+              .catch(() => undefined);
+          return result;
+        },
       });
       run.results.push(...results);
     } catch (e) {

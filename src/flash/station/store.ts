@@ -4,7 +4,7 @@
  * bundles, results log), or the journal with the cache standing in while it is unreachable.
  * The station itself only sees `StationStore`.
  */
-import type { DeviceJournal, DeviceRecord, RegisterCsr } from '../../batch/journal.js';
+import type { DeviceJournal, DeviceRecord, RegisterCsr, VisitLog } from '../../batch/journal.js';
 import { ProvlineError, messageOf } from '../../core/errors.js';
 import type { JournalStatus, RecordedIn } from './events.js';
 import { lookupFromRecord, type BundleLookup, type DeviceLookup, type RegisterLookup } from './lookup.js';
@@ -31,6 +31,8 @@ export interface StationStore {
   canRegister(): boolean;
   /** Registers the device's CSR (registrar `single` mode) and returns its bundle. */
   register(req: RegisterRequest): Promise<BundleLookup>;
+  /** Keeps the log of one visit (where the store can; the journal bounds it per serial). */
+  logVisit?(serial: string, log: VisitLog): Promise<void>;
 }
 
 /**
@@ -65,6 +67,10 @@ export class JournalStore implements StationStore {
 
   canRegister(): boolean {
     return this.registerCsr !== undefined;
+  }
+
+  async logVisit(serial: string, log: VisitLog): Promise<void> {
+    await this.journal.logVisit?.(serial, log);
   }
 
   async register(req: RegisterRequest): Promise<BundleLookup> {
@@ -152,6 +158,11 @@ export class FallbackStore implements StationStore {
   register(req: RegisterRequest): Promise<BundleLookup> {
     if (!this.online || !this.canRegister()) return Promise.reject(offlineRegistration(req.lookup.serial));
     return this.online.register(req);
+  }
+
+  /** Online only: a visit made while the journal is unreachable keeps no log. */
+  async logVisit(serial: string, log: VisitLog): Promise<void> {
+    if (this.online?.logVisit && this.current === 'online') await this.online.logVisit(serial, log);
   }
 
   private async either<T>(call: (s: StationStore) => Promise<T>): Promise<T> {

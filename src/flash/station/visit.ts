@@ -270,7 +270,14 @@ class Visit {
       batchId: bl.batchId,
       serial: this.serial,
       to,
-      fields: { stationId: ctx.stationId, port: ctx.port, ...fields },
+      // Where each state was reached stays beside the latest station and port (`provline device`).
+      fields: {
+        stationId: ctx.stationId,
+        port: ctx.port,
+        [`station:${to}`]: ctx.stationId,
+        [`port:${to}`]: ctx.port,
+        ...fields,
+      },
       ...(error ? { error: { code: error.code, message: error.message, stage: this.stage } } : {}),
     };
     const r = await ctx.store.record(entry);

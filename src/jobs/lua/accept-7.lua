@@ -7,6 +7,7 @@
   KEYS[4]  key prefix for devices, e.g. "provline:dev:"
   KEYS[5]  key prefix for batches, e.g. "provline:batch:" (to update another batch's counts)
   KEYS[6]  state-set prefix of this batch  <p>:batch:<id>:in:
+  KEYS[7]  key prefix of device histories, e.g. "provline:hist:" (a list per serial)
   ARGV[1]  batch id
   ARGV[2]  now (epoch ms)
   ARGV[3]  "skip-existing" or "refuse-existing"
@@ -14,7 +15,9 @@
 
   A serial already known in another batch:
     - failed there without a certificate: it moves to this batch (a retry; its stored key and
-      CSR are kept, so no second identity is made), and is reported as "retried";
+      CSR are kept, so no second identity is made), and is reported as "retried"; the record as
+      it was in the other batch is kept first in the serial's history (newest first, at most
+      HISTORY_MAX entries), without the bulky fields a later batch carries anyway;
     - otherwise (pending, registered, provisioned, or failed after its certificate was
       issued): the whole chunk is refused with nothing written, or with "skip-existing" the
       serial is left out and reported as "skipped".
@@ -23,6 +26,9 @@
   Returns {"ok", accepted, nSkipped, skipped..., retried...}
        or {"exists", serial, otherBatch, state}.
 ]]
+local HISTORY_MAX = 10
+local NOT_KEPT = { csrPem = true, certificatePem = true, wrappedKey = true, publicKey = true }
+
 local existing = {}
 for i = 4, #ARGV, 3 do
   local key = KEYS[4] .. ARGV[i]
@@ -51,6 +57,13 @@ for i = 4, #ARGV, 3 do
     table.insert(skipped, serial)
   elseif how == 'retry' or redis.call('EXISTS', key) == 0 then
     if how == 'retry' then
+      local before = redis.call('HGETALL', key)
+      local kept = {}
+      for j = 1, #before, 2 do
+        if not NOT_KEPT[before[j]] then kept[before[j]] = before[j + 1] end
+      end
+      redis.call('LPUSH', KEYS[7] .. serial, cjson.encode(kept))
+      redis.call('LTRIM', KEYS[7] .. serial, 0, HISTORY_MAX - 1)
       local other = redis.call('HGET', key, 'batch')
       local code = redis.call('HGET', key, 'errorCode')
       redis.call('HINCRBY', KEYS[5] .. other .. ':counts', 'failed', -1)

@@ -5,6 +5,7 @@
   KEYS[2]  batch counts hash    <p>:batch:<id>:counts (also "progressAt": the last move's time)
   KEYS[3]  batch failures       <p>:batch:<id>:failures
   KEYS[4]  state-set prefix     <p>:batch:<id>:in:   (the sets are <prefix><state>)
+  KEYS[5]  certificate index    <p>:certs   (certificateId -> serial, for `provline device --cert`)
   ARGV[1]  expected batch id (the device must belong to it)
   ARGV[2]  target state
   ARGV[3]  allowed from-states, comma-separated
@@ -12,7 +13,8 @@
   ARGV[5]  failure code (only for target "failed", else "")
   ARGV[6]  an extra condition: "" (none), "!field" (the field must be absent) or
            "field=value" (the field must hold exactly that value)
-  ARGV[7..] field/value pairs to store with the transition
+  ARGV[7..] field/value pairs to store with the transition; a `certificateId` among them is
+           also entered in the certificate index, whatever the strategy that obtained it
 
   Returns {status, state}:
     {"ok", <from>}        moved
@@ -52,6 +54,11 @@ local serial = redis.call('HGET', KEYS[1], 'serial')
 redis.call('HSET', KEYS[1], 'state', to, 'updatedAt', ARGV[4], 'at:' .. to, ARGV[4])
 if #ARGV > 6 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+  for i = 7, #ARGV - 1, 2 do
+    if ARGV[i] == 'certificateId' and ARGV[i + 1] ~= '' then
+      redis.call('HSET', KEYS[5], ARGV[i + 1], serial)
+    end
+  end
 end
 if cur ~= to then
   redis.call('HSET', KEYS[2], 'progressAt', ARGV[4])

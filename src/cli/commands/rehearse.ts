@@ -1,0 +1,617 @@
+/**
+ * `provline rehearse <csv> --profile <p> [--sample N] [--junit <file>] [--json]`: proves, in a
+ * CI job, that a lot would provision, before it reaches the line. On a throwaway stack of its
+ * own (a temporary home, free ports, a SoftHSM token, Redis, the AWS IoT stand-in) it lints the
+ * user's profile, template and policy, validates the CSV (failing fast with the validator's
+ * line-numbered problems), and takes the lot, or an evenly spread sample of it, through submit,
+ * the HSM stage, registration by the profile's strategy, a station with simulated devices of
+ * the profile's driver, and each device's first connect. The verdict is JSON and JUnit XML; the
+ * stack is stopped and removed afterwards, also after a failure or Ctrl-C.
+ *
+ * What each stage does follows from the strategy module (what the HSM makes, who obtains the
+ * certificate, what the bundle carries), so a new strategy is rehearsed without a change here
+ * as long as it needs nothing the line cannot simulate.
+ *
+ * Exit codes: 0 the lot passes, 4 it fails (the verdict says why), 1 the rehearsal itself could
+ * not run (its stack, the HSM) or was interrupted.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import type { DeviceRecord } from '../../batch/journal.js';
+import type { Problem } from '../../batch/rules.js';
+import { validateCsvFile } from '../../batch/intake.js';
+import { hsmWorkFor, strategyFor, type HsmWork, type Strategy } from '../../batch/strategies/index.js';
+import { lintPolicy } from '../../cloud/policy-lint.js';
+import { lintTemplate } from '../../cloud/template/index.js';
+import { getProfile, type LoadedConfig, type ResolvedProfile } from '../../config/load.js';
+import { ConfigSchema } from '../../config/schema.js';
+import { ProvlineError, isProvlineError, messageOf } from '../../core/errors.js';
+import { isAlive } from '../../core/proc.js';
+import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index.js';
+import { openHsm, type Hsm } from '../../hsm/hsm.js';
+import type { Runner } from '../../jobs/runner.js';
+import { submitBatch } from '../../jobs/submit.js';
+import { checkFactoryCa } from '../../jobs/ca-preflight.js';
+import { makeClients } from '../../cloud/clients.js';
+import { readState, stackPaths } from '../../stack/home.js';
+import { stackDown, stackUp } from '../../stack/stack.js';
+import { CommandContext } from '../context.js';
+import { EXIT, ExitCode } from '../exit.js';
+import { intOption } from '../options.js';
+import { prepareFactoryCa, prepareProductKeys, runProductLines, type LineRun } from '../pipeline/line.js';
+import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
+import { deviceRegistrar, stationRegisters } from '../pipeline/registrar.js';
+import {
+  junitXml,
+  problemLine,
+  sampleIndexes,
+  verdictOf,
+  type Check,
+  type DeviceVerdict,
+  type Verdict,
+} from '../rehearse/verdict.js';
+import { waitForRegistration } from './submit.js';
+
+interface RehearseOptions {
+  profile: string;
+  sample?: number;
+  junit?: string;
+  json?: boolean;
+}
+
+/** Station ports of the rehearsal line (fewer for a smaller lot). */
+const PORTS = 2;
+/** Problems of one check kept in the verdict (the count says how many in all). */
+const PROBLEMS_KEPT = 1000;
+
+export function registerRehearse(program: Command, ctx: () => CommandContext): void {
+  program
+    .command('rehearse')
+    .description(
+      "Rehearse a lot on a throwaway stack: lint the profile, template and policy, validate the CSV, then HSM, registration by the profile's strategy, a station with simulated devices and their first connect; verdict as JSON and JUnit",
+    )
+    .argument('<csv>', 'the lot: a header row with a "serial" column, then one row per device')
+    .requiredOption('-p, --profile <name>', 'product profile (yours: --config names the file that adds it)')
+    .option(
+      '--sample <n>',
+      'rehearse an evenly spread sample of n rows (the whole lot when n is larger)',
+      intOption('--sample', 1),
+    )
+    .option('--junit <file>', 'write the verdict as JUnit XML (a test case per check and per serial)')
+    .option('--json', 'print the verdict as JSON on stdout')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 the lot passes, 4 it fails (see the verdict), 1 the rehearsal could not run or was interrupted.\nProgress goes to stderr when it is a terminal.\n',
+    )
+    .action(async (csv: string, opts: RehearseOptions) => {
+      const c = ctx();
+      const stop = new AbortController();
+      const onSignal = (): void =>
+        stop.abort(new ProvlineError('REHEARSAL_FAILED', 'interrupted by a signal'));
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      let verdict: Verdict;
+      let broken: boolean;
+      try {
+        ({ verdict, broken } = await new Rehearsal(c, resolve(csv), opts, stop.signal).run());
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+      if (opts.junit) writeFileSync(opts.junit, junitXml(verdict));
+      if (opts.json) c.json(verdict);
+      else c.print(summary(verdict));
+      if (broken || stop.signal.aborted) throw new ExitCode(EXIT.failed);
+      if (verdict.verdict === 'fail') throw new ExitCode(EXIT.partial);
+    });
+}
+
+/** One rehearsal: its checks as they come, and everything it started, to stop. */
+class Rehearsal {
+  private readonly checks: Check[] = [];
+  private readonly devices: DeviceVerdict[] = [];
+  private readonly t0 = performance.now();
+  private profile: ResolvedProfile | undefined;
+  private strategy: Strategy | undefined;
+  private rows = 0;
+  private sample: Array<{ serial: string; line: number }> = [];
+  /** The first line of every record of the lot, in order. */
+  private starts: number[] = [];
+  private broken = false;
+  // What it started, stopped in `cleanUp` whatever happened.
+  private home: string | undefined;
+  private processes: Array<{ pid: number; name: string }> = [];
+  private ports: number[] = [];
+  private hsm: Hsm | undefined;
+  private p: PipelineHandles | undefined;
+  private runner: Runner | undefined;
+  private pairs: PtyPair[] = [];
+
+  constructor(
+    private readonly c: CommandContext,
+    private readonly csv: string,
+    private readonly opts: RehearseOptions,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  async run(): Promise<{ verdict: Verdict; broken: boolean }> {
+    let stopped: boolean;
+    try {
+      if (this.lint()) await this.validate();
+      if (this.checks.every((x) => x.ok)) await this.rehearseLot();
+      else this.skip(['stack', 'hsm stage', 'registration', 'station', 'first connect']);
+    } catch (e) {
+      this.broken = true;
+      this.check(this.signal.aborted ? 'interrupted' : 'rehearsal', false, this.failureOf(e));
+    } finally {
+      stopped = await this.cleanUp();
+    }
+    const verdict: Verdict = {
+      verdict: verdictOf(this.checks, this.devices),
+      csv: this.csv,
+      profile: this.opts.profile,
+      strategy: this.strategy?.name ?? '',
+      driver: this.profile?.driver ?? '',
+      rows: this.rows,
+      sampled: this.sample.length,
+      checks: this.checks,
+      devices: this.devices,
+      ...(this.home ? { stack: { processes: this.processes, ports: this.ports, stopped } } : {}),
+      elapsedMs: Math.round(performance.now() - this.t0),
+    };
+    return { verdict, broken: this.broken };
+  }
+
+  private progress(text: string): void {
+    if (process.stderr.isTTY) process.stderr.write(`==> ${text}\n`);
+  }
+
+  private check(name: string, ok: boolean, message: string, extra: Partial<Check> = {}): Check {
+    const x: Check = { name, ok, message, ...extra };
+    this.checks.push(x);
+    return x;
+  }
+
+  private skip(names: string[]): void {
+    for (const name of names) this.check(name, false, 'not run: an earlier check failed', { skipped: true });
+  }
+
+  private failureOf(e: unknown): string {
+    if (this.signal.aborted)
+      return 'interrupted (SIGINT or SIGTERM): everything the rehearsal started was stopped';
+    return isProvlineError(e)
+      ? `${e.message} [${e.code}]${e.hint ? `; ${e.hint}` : ''}`
+      : `unexpected error: ${messageOf(e)}`;
+  }
+
+  /** The profile (with the user's config), its template and its policy. */
+  private lint(): boolean {
+    this.progress(`lint: profile ${this.opts.profile}, its template and policy`);
+    try {
+      this.profile = getProfile(this.c.loaded, this.opts.profile);
+    } catch (e) {
+      const problems = isProvlineError(e)
+        ? ((e.details as { problems?: Array<{ path: string; message: string }> } | undefined)?.problems ?? [])
+        : [];
+      this.check('lint: profile', false, this.failureOf(e), { problems });
+      this.skip(['lint: template', 'lint: policy', 'csv: validation']);
+      return false;
+    }
+    const profile = this.profile;
+    this.strategy = strategyFor(profile);
+    this.check(
+      'lint: profile',
+      true,
+      `profile ${profile.name} (${profile.source}): strategy ${this.strategy.name}, driver ${profile.driver}, key ${profile.keyType} delivered ${profile.keyDelivery}`,
+    );
+    const flavor = this.strategy.certificate.templateFlavor;
+    const template = readable(profile.templatePath);
+    const templateProblems =
+      template.error !== undefined
+        ? [{ message: template.error }]
+        : lintTemplate(template.text, flavor).map((t) => ({ path: t.path, message: t.message }));
+    this.check(
+      'lint: template',
+      templateProblems.length === 0,
+      templateProblems.length
+        ? `the provisioning template ${profile.templatePath} has ${templateProblems.length} problem(s) for ${flavor} registration`
+        : `the provisioning template ${profile.templatePath} is sound for ${flavor} registration`,
+      templateProblems.length ? { problems: templateProblems } : {},
+    );
+    if (profile.policyPath) {
+      const policy = readable(profile.policyPath);
+      const policyProblems = policy.error !== undefined ? [policy.error] : lintPolicy(policy.text);
+      this.check(
+        'lint: policy',
+        policyProblems.length === 0,
+        policyProblems.length
+          ? `the device policy ${profile.policyPath} has ${policyProblems.length} problem(s)`
+          : `the device policy ${profile.policyPath} is well formed (the devices' first connect puts it to work)`,
+        policyProblems.length ? { problems: policyProblems.map((message) => ({ message })) } : {},
+      );
+    } else
+      this.check('lint: policy', true, `no policy document: the template names policy ${profile.policyName}`);
+    return true;
+  }
+
+  /** The whole CSV through the validator, with its line numbers; then the sample. */
+  private async validate(): Promise<void> {
+    this.progress(`validate ${this.csv}`);
+    const rows: Array<{ serial: string; line: number }> = [];
+    const t = performance.now();
+    const intake = await validateCsvFile(this.csv, this.profile!, {
+      maxProblems: PROBLEMS_KEPT,
+      onRow: (r) => void rows.push({ serial: r.serial, line: r.line }),
+    });
+    this.rows = intake.rows;
+    const ms = Math.round(performance.now() - t);
+    if (!intake.valid) {
+      this.check(
+        'csv: validation',
+        false,
+        `${basename(this.csv)}: ${intake.problemCount} problem${intake.problemCount === 1 ? '' : 's'} in ${intake.rows} rows (profile ${this.profile!.name}); nothing was rehearsed`,
+        { problems: intake.problems satisfies Problem[], ms },
+      );
+      return;
+    }
+    this.starts = rows.map((r) => r.line);
+    this.sample = sampleIndexes(rows.length, this.opts.sample).map((i) => rows[i]!);
+    this.check(
+      'csv: validation',
+      true,
+      `${basename(this.csv)}: ${intake.rows} valid rows${this.sample.length < rows.length ? `; an evenly spread sample of ${this.sample.length} is rehearsed` : ''}`,
+      { ms },
+    );
+  }
+
+  /** The sample through every stage on a throwaway stack. */
+  private async rehearseLot(): Promise<void> {
+    const profile = this.profile!;
+    const strategy = this.strategy!;
+    if (strategy.certificate.call === 'jit-activator') {
+      this.check(
+        'stack',
+        false,
+        `strategy ${strategy.name} needs \`provline jitr-activator\` running beside the stand-in, which rehearse does not start yet`,
+      );
+      this.skip(['hsm stage', 'registration', 'station', 'first connect']);
+      return;
+    }
+    // The stack: a home of its own, free ports; nothing of the user's configured services.
+    let t = performance.now();
+    this.progress('stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in');
+    this.home = mkdtempSync(join(tmpdir(), 'provline-rehearse-'));
+    const status = await stackUp(this.home);
+    if (status.redis.pid) this.processes.push({ pid: status.redis.pid, name: 'redis-server' });
+    if (status.aws.pid) this.processes.push({ pid: status.aws.pid, name: 'workers/emulator.js' });
+    const state = readState(stackPaths(this.home));
+    this.ports = [state.redisPort, state.aws?.port, state.aws?.s3Port, state.aws?.mqttPort].filter(
+      (x): x is number => typeof x === 'number',
+    );
+    this.check('stack', true, `redis, SoftHSM token and AWS IoT stand-in on ports ${this.ports.join(', ')}`, {
+      ms: Math.round(performance.now() - t),
+    });
+    this.signal.throwIfAborted();
+    const ic = isolatedContext(this.c, this.home);
+    this.hsm = await openHsm(await ic.hsmSettings(), { env: ic.env });
+    const kek = await prepareProductKeys(this.hsm, profile, join(this.home, 'device-kek.bin'));
+    // A strategy whose certificates a factory CA signs: the CA made in the token and registered
+    // with the stand-in (with the profile's template), as `provline ca create` and `register` do.
+    if (strategy.certificate.by === 'factory-ca') {
+      this.progress(`factory CA "${profile.ca?.label ?? ''}" in the HSM, registered with the stand-in`);
+      await prepareFactoryCa(ic, this.hsm, profile);
+    }
+
+    // The lot (or its sample) submitted as the user would, then the HSM stage and registration.
+    t = performance.now();
+    const csv = this.sampledCsv();
+    this.p = await openPipeline(ic);
+    const hsm = this.hsm;
+    const submitted = await submitBatch(
+      {
+        ...this.p,
+        checkFactoryCa: async (name, preflight) => {
+          const cloud = makeClients(ic.runtime.aws);
+          try {
+            return await checkFactoryCa({ hsm, cloud }, name, preflight, new Date());
+          } finally {
+            cloud.destroy();
+          }
+        },
+      },
+      { csvPath: csv, profile, hsmChunk: ic.loaded.config.workers.hsmChunk },
+    );
+    if (submitted.status !== 'submitted')
+      throw new ProvlineError('REHEARSAL_FAILED', `the lot was not submitted (${submitted.status})`);
+    this.progress(
+      `submitted batch ${submitted.batchId}: ${submitted.accepted} devices; HSM stage and registration`,
+    );
+    // Work before the station (keys in the HSM, certificates by the registrar), where the
+    // strategy has any: the workers run in this process until it is done.
+    let aborted: string | undefined;
+    const hsmWork = hsmWorkFor(strategy, profile.keyDelivery);
+    if (hsmWork !== 'nothing' || strategy.certificate.by === 'registrar') {
+      this.runner = await startLocalWorkers(ic, this.p);
+      const reg = await waitForRegistration(this.p, submitted.batchId, process.stderr.isTTY, this.signal);
+      await this.runner.close();
+      this.runner = undefined;
+      if (reg.aborted) aborted = `${reg.aborted.message} [${reg.aborted.code}]`;
+    }
+    const ms = Math.round(performance.now() - t);
+    const before = await this.records();
+    this.stageChecks(strategy, hsmWork, before, ms, aborted);
+    this.signal.throwIfAborted();
+
+    // The line: a station over pty pairs, simulated devices of the profile's driver.
+    const ready = this.sample.filter((s) => before.get(s.serial)?.state !== 'failed');
+    let run: LineRun = { results: [], seen: new Map() };
+    t = performance.now();
+    if (ready.length) {
+      const ports = Math.min(PORTS, ready.length);
+      for (let i = 0; i < ports; i++) this.pairs.push(await startPtyPair(this.home, `port${i + 1}`));
+      this.processes.push(...this.pairs.map((x) => ({ pid: x.pid, name: 'socat' })));
+      this.progress(`station: ${ready.length} simulated ${profile.driver} device(s) over ${ports} port(s)`);
+      run = await runProductLines(
+        this.p,
+        [
+          {
+            profile,
+            serials: ready.map((s) => s.serial),
+            ports: this.pairs,
+            ...(kek ? { kek } : {}),
+            ...(stationRegisters(profile)
+              ? {
+                  register: await deviceRegistrar(
+                    ic,
+                    this.p.redis,
+                    this.p.journal,
+                    this.p.batches,
+                    profile,
+                    () => Promise.resolve(this.hsm!),
+                  ),
+                }
+              : {}),
+          },
+        ],
+        this.hsm,
+        {
+          stationId: 'rehearse',
+          iotEndpoint: status.aws.endpoint,
+          signal: this.signal,
+          onResult: (r) =>
+            this.progress(
+              `  ${r.serial}: ${r.outcome}${r.connected ? ', connected' : ''}${r.code ? ` [${r.code}]` : ''} in ${r.ms} ms`,
+            ),
+        },
+      );
+    }
+    this.signal.throwIfAborted();
+    this.lineChecks(await this.records(), run, Math.round(performance.now() - t));
+  }
+
+  /** The CSV to submit: the user's file, or its sampled records (header and records copied as written). */
+  private sampledCsv(): string {
+    if (this.sample.length === this.rows) return this.csv;
+    const text = readFileSync(this.csv, 'utf8');
+    const lines = text.split('\n');
+    // A record runs from its first line to the line before the next record (quoted line breaks).
+    const starts = new Set(this.sample.map((s) => s.line));
+    const out = [lines[0]!];
+    const all = this.starts;
+    for (const [i, start] of all.entries()) {
+      if (!starts.has(start)) continue;
+      const end = all[i + 1] ?? lines.length + 1;
+      out.push(...lines.slice(start - 1, end - 1).filter((l) => l.trim() !== ''));
+    }
+    const file = join(this.home!, `sample-${basename(this.csv)}`);
+    writeFileSync(file, `${out.join('\n')}\n`);
+    return file;
+  }
+
+  private async records(): Promise<Map<string, DeviceRecord>> {
+    const recs = await this.p!.journal.getMany(this.sample.map((s) => s.serial));
+    return new Map(recs.flatMap((r) => (r ? [[r.serial, r] as const] : [])));
+  }
+
+  /** The HSM stage and registration, as the strategy divides the work. */
+  private stageChecks(
+    strategy: Strategy,
+    hsmWork: HsmWork,
+    recs: Map<string, DeviceRecord>,
+    ms: number,
+    aborted?: string,
+  ): void {
+    const failedAt = (stages: string[]): DeviceRecord[] =>
+      [...recs.values()].filter((r) => r.state === 'failed' && stages.includes(r.error?.stage ?? ''));
+    const codes = (rs: DeviceRecord[]): string =>
+      [...new Set(rs.map((r) => r.error?.code ?? 'UNKNOWN'))].join(', ');
+    if (hsmWork === 'nothing')
+      this.check(
+        'hsm stage',
+        true,
+        `nothing to make in the HSM: with strategy ${strategy.name} each device makes its own key`,
+      );
+    else {
+      const bad = failedAt(['hsm']);
+      this.check(
+        'hsm stage',
+        bad.length === 0 && !aborted,
+        aborted ??
+          (bad.length
+            ? `${bad.length} device(s) failed in the HSM stage (${codes(bad)})`
+            : `${recs.size} key pairs ${strategy.hsm === 'key-and-certificate' ? 'and certificates signed by the factory CA' : 'and CSRs'} made in the SoftHSM token`),
+        { ms },
+      );
+    }
+    const { certificate } = strategy;
+    const bad = [...recs.values()].filter((r) => r.state === 'failed');
+    const before = bad.length
+      ? `${bad.length} device(s) failed before the station (${codes(bad)})`
+      : undefined;
+    switch (certificate.by) {
+      case 'registrar': {
+        const registered = [...recs.values()].filter((r) => r.at.registered !== undefined).length;
+        this.check(
+          'registration',
+          !bad.length && !aborted,
+          aborted ??
+            before ??
+            `${registered} device(s) registered on the stand-in by ${certificate.call} with the user's template`,
+          { ms },
+        );
+        break;
+      }
+      case 'station':
+        this.check(
+          'registration',
+          !aborted,
+          aborted ??
+            `with strategy ${strategy.name} the station registers each device (${certificate.call}) with the user's template: checked per device below`,
+        );
+        break;
+      case 'factory-ca':
+        this.check(
+          'registration',
+          !bad.length && !aborted,
+          aborted ??
+            before ??
+            `with strategy ${strategy.name} AWS registers each certificate at the device's first connect (${certificate.call}): checked per device below`,
+        );
+        break;
+    }
+  }
+
+  /** The station's work and the first connect, per check and per serial. */
+  private lineChecks(recs: Map<string, DeviceRecord>, run: LineRun, ms: number): void {
+    const profile = this.profile!;
+    const wantsConnect = profile.station.firstConnect !== false;
+    const results = new Map<string, DeviceResult>();
+    for (const r of run.results) results.set(r.serial, r);
+    for (const s of this.sample) {
+      const rec = recs.get(s.serial);
+      const result = results.get(s.serial);
+      const state = rec?.state ?? 'unknown';
+      const seen = run.seen.has(s.serial);
+      const ok = wantsConnect ? state === 'connected' && seen : state === 'verified';
+      const message = ok
+        ? wantsConnect
+          ? `verified by its own answers and connected to the stand-in as ${rec!.thingName}`
+          : 'verified by its own answers (the profile wants no first connect)'
+        : rec?.error
+          ? `${rec.error.message} (stage ${rec.error.stage})`
+          : result
+            ? result.message
+            : state === 'connected'
+              ? `the device reported CONNACK 0, but the stand-in's events log has no connect of ${rec!.thingName}`
+              : `no station result in time; the journal says ${state}`;
+      this.devices.push({
+        serial: s.serial,
+        line: s.line,
+        ok,
+        state,
+        ...(rec?.thingName ? { thingName: rec.thingName } : {}),
+        ...(rec?.fields.certificateId ? { certificateId: rec.fields.certificateId } : {}),
+        ...(wantsConnect ? { connected: seen } : {}),
+        ...(ok ? {} : { code: rec?.error?.code ?? result?.code ?? 'NOT_DONE' }),
+        message,
+        ...(result ? { ms: result.ms } : {}),
+      });
+    }
+    const verified = this.devices.filter((d) => ['verified', 'connected'].includes(d.state)).length;
+    const n = this.sample.length;
+    this.check(
+      'station',
+      verified === n,
+      `${verified} of ${n} device(s) written and verified by their own answers (${profile.driver})`,
+      { ms },
+    );
+    if (wantsConnect) {
+      const connected = this.devices.filter((d) => d.connected).length;
+      this.check(
+        'first connect',
+        connected === n,
+        `${connected} of ${n} device(s) connected to the stand-in's MQTT endpoint as their things, seen in its events log`,
+      );
+    } else this.check('first connect', true, 'not asked: the profile sets station.firstConnect false');
+  }
+
+  /** Stops everything started, in reverse; true when its processes are gone. */
+  private async cleanUp(): Promise<boolean> {
+    const quietly = async (f: () => unknown): Promise<void> => {
+      try {
+        await f();
+      } catch {
+        // Cleaning up goes on whatever one step says.
+      }
+    };
+    await quietly(() => this.runner?.close());
+    this.hsm?.close();
+    await quietly(() => this.p?.close());
+    for (const pair of this.pairs) await quietly(() => pair.stop());
+    if (!this.home) return true;
+    await quietly(() => stackDown(this.home!));
+    // By pid and name: a pid reused since, or an exited child not yet reaped, is not ours running.
+    const stopped = this.processes.every((x) => !isAlive(x.pid, x.name));
+    rmSync(this.home, { recursive: true, force: true });
+    return stopped;
+  }
+}
+
+/**
+ * A context on the throwaway stack: the user's profiles and worker settings, but the home, the
+ * HSM and the cloud of the stack (never the user's configured Redis, HSM or AWS account), and
+ * no PIN or SoftHSM configuration from the environment.
+ */
+function isolatedContext(c: CommandContext, home: string): CommandContext {
+  const defaults = ConfigSchema.parse({});
+  const user = c.loaded;
+  const loaded: LoadedConfig = {
+    ...user,
+    home,
+    config: {
+      ...user.config,
+      home,
+      redis: { prefix: user.config.redis.prefix },
+      hsm: defaults.hsm,
+      aws: defaults.aws,
+    },
+  };
+  const env = { ...c.env };
+  delete env.SOFTHSM2_CONF;
+  delete env[user.config.hsm.pinEnv];
+  delete env[defaults.hsm.pinEnv];
+  // The stages' own warnings (a registrar yielding a chunk) are noise in a CI log; the verdict
+  // says what matters. PROVLINE_LOG_LEVEL still shows them.
+  env.PROVLINE_LOG_LEVEL ??= 'error';
+  return new CommandContext({ home }, c.out, env, loaded);
+}
+
+function readable(path: string): { text: string; error?: undefined } | { text?: undefined; error: string } {
+  try {
+    return { text: readFileSync(path, 'utf8') };
+  } catch (e) {
+    return { error: `cannot read ${path}: ${messageOf(e)}` };
+  }
+}
+
+/** The verdict for a terminal or a log: every check, and each serial that failed. */
+function summary(v: Verdict): string {
+  const lines = [
+    `rehearse ${v.csv} with profile ${v.profile}${v.strategy ? ` (strategy ${v.strategy}, driver ${v.driver})` : ''}: ${v.verdict === 'pass' ? 'PASS' : 'FAIL'} in ${(v.elapsedMs / 1000).toFixed(1)} s`,
+  ];
+  for (const x of v.checks) {
+    lines.push(`  ${x.ok ? 'ok  ' : x.skipped ? 'skip' : 'FAIL'}  ${x.name}: ${x.message}`);
+    for (const p of (x.problems ?? []).slice(0, 20)) lines.push(`          ${problemLine(p)}`);
+    if ((x.problems?.length ?? 0) > 20)
+      lines.push(`          … and ${x.problems!.length - 20} more (--json)`);
+  }
+  if (v.devices.length) {
+    const ok = v.devices.filter((d) => d.ok).length;
+    lines.push(`  devices: ${ok} of ${v.devices.length} passed`);
+    for (const d of v.devices.filter((x) => !x.ok))
+      lines.push(`    ${d.serial} (line ${d.line}): ${d.state} [${d.code ?? ''}] ${d.message}`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,135 @@
+/**
+ * The verdict of `provline rehearse` as plain data, and its two renderings: the JSON document
+ * and a JUnit XML file (one testsuite, a testcase per check and per serial). Also the lot's
+ * deterministic sample. Pure: no I/O.
+ */
+import type { Problem } from '../../batch/rules.js';
+
+export interface Check {
+  /** `lint: template`, `csv: validation`, `hsm stage`, … */
+  name: string;
+  ok: boolean;
+  /** Skipped because an earlier check failed. */
+  skipped?: boolean;
+  message: string;
+  /** Line-numbered CSV problems, template or policy problems. */
+  problems?: Array<Problem | { path?: string; message: string }>;
+  ms?: number;
+}
+
+export interface DeviceVerdict {
+  serial: string;
+  /** The CSV line of the serial in the user's file. */
+  line: number;
+  ok: boolean;
+  state: string;
+  thingName?: string;
+  certificateId?: string;
+  /** Seen by the stand-in connecting as its thing (where the profile wants a first connect). */
+  connected?: boolean;
+  code?: string;
+  message: string;
+  ms?: number;
+}
+
+export interface Verdict {
+  verdict: 'pass' | 'fail';
+  csv: string;
+  profile: string;
+  strategy: string;
+  driver: string;
+  rows: number;
+  sampled: number;
+  checks: Check[];
+  devices: DeviceVerdict[];
+  /** The throwaway stack, for the record: its processes and ports, all stopped afterwards. */
+  stack?: { processes: Array<{ pid: number; name: string }>; ports: number[]; stopped: boolean };
+  elapsedMs: number;
+}
+
+export function verdictOf(checks: readonly Check[], devices: readonly DeviceVerdict[]): 'pass' | 'fail' {
+  return checks.every((c) => c.ok) && devices.every((d) => d.ok) ? 'pass' : 'fail';
+}
+
+/**
+ * `n` of `total` row indexes, evenly spread over the lot and always the same for the same
+ * lot: the first row, then every (total/n)-th. `n` at or above `total` is the whole lot.
+ */
+export function sampleIndexes(total: number, n: number | undefined): number[] {
+  if (n === undefined || n >= total) return Array.from({ length: total }, (_, i) => i);
+  return Array.from({ length: n }, (_, k) => Math.floor((k * total) / n));
+}
+
+/** A problem as one line: `line 4, column serial: … [CODE] (value "…")`. */
+export function problemLine(p: Problem | { path?: string; message: string }): string {
+  if ('line' in p)
+    return `line ${p.line}${p.column ? `, column ${p.column}` : ''}: ${p.message} [${p.code}]${p.value !== null ? ` (value "${p.value}")` : ''}${p.hint ? `; ${p.hint}` : ''}`;
+  return `${p.path ? `${p.path}: ` : ''}${p.message}`;
+}
+
+const esc = (s: string): string =>
+  s
+    // Characters XML 1.0 cannot carry at all are dropped; the rest are escaped.
+    // eslint-disable-next-line no-control-regex -- exactly the characters XML forbids
+    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/g, '')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;');
+
+const seconds = (ms: number | undefined): string => ((ms ?? 0) / 1000).toFixed(3);
+
+/**
+ * JUnit XML as the common readers take it (Jenkins, GitLab, GitHub test reporters): one
+ * testsuite named after the profile, a testcase per check (classname `rehearse.checks`) and per
+ * serial (`rehearse.devices`), a `failure` with the message and, in its body, every problem.
+ */
+export function junitXml(v: Verdict): string {
+  const cases: string[] = [];
+  let failures = 0;
+  let skipped = 0;
+  for (const c of v.checks) {
+    const body = [c.message, ...(c.problems ?? []).map(problemLine)].join('\n');
+    let inner = '';
+    if (c.skipped) {
+      skipped++;
+      inner = `\n      <skipped message="${esc(c.message)}"/>\n    `;
+    } else if (!c.ok) {
+      failures++;
+      inner = `\n      <failure message="${esc(c.message)}" type="check">${esc(body)}</failure>\n    `;
+    } else if (c.problems?.length) inner = `\n      <system-out>${esc(body)}</system-out>\n    `;
+    cases.push(
+      `    <testcase classname="rehearse.checks" name="${esc(c.name)}" time="${seconds(c.ms)}">${inner}</testcase>`,
+    );
+  }
+  for (const d of v.devices) {
+    const inner = d.ok
+      ? ''
+      : `\n      <failure message="${esc(d.message)}" type="${esc(d.code ?? d.state)}">${esc(
+          `serial ${d.serial} (CSV line ${d.line}) ended ${d.state}${d.code ? ` [${d.code}]` : ''}: ${d.message}`,
+        )}</failure>\n    `;
+    if (!d.ok) failures++;
+    cases.push(
+      `    <testcase classname="rehearse.devices" name="${esc(`serial ${d.serial}`)}" time="${seconds(d.ms)}">${inner}</testcase>`,
+    );
+  }
+  const tests = v.checks.length + v.devices.length;
+  const name = `provline rehearse ${v.profile}`;
+  return [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    `<testsuites name="${esc(name)}" tests="${tests}" failures="${failures}" errors="0" skipped="${skipped}" time="${seconds(v.elapsedMs)}">`,
+    `  <testsuite name="${esc(name)}" tests="${tests}" failures="${failures}" errors="0" skipped="${skipped}" time="${seconds(v.elapsedMs)}">`,
+    '    <properties>',
+    `      <property name="csv" value="${esc(v.csv)}"/>`,
+    `      <property name="profile" value="${esc(v.profile)}"/>`,
+    `      <property name="strategy" value="${esc(v.strategy)}"/>`,
+    `      <property name="driver" value="${esc(v.driver)}"/>`,
+    `      <property name="rows" value="${v.rows}"/>`,
+    `      <property name="sampled" value="${v.sampled}"/>`,
+    '    </properties>',
+    ...cases,
+    '  </testsuite>',
+    '</testsuites>',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,340 @@
+/**
+ * `provline rehearse` end to end on real components (its own redis-server, SoftHSM token and
+ * stand-in, socat ptys, simulated devices): the shipped sample lots pass for the bulk and the
+ * device-csr strategies, a planted bad lot fails fast with the validator's line-numbered
+ * problems in both the JSON and the JUnit file, and nothing it started is left behind.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { isAlive } from '../../src/core/proc.js';
+import type { Verdict } from '../../src/cli/rehearse/verdict.js';
+import { waitFor } from '../../src/core/proc.js';
+import { BIN, ROOT, json, runCli } from '../helpers/cli.js';
+import { tempDir } from '../helpers/home.js';
+
+/** One rehearsal of a small lot on a busy machine: stack up, every stage, stack down. */
+const REHEARSE_BUDGET_MS = 120_000;
+const CONFIG = join(ROOT, 'examples/rehearse/provline.config.yaml');
+
+/** Whether something still listens on the port (loopback). */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** The JUnit file through a standard XML parser (scripts/check-junit.py, Python's ElementTree). */
+function checkJunit(file: string, allowFailures = false): { tests: number; failures: number; code: number } {
+  try {
+    const out = execFileSync(
+      'python3',
+      [join(ROOT, 'scripts/check-junit.py'), file, ...(allowFailures ? ['--allow-failures'] : [])],
+      {
+        encoding: 'utf8',
+      },
+    );
+    return { ...(JSON.parse(out) as { tests: number; failures: number }), code: 0 };
+  } catch (e) {
+    const err = e as { status: number; stdout: string; stderr: string };
+    if (!err.stdout) throw new Error(`check-junit: ${err.stderr}`, { cause: e });
+    return { ...(JSON.parse(err.stdout) as { tests: number; failures: number }), code: err.status };
+  }
+}
+
+async function expectNothingLeft(v: Verdict): Promise<void> {
+  expect(v.stack?.stopped).toBe(true);
+  // Redis, the stand-in and the socat pty pairs.
+  expect(v.stack!.processes.map((x) => x.name)).toEqual(
+    expect.arrayContaining(['redis-server', 'workers/emulator.js', 'socat']),
+  );
+  for (const x of v.stack!.processes) expect(isAlive(x.pid, x.name), `${x.name} pid ${x.pid}`).toBe(false);
+  expect(v.stack!.ports.length).toBe(4);
+  for (const port of v.stack!.ports) expect(await listening(port), `port ${port}`).toBe(false);
+}
+
+describe('provline rehearse', () => {
+  const dir = tempDir('provline-rehearse-test-');
+
+  it(
+    'passes the shipped sensor lot (strategy bulk, provline-serial-v1, wrapped keys): every check and every serial, the JUnit file parses with no failure, nothing left running',
+    async () => {
+      const junit = join(dir, 'sensors.xml');
+      const r = await runCli(
+        [
+          'rehearse',
+          'examples/rehearse/sensors.csv',
+          '--profile',
+          'sample-sensor',
+          '--config',
+          CONFIG,
+          '--junit',
+          junit,
+          '--json',
+        ],
+        { timeoutMs: REHEARSE_BUDGET_MS },
+      );
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const v = json<Verdict>(r);
+      expect(v.verdict).toBe('pass');
+      expect(v.strategy).toBe('bulk');
+      expect(v.checks.map((c) => [c.name, c.ok])).toEqual([
+        ['lint: profile', true],
+        ['lint: template', true],
+        ['lint: policy', true],
+        ['csv: validation', true],
+        ['stack', true],
+        ['hsm stage', true],
+        ['registration', true],
+        ['station', true],
+        ['first connect', true],
+      ]);
+      expect(v.devices).toHaveLength(6);
+      for (const d of v.devices) {
+        expect(d, d.serial).toMatchObject({ ok: true, state: 'connected', connected: true });
+        expect(d.certificateId).toMatch(/^[0-9a-f]{64}$/);
+      }
+      expect(v.devices.map((d) => d.line)).toEqual([2, 3, 4, 5, 6, 7]);
+      // Quiet off a terminal: no progress lines, nothing on stderr.
+      expect(r.stderr).toBe('');
+      expect(checkJunit(junit)).toEqual({ tests: 15, failures: 0, errors: 0, skipped: 0, code: 0 });
+      await expectNothingLeft(v);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it(
+    'passes the shipped modem lot (strategy device-csr, nordic-at: keys made on the modem, registered at the station); a sample larger than the lot is the whole lot',
+    async () => {
+      const junit = join(dir, 'modems.xml');
+      const r = await runCli(
+        [
+          'rehearse',
+          'examples/rehearse/modems.csv',
+          '--profile',
+          'sample-modem',
+          '--config',
+          CONFIG,
+          '--sample',
+          '50',
+          '--junit',
+          junit,
+          '--json',
+        ],
+        { timeoutMs: REHEARSE_BUDGET_MS },
+      );
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const v = json<Verdict>(r);
+      expect(v).toMatchObject({
+        verdict: 'pass',
+        strategy: 'device-csr',
+        driver: 'nordic-at',
+        rows: 3,
+        sampled: 3,
+      });
+      expect(v.checks.find((c) => c.name === 'hsm stage')!.message).toContain(
+        'each device makes its own key',
+      );
+      for (const d of v.devices)
+        expect(d, d.serial).toMatchObject({ ok: true, state: 'connected', connected: true });
+      expect(checkJunit(junit).failures).toBe(0);
+      await expectNothingLeft(v);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it(
+    'passes a lot of the shipped JITP profile (strategy jitp: certificates signed by the factory CA in the HSM, registered by AWS at the first connect)',
+    async () => {
+      const csv = join(dir, 'jitp.csv');
+      writeFileSync(csv, 'serial\nJR-0001\nJR-0002\n');
+      const r = await runCli(['rehearse', csv, '--profile', 'sensor-jitp', '--json'], {
+        timeoutMs: REHEARSE_BUDGET_MS,
+      });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const v = json<Verdict>(r);
+      expect(v).toMatchObject({ verdict: 'pass', strategy: 'jitp', sampled: 2 });
+      expect(v.checks.find((c) => c.name === 'registration')!.message).toContain(
+        'first connect (jit-template)',
+      );
+      for (const d of v.devices)
+        expect(d, d.serial).toMatchObject({ ok: true, state: 'connected', connected: true });
+      await expectNothingLeft(v);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it(
+    'rehearses an evenly spread sample of the lot, always the same rows (the first, then every third of six)',
+    async () => {
+      const run = async (): Promise<Verdict> => {
+        const r = await runCli(
+          [
+            'rehearse',
+            'examples/rehearse/sensors.csv',
+            '--profile',
+            'sample-sensor',
+            '--config',
+            CONFIG,
+            '--sample',
+            '2',
+            '--json',
+          ],
+          { timeoutMs: REHEARSE_BUDGET_MS },
+        );
+        expect(r.code, r.stdout + r.stderr).toBe(0);
+        return json<Verdict>(r);
+      };
+      const v = await run();
+      expect(v).toMatchObject({ verdict: 'pass', rows: 6, sampled: 2 });
+      expect(v.devices.map((d) => [d.serial, d.line])).toEqual([
+        ['SMP-0001', 2],
+        ['SMP-0004', 5],
+      ]);
+      await expectNothingLeft(v);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it('fails fast on a planted bad lot: the line-numbered problems in the JSON and in the JUnit file, no stack started, exit 4', async () => {
+    const csv = join(dir, 'bad.csv');
+    writeFileSync(csv, 'serial,hw_rev\nSMP-0101,A\nSMP 0102,B\nSMP-0101,C\nSMP-0104,rev B\n');
+    const junit = join(dir, 'bad.xml');
+    const r = await runCli([
+      'rehearse',
+      csv,
+      '--profile',
+      'sample-sensor',
+      '--config',
+      CONFIG,
+      '--junit',
+      junit,
+      '--json',
+    ]);
+    expect(r.code, r.stdout + r.stderr).toBe(4);
+    const v = json<Verdict>(r);
+    expect(v.verdict).toBe('fail');
+    expect(v.stack).toBeUndefined();
+    expect(v.devices).toEqual([]);
+    const check = v.checks.find((c) => c.name === 'csv: validation')!;
+    expect(check.ok).toBe(false);
+    expect(check.message).toBe(
+      'bad.csv: 3 problems in 4 rows (profile sample-sensor); nothing was rehearsed',
+    );
+    expect(check.problems!.map((p) => ('line' in p ? [p.line, p.column, p.code] : []))).toEqual([
+      [3, 'serial', 'SERIAL_INVALID'],
+      [4, 'serial', 'SERIAL_DUPLICATE'],
+      [5, 'hw_rev', 'ATTRIBUTE_VALUE_INVALID'],
+    ]);
+    for (const name of ['stack', 'hsm stage', 'registration', 'station', 'first connect'])
+      expect(
+        v.checks.find((c) => c.name === name),
+        name,
+      ).toMatchObject({ ok: false, skipped: true });
+
+    const xml = readFileSync(junit, 'utf8');
+    expect(checkJunit(junit)).toMatchObject({ code: 1, failures: 1 });
+    expect(checkJunit(junit, true)).toMatchObject({ code: 0, tests: 9, failures: 1 });
+    expect(xml).toContain(
+      '<failure message="bad.csv: 3 problems in 4 rows (profile sample-sensor); nothing was rehearsed"',
+    );
+    expect(xml).toContain(
+      'line 3, column serial: serial contains a character that is not allowed [SERIAL_INVALID] (value &quot;SMP 0102&quot;)',
+    );
+    expect(xml).toMatch(
+      /line 4, column serial: serial &quot;SMP-0101&quot; is on line 2 and again on line 4 \[SERIAL_DUPLICATE\]/,
+    );
+    expect(xml).toContain('line 5, column hw_rev:');
+  });
+
+  it('fails the lint of a broken template and of a policy that is not JSON, with where and why, before any stack', async () => {
+    const profiles = join(dir, 'profiles');
+    const own = join(dir, 'own.yaml');
+    execFileSync('mkdir', ['-p', profiles]);
+    const sample = readFileSync(join(ROOT, 'examples/rehearse/profiles/sample-sensor.yaml'), 'utf8')
+      .replace('../templates/sample-sensor.json', join(dir, 'broken-template.json'))
+      .replace('../policies/sample-device.json', join(dir, 'broken-policy.json'));
+    writeFileSync(join(profiles, 'broken.yaml'), sample);
+    writeFileSync(
+      join(dir, 'broken-template.json'),
+      JSON.stringify({ Parameters: {}, Resources: { thing: { Type: 'AWS::IoT::Nope' } } }),
+    );
+    writeFileSync(join(dir, 'broken-policy.json'), '{"Statement": [ {"Effect": "Allow", ');
+    writeFileSync(own, `profileDirs: [${profiles}]\n`);
+    const r = await runCli([
+      'rehearse',
+      'examples/rehearse/sensors.csv',
+      '--profile',
+      'broken',
+      '--config',
+      own,
+      '--json',
+    ]);
+    expect(r.code, r.stdout + r.stderr).toBe(4);
+    const v = json<Verdict>(r);
+    expect(v.stack).toBeUndefined();
+    const template = v.checks.find((c) => c.name === 'lint: template')!;
+    expect(template.ok).toBe(false);
+    expect(template.problems!.length).toBeGreaterThan(0);
+    const policy = v.checks.find((c) => c.name === 'lint: policy')!;
+    expect(policy.ok).toBe(false);
+    expect(policy.problems![0]!.message).toMatch(/^the policy is not JSON/);
+    expect(existsSync(join(dir, 'broken-template.json'))).toBe(true);
+  });
+
+  it(
+    'stops everything it started when interrupted (SIGINT) while its station runs: exit 1, the verdict says so, no process, no port, no home left',
+    async () => {
+      // Its own temporary directory, so the throwaway home can be watched for the station stage.
+      const tmp = join(dir, 'tmp');
+      mkdirSync(tmp);
+      const child = spawn(
+        process.execPath,
+        [
+          BIN,
+          'rehearse',
+          'examples/rehearse/sensors.csv',
+          '--profile',
+          'sample-sensor',
+          '--config',
+          CONFIG,
+          '--json',
+        ],
+        { cwd: ROOT, env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+      try {
+        // The station's ports exist once the lot is registered and devices are being plugged in.
+        await waitFor(
+          'the rehearsal to reach its station',
+          () => readdirSync(tmp).some((h) => existsSync(join(tmp, h, 'port1-host'))),
+          REHEARSE_BUDGET_MS,
+          50,
+        );
+        child.kill('SIGINT');
+        const code = await Promise.race([
+          exited,
+          new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), 60_000).unref()),
+        ]);
+        expect(code, stdout).toBe(1);
+      } finally {
+        child.kill('SIGKILL');
+      }
+      const v = JSON.parse(stdout) as Verdict;
+      expect(v.verdict).toBe('fail');
+      expect(v.checks.at(-1)).toMatchObject({ name: 'interrupted', ok: false });
+      await expectNothingLeft(v);
+      expect(readdirSync(tmp)).toEqual([]);
+    },
+    REHEARSE_BUDGET_MS + 70_000,
+  );
+});
