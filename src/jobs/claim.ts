@@ -494,7 +494,7 @@ export async function publishLot(
         hint: 'Restore the key on the token, or run `claim create` on the token that holds it.',
       },
     );
-  const sealed = await sealAllowList(list, signer.keyId, signer.sign);
+  const sealed = await sealAllowList(list, signer.keyId, (data) => signer.sign(data));
   const key = await publishAllowList(
     deps.cloud.s3,
     requireBucket(deps.cloud.aws),
