@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
+import type { ClaimView } from '../batch/journal.js';
 import type { BatchPlan, PlanDevice } from '../batch/plan.js';
 import { strategyFor } from '../batch/strategies/index.js';
 import {
@@ -68,6 +69,21 @@ export function claimOf(
   );
 }
 
+/** What a station needs of a profile's claim: its current claim, or none (revoked, not made). */
+export function claimViewOf(state: ClaimState | undefined): ClaimView | undefined {
+  const c = state?.current;
+  if (!state || !c) return undefined;
+  return {
+    claimCertificateId: c.certificateId,
+    claimCertificatePem: c.certificatePem,
+    claimWrappedKey: c.wrappedKey,
+    kekLabel: c.kekLabel,
+    templateName: state.templateName,
+    serialParameter: state.serialParameter,
+    deviceKey: state.deviceKey,
+  };
+}
+
 /** The claim states in Redis. */
 export class ClaimStore {
   constructor(
@@ -82,6 +98,11 @@ export class ClaimStore {
   async get(profile: string): Promise<ClaimState | undefined> {
     const text = await this.redis.get(this.key(profile));
     return text ? (JSON.parse(text) as ClaimState) : undefined;
+  }
+
+  /** The profile's current claim for stations (stationJournal's `claimOf`). */
+  async view(profile: string): Promise<ClaimView | undefined> {
+    return claimViewOf(await this.get(profile));
   }
 
   async put(state: ClaimState): Promise<void> {
@@ -255,6 +276,8 @@ export async function createClaim(deps: ClaimDeps, profile: ResolvedProfile): Pr
     version: 1,
     profile: profile.name,
     templateName: settings.templateName,
+    serialParameter: settings.serialParameter,
+    deviceKey: settings.deviceKey,
     signingPublicKeyPem: signer.publicKeyPem,
     current,
     previous: existing?.previous ?? [],
@@ -296,7 +319,12 @@ export async function rotateClaim(
   const state = await requireState(deps, profile);
   const { where } = await prepareAccount(deps, profile, settings, templateBody);
   const next = await newCredential(deps, profile, settings, where);
-  const after = rotated(state, next, nowOf(deps), graceHours ?? settings.graceHours);
+  const after = rotated(
+    { ...state, serialParameter: settings.serialParameter, deviceKey: settings.deviceKey },
+    next,
+    nowOf(deps),
+    graceHours ?? settings.graceHours,
+  );
   await deps.store.put(after);
   return retireDue(deps, after);
 }

@@ -11,6 +11,7 @@ import {
   CreateProvisioningTemplateVersionCommand,
   DeleteProvisioningTemplateVersionCommand,
   DescribeProvisioningTemplateCommand,
+  ListThingsCommand,
   ListProvisioningTemplateVersionsCommand,
   UpdateCertificateCommand,
   UpdateProvisioningTemplateCommand,
@@ -333,4 +334,22 @@ export async function readHookRecords(
     throw awsFailure('AWS_REQUEST_FAILED', `reading the hook's records of ${templateName}`, e);
   }
   return { used, denied };
+}
+
+/** Names of the account's things starting with `prefix` (ListThings, every page). */
+export async function listThingNames(c: CloudClients, prefix: string): Promise<string[]> {
+  const names: string[] = [];
+  let nextToken: string | undefined;
+  try {
+    do {
+      const page = await c.iot.send(
+        new ListThingsCommand({ maxResults: 250, ...(nextToken ? { nextToken } : {}) }),
+      );
+      for (const t of page.things ?? []) if (t.thingName?.startsWith(prefix)) names.push(t.thingName);
+      nextToken = page.nextToken;
+    } while (nextToken);
+  } catch (e) {
+    throw awsFailure('AWS_REQUEST_FAILED', 'ListThings', e);
+  }
+  return names;
 }

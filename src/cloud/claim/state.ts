@@ -30,6 +30,9 @@ export interface ClaimState {
   version: 1;
   profile: string;
   templateName: string;
+  /** The parameter the devices send their serial in, and how they get their own key. */
+  serialParameter: string;
+  deviceKey: 'csr' | 'keys';
   /** The allow-list signing key's public key (what the hook must trust). */
   signingPublicKeyPem: string;
   current?: ClaimCredential;
