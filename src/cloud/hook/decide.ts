@@ -26,7 +26,7 @@ export type Verdict =
       batchId: string;
       device: AllowedDevice;
     }
-  | { allow: false; code: DenyCode; reason: string; serial: string; templateName: string };
+  | { allow: false; denial: DenyCode; reason: string; serial: string; templateName: string };
 
 /** Where the lots of one template are looked up by serial. */
 export interface LotIndex {
@@ -76,7 +76,7 @@ export function judge(
   const serial = request.parameters[serialParameter] ?? '';
   const deny = (code: DenyCode, reason: string): Verdict => ({
     allow: false,
-    code,
+    denial: code,
     reason,
     serial,
     templateName,
@@ -98,5 +98,5 @@ export function judge(
 /** The hook's answer to AWS IoT (`provlineReason` is for people reading logs; AWS ignores it). */
 export function answerOf(v: Verdict): Record<string, unknown> {
   if (v.allow) return { allowProvisioning: true, parameterOverrides: { ...v.device.parameters } };
-  return { allowProvisioning: false, provlineCode: v.code, provlineReason: v.reason };
+  return { allowProvisioning: false, provlineCode: v.denial, provlineReason: v.reason };
 }

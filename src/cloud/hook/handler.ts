@@ -146,13 +146,13 @@ export function makeHandler(deps: HookDeps): HookHandler {
   async function decide(event: unknown, signal: AbortSignal): Promise<Verdict> {
     const read = readRequest(event);
     if (typeof read === 'string')
-      return { allow: false, code: 'BAD_REQUEST', reason: read, serial: '', templateName: '' };
+      return { allow: false, denial: 'BAD_REQUEST', reason: read, serial: '', templateName: '' };
     const { request, templateName } = read;
     const lots = lotsOf(templateName);
     if (now() - lots.loadedAt > refreshMs) await lots.refresh(signal);
     const param = lots.serialParameter() ?? 'SerialNumber';
     let v = judge(request, templateName, lots, param);
-    if (!v.allow && v.code === 'NOT_IN_LOT' && now() - lots.loadedAt > MISS_REFRESH_MS) {
+    if (!v.allow && v.denial === 'NOT_IN_LOT' && now() - lots.loadedAt > MISS_REFRESH_MS) {
       await lots.refresh(signal);
       v = judge(request, templateName, lots, lots.serialParameter() ?? param);
     }
@@ -184,7 +184,7 @@ export function makeHandler(deps: HookDeps): HookHandler {
         const before = await readJson(deps, usedKey, signal);
         return {
           allow: false,
-          code: 'REPLAY',
+          denial: 'REPLAY',
           reason: `serial ${v.serial} was already provisioned${before ? ` at ${String(before.at)} (certificate ${String(before.certificateId)})` : ''}; each serial provisions once`,
           serial: v.serial,
           templateName,
@@ -208,13 +208,13 @@ export function makeHandler(deps: HookDeps): HookHandler {
       v = controller.signal.aborted
         ? {
             allow: false,
-            code: 'OUT_OF_TIME',
+            denial: 'OUT_OF_TIME',
             reason: `the hook ran out of its ${budget} ms budget reading the allow-list store`,
             ...serialGuess,
           }
         : {
             allow: false,
-            code: 'STORE_FAILED',
+            denial: 'STORE_FAILED',
             reason: `the allow-list store failed: ${errorName(e) || (e as Error).message}`,
             ...serialGuess,
           };
@@ -271,7 +271,7 @@ async function recordDenial(
         Key: hookKeys.denied(deps.prefix, v.templateName, v.serial, at, randomBytes(4).toString('hex')),
         Body: JSON.stringify({
           serial: v.serial,
-          code: v.code,
+          code: v.denial,
           reason: v.reason,
           certificateId: request?.certificateId,
           claimCertificateId: request?.claimCertificateId,

@@ -79,11 +79,9 @@ export function lookupFromRecord(rec: DeviceRecord, batch: BatchView): DeviceLoo
   const asBundle =
     rec.state === 'failed' && rec.fields.certificatePem ? { ...rec, state: 'registered' as const } : rec;
   if (p.strategy === 'claim') {
-    if (
-      !batch.claim ||
-      rec.state === 'connected' ||
-      (rec.state === 'failed' && rec.error?.code === 'DEVICE_PROVISION_DENIED')
-    )
+    // A denied or failed device is tried again on its next visit (a hook that timed out, a
+    // throttled request); the hook decides again, and allows each serial once.
+    if (!batch.claim || rec.state === 'connected')
       return { kind: 'pending', ...base, profile: p.name, ...(rec.error ? { error: rec.error } : {}) };
     return {
       kind: 'claim',
