@@ -237,11 +237,7 @@ export async function fleetProvision(req: FleetRequest, log?: (line: string) => 
       return fail('create', (e as Error).message);
     }
     if (created.topic.endsWith('/rejected'))
-      return fail(
-        'create',
-        str(created.body, 'errorMessage', 'rejected'),
-        str(created.body, 'errorCode'),
-      );
+      return fail('create', str(created.body, 'errorMessage', 'rejected'), str(created.body, 'errorCode'));
     const certificateId = str(created.body, 'certificateId');
     const certificatePem = str(created.body, 'certificatePem');
     const token = str(created.body, 'certificateOwnershipToken');

@@ -19,7 +19,6 @@ import {
 } from '../drivers/index.js';
 import type { StationStep } from './events.js';
 import type { ClaimLookup } from './lookup.js';
-import type { KeyUnwrapper } from './visit.js';
 
 export interface ClaimVisitHooks {
   step(step: StationStep): void;
@@ -27,7 +26,14 @@ export interface ClaimVisitHooks {
   /** Records a state; the visit's failures from `connectStage()` on belong to the connect. */
   record(to: 'flashed' | 'verified' | 'connected', fields: Record<string, string>): Promise<unknown>;
   connectStage(): void;
-  keys?: () => Promise<KeyUnwrapper>;
+  /** The HSM (plain delivery): `Hsm.unwrapToPkcs8`, as visit.ts's KeyUnwrapper. */
+  keys?: () => Promise<{
+    unwrapToPkcs8(req: {
+      wrappedKey: string;
+      kekLabel: string;
+      keyType: ClaimLookup['keyType'];
+    }): Promise<Buffer>;
+  }>;
   clock(): number;
   signal: AbortSignal;
 }
