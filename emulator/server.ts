@@ -231,8 +231,8 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
   const fleet = fleetService(ctx, {
     record: events.record,
     hooks: new HookRunner(lambdas),
-    // The faults' throttle applies to the MQTT APIs by name too (CreateCertificateFromCsr, …).
-    throttled: (api) => faults.throttled(api),
+    // The faults' throttle applies to the fleet MQTT APIs when named (not through "*").
+    throttled: (api) => faults.faults.throttle[api] !== undefined && faults.throttled(api),
   });
   broker.addService(fleet);
   // Topic rules (emulator/rules): every routed message, the stand-in's own events included.
