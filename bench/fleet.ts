@@ -271,6 +271,7 @@ async function main(): Promise<void> {
       endpoint: ready.s3Url,
       region: 'us-east-1',
       forcePathStyle: true,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
       credentials: { accessKeyId: KEY, secretAccessKey: SECRET },
     });
     await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));

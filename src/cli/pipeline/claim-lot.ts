@@ -38,6 +38,8 @@ export async function prepareClaimLot(
   p: PipelineHandles,
   profile: ResolvedProfile,
   csvPath: string,
+  /** An HSM the caller already holds open (the demo); otherwise one is opened when needed. */
+  openedHsm?: Hsm,
 ): Promise<ClaimLot> {
   checkClaimProfile(profile);
   const cloud = makeClients(c.runtime.aws);
@@ -45,7 +47,7 @@ export async function prepareClaimLot(
   const deps: ClaimDeps = {
     cloud,
     store: new ClaimStore(p.redis, p.prefix),
-    hsm: async () => (hsm ??= await openHsm(await c.hsmSettings(), { env: c.env })),
+    hsm: async () => openedHsm ?? (hsm ??= await openHsm(await c.hsmSettings(), { env: c.env })),
   };
   const close = (): void => {
     hsm?.close();

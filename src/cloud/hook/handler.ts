@@ -299,7 +299,11 @@ export function depsFromEnv(env: NodeJS.ProcessEnv = process.env): HookDeps {
   if (!trusted.size) throw new Error('PROVLINE_HOOK_PUBLIC_KEYS holds no PEM public key');
   const endpoint = env.PROVLINE_HOOK_S3_ENDPOINT;
   return {
-    s3: new S3Client({ ...(endpoint ? { endpoint, forcePathStyle: true } : {}), maxAttempts: 2 }),
+    s3: new S3Client({
+      ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+      maxAttempts: 2,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+    }),
     bucket,
     prefix: env.PROVLINE_HOOK_PREFIX ?? 'provline/claims',
     trusted,
