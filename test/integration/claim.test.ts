@@ -457,6 +457,56 @@ describe('the official device SDK with the claim', () => {
   }, 180_000);
 });
 
+describe('provisioning by trusted user', () => {
+  it('claim issue prints a five-minute claim with the claim policy attached; a device of the lot provisions with it through the hook; after five minutes it is refused', async () => {
+    await submit('cw', csv('trusted.csv', [['TRU1', 'B']]));
+    const issued = json<{
+      certificateId: string;
+      certificatePem: string;
+      privateKeyPem: string;
+      expiration: string;
+    }>(ok(await cli(['claim', 'issue', '--profile', 'cw', '--json'])));
+    const left = Date.parse(issued.expiration) - Date.now();
+    expect(left).toBeGreaterThan(60_000);
+    expect(left).toBeLessThanOrEqual(7 * 60_000);
+    const certFile = join(dir, 'trusted.pem');
+    const keyFile = join(dir, 'trusted.key');
+    writeFileSync(certFile, issued.certificatePem);
+    writeFileSync(keyFile, issued.privateKeyPem, { mode: 0o600 });
+    cleanups.push(() => Promise.resolve(rmSync(keyFile, { force: true })));
+    const session = await sdkSession({ certFile, keyFile }, 'cw-TRU1');
+    try {
+      const created = await within(
+        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('tru').csr }),
+        STEP_MS,
+        'CreateCertificateFromCsr',
+      );
+      const r = await within(
+        session.register('cw', created.certificateOwnershipToken!, 'TRU1'),
+        STEP_MS,
+        'RegisterThing',
+      );
+      expect(r.thingName).toBe('cw-TRU1');
+    } finally {
+      await session.close();
+    }
+    const status = json<{ usedBy: Record<string, number> }>(
+      ok(await cli(['claim', 'status', '--profile', 'cw', '--json'])),
+    );
+    expect(status.usedBy.temporary).toBeGreaterThanOrEqual(1);
+    await setClock(s, 301);
+    try {
+      const late = sdk5(s, { certFile, keyFile }, 'cw-TRU2');
+      await expect(
+        within(late.connected, STEP_MS, 'connect with an expired temporary claim'),
+      ).rejects.toThrow();
+      await late.stop(false);
+    } finally {
+      await setClock(s, 0);
+    }
+  }, 180_000);
+});
+
 describe('turning things off, and failures on the way', () => {
   it('a revoked claim stops provisioning at once (the device is refused); rotate makes a new claim that works', async () => {
     await submit(
