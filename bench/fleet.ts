@@ -5,7 +5,9 @@
  * CreateCertificateFromCsr (its own P-256 key, made before timing, as on a device), RegisterThing
  * with a serial number (thing + certificate ACTIVE + policy), DISCONNECT. N clients run flows
  * in parallel, in rounds that alternate a template without a hook and one whose
- * pre-provisioning hook is a local HTTP endpoint (allowProvisioning with a parameter override).
+ * pre-provisioning hook is provline's own (src/cloud/hook behind its local runner): each request
+ * looks its serial up in a signed lot allow-list in the stand-in's S3, is allowed once by a
+ * conditional S3 write, and gets the row's parameters as overrides.
  *
  * The physical limit measured in the same run: bare TLS 1.3 handshakes per second with the
  * same client certificate, against a bare Node TLS server (in a process of its own) with the
@@ -21,9 +23,8 @@
  */
 import 'reflect-metadata';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
@@ -35,6 +36,18 @@ import {
   IoTClient,
 } from '@aws-sdk/client-iot';
 import mqtt, { type Packet } from 'mqtt-packet';
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  hookKeys,
+  keyIdOf,
+  makeHandler,
+  mapInStandIn,
+  rowsDigest,
+  sealAllowList,
+  startHookRunner,
+  type AllowList,
+  type HookRunner,
+} from '../src/cloud/hook/index.js';
 import { packageRoot } from '../src/core/paths.js';
 import { csr } from './csr.js';
 
@@ -44,6 +57,8 @@ const KEY = 'AKIABENCHPROVLINE002';
 const SECRET = 'bench-secret-fleet-0123456789';
 const ACCOUNT = 'arn:aws:iot:us-east-1:123456789012';
 const HOOK_ARN = 'arn:aws:lambda:us-east-1:123456789012:function:bench-hook';
+const BUCKET = 'bench-claims';
+const HOOK_PREFIX = 'provline/claims';
 /** Per-step budget of one flow's step; a flow that exceeds it fails the bench. */
 const STEP_MS = 30_000;
 
@@ -54,6 +69,7 @@ function arg(name: string, fallback: number): number {
 
 interface Ready {
   iotUrl: string;
+  s3Url: string;
   mqttEndpoint: string;
   rootCaFile: string;
 }
@@ -230,22 +246,6 @@ async function main(): Promise<void> {
   const clients = arg('clients', 8);
   const rounds = arg('rounds', 2);
   const dir = mkdtempSync(join(tmpdir(), 'provline-bench-fleet-'));
-  const hook = createServer((req, res) => {
-    let text = '';
-    req.on('data', (d: Buffer) => (text += d.toString()));
-    req.on('end', () => {
-      const e = JSON.parse(text) as { parameters: Record<string, string> };
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(
-        JSON.stringify({
-          allowProvisioning: true,
-          parameterOverrides: { SerialNumber: `${e.parameters.SerialNumber}-h` },
-        }),
-      );
-    });
-  });
-  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-  const hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/`;
   const standIn = startProcess(
     [
       // BENCH_PROF=<dir> writes a CPU profile of the stand-in there.
@@ -255,14 +255,61 @@ async function main(): Promise<void> {
       join(dir, 'state'),
       '--fsync',
       'interval',
-      '--lambda',
-      `${HOOK_ARN}=${hookUrl}`,
     ],
     { ...process.env, AWS_ACCESS_KEY_ID: KEY, AWS_SECRET_ACCESS_KEY: SECRET },
   );
   let raw: ChildProcess | undefined;
+  let hook: HookRunner | undefined;
+  let s3: S3Client | undefined;
   try {
     const ready = JSON.parse(await standIn.firstLine) as Ready;
+    // provline's own pre-provisioning hook (src/cloud/hook), reading a signed allow-list of the
+    // hook phases' serials from the stand-in's S3 and marking each serial used with a
+    // conditional write, as in production. A software key signs the allow-list here (the HSM
+    // signs it once per lot at submit; it is not on the hook's path).
+    s3 = new S3Client({
+      endpoint: ready.s3Url,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      credentials: { accessKeyId: KEY, secretAccessKey: SECRET },
+    });
+    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
+    const signing = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const devices: AllowList['devices'] = {};
+    for (let r = 0; r < rounds; r++)
+      for (let i = 0; i < flowsPerPhase; i++)
+        devices[`h${r}-${i}`] = { thingName: `hook-h${r}-${i}`, parameters: { SerialNumber: `h${r}-${i}` } };
+    const list: AllowList = {
+      version: 1,
+      templateName: 'bench-hook',
+      batchId: 'bench',
+      profile: 'bench',
+      createdAt: new Date().toISOString(),
+      serialParameter: 'SerialNumber',
+      rowsSha256: rowsDigest(devices),
+      devices,
+    };
+    const keyId = keyIdOf(signing.publicKey);
+    const sealed = await sealAllowList(list, keyId, (data) =>
+      Promise.resolve(sign('sha256', data, { key: signing.privateKey, dsaEncoding: 'ieee-p1363' })),
+    );
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: BUCKET,
+        Key: hookKeys.lot(HOOK_PREFIX, 'bench-hook', 'bench'),
+        Body: JSON.stringify(sealed),
+      }),
+    );
+    hook = await startHookRunner(
+      makeHandler({
+        s3,
+        bucket: BUCKET,
+        prefix: HOOK_PREFIX,
+        trusted: new Map([[keyId, signing.publicKey]]),
+      }),
+    );
+    await mapInStandIn(ready.iotUrl, HOOK_ARN, hook.url);
     const iot = new IoTClient({
       endpoint: ready.iotUrl,
       region: 'us-east-1',
@@ -354,7 +401,7 @@ async function main(): Promise<void> {
       for (const kind of r % 2 === 0 ? (['plain', 'hook'] as const) : (['hook', 'plain'] as const)) {
         const cpu = cpuSeconds(standInPid);
         const seconds = await parallel(flowsPerPhase, clients, (i) =>
-          flow(creds, templates[kind], csrs[i]!, `${kind}${r}-${serial++}`),
+          flow(creds, templates[kind], csrs[i]!, kind === 'hook' ? `h${r}-${i}` : `p${r}-${i}`),
         );
         totals[kind].serverCpuSeconds += cpuSeconds(standInPid) - cpu;
         totals[kind].flows += flowsPerPhase;
@@ -424,7 +471,8 @@ async function main(): Promise<void> {
   } finally {
     raw?.kill('SIGTERM');
     standIn.child.kill('SIGTERM');
-    hook.close();
+    await hook?.close();
+    s3?.destroy();
     await new Promise((r) => standIn.child.once('exit', r));
     rmSync(dir, { recursive: true, force: true });
   }

@@ -30,6 +30,7 @@ export const Command = {
   KEYGEN: 0x20,
   PROVE: 0x21,
   CONNECT: 0x30,
+  PROVISION: 0x31,
 } as const;
 const ANSWER_FLAG = 0x80;
 /** §2: the device's answer to a frame it could not check. */
@@ -52,12 +53,25 @@ export const Status = {
   CONTENT_REJECTED: 12,
   BAD_FRAME: 13,
   CONNECT_FAILED: 14,
+  PROVISION_DENIED: 15,
+  PROVISION_FAILED: 16,
 } as const;
 
 /** §4 "Slots". */
-export const Slot = { ROOT_CA: 0, CERTIFICATE: 1, PRIVATE_KEY: 2, WRAPPED_KEY: 3 } as const;
+export const Slot = {
+  ROOT_CA: 0,
+  CERTIFICATE: 1,
+  PRIVATE_KEY: 2,
+  WRAPPED_KEY: 3,
+  CLAIM_CERTIFICATE: 4,
+  CLAIM_KEY: 5,
+  CLAIM_WRAPPED_KEY: 6,
+  FLEET_SETTINGS: 7,
+} as const;
 /** §4 "Version negotiation": bit numbers of `caps`. */
-export const Caps = { KEYGEN: 1, PROVE: 2, WRAPPED_KEYS: 4, CONNECT: 8 } as const;
+export const Caps = { KEYGEN: 1, PROVE: 2, WRAPPED_KEYS: 4, CONNECT: 8, FLEET: 16 } as const;
+/** §4 "Fleet provisioning": where a PROVISION stopped, as the answer numbers it. */
+export const ProvisionStage = { connect: 0, subscribe: 1, create: 2, register: 3 } as const;
 /** §4 "First connect": how an attempt ended, as the answer numbers it. */
 export const ConnectOutcome = { connack: 0, closed: 1, tls: 2, timeout: 3, network: 4 } as const;
 /** §4: the protocol version this device speaks. */

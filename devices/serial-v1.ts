@@ -8,13 +8,20 @@ import { createHash } from 'node:crypto';
 import type { Category } from './core/faults.js';
 import type { DeviceModel } from './core/host.js';
 import { fromPem, generateKeyWithCsr, signMessage, unwrapKey, type DeviceKey } from './core/device-crypto.js';
-import { DEVICE_CONNECT_POLICY, firstConnect, type ConnectPolicy } from './core/mqtt-connect.js';
+import { fleetProvision } from './core/fleet-provision.js';
+import {
+  DEVICE_CONNECT_POLICY,
+  firstConnect,
+  type AttemptReport,
+  type ConnectPolicy,
+} from './core/mqtt-connect.js';
 import {
   Caps,
   Command,
   ConnectOutcome,
   Fields,
   FrameReceiver,
+  ProvisionStage,
   MalformedPayload,
   PAYLOAD_LIMIT,
   Slot,
@@ -56,6 +63,10 @@ const sha256 = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
 export class SerialV1Model implements DeviceModel {
   readonly objects = new Map<number, Buffer>();
   key: DeviceKey | undefined;
+  /** The claim key (slot 5, or unwrapped from slot 6). */
+  claimKey: DeviceKey | undefined;
+  /** Set once the device registered itself by claim: what a second PROVISION reports. */
+  provisioned: { thingName: string; certificateId: string } | undefined;
   private staging: Staging | undefined;
   private readonly receiver = new FrameReceiver();
 
@@ -84,6 +95,7 @@ export class SerialV1Model implements DeviceModel {
       case Command.PROVE:
         return 'pop';
       case Command.CONNECT:
+      case Command.PROVISION:
         return 'connect';
       default:
         return 'control';
@@ -113,7 +125,7 @@ export class SerialV1Model implements DeviceModel {
       Caps.KEYGEN |
       Caps.PROVE |
       (this.opts.kek ? Caps.WRAPPED_KEYS : 0) |
-      (this.opts.network === false ? 0 : Caps.CONNECT)
+      (this.opts.network === false ? 0 : Caps.CONNECT | Caps.FLEET)
     );
   }
 
@@ -142,7 +154,8 @@ export class SerialV1Model implements DeviceModel {
         const digest = r.digest();
         r.done();
         if (!isSlot(slot) || size === 0) return answerBytes(frame, Status.BAD_PAYLOAD);
-        if (slot === Slot.WRAPPED_KEY && !this.opts.kek) return answerBytes(frame, Status.UNWRAP_FAILED);
+        if ((slot === Slot.WRAPPED_KEY || slot === Slot.CLAIM_WRAPPED_KEY) && !this.opts.kek)
+          return answerBytes(frame, Status.UNWRAP_FAILED);
         if (size > (this.opts.maxObject ?? 16_384)) return answerBytes(frame, Status.NO_SPACE);
         this.staging = { slot, size, sha256: digest, data: [], received: 0 };
         return answerBytes(frame, Status.OK);
@@ -210,6 +223,15 @@ export class SerialV1Model implements DeviceModel {
         if (!host || port === 0 || !clientId) return answerBytes(frame, Status.BAD_PAYLOAD);
         return this.connect(frame, host, port, clientId);
       }
+      case Command.PROVISION: {
+        const host = r.text8();
+        const port = r.half();
+        const clientId = r.text8();
+        r.done();
+        if (this.opts.network === false) return answerBytes(frame, Status.UNKNOWN_COMMAND);
+        if (!host || port === 0 || !clientId) return answerBytes(frame, Status.BAD_PAYLOAD);
+        return this.provision(frame, host, port, clientId);
+      }
       default:
         return answerBytes(frame, Status.UNKNOWN_COMMAND);
     }
@@ -235,15 +257,78 @@ export class SerialV1Model implements DeviceModel {
     );
     const last = attempts.at(-1);
     const ok = last?.outcome === 'connack' && last.code === 0;
+    return answerBytes(frame, ok ? Status.OK : Status.CONNECT_FAILED, ...attemptFields(attempts));
+  }
+
+  /**
+   * §4 "Fleet provisioning": with the claim (slots 4 and 5/6) and the fleet settings (slot 7),
+   * the device gets its own certificate and thing over MQTT, keeps them (slot 1, its new key
+   * current), then makes its first connect as the thing. A device already provisioned this way
+   * only connects again (PROVISION is safe to send twice).
+   */
+  private async provision(frame: WireFrame, host: string, port: number, clientId: string): Promise<Buffer> {
+    const rootCa = this.objects.get(Slot.ROOT_CA);
+    const claimCert = this.objects.get(Slot.CLAIM_CERTIFICATE);
+    const settingsRaw = this.objects.get(Slot.FLEET_SETTINGS);
+    if (!rootCa || !claimCert || !settingsRaw) return answerBytes(frame, Status.NOT_FOUND);
+    if (!this.claimKey) return answerBytes(frame, Status.NO_KEY);
+    let settings: { templateName: string; parameters: Record<string, string>; deviceKey: 'csr' | 'keys' };
+    try {
+      settings = JSON.parse(settingsRaw.toString('utf8')) as typeof settings;
+    } catch {
+      return answerBytes(frame, Status.BAD_PAYLOAD);
+    }
+    if (!this.provisioned) {
+      const out = await fleetProvision(
+        {
+          host,
+          port,
+          clientId,
+          rootCaPem: rootCa.toString('utf8'),
+          claimCertificatePem: claimCert.toString('utf8'),
+          claimKey: this.claimKey.privateKey,
+          templateName: settings.templateName,
+          parameters: settings.parameters,
+          mode: settings.deviceKey,
+          subject: `CN=${clientId}`,
+        },
+        this.opts.log,
+      );
+      if (!out.ok)
+        return answerBytes(
+          frame,
+          out.denied ? Status.PROVISION_DENIED : Status.PROVISION_FAILED,
+          put.byte(ProvisionStage[out.stage]),
+          put.text8(clip(out.errorCode)),
+          put.text8(clip(out.message)),
+        );
+      this.key = out.key;
+      this.objects.set(Slot.CERTIFICATE, Buffer.from(out.certificatePem, 'utf8'));
+      this.objects.delete(Slot.PRIVATE_KEY);
+      this.objects.delete(Slot.WRAPPED_KEY);
+      this.provisioned = { thingName: out.thingName, certificateId: out.certificateId };
+    }
+    const { thingName, certificateId } = this.provisioned;
+    const attempts = await firstConnect(
+      {
+        host,
+        port,
+        clientId: thingName,
+        rootCaPem: rootCa.toString('utf8'),
+        certificatePem: this.objects.get(Slot.CERTIFICATE)!.toString('utf8'),
+        key: this.key!.privateKey,
+      },
+      this.opts.connectPolicy ?? DEVICE_CONNECT_POLICY,
+      this.opts.log,
+    );
+    const last = attempts.at(-1);
+    const ok = last?.outcome === 'connack' && last.code === 0;
     return answerBytes(
       frame,
       ok ? Status.OK : Status.CONNECT_FAILED,
-      put.byte(attempts.length),
-      ...attempts.flatMap((a) => [
-        put.byte(ConnectOutcome[a.outcome]),
-        put.byte(a.code),
-        put.text8(a.reason),
-      ]),
+      put.text8(thingName),
+      put.text8(certificateId),
+      ...attemptFields(attempts),
     );
   }
 
@@ -258,6 +343,19 @@ export class SerialV1Model implements DeviceModel {
     const data = Buffer.concat(s.data);
     if (s.received !== s.size || !sha256(data).equals(s.sha256))
       return answerBytes(frame, Status.HASH_MISMATCH);
+    if (slot === Slot.CLAIM_KEY || slot === Slot.CLAIM_WRAPPED_KEY) {
+      try {
+        this.claimKey =
+          slot === Slot.CLAIM_KEY ? fromPem(data.toString('utf8')) : unwrapKey(this.opts.kek!, data);
+      } catch {
+        return answerBytes(
+          frame,
+          slot === Slot.CLAIM_WRAPPED_KEY ? Status.UNWRAP_FAILED : Status.KEY_INVALID,
+        );
+      }
+    }
+    // New claim settings mean a device to provision again (a re-flash).
+    if (slot === Slot.FLEET_SETTINGS && !this.objects.get(slot)?.equals(data)) this.provisioned = undefined;
     if (slot === Slot.PRIVATE_KEY || slot === Slot.WRAPPED_KEY) {
       try {
         this.key =
@@ -269,6 +367,21 @@ export class SerialV1Model implements DeviceModel {
     this.objects.set(slot, data);
     return answerBytes(frame, Status.OK, sha256(data));
   }
+}
+
+/** The attempts of a connect, as CONNECT and PROVISION answers carry them. */
+function attemptFields(attempts: AttemptReport[]): Buffer[] {
+  return [
+    put.byte(attempts.length),
+    ...attempts.flatMap((a) => [put.byte(ConnectOutcome[a.outcome]), put.byte(a.code), put.text8(a.reason)]),
+  ];
+}
+
+/** A str8 field holds at most 120 bytes of UTF-8 here. */
+function clip(text: string): string {
+  let out = text;
+  while (Buffer.byteLength(out, 'utf8') > 120) out = out.slice(0, -1);
+  return out;
 }
 
 function isSlot(n: number): boolean {

@@ -228,7 +228,12 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
   for (const service of reservedServices) broker.addService(service);
   // Fleet provisioning (emulator/mqtt/fleet.ts), its hooks run through the ARN → endpoint map.
   const lambdas = new Lambdas(options.lambdas ?? []);
-  const fleet = fleetService(ctx, { record: events.record, hooks: new HookRunner(lambdas) });
+  const fleet = fleetService(ctx, {
+    record: events.record,
+    hooks: new HookRunner(lambdas),
+    // The faults' throttle applies to the fleet MQTT APIs when named (not through "*").
+    throttled: (api) => faults.faults.throttle[api] !== undefined && faults.throttled(api),
+  });
   broker.addService(fleet);
   // Topic rules (emulator/rules): every routed message, the stand-in's own events included.
   const rules = new RulesEngine(ctx, lambdas, events.record);

@@ -148,6 +148,8 @@ function readParameters(body: Record<string, unknown>): Record<string, string> {
 export interface FleetDeps {
   record: RecordEvent;
   hooks: HookRunner;
+  /** Whether this request of `api` is throttled (the stand-in's faults); default never. */
+  throttled?: (api: FleetApi) => boolean;
   /** Sweep expired tokens this often (default 10 s; 0 = only when requests arrive). */
   sweepIntervalMs?: number;
 }
@@ -464,6 +466,13 @@ export function fleetService(ctx: Ctx, deps: FleetDeps): FleetService {
   }
 
   async function answer(req: ServiceRequest, t: FleetTopic): Promise<Record<string, unknown>> {
+    if (deps.throttled?.(t.api))
+      throw new Rejection(
+        429,
+        'ThrottlingException',
+        'Rate exceeded',
+        `${t.api} was throttled (the stand-in's faults throttle ${t.api}); the device should retry after a pause`,
+      );
     const body = decodePayload(req.payload, t.format);
     if (t.api === 'CreateKeysAndCertificate') return createKeys(req);
     if (t.api === 'CreateCertificateFromCsr') return createFromCsr(req, body);

@@ -251,6 +251,14 @@ function route(
     }
   }
   if (method === 'PUT') {
+    // Conditional write (S3's If-None-Match: *): only when no object has the key yet.
+    if (String(req.headers['if-none-match'] ?? '').trim() === '*' && objects.head(bucket, key))
+      throw new S3Error(
+        412,
+        'PreconditionFailed',
+        'At least one of the pre-conditions you specified did not hold',
+        `/${bucket}/${key}`,
+      );
     const meta = objects.put(bucket, key, body, contentType);
     return done(200, { etag: meta.etag });
   }

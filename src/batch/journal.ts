@@ -44,8 +44,22 @@ export interface TransitionRequest {
 }
 
 /** A batch as a station needs it: the plan (the profile as submitted) and its endpoint. */
+/** A claim batch's claim as stations need it (strategy claim); no key in plaintext. */
+export interface ClaimView {
+  claimCertificateId: string;
+  claimCertificatePem: string;
+  /** base64 RFC 5649 blob of the claim key under `kekLabel`. */
+  claimWrappedKey: string;
+  kekLabel: string;
+  templateName: string;
+  serialParameter: string;
+  deviceKey: 'csr' | 'keys';
+}
+
 export interface BatchView {
   plan: BatchPlan;
+  /** Strategy claim: the profile's current claim (absent when revoked or not made). */
+  claim?: ClaimView;
   /** iot:Data-ATS host, once the registrar has prepared the account. */
   endpoint?: string;
   /** The CA devices trust for the endpoint (PEM), set with the endpoint. */

@@ -22,7 +22,11 @@ export const REPORT_COLUMNS = [
   'batch',
 ] as const;
 
-export type ReportRow = Record<(typeof REPORT_COLUMNS)[number], string>;
+/** Claim lots (strategy claim) add what the hook decided: provisioned, denied (why), not seen. */
+export const CLAIM_COLUMNS = ['claim', 'claimReason'] as const;
+
+export type ReportRow = Record<(typeof REPORT_COLUMNS)[number], string> &
+  Partial<Record<(typeof CLAIM_COLUMNS)[number], string>>;
 
 /** RFC 4180 quoting, and a leading ' for values a spreadsheet would run as a formula. */
 function csvField(v: string): string {
@@ -30,10 +34,10 @@ function csvField(v: string): string {
   return /[",\r\n]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }
 
-export function reportCsvHeader(): string {
-  return `${REPORT_COLUMNS.join(',')}\n`;
+export function reportCsvHeader(claim = false): string {
+  return `${[...REPORT_COLUMNS, ...(claim ? CLAIM_COLUMNS : [])].join(',')}\n`;
 }
 
-export function reportCsvRow(r: ReportRow): string {
-  return `${REPORT_COLUMNS.map((c) => csvField(r[c])).join(',')}\n`;
+export function reportCsvRow(r: ReportRow, claim = false): string {
+  return `${[...REPORT_COLUMNS, ...(claim ? CLAIM_COLUMNS : [])].map((c) => csvField(r[c] ?? '')).join(',')}\n`;
 }

@@ -36,7 +36,8 @@ export const ALLOWED_FROM: Record<DeviceState, readonly DeviceState[]> = {
   signed: ['accepted'],
   // 'flashed' again: a re-flash of a device that lost its credentials; from 'failed': a station
   // retry of a device whose certificate exists (the station only has a bundle for those).
-  flashed: ['registered', 'signed', 'flashed', 'verified', 'connected', 'failed'],
+  // From 'accepted': a claim device, written its claim at the station (strategy claim).
+  flashed: ['registered', 'signed', 'flashed', 'verified', 'connected', 'failed', 'accepted'],
   verified: ['flashed'],
   connected: ['verified'],
   // from 'verified': its first connect failed (retried on its next visit, failed → flashed).

@@ -11,6 +11,7 @@ import { registerDeviceSim } from './commands/device-sim.js';
 import { registerHsm } from './commands/hsm.js';
 import { registerCa } from './commands/ca.js';
 import { registerCert } from './commands/cert.js';
+import { registerClaim } from './commands/claim.js';
 import { registerEmulator } from './commands/emulator.js';
 import { registerProfiles } from './commands/profiles.js';
 import { registerStack } from './commands/stack.js';
@@ -58,6 +59,7 @@ export function buildProgram(
   registerCa(program, ctx);
   registerCert(program, ctx);
   registerJitrActivator(program, ctx);
+  registerClaim(program, ctx);
   registerStation(program, ctx);
 
   // Every subcommand inherits exitOverride and the output settings.

@@ -31,6 +31,8 @@ export interface ResolvedProfile extends Profile {
   source: string;
   templatePath: string;
   policyPath: string | undefined;
+  /** `claim.policy` resolved against the profile's file, when set. */
+  claimPolicyPath?: string | undefined;
 }
 
 export interface LoadedConfig {
@@ -171,9 +173,11 @@ function addProfile(
   const p = parsed.data;
   const templatePath = resolve(baseDir, p.template);
   const policyPath = p.policy === undefined ? undefined : resolve(baseDir, p.policy);
+  const claimPolicyPath = p.claim?.policy === undefined ? undefined : resolve(baseDir, p.claim.policy);
   for (const [field, path] of [
     ['template', templatePath],
     ['policy', policyPath],
+    ['claim.policy', claimPolicyPath],
   ] as const) {
     if (path !== undefined && !existsSync(path)) {
       problems.push({ path: `${prefix}.${field}`, message: `file not found: ${path}`, source });
@@ -203,7 +207,22 @@ function addProfile(
       source,
     });
   }
-  into.set(name, { ...p, name, source, templatePath, policyPath });
+  if (strategy === 'claim' && !p.claim) {
+    problems.push({
+      path: `${prefix}.claim`,
+      message:
+        'strategy "claim" needs a `claim` section: {templateName: <fleet template name>, hookArn: <Lambda ARN of the pre-provisioning hook>}',
+      source,
+    });
+  }
+  into.set(name, {
+    ...p,
+    name,
+    source,
+    templatePath,
+    policyPath,
+    ...(claimPolicyPath ? { claimPolicyPath } : {}),
+  });
 }
 
 function readYamlObject(file: string, problems: ConfigProblem[]): Record<string, unknown> {

@@ -20,7 +20,7 @@ export const REGISTRATION_MODES = ['bulk', 'single'] as const;
  * each can carry out. A profile that names no strategy gets the one its key delivery and
  * registration mode imply.
  */
-export const STRATEGY_NAMES = ['bulk', 'single', 'device-csr', 'jitp', 'jitr'] as const;
+export const STRATEGY_NAMES = ['bulk', 'single', 'device-csr', 'jitp', 'jitr', 'claim'] as const;
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
 export const STRATEGY_KEY_DELIVERIES: Readonly<Record<StrategyName, readonly KeyDelivery[]>> = {
   bulk: ['wrapped', 'plain'],
@@ -28,6 +28,8 @@ export const STRATEGY_KEY_DELIVERIES: Readonly<Record<StrategyName, readonly Key
   'device-csr': ['device'],
   jitp: ['wrapped', 'plain', 'device'],
   jitr: ['wrapped', 'plain', 'device'],
+  // claim: how the shared claim key reaches the device (the device makes its own key later).
+  claim: ['wrapped', 'plain'],
 };
 /** Strategies whose device certificates the profile's factory CA signs (`ca` required). */
 export const FACTORY_CA_STRATEGIES: readonly StrategyName[] = ['jitp', 'jitr'];
@@ -78,6 +80,32 @@ export const CaSettingsSchema = z
   .strict();
 export type CaSettings = z.infer<typeof CaSettingsSchema>;
 
+/** Fleet provisioning by claim (docs/claim.md): the claim, the fleet template and its hook. */
+export const ClaimSettingsSchema = z
+  .object({
+    /** The fleet template's name in AWS IoT (the topic segment devices publish under). */
+    templateName: z.string().regex(/^[0-9A-Za-z_-]{1,36}$/, '1..36 of A-Z a-z 0-9 _ -'),
+    /** The pre-provisioning hook's Lambda function ARN (provline's deny-by-default hook). */
+    hookArn: z
+      .string()
+      .regex(
+        /^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]+)?$/,
+        'not a Lambda function ARN (arn:aws:lambda:<region>:<account>:function:<name>)',
+      ),
+    /** The template parameter that carries the serial in the device's RegisterThing request. */
+    serialParameter: z.string().regex(IDENT_RE, 'not a valid parameter name').default('SerialNumber'),
+    /** How the device obtains its own certificate: `csr` (its own key, preferred) or `keys`. */
+    deviceKey: z.enum(['csr', 'keys']).default('csr'),
+    /** After `claim rotate`, the old claim stays ACTIVE this long, then is deactivated. */
+    graceHours: z.number().min(0).max(8760).default(24),
+    /** CKA_LABEL of the key that signs the lot allow-lists (made in the HSM, never exported). */
+    signingKeyLabel: z.string().min(1).max(64).default('provline-allowlist'),
+    /** A claim policy file to use instead of the generated one (checked like the generated one). */
+    policy: z.string().min(1).optional(),
+  })
+  .strict();
+export type ClaimSettings = z.infer<typeof ClaimSettingsSchema>;
+
 export const ProfileSchema = z
   .object({
     description: z.string().default(''),
@@ -104,7 +132,7 @@ export const ProfileSchema = z
     policyName: z.string().regex(/^[\w+=,.@-]{1,128}$/, 'not a valid AWS IoT policy name'),
     keyType: z.enum(KEY_TYPES).default('P-256'),
     /**
-     * How a serial becomes a connected device: `bulk`, `single`, `device-csr`, `jitp` or `jitr`
+     * How a serial becomes a connected device: `bulk`, `single`, `device-csr`, `jitp`, `jitr` or `claim`
      * (the last two sign with the profile's factory CA, `ca`). Unset: implied
      * by keyDelivery and registration.mode (device keys: device-csr; else the mode).
      */
@@ -114,6 +142,8 @@ export const ProfileSchema = z
     kekLabel: z.string().min(1).max(64).default('provline-kek'),
     /** The factory CA in the HSM that signs this product's device certificates (JITP/JITR). */
     ca: CaSettingsSchema.optional(),
+    /** Fleet provisioning by claim (strategy `claim`). */
+    claim: ClaimSettingsSchema.optional(),
     /** Extra CSR subject attributes besides CN (e.g. O, OU, C). */
     csrSubject: z.partialRecord(z.enum(['O', 'OU', 'C', 'L', 'ST']), z.string().min(1).max(64)).default({}),
     driver: z.enum(DRIVERS).default('provline-serial-v1'),

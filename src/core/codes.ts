@@ -55,6 +55,8 @@ export const ERROR_CODES = {
   ],
   /** The flash stage: device answers, drivers and serial transports. */
   device: [
+    'DEVICE_PROVISION_DENIED',
+    'DEVICE_PROVISION_FAILED',
     'DEVICE_TIMEOUT',
     'DEVICE_DISCONNECTED',
     'ABORTED',
@@ -199,6 +201,14 @@ export const ERROR_CODES = {
     'JITR_NOT_SIGNED_BY_FACTORY_CA',
     'JITR_CERTIFICATE_NOT_VALID_NOW',
     'JITR_SUBJECT_MISMATCH',
+    'CLAIM_NOT_CONFIGURED',
+    'CLAIM_NOT_FOUND',
+    'CLAIM_INVALID',
+    'CLAIM_REVOKED',
+    'CLAIM_TEMPLATE_INVALID',
+    'CLAIM_POLICY_INVALID',
+    'CLAIM_LOT_CHANGED',
+    'CLAIM_HOOK_UNREACHABLE',
   ],
   /** The batch pipeline: what a device's journal record or a batch's abort can hold. */
   pipeline: [

@@ -36,10 +36,11 @@ function toRow(
   };
 }
 
-/** The plan's devices in order, then the rejected CSV lines. */
+/** The plan's devices in order, then the rejected CSV lines (claim lots: what the hook decided). */
 export async function* reportRows(
   p: { journal: Journal; batches: BatchStore },
   batchId: string,
+  claim?: (serial: string) => { claim: string; reason: string },
 ): AsyncGenerator<ReportRow> {
   const plan = await p.batches.plan(batchId);
   for (let i = 0; i < plan.devices.length; i += 500) {
@@ -47,7 +48,13 @@ export async function* reportRows(
     const recs = await p.journal.getMany(page.map((d) => d.serial));
     for (let j = 0; j < page.length; j++) {
       const d = page[j]!;
-      yield toRow(recs[j], d.serial, d.line, d.thingName, batchId);
+      const row = toRow(recs[j], d.serial, d.line, d.thingName, batchId);
+      if (claim) {
+        const o = claim(d.serial);
+        row.claim = o.claim;
+        row.claimReason = o.reason;
+      }
+      yield row;
     }
   }
   for (const r of plan.rejected)

@@ -21,27 +21,29 @@ describe('provline demo', () => {
 
   // One scenario in two steps, each on its own budget: the second run needs the first one's home.
   it(
-    'takes the three products (bulk with wrapped keys, bulk with plain keys, JITP) from CSV to devices verified by their own answers and connected to the stand-in as their things, stops what it started, and runs again on the same home with new serials (idempotent KEKs and token)',
+    'takes the four products (bulk with wrapped keys, bulk with plain keys, JITP, fleet provisioning by claim) from CSV to devices verified by their own answers and connected to the stand-in as their things, stops what it started, and runs again on the same home with new serials (idempotent KEKs and token)',
     async () => {
-      const r = await runCli(['demo', '--devices', '6', '--ports', '2'], {
+      const r = await runCli(['demo', '--devices', '8', '--ports', '2'], {
         env: { PROVLINE_HOME: home },
         timeoutMs: DEMO_BUDGET_MS,
       });
       expect(r.code, r.stdout + r.stderr).toBe(0);
       expect(r.stdout).toContain(
-        "6 of 6 devices verified by the devices themselves; 6 of 6 connected to the stand-in's MQTT endpoint",
+        "8 of 8 devices verified by the devices themselves; 8 of 8 connected to the stand-in's MQTT endpoint",
       );
       expect(r.stdout).toMatch(/profile demo \(provline-serial-v1\)/);
       expect(r.stdout).toMatch(/profile nrf91-plain \(nordic-at\)/);
       expect(r.stdout).toMatch(/profile sensor-jitp \(provline-serial-v1\)/);
+      expect(r.stdout).toMatch(/profile sensor-claim \(provline-serial-v1\)/);
+      expect(r.stdout).toContain('allow-list of the claim lot published for the hook: 2 serials');
       // The JITP things appear only when their devices first connect.
       expect(r.stdout).toContain('JITP lot: 0 of 2 things in the registry');
       expect(r.stdout).toContain('JITP lot: 2 of 2 things in the registry now');
 
       const reports = files(join(home, 'demo')).filter((f) => /report-.*\.csv$/.test(f));
-      expect(reports).toHaveLength(3);
+      expect(reports).toHaveLength(4);
       const rows = reports.flatMap((f) => readFileSync(f, 'utf8').trim().split('\n').slice(1));
-      expect(rows).toHaveLength(6);
+      expect(rows).toHaveLength(8);
       for (const row of rows) expect(row.split(',')[3]).toBe('connected');
       // The other end agrees: the stand-in's events log (kept in its state directory) saw each
       // thing connect with the certificate the journal holds for it.

@@ -159,8 +159,8 @@ describe('provline-serial-v1: both sides against the worked frames of the docume
 
   it("the station's codecs read the document's answers as the fields §4 lists", () => {
     const hello = new PayloadReader(byWhat(vectors, 'OK: version 1').payload);
-    // caps 15: KEYGEN, PROVE, wrapped keys, CONNECT
-    expect([hello.u8(), hello.u8(), hello.u16(), hello.u32()]).toEqual([0, 1, 1024, 15]);
+    // caps 31: KEYGEN, PROVE, wrapped keys, CONNECT, FLEET
+    expect([hello.u8(), hello.u8(), hello.u16(), hello.u32()]).toEqual([0, 1, 1024, 31]);
     hello.end();
     const identity = new PayloadReader(byWhat(vectors, 'OK: `SN-0001`').payload);
     expect([identity.u8(), identity.str8(), identity.str8(), identity.str8()]).toEqual([

@@ -45,7 +45,7 @@ describe('results as journal transitions', () => {
   it('never moves a verified device back, and carries the attempt and the error', () => {
     expect(transitionFor(entry('flashed'))).toMatchObject({
       to: 'flashed',
-      from: ['registered', 'signed', 'flashed', 'failed'],
+      from: ['registered', 'signed', 'flashed', 'failed', 'accepted'],
       fields: { attempt: 'a1', port: '/dev/ttyUSB0' },
     });
     expect(transitionFor(entry('verified')).from).toEqual(['flashed']);

@@ -4,6 +4,7 @@
  */
 import { STRATEGY_NAMES, strategyNameOf, type StrategyName } from '../../config/schema.js';
 import { bulk } from './bulk.js';
+import { claim } from './claim.js';
 import { deviceCsr } from './device-csr.js';
 import { jitp } from './jitp.js';
 import { jitr } from './jitr.js';
@@ -26,6 +27,7 @@ export const STRATEGIES: Readonly<Record<StrategyName, Strategy>> = {
   'device-csr': deviceCsr,
   jitp,
   jitr,
+  claim,
 };
 
 export { STRATEGY_NAMES };

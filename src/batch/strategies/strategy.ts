@@ -44,7 +44,9 @@ export type CertificateSource =
    * customer's activator (`jit-activator`, whose thing and policy come from the profile).
    */
   | { by: 'factory-ca'; call: 'jit-template'; templateFlavor: 'jitp' }
-  | { by: 'factory-ca'; call: 'jit-activator'; templateFlavor: undefined };
+  | { by: 'factory-ca'; call: 'jit-activator'; templateFlavor: undefined }
+  /** The device itself, over MQTT with a claim: CreateCertificateFromCsr, then RegisterThing. */
+  | { by: 'device'; call: 'fleet'; templateFlavor: 'fleet' };
 
 /** What the bundle carries for the device's private key. */
 export type BundleKey = 'wrapped' | 'plain' | 'none';
@@ -59,7 +61,9 @@ export type StationStep =
   | 'write-key'
   | 'read-back'
   | 'proof-of-possession'
-  | 'first-connect';
+  | 'first-connect'
+  | 'write-claim'
+  | 'fleet-provision';
 
 export interface Strategy {
   readonly name: StrategyName;

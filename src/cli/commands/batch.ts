@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
 import { ProvlineError } from '../../core/errors.js';
 import { reportRows } from '../../jobs/report.js';
+import { claimOutcomes } from '../pipeline/claim-lot.js';
 import { STATES } from '../../jobs/states.js';
 import { batchStatus, type BatchStatus } from '../../jobs/status.js';
 import type { CommandContext } from '../context.js';
@@ -67,13 +68,17 @@ export function registerBatchCommands(program: Command, ctx: () => CommandContex
           kind: 'usage',
         });
       const p = await openPipeline(c);
-      const out: NodeJS.WritableStream | WriteStream = opts.out ? createWriteStream(opts.out) : c.out;
       try {
+        // Claim lots: each serial's outcome at the hook (provisioned, denied and why, not seen).
+        const claim = await claimOutcomes(c, p, batchId);
+        const out: NodeJS.WritableStream | WriteStream = opts.out ? createWriteStream(opts.out) : c.out;
         let n = 0;
         const json = opts.format === 'json';
-        out.write(json ? '[\n' : reportCsvHeader());
-        for await (const row of reportRows(p, batchId)) {
-          out.write(json ? `${n ? ',\n' : ''}  ${JSON.stringify(row)}` : reportCsvRow(row));
+        out.write(json ? '[\n' : reportCsvHeader(claim !== undefined));
+        for await (const row of reportRows(p, batchId, claim)) {
+          out.write(
+            json ? `${n ? ',\n' : ''}  ${JSON.stringify(row)}` : reportCsvRow(row, claim !== undefined),
+          );
           n++;
         }
         if (json) out.write('\n]\n');

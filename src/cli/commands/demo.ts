@@ -1,10 +1,12 @@
 /**
  * `provline demo`: the main job on embedded defaults, end to end. It brings the local stack up
  * (Redis, the SoftHSM token, the AWS IoT stand-in), makes the demo KEKs and the JITP sensors'
- * factory CA (in the HSM, registered with its template), writes three demo CSVs (sensors with
+ * factory CA (in the HSM, registered with its template), writes four demo CSVs (sensors with
  * provline-serial-v1 firmware and wrapped keys, registered in bulk; nRF91 modems with plain
  * keys; sensors on JITP, signed offline by the CA, whose things AWS makes at first connect),
- * submits them with live progress, runs station ports over socat pty pairs and plugs simulated
+ * submits them with live progress (and a fourth product provisioned by claim: the claim made in
+ * the HSM, provline's pre-provisioning hook served in-process for the stand-in, the lot's
+ * allow-list published), runs station ports over socat pty pairs and plugs simulated
  * devices of both drivers in one after another, as a line would. Each device, once verified,
  * makes its first MQTT connect to the stand-in's data plane as its thing, and the stand-in's
  * events log is asked whether it saw each thing connect. It prints a final table, writes the
@@ -15,11 +17,20 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync }
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
-import { getProfile } from '../../config/load.js';
+import { getProfile, type ResolvedProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
 import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index.js';
 import { DescribeThingCommand } from '@aws-sdk/client-iot';
-import { makeClients } from '../../cloud/clients.js';
+import { makeClients, requireBucket } from '../../cloud/clients.js';
+import {
+  makeHandler,
+  mapInStandIn,
+  publicKeysFromPem,
+  startHookRunner,
+  type HookRunner,
+} from '../../cloud/hook/index.js';
+import { ClaimStore, createClaim, HOOK_PREFIX } from '../../jobs/claim.js';
+import { prepareClaimLot } from '../pipeline/claim-lot.js';
 import type { StrategyName } from '../../config/schema.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
 import { checkFactoryCa, type CaPreflightProfile } from '../../jobs/ca-preflight.js';
@@ -53,7 +64,7 @@ export function registerDemo(program: Command, ctx: () => CommandContext): void 
     )
     .option(
       '--devices <n>',
-      'devices in the demo (dealt to the three products in turn)',
+      'devices in the demo (dealt to the four products in turn)',
       intOption('--devices', 1, 10_000),
       24,
     )
@@ -89,6 +100,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
   const pairs: PtyPair[] = [];
   let p: PipelineHandles | undefined;
   let hsm: Hsm | undefined;
+  let hook: HookRunner | undefined;
   try {
     // Serials are new on every run, so the demo can run again on the same home.
     const run = nextRun(join(dir, 'runs'));
@@ -101,6 +113,8 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
         serial: (i) => `3526561${String(run % 1000).padStart(3, '0')}${String(i + 1).padStart(5, '0')}`,
       },
       { profile: 'sensor-jitp', serial: (i) => `JITP${tag}-${String(i + 1).padStart(4, '0')}` },
+      // Fleet provisioning by claim: the devices register themselves through provline's hook.
+      { profile: 'sensor-claim', serial: (i) => `CLAIM${tag}-${String(i + 1).padStart(4, '0')}` },
     ];
     // Devices dealt to the products in turn; a product dealt none sits this run out.
     const lines: Line[] = products
@@ -135,6 +149,12 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     }
 
     p = await openPipeline(c);
+    const claimLine = byName('sensor-claim');
+    if (claimLine) {
+      step("claim for the claim sensors: key in the HSM, the fleet template with provline's hook");
+      hook = await startDemoClaim(c, p, hsm, claimLine.profile);
+      c.print(`    hook ${claimLine.profile.claim!.hookArn} served at ${hook.url}`);
+    }
     for (const line of lines) {
       const csv = join(dir, `${line.profile.name}-run${run}.csv`);
       const caCheck = async (strategy: StrategyName, profile: CaPreflightProfile) => {
@@ -145,9 +165,11 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
           cloud.destroy();
         }
       };
-      const header = line.profile.name === 'demo' ? 'serial,hw_rev' : 'serial';
-      const rows = line.serials.map((s, i) => (line.profile.name === 'demo' ? `${s},${'ABC'[i % 3]}` : s));
+      const hw = line.profile.name === 'demo' || line.profile.name === 'sensor-claim';
+      const header = hw ? 'serial,hw_rev' : 'serial';
+      const rows = line.serials.map((s, i) => (hw ? `${s},${'ABC'[i % 3]}` : s));
       writeFileSync(csv, `${header}\n${rows.join('\n')}\n`);
+      const claimLot = line === claimLine ? await prepareClaimLot(c, p, line.profile, csv, hsm) : undefined;
       const r = await submitBatch(
         { ...p, checkFactoryCa: caCheck },
         {
@@ -159,6 +181,13 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       if (r.status !== 'submitted')
         throw new ProvlineError('DEMO_FAILED', `the demo batch ${csv} was not submitted (${r.status})`);
       line.batchId = r.batchId;
+      if (claimLot)
+        try {
+          const published = await claimLot.publish(r.batchId);
+          c.print(`    allow-list of the claim lot published for the hook: ${published.count} serials`);
+        } finally {
+          claimLot.close();
+        }
       step(
         `submitted ${csv}: batch ${r.batchId}, ${r.accepted} devices, profile ${line.profile.name} (${line.profile.driver})`,
       );
@@ -168,6 +197,12 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     const runner = await startLocalWorkers(c, p);
     try {
       for (const line of lines) {
+        if (line === claimLine) {
+          c.print(
+            `    claim lot ${line.batchId!}: nothing to register; each device registers itself at its first connect`,
+          );
+          continue;
+        }
         const s = await waitForRegistration(p, line.batchId!, true);
         c.print(
           `    batch ${s.batchId}: ${s.stages.registered}/${s.total} ${s.certificates}, ${s.failed} failed (${elapsed()})`,
@@ -230,6 +265,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     );
     if (verified !== opts.devices || connected !== opts.devices) throw new ExitCode(EXIT.partial);
   } finally {
+    await hook?.close();
     hsm?.close();
     await p?.close();
     for (const pair of pairs) await pair.stop().catch(() => undefined);
@@ -238,6 +274,42 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       await stackDown(home);
     }
   }
+}
+
+/**
+ * The claim profile's claim (made once: `claim create` is idempotent) and provline's hook served
+ * in this process, mapped into the stand-in as `claim.hookArn`.
+ */
+async function startDemoClaim(
+  c: CommandContext,
+  p: PipelineHandles,
+  hsm: Hsm,
+  profile: ResolvedProfile,
+): Promise<HookRunner> {
+  const cloud = makeClients(c.runtime.aws, { maxAttempts: 2 });
+  const { state } = await createClaim(
+    { cloud, store: new ClaimStore(p.redis, p.prefix), hsm: () => Promise.resolve(hsm) },
+    profile,
+  ).catch((e: unknown) => {
+    cloud.destroy();
+    throw e;
+  });
+  const runner = await startHookRunner(
+    makeHandler({
+      s3: cloud.s3,
+      bucket: requireBucket(cloud.aws),
+      prefix: HOOK_PREFIX,
+      trusted: publicKeysFromPem(state.signingPublicKeyPem),
+    }),
+  );
+  await mapInStandIn(cloud.aws.endpoint!, profile.claim!.hookArn, runner.url);
+  return {
+    ...runner,
+    close: async () => {
+      await runner.close();
+      cloud.destroy();
+    },
+  };
 }
 
 /** How many of a lot's things the registry holds (DescribeThing per device: a demo-sized lot). */

@@ -13,6 +13,7 @@ import { ProvlineError } from '../../core/errors.js';
 import type { CommandContext } from '../context.js';
 import { EXIT, ExitCode } from '../exit.js';
 import { intOption } from '../options.js';
+import { claimLines, reconcileClaim } from '../pipeline/claim-lot.js';
 import { openPipeline } from '../pipeline/open.js';
 
 /** Certificates are looked at from this long before the batch was created (clock skew). */
@@ -110,6 +111,8 @@ export function registerReconcile(program: Command, ctx: () => CommandContext): 
             removed.push(o.certificateId);
           }
         const bad = checks.filter((x) => x.problems.length);
+        // Claim lots: the hook's view of each serial, and things no lot allowed.
+        const claim = await reconcileClaim(c, p, cloud, plan);
         const result = {
           batchId,
           checked: recorded.length,
@@ -118,6 +121,7 @@ export function registerReconcile(program: Command, ctx: () => CommandContext): 
           problems: bad,
           orphans,
           removed,
+          ...(claim ? { claim } : {}),
         };
         if (opts.json) c.json(result);
         else {
@@ -136,9 +140,11 @@ export function registerReconcile(program: Command, ctx: () => CommandContext): 
             );
           if (orphans.length && !opts.fix)
             lines.push('  run again with --fix to deactivate and delete the orphans');
+          if (claim) lines.push(...claimLines(claim));
           c.print(lines.join('\n'));
         }
-        if (bad.length || (orphans.length && !opts.fix)) throw new ExitCode(EXIT.partial);
+        if (bad.length || (orphans.length && !opts.fix) || (claim && claim.outside.length))
+          throw new ExitCode(EXIT.partial);
       } finally {
         cloud.destroy();
         await p.close();

@@ -4,6 +4,7 @@
  * keeps running while Redis is unreachable; `station sync` replays the results recorded
  * locally meanwhile. This file wires config, Redis, the HSM and signals to src/flash/station.
  */
+import { ClaimStore } from '../../jobs/claim.js';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -161,7 +162,8 @@ async function withJournal<T>(c: CommandContext, fn: (j: DeviceJournal) => Promi
       throw unreachable(e);
     });
     const journal = new Journal(redis, { prefix: c.loaded.config.redis.prefix });
-    return await fn(stationJournal(journal, new BatchStore(redis, journal.keys)));
+    const claims = new ClaimStore(redis, c.loaded.config.redis.prefix);
+    return await fn(stationJournal(journal, new BatchStore(redis, journal.keys), (p) => claims.view(p)));
   } finally {
     redis.disconnect();
   }
@@ -289,7 +291,11 @@ async function openStore(
     const register = stationRegisters(profile)
       ? await deviceRegistrar(c, redis, journal, batches, profile, openHsm)
       : undefined;
-    online = new JournalStore(stationJournal(journal, batches), register);
+    const claims = new ClaimStore(redis, c.loaded.config.redis.prefix);
+    online = new JournalStore(
+      stationJournal(journal, batches, (p) => claims.view(p)),
+      register,
+    );
   }
   const fallback = new FallbackStore(online, cache && new CacheStore(cache), {
     startOffline,

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { strategyFor } from '../../batch/strategies/index.js';
 import { getProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
 import type { Runner } from '../../jobs/runner.js';
@@ -10,6 +11,7 @@ import { makeClients } from '../../cloud/clients.js';
 import { withHsm } from './hsm.js';
 import { EXIT, ExitCode } from '../exit.js';
 import type { CommandContext } from '../context.js';
+import { prepareClaimLot, type ClaimLot } from '../pipeline/claim-lot.js';
 import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { formatProblem } from './validate.js';
 
@@ -63,7 +65,10 @@ export function registerSubmit(program: Command, ctx: () => CommandContext): voi
       const profile = getProfile(c.loaded, opts.profile);
       const p = await openPipeline(c);
       let runner: Runner | undefined;
+      let claimLot: ClaimLot | undefined;
       try {
+        // Claim lots: the claim and template are checked, published rows kept (docs/claim.md).
+        if (strategyFor(profile).name === 'claim') claimLot = await prepareClaimLot(c, p, profile, csv);
         const result = await submitBatch(
           { ...p, checkFactoryCa: factoryCaCheck(c) },
           {
@@ -103,7 +108,10 @@ export function registerSubmit(program: Command, ctx: () => CommandContext): voi
             );
           return;
         }
-        if (opts.json && !opts.wait)
+        const published = claimLot ? await claimLot.publish(result.batchId) : undefined;
+        if (published && !opts.json)
+          c.print(`allow-list of batch ${result.batchId} published for the hook: ${published.count} serials`);
+        if (opts.json && (!opts.wait || published))
           c.json({
             submitted: true,
             batchId: result.batchId,
@@ -111,6 +119,7 @@ export function registerSubmit(program: Command, ctx: () => CommandContext): voi
             skipped: result.skipped.length,
             retried: result.retried.length,
             rejected: result.rejected,
+            ...(published ? { allowList: published.key } : {}),
           });
         else if (!opts.json) {
           const extra = [
@@ -122,7 +131,8 @@ export function registerSubmit(program: Command, ctx: () => CommandContext): voi
             `batch ${result.batchId}: ${result.accepted} device(s) queued (profile ${profile.name}${extra.length ? `; ${extra.join(', ')}` : ''})`,
           );
         }
-        if (!opts.wait) return;
+        // Claim devices register themselves at first connect: nothing to wait for here.
+        if (!opts.wait || published) return;
         const workers = await p.queues.workerCount();
         const local =
           opts.workers === 'local' ||
@@ -138,6 +148,7 @@ export function registerSubmit(program: Command, ctx: () => CommandContext): voi
         if (status.aborted) throw new ExitCode(EXIT.failed);
         if (status.failed > 0) throw new ExitCode(EXIT.partial);
       } finally {
+        claimLot?.close();
         await runner?.close();
         await p.close();
       }

@@ -25,6 +25,7 @@ import {
 } from '../../flash/index.js';
 import * as hsmCa from '../../hsm/ca.js';
 import type { Hsm } from '../../hsm/hsm.js';
+import { ClaimStore } from '../../jobs/claim.js';
 import { stationJournal } from '../../jobs/station-store.js';
 import type { CommandContext } from '../context.js';
 import type { PipelineHandles } from './open.js';
@@ -167,6 +168,8 @@ export async function runProductLines(
     waiting.get(e.serial)?.(e);
   };
   const stop = new AbortController();
+  // A claim lot's bundle names the product's claim (its record in Redis).
+  const claims = new ClaimStore(p.redis, p.prefix);
   const stations = lines.map((line) =>
     runStation({
       stationId: opts.stationId,
@@ -179,7 +182,10 @@ export async function runProductLines(
           : {}),
       },
       ports: line.ports.map((x) => x.host),
-      store: new JournalStore(stationJournal(p.journal, p.batches), line.register),
+      store: new JournalStore(
+        stationJournal(p.journal, p.batches, (name) => claims.view(name)),
+        line.register,
+      ),
       ...(hsm ? { keys: () => Promise.resolve(hsm) } : {}),
       stop: stop.signal,
       ...(opts.signal ? { abort: opts.signal } : {}),

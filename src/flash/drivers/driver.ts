@@ -27,7 +27,15 @@ export interface DeviceIdentity {
   protocolVersion?: number;
 }
 
-export type CredentialObject = 'rootCa' | 'certificate' | 'privateKey' | 'wrappedKey';
+export type CredentialObject =
+  | 'rootCa'
+  | 'certificate'
+  | 'privateKey'
+  | 'wrappedKey'
+  | 'claimCertificate'
+  | 'claimKey'
+  | 'claimWrappedKey'
+  | 'fleetSettings';
 
 export interface Credentials {
   rootCaPem: string;
@@ -157,6 +165,57 @@ export interface FirstConnectResult {
  */
 export interface FirstConnector {
   firstConnect(request: FirstConnectRequest): Promise<FirstConnectResult>;
+}
+
+/** What a claim device receives at the station (strategy claim). */
+export interface ClaimCredentials {
+  rootCaPem: string;
+  claimCertificatePem: string;
+  /** Plain delivery: the claim key's PKCS#8 PEM, unwrapped in memory by the station. */
+  claimPrivateKeyPem?: string;
+  /** Wrapped delivery: the RFC 5649 blob of the claim key (base64 or bytes). */
+  claimWrappedKey?: string | Uint8Array;
+  /** The fleet settings: template name, the device's parameters and how it gets its key. */
+  fleet: FleetSettings;
+}
+
+export interface FleetSettings {
+  templateName: string;
+  parameters: Record<string, string>;
+  deviceKey: 'csr' | 'keys';
+}
+
+export interface ProvisionRequest extends CallOptions {
+  host: string;
+  port: number;
+  /** The client id of both sessions (the claim's and the thing's): the thing name. */
+  clientId: string;
+}
+
+export interface ProvisionResult {
+  thingName: string;
+  certificateId: string;
+  attempts: ConnectAttempt[];
+}
+
+/**
+ * Devices that provision themselves by claim: the station writes the claim and the fleet
+ * settings (read back like credentials), then the device runs CreateCertificateFromCsr (or
+ * CreateKeysAndCertificate) and RegisterThing over MQTT and connects as its new thing.
+ * `provision` resolves only when the device connected as the thing; a refusal is
+ * DEVICE_PROVISION_DENIED, another failure DEVICE_PROVISION_FAILED, both with the device's
+ * report; a failed connect after provisioning is DEVICE_CONNECT_FAILED.
+ */
+export interface ClaimProvisioner {
+  verifyClaim(request: ClaimCredentials & CallOptions): Promise<VerifyResult>;
+  writeClaim(
+    request: ClaimCredentials & CallOptions & { onProgress?: (p: WriteProgress) => void },
+  ): Promise<WriteResult>;
+  provision(request: ProvisionRequest): Promise<ProvisionResult>;
+}
+
+export function canProvisionByClaim<D extends DeviceDriver>(d: D): d is D & ClaimProvisioner {
+  return typeof (d as Partial<ClaimProvisioner>).provision === 'function';
 }
 
 export function canGenerateKey<D extends DeviceDriver>(d: D): d is D & KeyGenerator {

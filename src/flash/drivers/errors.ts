@@ -139,6 +139,16 @@ export const V1_ERRORS: Readonly<Record<number, DeviceErrorSpec>> = {
     retryable: true,
     message: 'the device could not connect to its MQTT endpoint',
   },
+  [V1_STATUS.PROVISION_DENIED]: {
+    code: 'DEVICE_PROVISION_DENIED',
+    retryable: false,
+    message: 'AWS IoT refused to provision the device with its claim',
+  },
+  [V1_STATUS.PROVISION_FAILED]: {
+    code: 'DEVICE_PROVISION_FAILED',
+    retryable: false,
+    message: "the device's fleet provisioning failed",
+  },
 };
 
 export function v1StatusError(status: number, command: string): ProvlineError {

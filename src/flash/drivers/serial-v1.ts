@@ -16,6 +16,8 @@ import {
   verifyResult,
   withRetries,
   type CallOptions,
+  type ClaimCredentials,
+  type ClaimProvisioner,
   type CredentialObject,
   type Credentials,
   type DeviceDriver,
@@ -29,6 +31,9 @@ import {
   type PossessionProof,
   type PossessionProver,
   type ProvePossessionRequest,
+  type ProvisionRequest,
+  type ProvisionResult,
+  type WriteProgress,
   type VerifyResult,
   type WriteCredentialsRequest,
   type WriteResult,
@@ -52,6 +57,7 @@ import {
   encodeFrame,
   popMessage,
   readConnectAttempts,
+  readProvisionFailure,
   u32,
   u8,
   type DecodeEvent,
@@ -95,7 +101,9 @@ const CHUNK_HEADER = 5; // slot u8 + offset u32
 /** Sends of one CONNECT: a device that connects twice does no harm, but each try takes long. */
 const CONNECT_SENDS = 2;
 
-export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionProver, FirstConnector {
+export class SerialV1Driver
+  implements DeviceDriver, KeyGenerator, PossessionProver, FirstConnector, ClaimProvisioner
+{
   readonly name = 'provline-serial-v1' as const;
   private readonly ex: Exchange<DecodeEvent>;
   private readonly opts: Required<SerialV1Options>;
@@ -144,9 +152,88 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
   }
 
   async writeCredentials(request: WriteCredentialsRequest): Promise<WriteResult> {
+    return this.writePlanned(this.plan(request), request);
+  }
+
+  async verifyClaim(request: ClaimCredentials & CallOptions): Promise<VerifyResult> {
+    await this.negotiate(request);
+    return this.compare(this.planClaim(request), request);
+  }
+
+  async writeClaim(
+    request: ClaimCredentials & CallOptions & { onProgress?: (p: WriteProgress) => void },
+  ): Promise<WriteResult> {
+    const s = await this.negotiate(request);
+    if (!(s.caps & CAP.fleet))
+      throw new ProvlineError(
+        'DRIVER_UNSUPPORTED',
+        'this device cannot provision itself by claim (no fleet capability)',
+        {
+          kind: 'invalid-input',
+          hint: 'the claim strategy needs firmware with the FLEET capability (docs/device-protocol.md)',
+        },
+      );
+    return this.writePlanned(this.planClaim(request), request);
+  }
+
+  /** PROVISION: the device provisions itself with its claim and connects as its new thing. */
+  async provision(request: ProvisionRequest): Promise<ProvisionResult> {
+    const s = await this.negotiate(request);
+    if (!(s.caps & CAP.fleet))
+      throw new ProvlineError('DRIVER_UNSUPPORTED', 'this device cannot provision itself by claim', {
+        kind: 'invalid-input',
+      });
+    const reply = await this.call(CMD.PROVISION, connectPayload(request), 'PROVISION', {
+      ...request,
+      // The fleet exchange (three answers) and then a first connect's attempts.
+      timeoutMs: this.opts.connectTimeoutMs * 2,
+      sends: CONNECT_SENDS,
+    });
+    try {
+      if (reply.status === V1_STATUS.PROVISION_DENIED || reply.status === V1_STATUS.PROVISION_FAILED) {
+        const f = readProvisionFailure(reply.body);
+        const denied = reply.status === V1_STATUS.PROVISION_DENIED;
+        throw new ProvlineError(
+          denied ? 'DEVICE_PROVISION_DENIED' : 'DEVICE_PROVISION_FAILED',
+          `the device's fleet provisioning ${denied ? 'was refused' : 'failed'} at ${f.stage}: ${f.message}${f.errorCode ? ` (${f.errorCode})` : ''}`,
+          {
+            retryable: false,
+            hint: denied
+              ? "`provline claim status --profile <p>` shows the hook's reason; on the stand-in `provline emulator events --client-id <thing>`"
+              : 'on the stand-in `provline emulator events --client-id <thing>` says why',
+            details: { stage: f.stage, errorCode: f.errorCode, deviceMessage: f.message },
+          },
+        );
+      }
+      if (reply.status !== V1_STATUS.OK && reply.status !== V1_STATUS.CONNECT_FAILED)
+        throw v1StatusError(reply.status, 'PROVISION');
+      const thingName = reply.body.str8();
+      const certificateId = reply.body.str8();
+      const attempts = readConnectAttempts(reply.body).map((a) => ({
+        outcome: a.outcome,
+        ...(a.outcome === 'connack' ? { code: a.code } : {}),
+        ...(a.reason ? { reason: a.reason } : {}),
+      }));
+      const last = attempts.at(-1);
+      if (reply.status === V1_STATUS.OK && last?.outcome === 'connack' && last.code === 0)
+        return { thingName, certificateId, attempts };
+      throw connectFailed({ ...request, clientId: thingName || request.clientId }, attempts);
+    } catch (e) {
+      if (e instanceof PayloadError)
+        throw protocolError(`malformed PROVISION answer: ${e.message}`, {}, false);
+      throw e;
+    }
+  }
+
+  private async writePlanned(
+    planned: Planned[],
+    request: CallOptions & { onProgress?: (p: WriteProgress) => void },
+  ): Promise<WriteResult> {
     const session = await this.negotiate(request);
-    const planned = this.plan(request);
-    if (planned.some((p) => p.slot === SLOT.wrappedKey) && !(session.caps & CAP.wrappedKeys)) {
+    if (
+      planned.some((p) => p.slot === SLOT.wrappedKey || p.slot === SLOT.claimWrappedKey) &&
+      !(session.caps & CAP.wrappedKeys)
+    ) {
       throw new ProvlineError('DRIVER_UNSUPPORTED_DELIVERY', 'this device cannot unwrap keys (no KEK)', {
         kind: 'invalid-input',
       });
@@ -247,6 +334,38 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
     return Promise.resolve();
   }
 
+  private planClaim(c: ClaimCredentials): Planned[] {
+    const items: [CredentialObject, number, Buffer | undefined][] = [
+      ['rootCa', SLOT.rootCa, Buffer.from(normalizePem(c.rootCaPem), 'utf8')],
+      ['claimCertificate', SLOT.claimCertificate, Buffer.from(normalizePem(c.claimCertificatePem), 'utf8')],
+      [
+        'claimKey',
+        SLOT.claimKey,
+        c.claimPrivateKeyPem === undefined
+          ? undefined
+          : Buffer.from(normalizePem(c.claimPrivateKeyPem), 'utf8'),
+      ],
+      [
+        'claimWrappedKey',
+        SLOT.claimWrappedKey,
+        c.claimWrappedKey === undefined
+          ? undefined
+          : typeof c.claimWrappedKey === 'string'
+            ? Buffer.from(c.claimWrappedKey, 'base64')
+            : Buffer.from(c.claimWrappedKey),
+      ],
+      ['fleetSettings', SLOT.fleetSettings, Buffer.from(JSON.stringify(c.fleet), 'utf8')],
+    ];
+    return items
+      .filter((i): i is [CredentialObject, number, Buffer] => i[2] !== undefined)
+      .map(([object, slot, data]) => ({
+        object,
+        slot,
+        data,
+        sha256: createHash('sha256').update(data).digest(),
+      }));
+  }
+
   private plan(c: Credentials): Planned[] {
     const items: [CredentialObject, SlotName, Buffer | undefined][] = [
       ['rootCa', 'rootCa', Buffer.from(normalizePem(c.rootCaPem), 'utf8')],
@@ -292,7 +411,10 @@ export class SerialV1Driver implements DeviceDriver, KeyGenerator, PossessionPro
   }
 
   /** BEGIN, CHUNKs from the acknowledged offset, COMMIT (device checks the SHA-256). */
-  private async writeObject(p: Planned, request: WriteCredentialsRequest): Promise<void> {
+  private async writeObject(
+    p: Planned,
+    request: CallOptions & { onProgress?: (p: WriteProgress) => void },
+  ): Promise<void> {
     const begin = Buffer.concat([u8(p.slot), u32(p.data.length), p.sha256]);
     ok(await this.call(CMD.BEGIN, begin, 'BEGIN', request), 'BEGIN');
     const chunkSize = Math.min(this.opts.chunkSize, (this.session?.maxPayload ?? MAX_PAYLOAD) - CHUNK_HEADER);

@@ -23,6 +23,7 @@ export const CMD = {
   KEYGEN: 0x20,
   PROVE: 0x21,
   CONNECT: 0x30,
+  PROVISION: 0x31,
 } as const;
 export type CommandType = (typeof CMD)[keyof typeof CMD];
 
@@ -48,13 +49,33 @@ export const V1_STATUS = {
   CONTENT_REJECTED: 12,
   BAD_FRAME: 13,
   CONNECT_FAILED: 14,
+  PROVISION_DENIED: 15,
+  PROVISION_FAILED: 16,
 } as const;
 
 /** Object slots. PEMs are written as normalised text; slot 3 holds the RFC 5649 blob as-is. */
-export const SLOT = { rootCa: 0, certificate: 1, privateKey: 2, wrappedKey: 3 } as const;
+export const SLOT = {
+  rootCa: 0,
+  certificate: 1,
+  privateKey: 2,
+  wrappedKey: 3,
+  claimCertificate: 4,
+  claimKey: 5,
+  claimWrappedKey: 6,
+  fleetSettings: 7,
+} as const;
 export type SlotName = keyof typeof SLOT;
 
-export const CAP = { keygen: 1 << 0, prove: 1 << 1, wrappedKeys: 1 << 2, connect: 1 << 3 } as const;
+export const CAP = {
+  keygen: 1 << 0,
+  prove: 1 << 1,
+  wrappedKeys: 1 << 2,
+  connect: 1 << 3,
+  fleet: 1 << 4,
+} as const;
+
+/** PROVISION failures: where the device's fleet provisioning stopped. */
+export const PROVISION_STAGE = ['connect', 'subscribe', 'create', 'register'] as const;
 
 /** CONNECT answers: how each attempt ended (docs/device-protocol.md §4 "First connect"). */
 export const CONNECT_OUTCOME = ['connack', 'closed', 'tls', 'timeout', 'network'] as const;
@@ -259,6 +280,22 @@ export function readConnectAttempts(r: PayloadReader): ConnectAttemptFields[] {
     if (!outcome) throw new PayloadError(`unknown connect outcome ${o}`);
     out.push({ outcome, code: r.u8(), reason: r.str8() });
   }
+  r.end();
+  return out;
+}
+
+export interface ProvisionFailureFields {
+  stage: (typeof PROVISION_STAGE)[number];
+  errorCode: string;
+  message: string;
+}
+
+/** A PROVISION_DENIED / PROVISION_FAILED answer (after its status byte). */
+export function readProvisionFailure(r: PayloadReader): ProvisionFailureFields {
+  const n = r.u8();
+  const stage = PROVISION_STAGE[n];
+  if (!stage) throw new PayloadError(`unknown provisioning stage ${n}`);
+  const out = { stage, errorCode: r.str8(), message: r.str8() };
   r.end();
   return out;
 }

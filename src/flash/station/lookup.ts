@@ -5,7 +5,7 @@
  * an operator message, and the device is left untouched.
  */
 import { bundleFor, type DeviceBundle } from '../../batch/bundle.js';
-import type { BatchView, DeviceRecord } from '../../batch/journal.js';
+import type { BatchView, ClaimView, DeviceRecord } from '../../batch/journal.js';
 import type { DeviceState } from '../../batch/states.js';
 import type { DriverName } from '../../config/schema.js';
 import { ProvlineError, type ErrorCode } from '../../core/errors.js';
@@ -36,8 +36,26 @@ export interface RegisterLookup {
   csrPem?: string;
 }
 
+/** A claim device (strategy claim): the station writes the claim, the device does the rest. */
+export interface ClaimLookup {
+  kind: 'claim';
+  serial: string;
+  batchId: string;
+  state: DeviceState;
+  profile: string;
+  driver: DriverName;
+  driverSettings: Record<string, string | number | boolean>;
+  thingName: string;
+  keyDelivery: 'wrapped' | 'plain';
+  keyType: BatchView['plan']['profile']['keyType'];
+  endpoint: string;
+  rootCaPem: string;
+  claim: ClaimView;
+}
+
 export type DeviceLookup =
   | { kind: 'unknown'; serial: string }
+  | ClaimLookup
   | BundleLookup
   | RegisterLookup
   | {
@@ -60,6 +78,25 @@ export function lookupFromRecord(rec: DeviceRecord, batch: BatchView): DeviceLoo
   // one (the life cycle allows failed → flashed); bundleFor only serves the bundle states.
   const asBundle =
     rec.state === 'failed' && rec.fields.certificatePem ? { ...rec, state: 'registered' as const } : rec;
+  if (p.strategy === 'claim') {
+    // A denied or failed device is tried again on its next visit (a hook that timed out, a
+    // throttled request); the hook decides again, and allows each serial once.
+    if (!batch.claim || rec.state === 'connected')
+      return { kind: 'pending', ...base, profile: p.name, ...(rec.error ? { error: rec.error } : {}) };
+    return {
+      kind: 'claim',
+      ...base,
+      profile: p.name,
+      driver: p.driver,
+      driverSettings: p.driverSettings,
+      thingName: rec.thingName,
+      keyDelivery: p.keyDelivery === 'plain' ? 'plain' : 'wrapped',
+      keyType: p.keyType,
+      endpoint: batch.endpoint ?? '',
+      rootCaPem: batch.rootCaPem ?? '',
+      claim: batch.claim,
+    };
+  }
   const bundle = bundleFor(asBundle, batch);
   if (bundle) return { kind: 'bundle', ...base, bundle, kekLabel: p.kekLabel };
   if (p.keyDelivery === 'device' && REGISTER_STATES.includes(rec.state)) {
@@ -103,7 +140,8 @@ export interface StationIdentity {
 export type Decision =
   | { action: 'refuse'; error: ProvlineError }
   | { action: 'write'; lookup: BundleLookup }
-  | { action: 'register'; lookup: RegisterLookup };
+  | { action: 'register'; lookup: RegisterLookup }
+  | { action: 'claim'; lookup: ClaimLookup };
 
 /** What to do with the device that reported `lookup.serial`. Pure. */
 export function decide(lookup: DeviceLookup, station: StationIdentity): Decision {
@@ -126,6 +164,12 @@ export function decide(lookup: DeviceLookup, station: StationIdentity): Decision
     );
   switch (lookup.kind) {
     case 'pending': {
+      if (lookup.state === 'connected')
+        return refuse(
+          'STATION_NOT_REGISTERED',
+          `device ${lookup.serial} of batch ${lookup.batchId} already provisioned itself by claim and connected`,
+          'nothing to do; nothing was written to it',
+        );
       const why = lookup.error ? `failed: ${lookup.error.code}` : lookup.state;
       return refuse(
         'STATION_NOT_REGISTERED',
@@ -144,6 +188,15 @@ export function decide(lookup: DeviceLookup, station: StationIdentity): Decision
           'the journal is unreachable: set the device aside until the network is back; nothing was written to it',
         );
       return { action: 'register', lookup };
+    case 'claim':
+      if (lookup.driver !== station.driver) break;
+      if (!lookup.rootCaPem || !lookup.endpoint)
+        return refuse(
+          'STATION_BUNDLE_INCOMPLETE',
+          `claim batch ${lookup.batchId} has no endpoint or root CA yet`,
+          're-publish the lot (`provline claim publish <batch>`); nothing was written to it',
+        );
+      return { action: 'claim', lookup };
     case 'bundle': {
       const b = lookup.bundle;
       if (b.driver !== station.driver) break;
@@ -163,7 +216,7 @@ export function decide(lookup: DeviceLookup, station: StationIdentity): Decision
   }
   return refuse(
     'STATION_WRONG_PROFILE',
-    `device ${lookup.serial} needs driver ${lookup.kind === 'bundle' ? lookup.bundle.driver : lookup.driver}; this station speaks ${station.driver}`,
+    `device ${lookup.serial} needs driver ${lookup.kind === 'bundle' ? lookup.bundle.driver : lookup.kind === 'claim' || lookup.kind === 'register' ? lookup.driver : '?'}; this station speaks ${station.driver}`,
     'take it to a station running its profile; nothing was written to it',
   );
 }

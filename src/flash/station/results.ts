@@ -35,7 +35,8 @@ export const ResultEntrySchema = z.object({
 export type ResultEntry = z.infer<typeof ResultEntrySchema>;
 
 const FROM = {
-  flashed: ['registered', 'signed', 'flashed', 'failed'],
+  // 'accepted': a claim device gets its claim straight from intake (strategy claim).
+  flashed: ['registered', 'signed', 'flashed', 'failed', 'accepted'],
   verified: ['flashed'],
   connected: ['verified'],
   failed: ['registered', 'signed', 'flashed'],

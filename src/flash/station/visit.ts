@@ -22,6 +22,7 @@ import {
   type WriteResult,
 } from '../drivers/index.js';
 import type { DeviceResult, Outcome, RecordedIn, StationEvent, StationStep } from './events.js';
+import { claimVisit } from './claim-visit.js';
 import { decide, type BundleLookup, type StationIdentity } from './lookup.js';
 import { CONNECT_STAGE, RESULT_VERSION, type ResultEntry } from './results.js';
 import type { StationStore } from './store.js';
@@ -70,8 +71,8 @@ class Visit {
   private connect: { ms: number; attempts: number; endpoint: string } | undefined;
   /** Where a failure happened, for the journal: `flash`, or `connect` for the first connect. */
   private stage = 'flash';
-  /** Set once the device has a certificate: failures from then on are journalled. */
-  private bundle: BundleLookup | undefined;
+  /** Set once the device has a certificate (or its claim): failures from then on are journalled. */
+  private bundle: Pick<BundleLookup, 'batchId'> | undefined;
   private readonly attempt: string;
 
   constructor(
@@ -100,6 +101,10 @@ class Visit {
     let driver: DeviceDriver | undefined;
     try {
       driver = ctx.makeDriver(settings);
+      if (decision.action === 'claim') {
+        this.bundle = decision.lookup;
+        return await this.claim(driver, decision.lookup);
+      }
       let bundle: BundleLookup;
       if (decision.action === 'register') {
         const { lookup } = decision;
@@ -189,6 +194,32 @@ class Visit {
     let recorded = await this.record('verified', { verifyMs: String(this.verifyMs), verifiedBy });
     if (this.wantsConnect(driver)) recorded = await this.firstConnect(driver, bl);
     return this.result(write ? 'verified' : 'already', recorded, undefined, verifiedBy);
+  }
+
+  /** Strategy claim: write the claim, then the device provisions itself (claim-visit.ts). */
+  private async claim(driver: DeviceDriver, lookup: Parameters<typeof claimVisit>[1]): Promise<DeviceResult> {
+    const { ctx } = this;
+    let recorded: RecordedIn = 'none';
+    const r = await claimVisit(driver, lookup, {
+      step: (s) => this.step(s),
+      progress: (p) =>
+        ctx.emit({
+          event: 'progress',
+          port: ctx.port,
+          serial: this.serial,
+          ...(p as { object: never; bytesSent: number; bytesTotal: number }),
+        }),
+      record: async (to, fields) => (recorded = await this.record(to, fields)),
+      connectStage: () => (this.stage = CONNECT_STAGE),
+      ...(ctx.keys ? { keys: ctx.keys } : {}),
+      clock: () => ctx.clock(),
+      signal: ctx.signal,
+    });
+    this.flashMs = r.flashMs;
+    this.verifyMs = r.verifyMs;
+    this.bytes = r.written?.bytesWritten ?? 0;
+    this.connect = { ms: r.connect.ms, attempts: r.connect.attempts, endpoint: r.connect.endpoint };
+    return this.result(r.written ? 'verified' : 'already', recorded, undefined, 'read-back');
   }
 
   /** The profile decides; unset means "whenever the driver can". */

@@ -29,8 +29,10 @@ export async function driveBatch(
   const meta = await deps.batches.meta(batchId);
   if (meta.abortedCode) return 'aborted';
   const { certificate } = strategyFor(plan.profile);
-  // Device-made keys are registered by the stations, one CSR at a time (csr.ts).
-  if (meta.registeredAt !== undefined || certificate.by === 'station') return 'finished';
+  // Device-made keys are registered by the stations, one CSR at a time (csr.ts); claim
+  // devices register themselves over MQTT.
+  if (meta.registeredAt !== undefined || certificate.by === 'station' || certificate.by === 'device')
+    return 'finished';
   if (!(await prepare(deps, plan))) return 'aborted';
 
   let keyedSince: number | undefined;

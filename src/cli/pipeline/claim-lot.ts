@@ -1,0 +1,169 @@
+/**
+ * `provline submit` with a claim profile: before the lot is submitted, the claim must exist and
+ * be usable, the fleet template must serve the hook, and serials published before must keep
+ * their rows; after, the lot's signed allow-list is published where the hook reads it and the
+ * batch records the endpoint and root CA its bundles carry.
+ */
+import { readFileSync } from 'node:fs';
+import { validateCsvFile } from '../../batch/intake.js';
+import { planDevice, type BatchPlan, type PlanDevice } from '../../batch/plan.js';
+import { listThingNames, readHookRecords, readLots } from '../../cloud/claim/aws.js';
+import { outsideAllowList, serialOutcome, type SerialOutcome } from '../../cloud/claim/outcomes.js';
+import { clientIdPrefixOf } from '../../cloud/claim/policy.js';
+import { makeClients, requireBucket, type CloudClients } from '../../cloud/clients.js';
+import { publicKeysFromPem } from '../../cloud/hook/allow-list.js';
+import { describeDataEndpoint } from '../../cloud/resources.js';
+import type { ResolvedProfile } from '../../config/load.js';
+import { ProvlineError } from '../../core/errors.js';
+import { openHsm, type Hsm } from '../../hsm/hsm.js';
+import {
+  allowListRows,
+  checkClaimProfile,
+  checkLotUnchanged,
+  ClaimStore,
+  publishLot,
+  type ClaimDeps,
+} from '../../jobs/claim.js';
+import type { CommandContext } from '../context.js';
+import type { PipelineHandles } from './open.js';
+
+export interface ClaimLot {
+  /** After submit: publish the allow-list, record endpoint and root CA on the batch. */
+  publish(batchId: string): Promise<{ key: string; count: number }>;
+  close(): void;
+}
+
+export async function prepareClaimLot(
+  c: CommandContext,
+  p: PipelineHandles,
+  profile: ResolvedProfile,
+  csvPath: string,
+  /** An HSM the caller already holds open (the demo); otherwise one is opened when needed. */
+  openedHsm?: Hsm,
+): Promise<ClaimLot> {
+  checkClaimProfile(profile);
+  const cloud = makeClients(c.runtime.aws);
+  let hsm: Hsm | undefined;
+  const deps: ClaimDeps = {
+    cloud,
+    store: new ClaimStore(p.redis, p.prefix),
+    hsm: async () => openedHsm ?? (hsm ??= await openHsm(await c.hsmSettings(), { env: c.env })),
+  };
+  const close = (): void => {
+    hsm?.close();
+    cloud.destroy();
+  };
+  try {
+    const state = await deps.store.get(profile.name);
+    if (!state)
+      throw new ProvlineError(
+        'CLAIM_NOT_FOUND',
+        `profile ${profile.name} has no claim yet; nothing was submitted`,
+        {
+          kind: 'invalid-input',
+          hint: `Make it first: provline claim create --profile ${profile.name}`,
+        },
+      );
+    if (!state.current)
+      throw new ProvlineError(
+        'CLAIM_REVOKED',
+        `the claim of profile ${profile.name} was revoked and no new one made; nothing was submitted`,
+        { kind: 'invalid-input', hint: `provline claim rotate --profile ${profile.name}` },
+      );
+    // Rows as the plan will make them (invalid rows are left to submit's own report).
+    const rows: PlanDevice[] = [];
+    await validateCsvFile(csvPath, profile, { onRow: (r) => void rows.push(planDevice(r)) });
+    await checkLotUnchanged(deps, profile, allowListRows(rows));
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return {
+    async publish(batchId) {
+      const plan = await p.batches.plan(batchId);
+      const published = await publishLot(deps, plan, profile, plan.devices);
+      const endpoint = await describeDataEndpoint(cloud);
+      const rootCaPem = readFileSync(c.runtime.aws.rootCaFile, 'utf8');
+      await p.batches.set(batchId, { endpoint, rootCaPem });
+      return published;
+    },
+    close,
+  };
+}
+
+/** For a claim batch, each serial's outcome at the hook; undefined for other batches. */
+export async function claimOutcomes(
+  c: CommandContext,
+  p: PipelineHandles,
+  batchId: string,
+): Promise<((serial: string) => SerialOutcome) | undefined> {
+  const plan = await p.batches.plan(batchId);
+  if (plan.profile.strategy !== 'claim') return undefined;
+  const state = await new ClaimStore(p.redis, p.prefix).get(plan.profile.name);
+  if (!state) return () => ({ claim: 'not seen', reason: 'the profile has no claim' });
+  const cloud = makeClients(c.runtime.aws, { maxAttempts: 3 });
+  try {
+    const records = await readHookRecords(cloud.s3, requireBucket(cloud.aws), state.templateName);
+    return (serial) => serialOutcome(records, serial);
+  } finally {
+    cloud.destroy();
+  }
+}
+
+export interface ClaimReconciliation {
+  templateName: string;
+  provisioned: string[];
+  denied: Array<{ serial: string; reason: string }>;
+  notSeen: string[];
+  /** Things named like the product's that no published lot of the template lists. */
+  outside: string[];
+}
+
+/** The claim part of `reconcile` for a claim batch; undefined for other batches. */
+export async function reconcileClaim(
+  c: CommandContext,
+  p: PipelineHandles,
+  cloud: CloudClients,
+  plan: BatchPlan,
+): Promise<ClaimReconciliation | undefined> {
+  if (plan.profile.strategy !== 'claim') return undefined;
+  const state = await new ClaimStore(p.redis, p.prefix).get(plan.profile.name);
+  if (!state) return undefined;
+  const bucket = requireBucket(cloud.aws);
+  const records = await readHookRecords(cloud.s3, bucket, state.templateName);
+  const lots = await readLots(
+    cloud.s3,
+    bucket,
+    state.templateName,
+    publicKeysFromPem(state.signingPublicKeyPem),
+  );
+  const out: ClaimReconciliation = {
+    templateName: state.templateName,
+    provisioned: [],
+    denied: [],
+    notSeen: [],
+    outside: [],
+  };
+  for (const d of plan.devices) {
+    const o = serialOutcome(records, d.serial);
+    if (o.claim === 'provisioned') out.provisioned.push(d.serial);
+    else if (o.claim === 'denied') out.denied.push({ serial: d.serial, reason: o.reason });
+    else out.notSeen.push(d.serial);
+  }
+  const profile = c.loaded.profiles.get(plan.profile.name);
+  const prefix = profile ? clientIdPrefixOf(profile.thingName) : '';
+  if (prefix) out.outside = outsideAllowList(await listThingNames(cloud, prefix), lots);
+  return out;
+}
+
+export function claimLines(r: ClaimReconciliation): string[] {
+  const lines = [
+    `claim (template ${r.templateName}): ${r.provisioned.length} provisioned, ${r.denied.length} denied, ${r.notSeen.length} not seen yet; ${r.outside.length} thing(s) outside the allow-list`,
+  ];
+  for (const d of r.denied.slice(0, 50)) lines.push(`  denied ${d.serial}: ${d.reason}`);
+  if (r.notSeen.length)
+    lines.push(`  not seen: ${r.notSeen.slice(0, 50).join(', ')}${r.notSeen.length > 50 ? ', …' : ''}`);
+  for (const t of r.outside.slice(0, 50))
+    lines.push(`  outside the allow-list: thing ${t} (provisioned by something other than this hook?)`);
+  return lines;
+}

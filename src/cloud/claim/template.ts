@@ -1,0 +1,28 @@
+/**
+ * What a claim profile's fleet template must offer (pure): it is a valid fleet template, it
+ * declares the serial parameter the devices send, and every parameter the hook sets from the
+ * CSV row (the profile's `parameters`) — a parameter the template does not declare would be
+ * dropped or refused, and the thing would not get what the lot says.
+ */
+import { lintTemplate } from '../template/index.js';
+
+export function claimTemplateProblems(
+  templateBody: string,
+  hookParameters: readonly string[],
+  serialParameter: string,
+): string[] {
+  const problems = lintTemplate(templateBody, 'fleet').map((p) => p.message);
+  if (problems.length) return problems;
+  let declared: string[] = [];
+  try {
+    const t = JSON.parse(templateBody) as { Parameters?: Record<string, unknown> };
+    declared = Object.keys(t.Parameters ?? {});
+  } catch {
+    return ['the template is not JSON'];
+  }
+  const missing = [...new Set([serialParameter, ...hookParameters])].filter((p) => !declared.includes(p));
+  return missing.map(
+    (p) =>
+      `the template declares no parameter ${p}${p === serialParameter ? ' (the serial the devices send, claim.serialParameter)' : ' (the hook sets it from the CSV row: profile parameters)'}; declared: ${declared.join(', ') || 'none'}`,
+  );
+}

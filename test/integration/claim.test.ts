@@ -1,0 +1,656 @@
+/**
+ * Fleet provisioning by claim end to end, on the local stack (redis-server, SoftHSM2, the AWS
+ * IoT stand-in as processes): `provline claim create` (claim key in the HSM, the fleet template
+ * with the hook), `provline submit` publishing the lot's signed allow-list, the hook served by
+ * `provline claim hook serve` and mapped into the stand-in, and devices provisioning themselves:
+ * simulated provline-serial-v1 devices written by `provline station`, and the official device
+ * SDK (both CreateCertificateFromCsr and CreateKeysAndCertificate). Denials (a serial outside
+ * the lot, a replay, a revoked claim, an expired token, a hook that times out, throttling) and
+ * bad input (a template without the hook's parameters, a claim policy without Subscribe, a lot
+ * re-submitted with changed rows) are checked with their reasons; no claim or device key is
+ * in plaintext outside the HSM and the devices. Every slow step has its own budget.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createPrivateKey } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  CreateThingCommand,
+  DescribeCertificateCommand,
+  DescribeThingCommand,
+  type IoTClient,
+} from '@aws-sdk/client-iot';
+import { iotidentity, mqtt_request_response } from 'aws-iot-device-sdk-v2';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { startSimulator } from '../../devices/index.js';
+import { makeClients } from '../../src/cloud/clients.js';
+import { loadConfig } from '../../src/config/load.js';
+import { openHsm } from '../../src/hsm/hsm.js';
+import { resolveRuntime } from '../../src/stack/runtime.js';
+import { stackUp } from '../../src/stack/stack.js';
+import { BIN, json, ROOT, runCli, type CliResult } from '../helpers/cli.js';
+import { removeHome, tempDir } from '../helpers/home.js';
+import { until } from '../helpers/pipeline.js';
+import { startPtyPair } from '../helpers/pty.js';
+import { makeCsr } from './emulator-helpers.js';
+import { sdk5, setClock, waitEvent, type StandIn } from './mqtt-helpers.js';
+
+const HOOK_ARN = 'arn:aws:lambda:us-east-1:123456789012:function:provline-claim-test';
+const KEK = Buffer.alloc(32, 7);
+const STEP_MS = 30_000;
+
+let dir: string;
+let home: string;
+let ptyDir: string;
+let env: NodeJS.ProcessEnv;
+let s: StandIn;
+let iot: IoTClient;
+let redisUrl: string;
+let hook: ChildProcess | undefined;
+let n = 0;
+const cleanups: Array<() => Promise<void>> = [];
+const servers: Server[] = [];
+
+const cli = (args: string[], timeoutMs?: number): Promise<CliResult> =>
+  runCli(args, { env, ...(timeoutMs ? { timeoutMs } : {}) });
+const ok = (r: CliResult): CliResult => {
+  expect(r.code, r.stderr + r.stdout).toBe(0);
+  return r;
+};
+
+function profile(templateName: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    thingName: `${templateName}-{serial}`,
+    attributes: { serial: '{serial}' },
+    parameters: { SerialNumber: '{serial}', ThingName: '{thingName}', HardwareRevision: '{hw_rev}' },
+    template: join(ROOT, 'config/templates/sensor-fleet.json'),
+    policy: join(ROOT, 'config/policies/demo-device.json'),
+    policyName: 'provline-sensor-claim-device',
+    strategy: 'claim',
+    keyDelivery: 'wrapped',
+    kekLabel: 'claim-test-kek',
+    driver: 'provline-serial-v1',
+    claim: { templateName, hookArn: HOOK_ARN },
+    ...extra,
+  };
+}
+
+function csv(name: string, rows: Array<[string, string]>): string {
+  const file = join(dir, name);
+  writeFileSync(file, `serial,hw_rev\n${rows.map(([a, b]) => `${a},${b}`).join('\n')}\n`);
+  return file;
+}
+
+beforeAll(async () => {
+  dir = tempDir('provline-claim-');
+  home = join(dir, 'home');
+  ptyDir = mkdtempSync(join(tmpdir(), 'provline-claim-pty-'));
+  const up = await stackUp(home);
+  redisUrl = up.redis.url!;
+  const config = join(dir, 'provline.config.yaml');
+  writeFileSync(
+    config,
+    stringify({
+      home,
+      profiles: {
+        cw: profile('cw'),
+        cp: profile('cp', { keyDelivery: 'plain' }),
+        ck: profile('ck', { claim: { templateName: 'ck', hookArn: HOOK_ARN, deviceKey: 'keys' } }),
+        cr: profile('cr'),
+        badtpl: profile('badtpl', { template: join(ROOT, 'test/fixtures/claim/fleet-no-hw.json') }),
+        badpol: profile('badpol', {
+          claim: {
+            templateName: 'badpol',
+            hookArn: HOOK_ARN,
+            policy: join(ROOT, 'test/fixtures/claim/claim-no-subscribe.json'),
+          },
+        }),
+      },
+    }),
+  );
+  env = {
+    PROVLINE_CONFIG: config,
+    PROVLINE_HOME: home,
+    SOFTHSM2_CONF: undefined,
+    PROVLINE_HSM_PIN: undefined,
+  };
+  writeFileSync(join(dir, 'kek.bin'), KEK, { mode: 0o600 });
+  ok(await cli(['hsm', 'kek', 'import', '--profile', 'cw', '--file', join(dir, 'kek.bin')]));
+  const rt = resolveRuntime(loadConfig({ file: config, env: { PROVLINE_HOME: home } }));
+  iot = makeClients(rt.aws, { maxAttempts: 3 }).iot;
+  const [host, port] = up.aws.mqttEndpoint!.split(':');
+  s = { host: host!, port: Number(port), rootCaFile: rt.aws.rootCaFile, iotUrl: rt.aws.endpoint! } as StandIn;
+  for (const p of ['cw', 'cp', 'ck', 'cr']) ok(await cli(['claim', 'create', '--profile', p]));
+  // The hook: `provline claim hook serve` (one ARN serves every template; lots are per template).
+  const child = spawn(process.execPath, [BIN, 'claim', 'hook', 'serve', '--profile', 'cw'], {
+    env: { ...process.env, PROVLINE_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  hook = child;
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  await until(
+    'the hook to serve',
+    () => Promise.resolve(out.includes('serving at') ? true : undefined),
+    STEP_MS,
+    {
+      gone: () => (child.exitCode !== null ? `it exited ${child.exitCode}: ${err}` : undefined),
+    },
+  );
+}, 240_000);
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+});
+
+afterAll(async () => {
+  hook?.kill('SIGTERM');
+  for (const server of servers) server.close();
+  await removeHome(home);
+  rmSync(ptyDir, { recursive: true, force: true });
+});
+
+/** A simulated serial-v1 device on a pty; returns the station's end. */
+async function device(serial: string): Promise<string> {
+  const pair = await startPtyPair(ptyDir, `c${++n}`);
+  cleanups.push(() => pair.stop());
+  const sim = await startSimulator({ driver: 'provline-serial-v1', port: pair.device, serial, kek: KEK });
+  cleanups.push(() => sim.close());
+  return pair.host;
+}
+
+const lines = (stdout: string): Record<string, unknown>[] =>
+  stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+
+async function station(profileName: string, ports: string[]): Promise<Record<string, unknown>[]> {
+  const r = await cli(
+    ['station', '--once', '--json', '--profile', profileName, ...ports.flatMap((p) => ['--port', p])],
+    120_000,
+  );
+  return lines(r.stdout).filter((e) => e.event === 'result');
+}
+
+async function submit(profileName: string, file: string, extra: string[] = []): Promise<string> {
+  const r = json<{ batchId: string }>(
+    ok(await cli(['submit', file, '--profile', profileName, '--json', ...extra])),
+  );
+  return r.batchId;
+}
+
+/** The claim key, unwrapped through the HSM, as the device holds it (test-only: the test is the device). */
+async function claimFiles(
+  profileName: string,
+): Promise<{ certFile: string; keyFile: string; keyDer: Buffer }> {
+  const redis = new Redis(redisUrl);
+  const state = JSON.parse((await redis.get(`provline:claim:${profileName}`))!) as {
+    current: { certificatePem: string; wrappedKey: string; kekLabel: string };
+  };
+  redis.disconnect();
+  const rt = resolveRuntime(loadConfig({ file: env.PROVLINE_CONFIG, env: { PROVLINE_HOME: home } }));
+  const hsm = await openHsm(rt.hsm, { env: {} });
+  let keyDer: Buffer;
+  try {
+    keyDer = await hsm.unwrapToPkcs8({
+      wrappedKey: state.current.wrappedKey,
+      kekLabel: state.current.kekLabel,
+      keyType: 'P-256',
+    });
+  } finally {
+    hsm.close();
+  }
+  const certFile = join(dir, `${profileName}-claim.pem`);
+  const keyFile = join(dir, `${profileName}-claim.key`);
+  writeFileSync(certFile, state.current.certificatePem);
+  writeFileSync(
+    keyFile,
+    createPrivateKey({ key: keyDer, format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }),
+    { mode: 0o600 },
+  );
+  cleanups.push(() => Promise.resolve(rmSync(keyFile, { force: true })));
+  return { certFile, keyFile, keyDer };
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+async function rejection(p: Promise<unknown>, what: string): Promise<Record<string, unknown>> {
+  try {
+    await within(p, STEP_MS, what);
+  } catch (e) {
+    if (e instanceof mqtt_request_response.ServiceError && e.modeledError)
+      return e.modeledError as Record<string, unknown>;
+    throw e;
+  }
+  throw new Error(`${what} was accepted; expected a rejection`);
+}
+
+/** The official SDK as the device: MQTT 5 with the claim and IotIdentityClientv2. */
+async function sdkSession(creds: { certFile: string; keyFile: string }, clientId: string) {
+  const c = sdk5(s, creds, clientId);
+  await within(c.connected, STEP_MS, 'claim connect');
+  const identity = iotidentity.IotIdentityClientv2.newFromMqtt5(c.client, {
+    maxRequestResponseSubscriptions: 2,
+    maxStreamingSubscriptions: 0,
+    operationTimeoutInSeconds: 20,
+  });
+  return {
+    identity,
+    register: (templateName: string, token: string, serial: string) =>
+      identity.registerThing({
+        templateName,
+        certificateOwnershipToken: token,
+        parameters: { SerialNumber: serial },
+      }),
+    close: async () => {
+      identity.close();
+      await c.stop();
+    },
+  };
+}
+
+describe('provisioning by claim through the station', () => {
+  it('claim create → submit (allow-list) → station writes the claim → each device provisions itself through the hook and connects; a serial that never came is reported', async () => {
+    const batchId = await submit(
+      'cw',
+      csv('cw.csv', [
+        ['CW1', 'B'],
+        ['CW2', 'C'],
+        ['CW3', 'D'],
+      ]),
+    );
+    const results = await station('cw', [await device('CW1'), await device('CW2')]);
+    expect(results).toHaveLength(2);
+    for (const r of results)
+      expect(r, JSON.stringify(r)).toMatchObject({ outcome: 'verified', connected: true });
+    for (const [serial, hw] of [
+      ['CW1', 'B'],
+      ['CW2', 'C'],
+    ] as const) {
+      const thing = await iot.send(new DescribeThingCommand({ thingName: `cw-${serial}` }));
+      expect(thing.attributes).toEqual({ serial, hw });
+    }
+    const report = json<Array<Record<string, unknown>>>(
+      ok(await cli(['report', batchId, '--format', 'json'])),
+    );
+    const by = new Map(report.map((d) => [d.serial, d]));
+    expect(by.get('CW1')).toMatchObject({ state: 'connected', claim: 'provisioned' });
+    expect(by.get('CW3')).toMatchObject({ state: 'accepted', claim: 'not seen' });
+    const status = json<{ provisioned: number; usedBy: Record<string, number> }>(
+      ok(await cli(['claim', 'status', '--profile', 'cw', '--json'])),
+    );
+    expect(status.provisioned).toBeGreaterThanOrEqual(2);
+    // A thing named like the product's that no lot allowed (made around the hook).
+    await iot.send(new CreateThingCommand({ thingName: 'cw-ROGUE' }));
+    const rec = await cli(['reconcile', batchId, '--json']);
+    expect(rec.code, rec.stderr).toBe(4);
+    const claim = (
+      JSON.parse(rec.stdout) as { claim: { provisioned: string[]; notSeen: string[]; outside: string[] } }
+    ).claim;
+    expect(claim.provisioned.sort()).toEqual(['CW1', 'CW2']);
+    expect(claim.notSeen).toEqual(['CW3']);
+    expect(claim.outside).toEqual(['cw-ROGUE']);
+  }, 300_000);
+
+  it('plain claim-key delivery (unwrapped by the station through the HSM) provisions too', async () => {
+    await submit('cp', csv('cp.csv', [['CP1', 'B']]));
+    const [r] = await station('cp', [await device('CP1')]);
+    expect(r, JSON.stringify(r)).toMatchObject({ outcome: 'verified', connected: true });
+  }, 180_000);
+});
+
+describe('the official device SDK with the claim', () => {
+  it('CreateCertificateFromCsr + RegisterThing for a serial of the lot (attributes from the CSV), then a connect as the thing; the same serial again is denied (replay); a serial outside the lot is denied', async () => {
+    await submit('cw', csv('sdk.csv', [['SDK1', 'Q']]));
+    const claim = await claimFiles('cw');
+    const session = await sdkSession(claim, 'cw-SDK1');
+    try {
+      const csr = makeCsr('device');
+      const created = await within(
+        session.identity.createCertificateFromCsr({ certificateSigningRequest: csr.csr }),
+        STEP_MS,
+        'CreateCertificateFromCsr',
+      );
+      const registered = await within(
+        session.register('cw', created.certificateOwnershipToken!, 'SDK1'),
+        STEP_MS,
+        'RegisterThing',
+      );
+      // The device asked for nothing but its serial: the hook set ThingName and HardwareRevision.
+      expect(registered.thingName).toBe('cw-SDK1');
+      const thing = await iot.send(new DescribeThingCommand({ thingName: 'cw-SDK1' }));
+      expect(thing.attributes).toEqual({ serial: 'SDK1', hw: 'Q' });
+
+      const again = await within(
+        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('d2').csr }),
+        STEP_MS,
+        'second CreateCertificateFromCsr',
+      );
+      const replay = await rejection(
+        session.register('cw', again.certificateOwnershipToken!, 'SDK1'),
+        'replay',
+      );
+      expect(replay).toMatchObject({ statusCode: 403, errorCode: 'ACCESS_DENIED' });
+      const e1 = await waitEvent(
+        s,
+        (e) => e.kind === 'fleet.rejected' && e.certificateId === again.certificateId,
+      );
+      expect(JSON.stringify(e1.details)).toContain('REPLAY');
+
+      const outside = await within(
+        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('d3').csr }),
+        STEP_MS,
+        'third CreateCertificateFromCsr',
+      );
+      const denied = await rejection(
+        session.register('cw', outside.certificateOwnershipToken!, 'NOT-IN-LOT'),
+        'outside',
+      );
+      expect(denied).toMatchObject({ statusCode: 403, errorCode: 'ACCESS_DENIED' });
+      const e2 = await waitEvent(
+        s,
+        (e) => e.kind === 'fleet.rejected' && e.certificateId === outside.certificateId,
+      );
+      expect(JSON.stringify(e2.details)).toContain('NOT_IN_LOT');
+      // A serial of another product's lot (template cp) is not in this template's lots either.
+      const other = await within(
+        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('d4').csr }),
+        STEP_MS,
+        'fourth CreateCertificateFromCsr',
+      );
+      await submit('cp', csv('cp-other.csv', [['CPX1', 'B']]));
+      expect(
+        await rejection(session.register('cw', other.certificateOwnershipToken!, 'CPX1'), 'other lot'),
+      ).toMatchObject({
+        errorCode: 'ACCESS_DENIED',
+      });
+    } finally {
+      await session.close();
+    }
+    const status = json<{ deniedByCode: Record<string, number> }>(
+      ok(await cli(['claim', 'status', '--profile', 'cw', '--json'])),
+    );
+    expect(status.deniedByCode.REPLAY).toBeGreaterThanOrEqual(1);
+    expect(status.deniedByCode.NOT_IN_LOT).toBeGreaterThanOrEqual(2);
+  }, 240_000);
+
+  it('CreateKeysAndCertificate + RegisterThing (deviceKey keys), then a connect as the thing', async () => {
+    await submit('ck', csv('ck.csv', [['CK1', 'B']]));
+    const claim = await claimFiles('ck');
+    const session = await sdkSession(claim, 'ck-CK1');
+    let created;
+    try {
+      created = await within(
+        session.identity.createKeysAndCertificate({}),
+        STEP_MS,
+        'CreateKeysAndCertificate',
+      );
+      const registered = await within(
+        session.register('ck', created.certificateOwnershipToken!, 'CK1'),
+        STEP_MS,
+        'RegisterThing',
+      );
+      expect(registered.thingName).toBe('ck-CK1');
+    } finally {
+      await session.close();
+    }
+    const certFile = join(dir, 'ck1.pem');
+    const keyFile = join(dir, 'ck1.key');
+    writeFileSync(certFile, created.certificatePem!);
+    writeFileSync(keyFile, created.privateKey!, { mode: 0o600 });
+    cleanups.push(() => Promise.resolve(rmSync(keyFile, { force: true })));
+    const d = sdk5(s, { certFile, keyFile }, 'ck-CK1');
+    expect((await within(d.connected, STEP_MS, 'connect as the thing'))?.reasonCode).toBe(0);
+    await d.stop();
+  }, 180_000);
+
+  it('an expired ownership token is refused, and the serial is still allowed afterwards', async () => {
+    await submit('cw', csv('late.csv', [['LATE1', 'B']]));
+    const claim = await claimFiles('cw');
+    const session = await sdkSession(claim, 'cw-LATE1');
+    try {
+      const created = await within(
+        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('late').csr }),
+        STEP_MS,
+        'CreateCertificateFromCsr',
+      );
+      await setClock(s, 3601);
+      try {
+        const late = await rejection(
+          session.register('cw', created.certificateOwnershipToken!, 'LATE1'),
+          'late',
+        );
+        expect(late).toMatchObject({ errorCode: 'InvalidCertificateOwnershipToken' });
+      } finally {
+        await setClock(s, 0);
+      }
+      const fresh = await within(
+        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('late2').csr }),
+        STEP_MS,
+        'CreateCertificateFromCsr again',
+      );
+      const r = await within(
+        session.register('cw', fresh.certificateOwnershipToken!, 'LATE1'),
+        STEP_MS,
+        'RegisterThing',
+      );
+      expect(r.thingName).toBe('cw-LATE1');
+    } finally {
+      await session.close();
+    }
+  }, 180_000);
+});
+
+describe('provisioning by trusted user', () => {
+  it('claim issue prints a five-minute claim with the claim policy attached; a device of the lot provisions with it through the hook; after five minutes it is refused', async () => {
+    await submit('cw', csv('trusted.csv', [['TRU1', 'B']]));
+    const issued = json<{
+      certificateId: string;
+      certificatePem: string;
+      privateKeyPem: string;
+      expiration: string;
+    }>(ok(await cli(['claim', 'issue', '--profile', 'cw', '--json'])));
+    const left = Date.parse(issued.expiration) - Date.now();
+    expect(left).toBeGreaterThan(60_000);
+    expect(left).toBeLessThanOrEqual(7 * 60_000);
+    const certFile = join(dir, 'trusted.pem');
+    const keyFile = join(dir, 'trusted.key');
+    writeFileSync(certFile, issued.certificatePem);
+    writeFileSync(keyFile, issued.privateKeyPem, { mode: 0o600 });
+    cleanups.push(() => Promise.resolve(rmSync(keyFile, { force: true })));
+    const session = await sdkSession({ certFile, keyFile }, 'cw-TRU1');
+    try {
+      const created = await within(
+        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('tru').csr }),
+        STEP_MS,
+        'CreateCertificateFromCsr',
+      );
+      const r = await within(
+        session.register('cw', created.certificateOwnershipToken!, 'TRU1'),
+        STEP_MS,
+        'RegisterThing',
+      );
+      expect(r.thingName).toBe('cw-TRU1');
+    } finally {
+      await session.close();
+    }
+    const status = json<{ usedBy: Record<string, number> }>(
+      ok(await cli(['claim', 'status', '--profile', 'cw', '--json'])),
+    );
+    expect(status.usedBy.temporary).toBeGreaterThanOrEqual(1);
+    await setClock(s, 301);
+    try {
+      const late = sdk5(s, { certFile, keyFile }, 'cw-TRU2');
+      await expect(
+        within(late.connected, STEP_MS, 'connect with an expired temporary claim'),
+      ).rejects.toThrow();
+      await late.stop(false);
+    } finally {
+      await setClock(s, 0);
+    }
+  }, 180_000);
+});
+
+describe('turning things off, and failures on the way', () => {
+  it('a revoked claim stops provisioning at once (the device is refused); rotate makes a new claim that works', async () => {
+    await submit(
+      'cr',
+      csv('cr.csv', [
+        ['CR1', 'B'],
+        ['CR2', 'B'],
+      ]),
+    );
+    const old = await claimFiles('cr');
+    const revoked = json<{
+      claim: { current: unknown; previous: Array<{ status: string; certificateId: string }> };
+    }>(ok(await cli(['claim', 'revoke', '--profile', 'cr', '--reason', 'claim seen on a forum', '--json'])));
+    expect(revoked.claim.current).toBeNull();
+    expect(revoked.claim.previous[0]!.status).toBe('REVOKED');
+    const d = await iot.send(
+      new DescribeCertificateCommand({ certificateId: revoked.claim.previous[0]!.certificateId }),
+    );
+    expect(d.certificateDescription!.status).toBe('INACTIVE');
+    const c = sdk5(s, old, 'cr-CR1');
+    await expect(within(c.connected, STEP_MS, 'connect with a revoked claim')).rejects.toThrow();
+    await c.stop(false);
+    // The station has no claim to write: the device is refused, untouched.
+    const [refused] = await station('cr', [await device('CR1')]);
+    expect(refused).toMatchObject({ outcome: 'refused' });
+    const submitRevoked = await cli(['submit', csv('cr2.csv', [['CR9', 'B']]), '--profile', 'cr']);
+    expect(submitRevoked.code).toBe(3);
+    expect(submitRevoked.stderr).toContain('CLAIM_REVOKED');
+
+    ok(await cli(['claim', 'rotate', '--profile', 'cr']));
+    const [r] = await station('cr', [await device('CR1')]);
+    expect(r, JSON.stringify(r)).toMatchObject({ outcome: 'verified', connected: true });
+  }, 240_000);
+
+  it('a hook that does not answer within 5 s: ACCESS_DENIED with the reason logged, and the serial is not used up', async () => {
+    await submit('cw', csv('slow.csv', [['SLOW1', 'B']]));
+    const slow = createServer((_req, res) => {
+      setTimeout(() => res.end(JSON.stringify({ allowProvisioning: true })), 7000);
+    });
+    servers.push(slow);
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    const lambdas = async (body: unknown) =>
+      expect(
+        (await fetch(`${s.iotUrl}/_emulator/lambdas`, { method: 'PUT', body: JSON.stringify(body) })).status,
+      ).toBe(200);
+    const before = (await (await fetch(`${s.iotUrl}/_emulator/lambdas`)).json()) as Record<string, string>;
+    await lambdas({ [HOOK_ARN]: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/` });
+    try {
+      const [r] = await station('cw', [await device('SLOW1')]);
+      expect(r).toMatchObject({ outcome: 'failed', code: 'DEVICE_PROVISION_DENIED' });
+      await waitEvent(
+        s,
+        (e) => e.kind === 'fleet.rejected' && e.reason.includes('did not answer within 5000 ms'),
+      );
+    } finally {
+      await lambdas({ [HOOK_ARN]: before[HOOK_ARN] });
+    }
+    // The hook never decided, so the serial is still allowed: the next visit provisions it.
+    const [again] = await station('cw', [await device('SLOW1')]);
+    expect(again, JSON.stringify(again)).toMatchObject({ outcome: 'verified', connected: true });
+  }, 180_000);
+
+  it('throttling from the stand-in fails the device for now (DEVICE_PROVISION_FAILED); the next visit provisions it', async () => {
+    await submit('cw', csv('thr.csv', [['THR1', 'B']]));
+    const faults = (body: unknown) =>
+      fetch(`${s.iotUrl}/_emulator/faults?replace=true`, { method: 'PUT', body: JSON.stringify(body) });
+    expect((await faults({ throttle: { CreateCertificateFromCsr: 1 } })).status).toBe(200);
+    let first: Record<string, unknown> | undefined;
+    try {
+      [first] = await station('cw', [await device('THR1')]);
+    } finally {
+      await faults({});
+    }
+    expect(first).toMatchObject({ outcome: 'failed', code: 'DEVICE_PROVISION_FAILED' });
+    expect(String(first?.message)).toContain('ThrottlingException');
+    const [second] = await station('cw', [await device('THR1')]);
+    expect(second, JSON.stringify(second)).toMatchObject({ outcome: 'verified', connected: true });
+  }, 240_000);
+});
+
+describe('bad input is refused with a clear message, nothing provisioned', () => {
+  it('a template without a parameter the hook sets; a claim policy without Subscribe; a lot re-submitted with changed rows', async () => {
+    const tpl = await cli(['claim', 'create', '--profile', 'badtpl']);
+    expect(tpl.code).toBe(3);
+    expect(tpl.stderr).toContain('CLAIM_TEMPLATE_INVALID');
+    expect(tpl.stderr).toContain('declares no parameter HardwareRevision');
+    const pol = await cli(['claim', 'create', '--profile', 'badpol']);
+    expect(pol.code).toBe(3);
+    expect(pol.stderr).toContain('CLAIM_POLICY_INVALID');
+    expect(pol.stderr).toContain('iot:Subscribe on');
+    expect(pol.stderr).toContain('/accepted');
+
+    await submit(
+      'cw',
+      csv('keep.csv', [
+        ['KEEP1', 'B'],
+        ['KEEP2', 'B'],
+      ]),
+    );
+    const changed = await cli([
+      'submit',
+      csv('keep2.csv', [
+        ['KEEP2', 'Z'],
+        ['KEEP3', 'B'],
+      ]),
+      '--profile',
+      'cw',
+      '--skip-existing',
+    ]);
+    expect(changed.code).toBe(3);
+    expect(changed.stderr).toContain('CLAIM_LOT_CHANGED');
+    expect(changed.stderr).toContain('serial KEEP2');
+    const batches = json<Array<{ total: number }>>(ok(await cli(['batches', '--json'])));
+    expect(JSON.stringify(batches)).not.toContain('keep2.csv');
+  }, 180_000);
+});
+
+describe('secrets', () => {
+  it('no claim key in plaintext in Redis, the stand-in state, S3 or the logs; only wrapped', async () => {
+    const { keyDer } = await claimFiles('cw');
+    const needles = [keyDer.toString('base64').slice(0, 40), keyDer.toString('hex').slice(0, 40)];
+    const redis = new Redis(redisUrl);
+    const dump: string[] = [];
+    for (const key of await redis.keys('*')) {
+      const type = await redis.type(key);
+      if (type === 'string') dump.push((await redis.get(key)) ?? '');
+      else if (type === 'hash') dump.push(JSON.stringify(await redis.hgetall(key)));
+    }
+    redis.disconnect();
+    const text = dump.join('\n');
+    expect(text).toContain('wrappedKey');
+    expect(text).not.toContain('PRIVATE KEY');
+    for (const nd of needles) expect(text).not.toContain(nd);
+    // Files under the home except the HSM token (the stand-in's state and S3, logs).
+    const walk = (d: string): string[] =>
+      readdirSync(d).flatMap((f) => {
+        const p = join(d, f);
+        if (f === 'hsm') return [];
+        return statSync(p).isDirectory() ? walk(p) : [p];
+      });
+    for (const f of walk(home)) {
+      const body = readFileSync(f);
+      for (const nd of needles) expect(body.includes(nd), f).toBe(false);
+      expect(body.includes(keyDer.subarray(10, 40)), f).toBe(false);
+    }
+  }, 60_000);
+});
