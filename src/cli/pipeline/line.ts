@@ -107,8 +107,10 @@ export async function sharedKek(hsm: Hsm, label: string, file: string): Promise<
 }
 
 /**
- * The factory CA of a JITP profile, made in the HSM and registered with the stand-in with the
- * profile's template (idempotent): what `provline ca create` and `ca register` do by hand.
+ * The factory CA of a jitp or jitr profile, made in the HSM and registered with the stand-in
+ * (idempotent): with the profile's template for JITP, without one for JITR (a CA with a
+ * template provisions by JITP and the activator would never see its devices). What
+ * `provline ca create` and `ca register [--template-body]` do by hand.
  */
 export async function prepareFactoryCa(
   c: CommandContext,
@@ -133,10 +135,14 @@ export async function prepareFactoryCa(
       mode: 'DEFAULT',
       verificationCertificate: (registrationCode) =>
         hsmCa.signVerificationCertificate(hsm, { ca: settings, registrationCode, now: new Date() }),
-      registrationConfig: {
-        templateBody: readFileSync(profile.templatePath, 'utf8'),
-        roleArn: requireRoleArn(c.runtime.aws),
-      },
+      ...(strategyFor(profile).certificate.call === 'jit-template'
+        ? {
+            registrationConfig: {
+              templateBody: readFileSync(profile.templatePath, 'utf8'),
+              roleArn: requireRoleArn(c.runtime.aws),
+            },
+          }
+        : {}),
     });
   } finally {
     cloud.destroy();
