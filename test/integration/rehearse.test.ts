@@ -172,6 +172,35 @@ describe('provline rehearse', () => {
   );
 
   it(
+    'passes a JITR lot: the CA registered without a template, the activator started beside the stand-in activates each device at its first connect, and stopped with the rest',
+    async () => {
+      const profiles = join(dir, 'jitr-profiles');
+      execFileSync('mkdir', ['-p', profiles]);
+      const jitr = readFileSync(join(ROOT, 'config/profiles/sensor-jitp.yaml'), 'utf8')
+        .replace('strategy: jitp', 'strategy: jitr')
+        .replace("thingName: 'jsensor-{serial}'", "thingName: 'rsensor-{serial}'")
+        .replace('label: provline-demo-ca', 'label: provline-rehearse-jitr-ca')
+        .replace('../templates/sensor-jitp.json', join(ROOT, 'config/templates/sensor-jitp.json'))
+        .replace('../policies/demo-device.json', join(ROOT, 'config/policies/demo-device.json'));
+      writeFileSync(join(profiles, 'sensor-jitr.yaml'), jitr);
+      const own = join(dir, 'jitr.yaml');
+      writeFileSync(own, `profileDirs: [${profiles}]\n`);
+      const csv = join(dir, 'jitr.csv');
+      writeFileSync(csv, 'serial\nJT-0001\nJT-0002\n');
+      const r = await runCli(['rehearse', csv, '--profile', 'sensor-jitr', '--config', own, '--json'], {
+        timeoutMs: REHEARSE_BUDGET_MS,
+      });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const v = json<Verdict>(r);
+      expect(v).toMatchObject({ verdict: 'pass', strategy: 'jitr', sampled: 2 });
+      for (const d of v.devices)
+        expect(d, d.serial).toMatchObject({ ok: true, state: 'connected', connected: true });
+      await expectNothingLeft(v);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it(
     'rehearses an evenly spread sample of the lot, always the same rows (the first, then every third of six)',
     async () => {
       const run = async (): Promise<Verdict> => {

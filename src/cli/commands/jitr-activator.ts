@@ -210,40 +210,89 @@ export function registerJitrActivator(program: Command, ctx: () => CommandContex
             [CA_VARIABLE]: `${cas.join('\n')}\n`,
           },
         });
-      const endpoint = c.runtime.aws.endpoint;
-      if (c.runtime.aws.useRealAws || !endpoint)
-        throw new ProvlineError(
-          'JITR_NEEDS_STAND_IN',
-          'the local JITR activator runs against the AWS IoT stand-in only',
-          {
-            kind: 'invalid-input',
-            hint: 'On AWS, deploy it as a Lambda (`npm run package:jitr-lambda`, docs/operations.md "JITR"); locally, run `provline stack up` first.',
-          },
-        );
-      const base = endpoint.replace(/\/$/, '');
-      const { account, region } = await standIn(base);
-      const clients = makeClients(c.runtime.aws);
-      try {
-        await ensureResources(clients, {
-          policyName: profile.policyName,
-          ...(profile.policyPath ? { policyDocument: readFileSync(profile.policyPath, 'utf8') } : {}),
-          ...(profile.thingType ? { thingType: profile.thingType } : {}),
-          thingGroups: [],
-        });
-        const name = opts.functionName ?? `provline-jitr-${profile.name}`;
-        await runJitrActivator({
-          clients,
-          config,
-          standInUrl: base,
-          functionArn: `arn:aws:lambda:${region}:${account}:function:${name}`,
-          host: opts.host,
-          port: opts.port,
-          write: (line) => c.out.write(`${JSON.stringify(line)}\n`),
-        });
-      } finally {
-        clients.destroy();
-      }
+      const stop = new Promise<string>((resolve) => {
+        process.once('SIGTERM', () => resolve('SIGTERM'));
+        process.once('SIGINT', () => resolve('SIGINT'));
+      });
+      const { done } = await startLocalActivator(c, profile, config, {
+        host: opts.host,
+        port: opts.port,
+        ...(opts.functionName ? { functionName: opts.functionName } : {}),
+        write: (line) => c.out.write(`${JSON.stringify(line)}\n`),
+        stop,
+      });
+      await done;
     });
+}
+
+/** The activator's settings for a profile and its factory CA certificates, checked. */
+export function activatorConfig(profile: ResolvedProfile, caPems: string[]): CompiledConfig {
+  return compile(profile, activatorSettings(profile).settings, caPems);
+}
+
+/**
+ * The activator as a local function of the stand-in: the profile's policy and thing type made
+ * sure of, the handler served over HTTP, its ARN mapped and the topic rule made. Resolves once
+ * it is ready; `done` settles when `stop` resolves and it has unmapped itself.
+ */
+export async function startLocalActivator(
+  c: CommandContext,
+  profile: ResolvedProfile,
+  config: CompiledConfig,
+  o: {
+    host?: string;
+    port?: number;
+    functionName?: string;
+    write: (line: object) => void;
+    stop: Promise<string>;
+  },
+): Promise<{ done: Promise<void> }> {
+  const endpoint = c.runtime.aws.endpoint;
+  if (c.runtime.aws.useRealAws || !endpoint)
+    throw new ProvlineError(
+      'JITR_NEEDS_STAND_IN',
+      'the local JITR activator runs against the AWS IoT stand-in only',
+      {
+        kind: 'invalid-input',
+        hint: 'On AWS, deploy it as a Lambda (`npm run package:jitr-lambda`, docs/operations.md "JITR"); locally, run `provline stack up` first.',
+      },
+    );
+  const base = endpoint.replace(/\/$/, '');
+  const { account, region } = await standIn(base);
+  const clients = makeClients(c.runtime.aws);
+  let ready!: () => void;
+  const isReady = new Promise<void>((resolve) => (ready = resolve));
+  let done: Promise<void>;
+  try {
+    await ensureResources(clients, {
+      policyName: profile.policyName,
+      ...(profile.policyPath ? { policyDocument: readFileSync(profile.policyPath, 'utf8') } : {}),
+      ...(profile.thingType ? { thingType: profile.thingType } : {}),
+      thingGroups: [],
+    });
+    const name = o.functionName ?? `provline-jitr-${profile.name}`;
+    done = runJitrActivator({
+      clients,
+      config,
+      standInUrl: base,
+      functionArn: `arn:aws:lambda:${region}:${account}:function:${name}`,
+      ...(o.host ? { host: o.host } : {}),
+      ...(o.port !== undefined ? { port: o.port } : {}),
+      write: (line) => {
+        o.write(line);
+        if ((line as { msg?: string }).msg === 'jitr activator ready') ready();
+      },
+      stopSignal: o.stop,
+    }).finally(() => clients.destroy());
+  } catch (e) {
+    clients.destroy();
+    throw e;
+  }
+  await Promise.race([
+    isReady,
+    done.then(() => Promise.reject(new Error('the JITR activator stopped before it was ready'))),
+  ]);
+  return { done };
 }
 
 function writePackage(c: CommandContext, file: string, caPem: string | undefined): void {

@@ -34,6 +34,7 @@ import { openHsm, type Hsm } from '../../hsm/hsm.js';
 import type { Runner } from '../../jobs/runner.js';
 import { submitBatch } from '../../jobs/submit.js';
 import { checkFactoryCa } from '../../jobs/ca-preflight.js';
+import * as hsmCa from '../../hsm/ca.js';
 import { makeClients } from '../../cloud/clients.js';
 import { readState, stackPaths } from '../../stack/home.js';
 import { stackDown, stackUp } from '../../stack/stack.js';
@@ -53,6 +54,7 @@ import {
   type Verdict,
 } from '../rehearse/verdict.js';
 import { waitForRegistration } from './submit.js';
+import { activatorConfig, startLocalActivator } from './jitr-activator.js';
 
 interface RehearseOptions {
   profile: string;
@@ -128,6 +130,8 @@ class Rehearsal {
   private p: PipelineHandles | undefined;
   private runner: Runner | undefined;
   private pairs: PtyPair[] = [];
+  private stopActivator: (() => void) | undefined;
+  private activator: Promise<void> | undefined;
 
   constructor(
     private readonly c: CommandContext,
@@ -270,15 +274,6 @@ class Rehearsal {
   private async rehearseLot(): Promise<void> {
     const profile = this.profile!;
     const strategy = this.strategy!;
-    if (strategy.certificate.call === 'jit-activator') {
-      this.check(
-        'stack',
-        false,
-        `strategy ${strategy.name} needs \`provline jitr-activator\` running beside the stand-in, which rehearse does not start yet`,
-      );
-      this.skip(['hsm stage', 'registration', 'station', 'first connect']);
-      return;
-    }
     // The stack: a home of its own, free ports; nothing of the user's configured services.
     let t = performance.now();
     this.progress('stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in');
@@ -302,6 +297,21 @@ class Rehearsal {
     if (strategy.certificate.by === 'factory-ca') {
       this.progress(`factory CA "${profile.ca?.label ?? ''}" in the HSM, registered with the stand-in`);
       await prepareFactoryCa(ic, this.hsm, profile);
+      // JITR: the activator beside the stand-in, as `provline jitr-activator` runs it.
+      if (strategy.certificate.call === 'jit-activator') {
+        const view = await hsmCa.describeCa(this.hsm, profile.ca!, new Date());
+        const stop = new Promise<string>((resolve) => (this.stopActivator = () => resolve('rehearsal over')));
+        const started = await startLocalActivator(
+          ic,
+          profile,
+          activatorConfig(profile, [view.certificatePem]),
+          {
+            write: () => undefined,
+            stop,
+          },
+        );
+        this.activator = started.done;
+      }
     }
 
     // The lot (or its sample) submitted as the user would, then the HSM stage and registration.
@@ -547,6 +557,8 @@ class Rehearsal {
       }
     };
     await quietly(() => this.runner?.close());
+    this.stopActivator?.();
+    await quietly(() => this.activator);
     this.hsm?.close();
     await quietly(() => this.p?.close());
     for (const pair of this.pairs) await quietly(() => pair.stop());
