@@ -149,6 +149,56 @@ function csv(name: string, serials: string[]): string {
 
 const devKey = (serial: string): string => `provline:dev:${serial}`;
 
+interface StationResult {
+  event: string;
+  serial: string;
+  outcome: string;
+  code?: string;
+  connected?: boolean;
+}
+
+/**
+ * A station run over one pty pair per serial, a simulated device of `driver` on each (sensors
+ * hold the transport KEK), unplugged once `station --once` has answered.
+ */
+async function stationOnce(
+  profile: string,
+  stationId: string,
+  serials: readonly string[],
+  driver: 'provline-serial-v1' | 'nordic-at' = 'provline-serial-v1',
+): Promise<{ station: CliResult; results: StationResult[] }> {
+  const rigs = await Promise.all(
+    serials.map(async (serial, i) => {
+      const pair = await startPtyPair(ptyDir, `${stationId}-${i}`);
+      pairs.push(pair);
+      const sim = await startSimulator({
+        driver,
+        port: pair.device,
+        serial,
+        ...(driver === 'provline-serial-v1' ? { kek } : {}),
+      });
+      return { pair, sim };
+    }),
+  );
+  const station = await cli([
+    'station',
+    '--once',
+    '--json',
+    '--profile',
+    profile,
+    '--station-id',
+    stationId,
+    ...rigs.flatMap((r) => ['--port', r.pair.host]),
+  ]);
+  for (const r of rigs) await r.sim.close();
+  const results = station.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as StationResult)
+    .filter((e) => e.event === 'result');
+  return { station, results };
+}
+
 describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned by AWS at first connect', () => {
   it('the factory CA made in beforeAll is registered ACTIVE with auto-registration and its JITP template', async () => {
     const st = json<{ registered: boolean; aws: { status: string; autoRegistrationStatus: string } }>(
@@ -275,31 +325,8 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
     expect(before).toMatchObject({ checked: 0, awaitingFirstConnect: 3, orphans: [] });
 
     // The station: a port per device, the devices holding the transport KEK.
-    const rigs = await Promise.all(
-      serials.map(async (serial, i) => {
-        const pair = await startPtyPair(ptyDir, `j${i}`);
-        pairs.push(pair);
-        const sim = await startSimulator({ driver: 'provline-serial-v1', port: pair.device, serial, kek });
-        return { pair, sim };
-      }),
-    );
-    const station = await cli([
-      'station',
-      '--once',
-      '--json',
-      '--profile',
-      'jline',
-      '--station-id',
-      'jitp-line',
-      ...rigs.flatMap((r) => ['--port', r.pair.host]),
-    ]);
-    for (const r of rigs) await r.sim.close();
+    const { station, results } = await stationOnce('jline', 'jitp-line', serials);
     ok(station);
-    const results = station.stdout
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { event: string; serial: string; outcome: string; connected?: boolean })
-      .filter((e) => e.event === 'result');
     expect(results.map((r) => [r.serial, r.outcome, r.connected]).sort()).toEqual(
       serials.map((s) => [s, 'verified', true]).sort(),
     );
@@ -367,26 +394,7 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
         .certificateDescription?.status,
     ).toBe('REVOKED');
 
-    const pair = await startPtyPair(ptyDir, 'rev');
-    pairs.push(pair);
-    const sim = await startSimulator({ driver: 'provline-serial-v1', port: pair.device, serial, kek });
-    const station = await cli([
-      'station',
-      '--once',
-      '--json',
-      '--profile',
-      'jline',
-      '--station-id',
-      'jitp-rev',
-      '--port',
-      pair.host,
-    ]);
-    await sim.close();
-    const result = station.stdout
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { event: string; outcome?: string; code?: string })
-      .find((e) => e.event === 'result');
+    const result = (await stationOnce('jline', 'jitp-rev', [serial])).results[0];
     expect(result).toMatchObject({ outcome: 'failed', code: 'DEVICE_CONNECT_FAILED' });
     await expect(iot.send(new DescribeThingCommand({ thingName: `jl-${serial}` }))).rejects.toMatchObject({
       name: 'ResourceNotFoundException',
@@ -440,28 +448,7 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
       ),
     );
     expect(submitted).toMatchObject({ failed: 0, certificates: 'signed', stages: { registered: 2 } });
-    const rigs = await Promise.all(
-      serials.map(async (serial, i) => {
-        const pair = await startPtyPair(ptyDir, `r${i}`);
-        pairs.push(pair);
-        return {
-          pair,
-          sim: await startSimulator({ driver: 'provline-serial-v1', port: pair.device, serial, kek }),
-        };
-      }),
-    );
-    const station = await cli([
-      'station',
-      '--once',
-      '--json',
-      '--profile',
-      'jr',
-      '--station-id',
-      'jitr-line',
-      ...rigs.flatMap((r) => ['--port', r.pair.host]),
-    ]);
-    for (const r of rigs) await r.sim.close();
-    ok(station);
+    ok((await stationOnce('jr', 'jitr-line', serials)).station);
     for (const serial of serials) {
       expect(await redis.hget(devKey(serial), 'state')).toBe('connected');
       const thing = await iot.send(new DescribeThingCommand({ thingName: `jr-${serial}` }));
@@ -484,22 +471,7 @@ describe('a JITP lot: signed offline by the factory CA in the HSM, provisioned b
       ok(await cli(['submit', csv('jdev', serials), '--profile', 'jdev', '--json'])),
     );
     expect(await redis.hget(devKey(serials[0]!), 'state')).toBe('accepted');
-    const pair = await startPtyPair(ptyDir, 'jdev');
-    pairs.push(pair);
-    const sim = await startSimulator({ driver: 'nordic-at', port: pair.device, serial: serials[0]! });
-    const station = await cli([
-      'station',
-      '--once',
-      '--json',
-      '--profile',
-      'jdev',
-      '--station-id',
-      'jdev',
-      '--port',
-      pair.host,
-    ]);
-    await sim.close();
-    ok(station);
+    ok((await stationOnce('jdev', 'jdev', serials, 'nordic-at')).station);
     const rec = await redis.hgetall(devKey(serials[0]!));
     expect(rec).toMatchObject({ state: 'connected', keySource: 'device', batch: submitted.batchId });
     expect(rec.wrappedKey).toBeUndefined();
