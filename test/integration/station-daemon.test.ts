@@ -479,10 +479,12 @@ describe('station', () => {
         const res = runs[i]!.byPort(r.target);
         expect(res, res.message).toMatchObject({ outcome: 'verified', recorded: 'journal', connected: true });
         const rec = await world.journal.get(r.device.serial);
-        expect(rec).toMatchObject({
-          state: 'connected',
-          fields: { keySource: 'device', connectAttempts: '1' },
-        });
+        expect(rec).toMatchObject({ state: 'connected', fields: { keySource: 'device' } });
+        // On a loaded machine a first attempt can time out and be retried; the count is the
+        // device's own, and the stand-in saw the accepted connect with the issued certificate.
+        expect(Number(rec!.fields.connectAttempts)).toBeGreaterThanOrEqual(1);
+        const seen = await standInEvents(r.device.thingName);
+        expect(seen.find((e) => e.kind === 'connect.accepted')?.certificateId).toBe(rec!.fields.certificateId);
         // The certificate AWS issued is on the device, over the key the device generated.
         const cert = new X509Certificate(rec!.fields.certificatePem!);
         const certSpki = Buffer.from(cert.publicKey.rawData);
