@@ -162,40 +162,58 @@ export function checkClaimProfile(profile: ResolvedProfile): {
 const policyNameOf = (settings: ClaimSettings, certificateId: string): string =>
   `${settings.templateName}-claim-${certificateId.slice(0, 12)}`;
 
+/** The claim policy for the profile as a document: its own file (`claim.policy`), or generated. */
+function claimPolicyOf(
+  profile: ResolvedProfile,
+  settings: ClaimSettings,
+  where: { region: string; account: string },
+): unknown {
+  if (!profile.claimPolicyPath)
+    return claimPolicy({
+      ...where,
+      templateName: settings.templateName,
+      clientIdPrefix: clientIdPrefixOf(profile.thingName),
+    });
+  const text = readText(profile.claimPolicyPath, 'claim policy');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * What the profile's claim policy (its own file, or the generated one) lacks for the whole
+ * fleet exchange in this region and account, as sentences; none when it would let a device
+ * provision itself. `provline rehearse` lints with it; `claim create` refuses on any.
+ */
+export function claimPolicyProblems(
+  profile: ResolvedProfile,
+  where: { region: string; account: string },
+): string[] {
+  const settings = claimOf(profile);
+  return claimPolicyGaps(claimPolicyOf(profile, settings, where), {
+    ...where,
+    templateName: settings.templateName,
+    clientIds: [`${clientIdPrefixOf(profile.thingName)}SN0001`],
+    deviceKey: settings.deviceKey,
+  });
+}
+
 /** The claim policy document for the profile (its own file, or generated), checked. */
 function claimPolicyDocument(
   profile: ResolvedProfile,
   settings: ClaimSettings,
   where: { region: string; account: string },
 ): string {
-  const doc: unknown = profile.claimPolicyPath
-    ? (() => {
-        const text = readText(profile.claimPolicyPath, 'claim policy');
-        try {
-          return JSON.parse(text) as unknown;
-        } catch {
-          return text;
-        }
-      })()
-    : claimPolicy({
-        ...where,
-        templateName: settings.templateName,
-        clientIdPrefix: clientIdPrefixOf(profile.thingName),
-      });
-  const sample = `${clientIdPrefixOf(profile.thingName)}SN0001`;
-  const gaps = claimPolicyGaps(doc, {
-    ...where,
-    templateName: settings.templateName,
-    clientIds: [sample],
-    deviceKey: settings.deviceKey,
-  });
+  const gaps = claimPolicyProblems(profile, where);
   if (gaps.length)
     throw new ProvlineError(
       'CLAIM_POLICY_INVALID',
       `profile ${profile.name}: the claim policy${profile.claimPolicyPath ? ` ${profile.claimPolicyPath}` : ''} would not let a device provision itself; it lacks:\n${gaps.map((g) => `  - ${g}`).join('\n')}`,
       { kind: 'invalid-input', details: { gaps } },
     );
-  return JSON.stringify(doc);
+  return JSON.stringify(claimPolicyOf(profile, settings, where));
 }
 
 export interface ClaimCreated {

@@ -17,20 +17,12 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync }
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
-import { getProfile, type ResolvedProfile } from '../../config/load.js';
+import { getProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
 import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index.js';
 import { DescribeThingCommand } from '@aws-sdk/client-iot';
-import { makeClients, requireBucket } from '../../cloud/clients.js';
-import {
-  makeHandler,
-  mapInStandIn,
-  publicKeysFromPem,
-  startHookRunner,
-  type HookRunner,
-} from '../../cloud/hook/index.js';
-import { ClaimStore, createClaim, HOOK_PREFIX } from '../../jobs/claim.js';
-import { prepareClaimLot } from '../pipeline/claim-lot.js';
+import { makeClients } from '../../cloud/clients.js';
+import { prepareClaimLot, startLocalClaim, type LocalClaim } from '../pipeline/claim-lot.js';
 import type { StrategyName } from '../../config/schema.js';
 import { openHsm, type Hsm } from '../../hsm/hsm.js';
 import { checkFactoryCa, type CaPreflightProfile } from '../../jobs/ca-preflight.js';
@@ -100,7 +92,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
   const pairs: PtyPair[] = [];
   let p: PipelineHandles | undefined;
   let hsm: Hsm | undefined;
-  let hook: HookRunner | undefined;
+  let claim: LocalClaim | undefined;
   try {
     // Serials are new on every run, so the demo can run again on the same home.
     const run = nextRun(join(dir, 'runs'));
@@ -152,8 +144,8 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     const claimLine = byName('sensor-claim');
     if (claimLine) {
       step("claim for the claim sensors: key in the HSM, the fleet template with provline's hook");
-      hook = await startDemoClaim(c, p, hsm, claimLine.profile);
-      c.print(`    hook ${claimLine.profile.claim!.hookArn} served at ${hook.url}`);
+      claim = await startLocalClaim(c, p, hsm, claimLine.profile);
+      c.print(`    hook ${claimLine.profile.claim!.hookArn} served at ${claim.hook.url}`);
     }
     for (const line of lines) {
       const csv = join(dir, `${line.profile.name}-run${run}.csv`);
@@ -265,7 +257,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     );
     if (verified !== opts.devices || connected !== opts.devices) throw new ExitCode(EXIT.partial);
   } finally {
-    await hook?.close();
+    await claim?.close();
     hsm?.close();
     await p?.close();
     for (const pair of pairs) await pair.stop().catch(() => undefined);
@@ -274,42 +266,6 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       await stackDown(home);
     }
   }
-}
-
-/**
- * The claim profile's claim (made once: `claim create` is idempotent) and provline's hook served
- * in this process, mapped into the stand-in as `claim.hookArn`.
- */
-async function startDemoClaim(
-  c: CommandContext,
-  p: PipelineHandles,
-  hsm: Hsm,
-  profile: ResolvedProfile,
-): Promise<HookRunner> {
-  const cloud = makeClients(c.runtime.aws, { maxAttempts: 2 });
-  const { state } = await createClaim(
-    { cloud, store: new ClaimStore(p.redis, p.prefix), hsm: () => Promise.resolve(hsm) },
-    profile,
-  ).catch((e: unknown) => {
-    cloud.destroy();
-    throw e;
-  });
-  const runner = await startHookRunner(
-    makeHandler({
-      s3: cloud.s3,
-      bucket: requireBucket(cloud.aws),
-      prefix: HOOK_PREFIX,
-      trusted: publicKeysFromPem(state.signingPublicKeyPem),
-    }),
-  );
-  await mapInStandIn(cloud.aws.endpoint!, profile.claim!.hookArn, runner.url);
-  return {
-    ...runner,
-    close: async () => {
-      await runner.close();
-      cloud.destroy();
-    },
-  };
 }
 
 /** How many of a lot's things the registry holds (DescribeThing per device: a demo-sized lot). */

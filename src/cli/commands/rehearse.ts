@@ -10,7 +10,10 @@
  *
  * What each stage does follows from the strategy module (what the HSM makes, who obtains the
  * certificate, what the bundle carries), so a new strategy is rehearsed without a change here
- * as long as it needs nothing the line cannot simulate.
+ * as long as it needs nothing the line cannot simulate. A claim lot also gets its claim made in
+ * the token, the fleet template with provline's hook, the hook served beside the stand-in and
+ * the lot's allow-list published, as the demo does (src/cli/pipeline/claim-lot.ts); each device
+ * then provisions itself through the hook, and the hook's records say what became of it.
  *
  * Exit codes: 0 the lot passes, 4 it fails (the verdict says why), 1 the rehearsal itself could
  * not run (its stack, the HSM) or was interrupted.
@@ -27,6 +30,9 @@ import { lintPolicy } from '../../cloud/policy-lint.js';
 import { lintTemplate } from '../../cloud/template/index.js';
 import { getProfile, type LoadedConfig, type ResolvedProfile } from '../../config/load.js';
 import { ConfigSchema } from '../../config/schema.js';
+import type { SerialOutcome } from '../../cloud/claim/outcomes.js';
+import { checkClaimProfile, claimPolicyProblems } from '../../jobs/claim.js';
+import { AWS_ACCOUNT } from '../../stack/aws.js';
 import { ProvlineError, isProvlineError, messageOf } from '../../core/errors.js';
 import { isAlive } from '../../core/proc.js';
 import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index.js';
@@ -41,6 +47,7 @@ import { stackDown, stackUp } from '../../stack/stack.js';
 import { CommandContext } from '../context.js';
 import { EXIT, ExitCode } from '../exit.js';
 import { intOption } from '../options.js';
+import { claimOutcomes, prepareClaimLot, startLocalClaim, type LocalClaim } from '../pipeline/claim-lot.js';
 import { prepareFactoryCa, prepareProductKeys, runProductLines, type LineRun } from '../pipeline/line.js';
 import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { deviceRegistrar, stationRegisters } from '../pipeline/registrar.js';
@@ -132,6 +139,7 @@ class Rehearsal {
   private pairs: PtyPair[] = [];
   private stopActivator: (() => void) | undefined;
   private activator: Promise<void> | undefined;
+  private claim: LocalClaim | undefined;
 
   constructor(
     private readonly c: CommandContext,
@@ -212,16 +220,23 @@ class Rehearsal {
     );
     const flavor = this.strategy.certificate.templateFlavor;
     const template = readable(profile.templatePath);
+    const claim = this.strategy.name === 'claim';
     const templateProblems =
       template.error !== undefined
         ? [{ message: template.error }]
-        : lintTemplate(template.text, flavor).map((t) => ({ path: t.path, message: t.message }));
+        : claim
+          ? claimTemplateProblemsOf(profile)
+          : lintTemplate(template.text, flavor).map((t) => ({ path: t.path, message: t.message }));
     this.check(
       'lint: template',
       templateProblems.length === 0,
       templateProblems.length
-        ? `the provisioning template ${profile.templatePath} has ${templateProblems.length} problem(s) for ${flavor} registration`
-        : `the provisioning template ${profile.templatePath} is sound for ${flavor} registration`,
+        ? claim
+          ? `the fleet template ${profile.templatePath} cannot serve the claim [CLAIM_TEMPLATE_INVALID]: ${oneOf(templateProblems)}`
+          : `the provisioning template ${profile.templatePath} has ${templateProblems.length} problem(s) for ${flavor} registration`
+        : claim
+          ? `the fleet template ${profile.templatePath} is sound for fleet provisioning and declares the serial parameter ${profile.claim!.serialParameter} and every parameter the hook sets (${Object.keys(profile.parameters).join(', ')})`
+          : `the provisioning template ${profile.templatePath} is sound for ${flavor} registration`,
       templateProblems.length ? { problems: templateProblems } : {},
     );
     if (profile.policyPath) {
@@ -237,7 +252,36 @@ class Rehearsal {
       );
     } else
       this.check('lint: policy', true, `no policy document: the template names policy ${profile.policyName}`);
+    if (claim) this.lintClaimPolicy(profile);
     return true;
+  }
+
+  /**
+   * A claim profile's claim policy (its own `claim.policy`, or the generated one) against the
+   * whole fleet exchange, in the stand-in's region and account (where the rehearsal runs it):
+   * connect as a thing name, publish both requests, subscribe to and receive both answers.
+   */
+  private lintClaimPolicy(profile: ResolvedProfile): void {
+    const what = profile.claimPolicyPath
+      ? `the claim policy ${profile.claimPolicyPath}`
+      : `the generated least-privilege claim policy for template ${profile.claim!.templateName}`;
+    let gaps: string[];
+    try {
+      gaps = claimPolicyProblems(profile, {
+        region: ConfigSchema.parse({}).aws.region,
+        account: AWS_ACCOUNT,
+      });
+    } catch (e) {
+      gaps = [this.failureOf(e)];
+    }
+    this.check(
+      'lint: claim policy',
+      gaps.length === 0,
+      gaps.length
+        ? `${what} would not let a device provision itself [CLAIM_POLICY_INVALID]: it lacks ${oneOf(gaps.map((message) => ({ message })))}`
+        : `${what} lets a device do the whole fleet exchange (connect as its thing name, publish both requests, subscribe to and receive both answers)`,
+      gaps.length ? { problems: gaps.map((message) => ({ message })) } : {},
+    );
   }
 
   /** The whole CSV through the validator, with its line numbers; then the sample. */
@@ -274,15 +318,6 @@ class Rehearsal {
   private async rehearseLot(): Promise<void> {
     const profile = this.profile!;
     const strategy = this.strategy!;
-    if (strategy.certificate.by === 'device') {
-      this.check(
-        'stack',
-        false,
-        `strategy ${strategy.name}: rehearsing a claim lot (its claim, the hook and the lot's allow-list on the throwaway stack) is not supported yet`,
-      );
-      this.skip(['hsm stage', 'registration', 'station', 'first connect']);
-      return;
-    }
     // The stack: a home of its own, free ports; nothing of the user's configured services.
     let t = performance.now();
     this.progress('stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in');
@@ -301,6 +336,7 @@ class Rehearsal {
     const ic = isolatedContext(this.c, this.home);
     this.hsm = await openHsm(await ic.hsmSettings(), { env: ic.env });
     const kek = await prepareProductKeys(this.hsm, profile, join(this.home, 'device-kek.bin'));
+    this.p = await openPipeline(ic);
     // A strategy whose certificates a factory CA signs: the CA made in the token and registered
     // with the stand-in (with the profile's template), as `provline ca create` and `register` do.
     if (strategy.certificate.by === 'factory-ca') {
@@ -322,12 +358,20 @@ class Rehearsal {
         this.activator = started.done;
       }
     }
+    // A claim lot: the claim made in the token, the fleet template with provline's hook, and
+    // the hook served beside the stand-in (as `claim create` and `claim hook serve` do).
+    if (strategy.name === 'claim') {
+      this.progress(`claim for ${profile.name}: key in the HSM, fleet template with provline's hook`);
+      this.claim = await startLocalClaim(ic, this.p, this.hsm, profile);
+      this.ports.push(Number(new URL(this.claim.hook.url).port));
+    }
 
     // The lot (or its sample) submitted as the user would, then the HSM stage and registration.
     t = performance.now();
     const csv = this.sampledCsv();
-    this.p = await openPipeline(ic);
     const hsm = this.hsm;
+    const claimLot = this.claim ? await prepareClaimLot(ic, this.p, profile, csv, hsm) : undefined;
+    let published: { count: number } | undefined;
     const submitted = await submitBatch(
       {
         ...this.p,
@@ -341,7 +385,13 @@ class Rehearsal {
         },
       },
       { csvPath: csv, profile, hsmChunk: ic.loaded.config.workers.hsmChunk },
-    );
+    )
+      .then(async (r) => {
+        // The claim lot's allow-list, where the hook reads it (as `submit` publishes it).
+        if (claimLot && r.status === 'submitted') published = await claimLot.publish(r.batchId);
+        return r;
+      })
+      .finally(() => claimLot?.close());
     if (submitted.status !== 'submitted')
       throw new ProvlineError('REHEARSAL_FAILED', `the lot was not submitted (${submitted.status})`);
     this.progress(
@@ -360,7 +410,7 @@ class Rehearsal {
     }
     const ms = Math.round(performance.now() - t);
     const before = await this.records();
-    this.stageChecks(strategy, hsmWork, before, ms, aborted);
+    this.stageChecks(strategy, hsmWork, before, ms, aborted, published?.count);
     this.signal.throwIfAborted();
 
     // The line: a station over pty pairs, simulated devices of the profile's driver.
@@ -407,7 +457,9 @@ class Rehearsal {
       );
     }
     this.signal.throwIfAborted();
-    this.lineChecks(await this.records(), run, Math.round(performance.now() - t));
+    // A claim lot: what the hook made of each serial (provisioned, denied and why, not seen).
+    const outcomes = this.claim ? await claimOutcomes(ic, this.p, submitted.batchId) : undefined;
+    this.lineChecks(await this.records(), run, Math.round(performance.now() - t), outcomes);
   }
 
   /** The CSV to submit: the user's file, or its sampled records (header and records copied as written). */
@@ -441,6 +493,8 @@ class Rehearsal {
     recs: Map<string, DeviceRecord>,
     ms: number,
     aborted?: string,
+    /** Serials in the claim lot's published allow-list. */
+    allowed?: number,
   ): void {
     const failedAt = (stages: string[]): DeviceRecord[] =>
       [...recs.values()].filter((r) => r.state === 'failed' && stages.includes(r.error?.stage ?? ''));
@@ -450,7 +504,9 @@ class Rehearsal {
       this.check(
         'hsm stage',
         true,
-        `nothing to make in the HSM: with strategy ${strategy.name} each device makes its own key`,
+        this.claim
+          ? `the claim key and the allow-list signing key made in the SoftHSM token (nothing per serial: with strategy ${strategy.name} each device makes its own key)`
+          : `nothing to make in the HSM: with strategy ${strategy.name} each device makes its own key`,
       );
     else {
       const bad = failedAt(['hsm']);
@@ -490,6 +546,20 @@ class Rehearsal {
             `with strategy ${strategy.name} the station registers each device (${certificate.call}) with the user's template: checked per device below`,
         );
         break;
+      case 'device': {
+        const claim = this.claim?.state;
+        this.check(
+          'registration',
+          !bad.length && !aborted && claim !== undefined && allowed === recs.size,
+          aborted ??
+            before ??
+            (claim
+              ? `claim ${claim.current?.certificateId.slice(0, 12) ?? ''}… made with its policy, fleet template ${claim.templateName} with provline's hook, the allow-list of ${allowed ?? 0} of ${recs.size} serial(s) published: each device registers itself through the hook at its first connect (${certificate.call}), checked per device below`
+              : `strategy ${strategy.name}: no claim was set up on the throwaway stack`),
+          { ms },
+        );
+        break;
+      }
       case 'factory-ca':
         this.check(
           'registration',
@@ -503,7 +573,12 @@ class Rehearsal {
   }
 
   /** The station's work and the first connect, per check and per serial. */
-  private lineChecks(recs: Map<string, DeviceRecord>, run: LineRun, ms: number): void {
+  private lineChecks(
+    recs: Map<string, DeviceRecord>,
+    run: LineRun,
+    ms: number,
+    claimOf?: (serial: string) => SerialOutcome,
+  ): void {
     const profile = this.profile!;
     const wantsConnect = profile.station.firstConnect !== false;
     const results = new Map<string, DeviceResult>();
@@ -513,18 +588,25 @@ class Rehearsal {
       const result = results.get(s.serial);
       const state = rec?.state ?? 'unknown';
       const seen = run.seen.has(s.serial);
-      const ok = wantsConnect ? state === 'connected' && seen : state === 'verified';
+      const claim = claimOf?.(s.serial);
+      const ok =
+        (wantsConnect ? state === 'connected' && seen : state === 'verified') &&
+        (!claim || claim.claim === 'provisioned');
       const message = ok
-        ? wantsConnect
-          ? `verified by its own answers and connected to the stand-in as ${rec!.thingName}`
-          : 'verified by its own answers (the profile wants no first connect)'
-        : rec?.error
-          ? `${rec.error.message} (stage ${rec.error.stage})`
-          : result
-            ? result.message
-            : state === 'connected'
-              ? `the device reported CONNACK 0, but the stand-in's events log has no connect of ${rec!.thingName}`
-              : `no station result in time; the journal says ${state}`;
+        ? claim
+          ? `provisioned itself through the hook (certificate ${claim.certificateId?.slice(0, 12) ?? ''}…) and connected to the stand-in as ${rec!.thingName}`
+          : wantsConnect
+            ? `verified by its own answers and connected to the stand-in as ${rec!.thingName}`
+            : 'verified by its own answers (the profile wants no first connect)'
+        : claim && claim.claim !== 'provisioned'
+          ? claimFailure(claim, rec, result)
+          : rec?.error
+            ? `${rec.error.message} (stage ${rec.error.stage})`
+            : result
+              ? result.message
+              : state === 'connected'
+                ? `the device reported CONNACK 0, but the stand-in's events log has no connect of ${rec!.thingName}`
+                : `no station result in time; the journal says ${state}`;
       this.devices.push({
         serial: s.serial,
         line: s.line,
@@ -533,7 +615,15 @@ class Rehearsal {
         ...(rec?.thingName ? { thingName: rec.thingName } : {}),
         ...(rec?.fields.certificateId ? { certificateId: rec.fields.certificateId } : {}),
         ...(wantsConnect ? { connected: seen } : {}),
-        ...(ok ? {} : { code: rec?.error?.code ?? result?.code ?? 'NOT_DONE' }),
+        ...(claim ? { claim: claim.claim, ...(claim.reason ? { claimReason: claim.reason } : {}) } : {}),
+        ...(ok
+          ? {}
+          : {
+              code:
+                rec?.error?.code ??
+                result?.code ??
+                (claim?.claim === 'denied' ? 'DEVICE_PROVISION_DENIED' : 'NOT_DONE'),
+            }),
         message,
         ...(result ? { ms: result.ms } : {}),
       });
@@ -566,6 +656,7 @@ class Rehearsal {
       }
     };
     await quietly(() => this.runner?.close());
+    await quietly(() => this.claim?.close());
     this.stopActivator?.();
     await quietly(() => this.activator);
     this.hsm?.close();
@@ -607,6 +698,40 @@ function isolatedContext(c: CommandContext, home: string): CommandContext {
   // says what matters. PROVLINE_LOG_LEVEL still shows them.
   env.PROVLINE_LOG_LEVEL ??= 'error';
   return new CommandContext({ home }, c.out, env, loaded);
+}
+
+/** A claim profile's fleet template against what the hook sets and the devices send. */
+function claimTemplateProblemsOf(profile: ResolvedProfile): Array<{ message: string }> {
+  try {
+    checkClaimProfile(profile);
+    return [];
+  } catch (e) {
+    const listed = isProvlineError(e)
+      ? (e.details as { problems?: string[] } | undefined)?.problems
+      : undefined;
+    return (listed ?? [messageOf(e)]).map((message) => ({ message }));
+  }
+}
+
+/** The first of a check's problems on one line, and how many more there are. */
+function oneOf(problems: ReadonlyArray<{ message: string }>): string {
+  const more = problems.length - 1;
+  return `${problems[0]?.message ?? ''}${more > 0 ? ` (and ${more} more)` : ''}`;
+}
+
+/** Why a claim device did not provision: the hook's denial, or why it never came. */
+function claimFailure(
+  claim: SerialOutcome,
+  rec: DeviceRecord | undefined,
+  result: DeviceResult | undefined,
+): string {
+  if (claim.claim === 'denied') return `denied by the hook: ${claim.reason}`;
+  const why = rec?.error
+    ? `${rec.error.message} [${rec.error.code}]`
+    : result
+      ? result.message
+      : `no station result in time; the journal says ${rec?.state ?? 'unknown'}`;
+  return `never came to the hook: ${why}`;
 }
 
 function readable(path: string): { text: string; error?: undefined } | { text?: undefined; error: string } {

@@ -2,7 +2,8 @@
  * `provline submit` with a claim profile: before the lot is submitted, the claim must exist and
  * be usable, the fleet template must serve the hook, and serials published before must keep
  * their rows; after, the lot's signed allow-list is published where the hook reads it and the
- * batch records the endpoint and root CA its bundles carry.
+ * batch records the endpoint and root CA its bundles carry. On the local stack (the demo,
+ * `provline rehearse`), the profile's claim is made and provline's hook served in-process.
  */
 import { readFileSync } from 'node:fs';
 import { validateCsvFile } from '../../batch/intake.js';
@@ -12,6 +13,7 @@ import { outsideAllowList, serialOutcome, type SerialOutcome } from '../../cloud
 import { clientIdPrefixOf } from '../../cloud/claim/policy.js';
 import { makeClients, requireBucket, type CloudClients } from '../../cloud/clients.js';
 import { publicKeysFromPem } from '../../cloud/hook/allow-list.js';
+import { makeHandler, mapInStandIn, startHookRunner, type HookRunner } from '../../cloud/hook/index.js';
 import { describeDataEndpoint } from '../../cloud/resources.js';
 import type { ResolvedProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
@@ -21,8 +23,11 @@ import {
   checkClaimProfile,
   checkLotUnchanged,
   ClaimStore,
+  createClaim,
+  HOOK_PREFIX,
   publishLot,
   type ClaimDeps,
+  type ClaimState,
 } from '../../jobs/claim.js';
 import type { CommandContext } from '../context.js';
 import type { PipelineHandles } from './open.js';
@@ -89,6 +94,59 @@ export async function prepareClaimLot(
     },
     close,
   };
+}
+
+/** The profile's claim on the local stack, and provline's hook serving it. */
+export interface LocalClaim {
+  state: ClaimState;
+  /** The hook's local HTTP endpoint, mapped into the stand-in as `claim.hookArn`. */
+  hook: HookRunner;
+  /** Stops the hook (its server and connections) and releases the clients. */
+  close(): Promise<void>;
+}
+
+/**
+ * The claim profile's claim on the local stack (made once: `claim create` is idempotent): the
+ * fleet template with the hook, the allow-list signing key and the claim key in the HSM; and
+ * provline's hook served in this process, mapped into the stand-in as `claim.hookArn`, as
+ * `provline claim hook serve` does. Shared by the demo and `provline rehearse`.
+ */
+export async function startLocalClaim(
+  c: CommandContext,
+  p: PipelineHandles,
+  hsm: Hsm,
+  profile: ResolvedProfile,
+): Promise<LocalClaim> {
+  const cloud = makeClients(c.runtime.aws, { maxAttempts: 2 });
+  let hook: HookRunner | undefined;
+  try {
+    const { state } = await createClaim(
+      { cloud, store: new ClaimStore(p.redis, p.prefix), hsm: () => Promise.resolve(hsm) },
+      profile,
+    );
+    hook = await startHookRunner(
+      makeHandler({
+        s3: cloud.s3,
+        bucket: requireBucket(cloud.aws),
+        prefix: HOOK_PREFIX,
+        trusted: publicKeysFromPem(state.signingPublicKeyPem),
+      }),
+    );
+    await mapInStandIn(cloud.aws.endpoint!, profile.claim!.hookArn, hook.url);
+    const runner = hook;
+    return {
+      state,
+      hook: runner,
+      close: async () => {
+        await runner.close();
+        cloud.destroy();
+      },
+    };
+  } catch (e) {
+    await hook?.close();
+    cloud.destroy();
+    throw e;
+  }
 }
 
 /** For a claim batch, each serial's outcome at the hook; undefined for other batches. */

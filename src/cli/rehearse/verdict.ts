@@ -27,6 +27,10 @@ export interface DeviceVerdict {
   certificateId?: string;
   /** Seen by the stand-in connecting as its thing (where the profile wants a first connect). */
   connected?: boolean;
+  /** A claim lot: what the hook made of the serial (provisioned, denied, not seen). */
+  claim?: 'provisioned' | 'denied' | 'not seen';
+  /** For a denied serial: the hook's reason (`NOT_IN_LOT: …`). */
+  claimReason?: string;
   code?: string;
   message: string;
   ms?: number;
