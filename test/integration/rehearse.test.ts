@@ -1,8 +1,10 @@
 /**
  * `provline rehearse` end to end on real components (its own redis-server, SoftHSM token and
- * stand-in, socat ptys, simulated devices): the shipped sample lots pass for the bulk and the
- * device-csr strategies, a planted bad lot fails fast with the validator's line-numbered
- * problems in both the JSON and the JUnit file, and nothing it started is left behind.
+ * stand-in, socat ptys, simulated devices): the shipped sample lots pass for the bulk, the
+ * device-csr and the claim strategies (the claim lot through provline's hook served beside the
+ * stand-in), a planted bad lot fails fast with the validator's line-numbered problems in both
+ * the JSON and the JUnit file, a planted bad claim profile fails its lint precisely, and
+ * nothing it started is left behind.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -49,14 +51,15 @@ function checkJunit(file: string, allowFailures = false): { tests: number; failu
   }
 }
 
-async function expectNothingLeft(v: Verdict): Promise<void> {
+/** `ports`: the stack's four, and a claim lot's hook runner. */
+async function expectNothingLeft(v: Verdict, ports = 4): Promise<void> {
   expect(v.stack?.stopped).toBe(true);
   // Redis, the stand-in and the socat pty pairs.
   expect(v.stack!.processes.map((x) => x.name)).toEqual(
     expect.arrayContaining(['redis-server', 'workers/emulator.js', 'socat']),
   );
   for (const x of v.stack!.processes) expect(isAlive(x.pid, x.name), `${x.name} pid ${x.pid}`).toBe(false);
-  expect(v.stack!.ports.length).toBe(4);
+  expect(v.stack!.ports.length).toBe(ports);
   for (const port of v.stack!.ports) expect(await listening(port), `port ${port}`).toBe(false);
 }
 
@@ -199,6 +202,156 @@ describe('provline rehearse', () => {
     },
     REHEARSE_BUDGET_MS + 10_000,
   );
+
+  it(
+    "passes the shipped claim lot (strategy claim): the claim made in the token, provline's hook served beside the stand-in, each device provisions itself through the hook and connects as its thing; nothing left running, the hook included",
+    async () => {
+      const junit = join(dir, 'claims.xml');
+      const r = await runCli(
+        [
+          'rehearse',
+          'examples/rehearse/claims.csv',
+          '--profile',
+          'sample-claim',
+          '--config',
+          CONFIG,
+          '--junit',
+          junit,
+          '--json',
+        ],
+        { timeoutMs: REHEARSE_BUDGET_MS },
+      );
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const v = json<Verdict>(r);
+      expect(v).toMatchObject({ verdict: 'pass', strategy: 'claim', rows: 4, sampled: 4 });
+      expect(v.checks.map((c) => [c.name, c.ok])).toEqual([
+        ['lint: profile', true],
+        ['lint: template', true],
+        ['lint: policy', true],
+        ['lint: claim policy', true],
+        ['csv: validation', true],
+        ['stack', true],
+        ['hsm stage', true],
+        ['registration', true],
+        ['station', true],
+        ['first connect', true],
+      ]);
+      expect(v.checks.find((c) => c.name === 'registration')!.message).toMatch(
+        /fleet template sample-claim with provline's hook, the allow-list of 4 of 4 serial\(s\) published/,
+      );
+      expect(v.devices.map((d) => d.serial)).toEqual(['SCL-0001', 'SCL-0002', 'SCL-0003', 'SCL-0004']);
+      for (const d of v.devices) {
+        expect(d, d.serial).toMatchObject({
+          ok: true,
+          state: 'connected',
+          connected: true,
+          claim: 'provisioned',
+          thingName: `sclaim-${d.serial}`,
+        });
+        // The certificate the device got for its own key, through CreateCertificateFromCsr.
+        expect(d.certificateId).toMatch(/^[0-9a-f]{64}$/);
+      }
+      expect(new Set(v.devices.map((d) => d.certificateId)).size).toBe(4);
+      expect(r.stderr).toBe('');
+      expect(checkJunit(junit)).toEqual({ tests: 14, failures: 0, errors: 0, skipped: 0, code: 0 });
+      // The stack's processes and ports, and the hook runner's port.
+      await expectNothingLeft(v, 5);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it('fails a planted bad claim lot precisely, before any stack: a fleet template lacking a parameter the hook sets, a claim policy that would not let the device subscribe to its answers', async () => {
+    const profiles = join(dir, 'bad-claim-profiles');
+    mkdirSync(profiles);
+    const sample = readFileSync(join(ROOT, 'examples/rehearse/profiles/sample-claim.yaml'), 'utf8');
+    // A template without HardwareRevision, which the hook sets from the CSV row.
+    const template = JSON.parse(
+      readFileSync(join(ROOT, 'examples/rehearse/templates/sample-claim.json'), 'utf8'),
+    ) as {
+      Parameters: Record<string, unknown>;
+      Resources: { thing: { Properties: Record<string, unknown> } };
+    };
+    delete template.Parameters.HardwareRevision;
+    delete template.Resources.thing.Properties.AttributePayload;
+    writeFileSync(join(dir, 'no-hw-template.json'), JSON.stringify(template));
+    writeFileSync(
+      join(profiles, 'claim-no-hw.yaml'),
+      sample
+        .replace('../templates/sample-claim.json', join(dir, 'no-hw-template.json'))
+        .replaceAll('../', `${join(ROOT, 'examples/rehearse')}/`),
+    );
+    // A claim policy that subscribes to the certificate answers but not to RegisterThing's.
+    const policy = readFileSync(join(ROOT, 'examples/rehearse/policies/sample-claim.json'), 'utf8').replace(
+      ',\n        "arn:aws:iot:*:*:topicfilter/$aws/provisioning-templates/sample-claim/provision/*"',
+      '',
+    );
+    expect(policy).not.toContain('topicfilter/$aws/provisioning-templates');
+    writeFileSync(join(dir, 'no-subscribe-policy.json'), policy);
+    writeFileSync(
+      join(profiles, 'claim-no-subscribe.yaml'),
+      sample
+        .replace('../policies/sample-claim.json', join(dir, 'no-subscribe-policy.json'))
+        .replaceAll('../', `${join(ROOT, 'examples/rehearse')}/`),
+    );
+    const own = join(dir, 'bad-claim.yaml');
+    writeFileSync(own, `profileDirs: [${profiles}]\n`);
+    const rehearse = (profile: string, junit: string) =>
+      runCli([
+        'rehearse',
+        'examples/rehearse/claims.csv',
+        '--profile',
+        profile,
+        '--config',
+        own,
+        '--junit',
+        junit,
+        '--json',
+      ]);
+    const [noHw, noSub] = await Promise.all([
+      rehearse('claim-no-hw', join(dir, 'no-hw.xml')),
+      rehearse('claim-no-subscribe', join(dir, 'no-sub.xml')),
+    ]);
+
+    expect(noHw.code, noHw.stdout + noHw.stderr).toBe(4);
+    const hw = json<Verdict>(noHw);
+    expect(hw.stack).toBeUndefined();
+    const templateCheck = hw.checks.find((c) => c.name === 'lint: template')!;
+    const missing =
+      'the template declares no parameter HardwareRevision (the hook sets it from the CSV row: profile parameters); declared: SerialNumber, ThingName';
+    expect(templateCheck).toMatchObject({ ok: false, problems: [{ message: missing }] });
+    expect(templateCheck.message).toBe(
+      `the fleet template ${join(dir, 'no-hw-template.json')} cannot serve the claim [CLAIM_TEMPLATE_INVALID]: ${missing}`,
+    );
+    const hwXml = readFileSync(join(dir, 'no-hw.xml'), 'utf8');
+    expect(hwXml).toContain(`<testcase classname="rehearse.checks" name="lint: template"`);
+    expect(hwXml).toContain(`[CLAIM_TEMPLATE_INVALID]: ${missing}"`);
+    expect(checkJunit(join(dir, 'no-hw.xml'), true)).toMatchObject({ code: 0, failures: 1 });
+
+    expect(noSub.code, noSub.stdout + noSub.stderr).toBe(4);
+    const sub = json<Verdict>(noSub);
+    expect(sub.stack).toBeUndefined();
+    const policyCheck = sub.checks.find((c) => c.name === 'lint: claim policy')!;
+    const arn =
+      'arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/provisioning-templates/sample-claim/provision/json';
+    expect(policyCheck.ok).toBe(false);
+    expect(policyCheck.problems!.map((p) => p.message)).toEqual([
+      `iot:Subscribe on ${arn}/accepted (the device could not subscribe to its answer)`,
+      `iot:Subscribe on ${arn}/rejected (the device could not subscribe to its answer)`,
+    ]);
+    expect(policyCheck.message).toBe(
+      `the claim policy ${join(dir, 'no-subscribe-policy.json')} would not let a device provision itself [CLAIM_POLICY_INVALID]: it lacks iot:Subscribe on ${arn}/accepted (the device could not subscribe to its answer) (and 1 more)`,
+    );
+    // Everything else of that profile linted clean; nothing ran.
+    expect(sub.checks.find((c) => c.name === 'lint: template')!.ok).toBe(true);
+    for (const name of ['stack', 'hsm stage', 'registration', 'station', 'first connect'])
+      expect(
+        sub.checks.find((c) => c.name === name),
+        name,
+      ).toMatchObject({ ok: false, skipped: true });
+    const subXml = readFileSync(join(dir, 'no-sub.xml'), 'utf8');
+    expect(subXml).toContain(`${arn}/rejected (the device could not subscribe to its answer)`);
+    expect(checkJunit(join(dir, 'no-sub.xml'), true)).toMatchObject({ code: 0, failures: 1 });
+  });
 
   it(
     'rehearses an evenly spread sample of the lot, always the same rows (the first, then every third of six)',
