@@ -126,6 +126,8 @@ export interface VisitLog {
   lines: ExchangeLine[];
   /** Lines left out of the middle to keep the visit within VISIT_LINES_MAX. */
   omitted: number;
+  /** Made while the journal was unreachable: kept in the station's cache, synced later. */
+  offline?: true;
 }
 
 /** Visits kept per serial (the newest). */

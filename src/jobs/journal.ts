@@ -67,6 +67,7 @@ interface JournalCommands {
     ...args: string[]
   ): Promise<string[]>;
   provlineHeld(k1: string, ...args: string[]): Promise<string[]>;
+  provlineVisit(k1: string, entry: string, at: string, kept: string): Promise<number>;
   provlineChunk(k1: string, ...args: string[]): Promise<ScriptReply>;
   provlineAccept(
     k1: string,
@@ -108,6 +109,8 @@ export class Journal {
       redis.defineCommand('provlineClaim', { numberOfKeys: 6, lua: lua('claim-6.lua') });
       redis.defineCommand('provlineHeld', { numberOfKeys: 1, lua: lua('held-1.lua') });
     }
+    if (!('provlineVisit' in redis))
+      redis.defineCommand('provlineVisit', { numberOfKeys: 1, lua: lua('visit-1.lua') });
     if (!('provlineChunk' in redis))
       redis.defineCommand('provlineChunk', { numberOfKeys: 1, lua: lua('chunk-1.lua') });
     this.redis = redis as Redis & JournalCommands;
@@ -258,13 +261,18 @@ export class Journal {
     return (await this.redis.hget(this.keys.certificates(), certificateId)) ?? undefined;
   }
 
-  /** Keeps one visit's log: the newest `VISITS_KEPT` visits of a serial, each already capped. */
+  /**
+   * Keeps one visit's log: the newest `VISITS_KEPT` visits of a serial, each already capped,
+   * newest first by when the visit began (a visit synced late from a station's cache goes where
+   * its time puts it). The same log kept twice is kept once (visit-1.lua).
+   */
   async logVisit(serial: string, log: VisitLog): Promise<void> {
-    await this.redis
-      .multi()
-      .lpush(this.keys.visits(serial), JSON.stringify(log))
-      .ltrim(this.keys.visits(serial), 0, VISITS_KEPT - 1)
-      .exec();
+    await this.redis.provlineVisit(
+      this.keys.visits(serial),
+      JSON.stringify(log),
+      String(Math.floor(log.at)),
+      String(VISITS_KEPT),
+    );
   }
 
   /** The logs of the serial's last visits, newest first. */

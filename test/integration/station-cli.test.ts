@@ -5,11 +5,12 @@
  * unreachable, and sync.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../../devices/index.js';
+import { VISIT_LINES_MAX, type VisitLog } from '../../src/batch/journal.js';
 import type { DriverName } from '../../src/config/schema.js';
 import { freePort, waitFor } from '../../src/core/proc.js';
 import { openSeedWorld, seedBatch, type SeedWorld, type SeededDevice } from '../helpers/seed.js';
@@ -234,6 +235,78 @@ describe('provline station', () => {
     const replay = await runCli(['station', 'sync', '--cache', cache, '--json'], { env: env() });
     expect(JSON.parse(replay.stdout)).toMatchObject({ applied: 1, superseded: 2, rejected: [] });
     expect((await world.journal.get(devices[0]!.serial))?.at.verified).toBe(rec?.at.verified);
+  });
+
+  it('offline: the visit keeps its exchange log in the cache (no key material, bounded), and sync brings it to the journal once, for `provline device --log`', async () => {
+    const { devices, kek, driver, batchId } = await seed('mcu-wrapped', 1);
+    const serial = devices[0]!.serial;
+    const cache = join(dir, `cache${++n}`);
+    const pre = await runCli(['station', 'prefetch', '--batch', batchId, '--cache', cache, '--json'], {
+      env: env(),
+    });
+    expect(pre.code, pre.stderr).toBe(0);
+    const r = await rig(driver, devices[0]!, kek);
+    const dead = `redis://127.0.0.1:${await freePort()}`;
+    const offline = await runCli(
+      ['station', '--once', '--json', '--profile', 'mcu-wrapped', '--cache', cache, '--port', r.target],
+      { env: { ...env(), PROVLINE_REDIS_URL: dead } },
+    );
+    expect(offline.code, offline.stderr).toBe(0);
+    expect(lines(offline.stdout).find((e) => e.event === 'result')).toMatchObject({
+      serial,
+      outcome: 'verified',
+      recorded: 'local',
+    });
+
+    // Kept in the cache: one visit, the exchange described, no key bytes, 0600.
+    const kept = readFileSync(join(cache, 'visits.ndjson'), 'utf8');
+    const logged = kept
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { serial: string; log: VisitLog });
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({
+      serial,
+      log: {
+        offline: true,
+        outcome: 'verified',
+        port: r.target,
+        recorded: ['flashed', 'verified', 'connected'],
+      },
+    });
+    expect(logged[0]!.log.lines.length).toBeGreaterThan(5);
+    expect(logged[0]!.log.lines.length).toBeLessThanOrEqual(VISIT_LINES_MAX);
+    const bundle = (
+      JSON.parse(readFileSync(join(cache, 'devices', `${serial}.json`), 'utf8')) as {
+        lookup: { bundle: { wrappedKey: string } };
+      }
+    ).lookup.bundle;
+    expect(bundle.wrappedKey.length).toBeGreaterThan(40);
+    expect(kept).not.toContain(bundle.wrappedKey.slice(0, 40));
+    expect(kept).not.toMatch(/PRIVATE KEY/);
+    expect(statSync(join(cache, 'visits.ndjson')).mode & 0o777).toBe(0o600);
+    // Nothing in the journal before sync.
+    const before = await runCli(['device', serial, '--log', '--json'], { env: env() });
+    expect((JSON.parse(before.stdout) as { visits: VisitLog[] }).visits).toEqual([]);
+
+    const sync = await runCli(['station', 'sync', '--cache', cache, '--json'], { env: env() });
+    expect(sync.code, sync.stderr).toBe(0);
+    expect(JSON.parse(sync.stdout)).toMatchObject({ applied: 3, visits: 1, damagedVisits: [] });
+    // Replayed from the start (both cursors lost): the log is kept once.
+    rmSync(join(cache, 'results.synced'));
+    rmSync(join(cache, 'visits.synced'));
+    const replay = await runCli(['station', 'sync', '--cache', cache, '--json'], { env: env() });
+    expect(JSON.parse(replay.stdout)).toMatchObject({ visits: 1, rejected: [] });
+
+    const shown = await runCli(['device', serial, '--log', '--json'], { env: env() });
+    expect(shown.code, shown.stderr).toBe(0);
+    const { visits } = JSON.parse(shown.stdout) as { visits: VisitLog[] };
+    expect(visits).toHaveLength(1);
+    expect(visits[0]).toEqual(logged[0]!.log);
+    const text = await runCli(['device', serial, '--log'], { env: env() });
+    expect(text.stdout).toContain('(offline: kept in the station cache, synced later)');
+    expect(text.stdout).toMatch(/ms > /);
+    expect(text.stdout).toMatch(/ms < /);
   });
 
   it('usage: no port (exit 2), a bad port (exit 3), no Redis and no cache (exit 1)', async () => {

@@ -14,7 +14,9 @@ import type {
   DeviceRecord,
   TransitionOutcome,
   TransitionRequest,
+  VisitLog,
 } from '../../src/batch/journal.js';
+import { VISIT_LINE_CHARS, VISIT_LINES_MAX } from '../../src/batch/journal.js';
 import { buildPlan } from '../../src/batch/plan.js';
 import { ALLOWED_FROM } from '../../src/batch/states.js';
 import { getProfile, loadConfig } from '../../src/config/load.js';
@@ -201,5 +203,51 @@ describe('prefetch and sync over the journal interface', () => {
     expect(j.devices.get('S1')?.state).toBe('verified');
     // Replaying again changes nothing: the cursor remembers how far sync got.
     expect(await syncResults({ cache, journal: j })).toMatchObject({ applied: 0, rejected: [] });
+  });
+});
+
+describe('offline visit logs in the station cache', () => {
+  const visit = (at: number, lines: number): VisitLog => ({
+    v: 1,
+    at,
+    stationId: 'st',
+    port: '/dev/pts/9',
+    driver: 'provline-serial-v1',
+    outcome: 'verified',
+    ms: 10,
+    recorded: ['flashed', 'verified'],
+    lines: Array.from({ length: lines }, (_, i) => ({
+      t: i,
+      dir: '>' as const,
+      text: `CMD ${i} ${'x'.repeat(300)}`,
+    })),
+    omitted: 0,
+  });
+
+  it('keeps each visit capped like the journal, the file within its bound, and syncs each log once through the journal', async () => {
+    const cache = new StationCache(scratch(), 40_000);
+    expect(await cache.appendVisit('S1', visit(1, 1000))).toBe(true);
+    const [first] = (await cache.readVisits(0)).lines;
+    expect(first!.log.lines).toHaveLength(VISIT_LINES_MAX);
+    expect(first!.log.omitted).toBe(1000 - VISIT_LINES_MAX);
+    for (const l of first!.log.lines) expect(l.text.length).toBeLessThanOrEqual(VISIT_LINE_CHARS);
+    // The file is full at 40 000 bytes: later logs are dropped, the ones kept are whole.
+    let kept = 1;
+    while (await cache.appendVisit('S2', visit(2 + kept, 1000))) kept++;
+    expect(kept).toBeLessThan(4);
+    expect((await cache.readVisits(0)).lines).toHaveLength(kept);
+
+    const logged: Array<[string, number]> = [];
+    const journal = {
+      transition: () => Promise.resolve([]),
+      logVisit: (serial: string, log: VisitLog) => {
+        logged.push([serial, log.at]);
+        return Promise.resolve();
+      },
+    };
+    expect(await syncResults({ cache, journal })).toMatchObject({ visits: kept, damagedVisits: [] });
+    expect(logged[0]).toEqual(['S1', 1]);
+    expect(await syncResults({ cache, journal })).toMatchObject({ visits: 0 });
+    expect(logged).toHaveLength(kept);
   });
 });

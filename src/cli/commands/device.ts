@@ -168,7 +168,7 @@ function formatBatch(b: BatchHistory, certificates: Map<string, CertificateStatu
 
 function formatVisit(v: VisitLog): string[] {
   const lines = [
-    `visit ${iso(v.at)} station ${v.stationId} port ${v.port} (${v.driver}): ${v.outcome}${v.code ? ` [${v.code}]` : ''} in ${v.ms} ms${v.recorded.length ? `, recorded ${v.recorded.join(', ')}` : ''}`,
+    `visit ${iso(v.at)} station ${v.stationId} port ${v.port} (${v.driver}): ${v.outcome}${v.code ? ` [${v.code}]` : ''} in ${v.ms} ms${v.recorded.length ? `, recorded ${v.recorded.join(', ')}` : ''}${v.offline ? ' (offline: kept in the station cache, synced later)' : ''}`,
   ];
   for (const [i, l] of v.lines.entries()) {
     lines.push(`  ${String(l.t).padStart(6)} ms ${l.dir} ${l.text}`);

@@ -135,10 +135,12 @@ export function registerStation(program: Command, ctx: () => CommandContext): vo
       else {
         c.print(
           `synced ${summary.applied + summary.superseded + summary.rejected.length} results: ${summary.applied} applied, ` +
-            `${summary.superseded} already verified, ${summary.rejected.length} rejected`,
+            `${summary.superseded} already verified, ${summary.rejected.length} rejected; ${summary.visits} visit logs`,
         );
         for (const r of summary.rejected) c.print(`  ${r.serial} (batch ${r.batchId}) ${r.to}: ${r.reason}`);
         for (const d of summary.damaged) c.print(`  damaged line at byte ${d.offset}: ${d.message}`);
+        for (const d of summary.damagedVisits)
+          c.print(`  damaged visit log at byte ${d.offset} of visits.ndjson: ${d.message}`);
       }
       if (summary.rejected.length || summary.damaged.length) throw new ExitCode(EXIT.partial);
     });

@@ -6,16 +6,20 @@
  *   <cache>/batches/<id>.json       what was prefetched for a batch, and when
  *   <cache>/results.ndjson          station results recorded while offline, append-only
  *   <cache>/results.synced          how many bytes of results.ndjson `sync` has replayed
+ *   <cache>/visits.ndjson           the exchange log of each visit made offline, append-only
+ *   <cache>/visits.synced           how many bytes of visits.ndjson `sync` has replayed
  *
- * Bundles carry certificates and wrapped keys only, never a plaintext private key. Serials are
- * URI-encoded into file names (a serial may contain `/`).
+ * Bundles carry certificates and wrapped keys only, never a plaintext private key; visit logs
+ * carry the transcript's descriptions only (no key bytes, no PIN), each visit capped like the
+ * journal's, and the file as a whole is capped too (VISITS_FILE_MAX). Serials are URI-encoded
+ * into file names (a serial may contain `/`).
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import type { DeviceJournal } from '../../batch/journal.js';
+import { capLines, type DeviceJournal, type VisitLog } from '../../batch/journal.js';
 import { STATES } from '../../batch/states.js';
 import { DRIVERS, KEY_DELIVERIES, KEY_TYPES } from '../../config/schema.js';
 import { ProvlineError, messageOf } from '../../core/errors.js';
@@ -25,6 +29,30 @@ import { ResultEntrySchema, type ResultEntry } from './results.js';
 import { offlineRegistration, type RecordResult, type StationStore } from './store.js';
 
 const CACHE_VERSION = 1;
+
+/**
+ * The offline visit logs kept at most (bytes of visits.ndjson, synced or not): a line down for
+ * days keeps its results in full, and the logs of its first visits; later logs are dropped.
+ */
+export const VISITS_FILE_MAX = 32 * 1024 * 1024;
+
+const VisitLineSchema = z.object({
+  serial: z.string().min(1),
+  log: z
+    .object({
+      v: z.literal(1),
+      at: z.number(),
+      lines: z.array(z.object({ t: z.number(), dir: z.enum(['>', '<', '!']), text: z.string() })),
+    })
+    .passthrough(),
+});
+
+export interface VisitLine {
+  serial: string;
+  log: VisitLog;
+  /** Byte offset just past this line. */
+  end: number;
+}
 
 const settings = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]));
 const state = z.enum(STATES);
@@ -94,7 +122,11 @@ export interface ResultsRead {
 export class StationCache {
   private appending: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    /** Bytes of offline visit logs kept at most (tests set less). */
+    private readonly visitsMax = VISITS_FILE_MAX,
+  ) {}
 
   /** Whether the directory exists at all (a mistyped --cache shows up here). */
   exists(): boolean {
@@ -107,6 +139,14 @@ export class StationCache {
 
   private get cursorFile(): string {
     return join(this.dir, 'results.synced');
+  }
+
+  get visitsFile(): string {
+    return join(this.dir, 'visits.ndjson');
+  }
+
+  private get visitsCursorFile(): string {
+    return join(this.dir, 'visits.synced');
   }
 
   private devicePath(serial: string): string {
@@ -145,13 +185,29 @@ export class StationCache {
 
   /** Appends one result and syncs it to disk; appends from every port go one after another. */
   appendResult(entry: ResultEntry): Promise<void> {
-    const line = `${JSON.stringify(entry)}\n`;
+    return this.append(this.resultsFile, `${JSON.stringify(entry)}\n`).then(() => undefined);
+  }
+
+  /**
+   * Appends the log of one visit made offline, its lines capped as the journal caps them;
+   * false when the file is full (VISITS_FILE_MAX) and the log was dropped.
+   */
+  appendVisit(serial: string, log: VisitLog): Promise<boolean> {
+    const capped = capLines(log.lines);
+    const kept: VisitLog = { ...log, lines: capped.lines, omitted: log.omitted + capped.omitted };
+    return this.append(this.visitsFile, `${JSON.stringify({ serial, log: kept })}\n`, this.visitsMax);
+  }
+
+  /** Appends whole lines, synced to disk, one after another; none past `max` bytes. */
+  private append(file: string, line: string, max = Infinity): Promise<boolean> {
     const next = this.appending.then(async () => {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
-      const fh = await open(this.resultsFile, 'a', 0o600);
+      const fh = await open(file, 'a', 0o600);
       try {
+        if ((await fh.stat()).size + Buffer.byteLength(line) > max) return false;
         await fh.appendFile(line);
         await fh.datasync();
+        return true;
       } finally {
         await fh.close();
       }
@@ -162,39 +218,69 @@ export class StationCache {
 
   /** Complete result lines from `offset` on (a half-written last line is left for later). */
   async readResults(offset: number): Promise<ResultsRead> {
-    let data: Buffer;
-    try {
-      data = await readFile(this.resultsFile);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { lines: [], bad: [], end: offset };
-      throw e;
-    }
     const out: ResultsRead = { lines: [], bad: [], end: offset };
-    let at = Math.min(offset, data.length);
-    for (let nl = data.indexOf(0x0a, at); nl >= 0; at = nl + 1, nl = data.indexOf(0x0a, at)) {
-      const text = data.subarray(at, nl).toString('utf8').trim();
-      out.end = nl + 1;
-      if (!text) continue;
-      try {
-        out.lines.push({ entry: ResultEntrySchema.parse(JSON.parse(text)), end: nl + 1 });
-      } catch (e) {
-        out.bad.push({ offset: at, message: messageOf(e).split('\n')[0] ?? '' });
-      }
-    }
+    await readLines(this.resultsFile, offset, out, (text, end) =>
+      out.lines.push({ entry: ResultEntrySchema.parse(JSON.parse(text)), end }),
+    );
     return out;
   }
 
-  async readCursor(): Promise<number> {
+  /** Complete visit lines from `offset` on, as readResults reads results. */
+  async readVisits(offset: number): Promise<{ lines: VisitLine[]; bad: ResultsRead['bad']; end: number }> {
+    const out = { lines: [] as VisitLine[], bad: [] as ResultsRead['bad'], end: offset };
+    await readLines(this.visitsFile, offset, out, (text, end) => {
+      const v = VisitLineSchema.parse(JSON.parse(text));
+      out.lines.push({ serial: v.serial, log: v.log as unknown as VisitLog, end });
+    });
+    return out;
+  }
+
+  async readCursor(which: 'results' | 'visits' = 'results'): Promise<number> {
+    const file = which === 'results' ? this.cursorFile : this.visitsCursorFile;
     try {
-      const v = (JSON.parse(await readFile(this.cursorFile, 'utf8')) as { offset?: unknown }).offset;
+      const v = (JSON.parse(await readFile(file, 'utf8')) as { offset?: unknown }).offset;
       return typeof v === 'number' && v >= 0 ? v : 0;
     } catch {
       return 0;
     }
   }
 
-  async writeCursor(offset: number): Promise<void> {
-    await writeAtomic(this.cursorFile, JSON.stringify({ offset }));
+  async writeCursor(offset: number, which: 'results' | 'visits' = 'results'): Promise<void> {
+    await writeAtomic(
+      which === 'results' ? this.cursorFile : this.visitsCursorFile,
+      JSON.stringify({ offset }),
+    );
+  }
+}
+
+/**
+ * Calls `each` with the text of every complete, non-empty line of `file` from `offset` on and
+ * the offset past it (a half-written last line is left for later); a line `each` throws on is
+ * noted in `out.bad` and skipped. `out.end` ends past the last complete line.
+ */
+async function readLines(
+  file: string,
+  offset: number,
+  out: { bad: ResultsRead['bad']; end: number },
+  each: (text: string, end: number) => void,
+): Promise<void> {
+  let data: Buffer;
+  try {
+    data = await readFile(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  let at = Math.min(offset, data.length);
+  for (let nl = data.indexOf(0x0a, at); nl >= 0; at = nl + 1, nl = data.indexOf(0x0a, at)) {
+    const text = data.subarray(at, nl).toString('utf8').trim();
+    out.end = nl + 1;
+    if (!text) continue;
+    try {
+      each(text, nl + 1);
+    } catch (e) {
+      out.bad.push({ offset: at, message: messageOf(e).split('\n')[0] ?? '' });
+    }
   }
 }
 
@@ -231,6 +317,11 @@ export class CacheStore implements StationStore {
   async record(entry: ResultEntry): Promise<RecordResult> {
     await this.cache.appendResult(entry);
     return { in: 'local', applied: 'applied' };
+  }
+
+  /** Kept in the cache, marked offline, until `station sync` brings it to the journal. */
+  async logVisit(serial: string, log: VisitLog): Promise<void> {
+    await this.cache.appendVisit(serial, { ...log, offline: true });
   }
 
   canRegister(): boolean {

@@ -160,9 +160,9 @@ export class FallbackStore implements StationStore {
     return this.online.register(req);
   }
 
-  /** Online only: a visit made while the journal is unreachable keeps no log. */
+  /** To the journal while it answers; to the cache (synced later) while it does not. */
   async logVisit(serial: string, log: VisitLog): Promise<void> {
-    if (this.online?.logVisit && this.current === 'online') await this.online.logVisit(serial, log);
+    await this.either((s) => s.logVisit?.(serial, log) ?? Promise.resolve());
   }
 
   private async either<T>(call: (s: StationStore) => Promise<T>): Promise<T> {
