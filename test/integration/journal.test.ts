@@ -1,6 +1,7 @@
 /** The journal on a real redis-server: atomic, idempotent transitions and consistent counts. */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VISITS_KEPT, type VisitLog } from '../../src/batch/journal.js';
 import { Journal } from '../../src/jobs/journal.js';
 import { STATES } from '../../src/jobs/states.js';
 import { stackUp } from '../../src/stack/stack.js';
@@ -260,5 +261,29 @@ describe('journal', () => {
       actual[st] = (actual[st] ?? 0) + 1;
     }
     for (const s of STATES) expect(counts[s]).toBe(actual[s] ?? 0);
+  });
+
+  it('keeps visit logs newest first by when the visit began, each once, at most VISITS_KEPT (a log synced late goes where its time puts it)', async () => {
+    const visit = (at: number): VisitLog => ({
+      v: 1,
+      at,
+      stationId: 'st',
+      port: 'p',
+      driver: 'provline-serial-v1',
+      outcome: 'verified',
+      ms: 1,
+      recorded: ['flashed', 'verified'],
+      lines: [{ t: 0, dir: '>', text: `"at":${at + 5}` }],
+      omitted: 0,
+    });
+    for (const at of [3000, 1000, 2000, 2000, 1000]) await journal.logVisit('V0', visit(at));
+    expect((await journal.visits('V0')).map((v) => v.at)).toEqual([3000, 2000, 1000]);
+    for (let k = 0; k < VISITS_KEPT; k++) await journal.logVisit('V0', visit(10_000 + k));
+    const kept = await journal.visits('V0');
+    expect(kept).toHaveLength(VISITS_KEPT);
+    expect(kept[0]!.at).toBe(10_000 + VISITS_KEPT - 1);
+    // Older than every visit kept: it falls off at once.
+    await journal.logVisit('V0', visit(500));
+    expect((await journal.visits('V0')).map((v) => v.at)).toEqual(kept.map((v) => v.at));
   });
 });
