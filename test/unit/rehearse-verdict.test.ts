@@ -1,6 +1,13 @@
-/** The rehearsal's pure parts: the sample it takes of a lot, and its JUnit XML. */
+/** The rehearsal's pure parts: the sample it takes of a lot, its JUnit XML, one serial's verdict. */
 import { describe, expect, it } from 'vitest';
-import { junitXml, sampleIndexes, verdictOf, type Verdict } from '../../src/cli/rehearse/verdict.js';
+import type { DeviceRecord } from '../../src/batch/journal.js';
+import {
+  deviceVerdict,
+  junitXml,
+  sampleIndexes,
+  verdictOf,
+  type Verdict,
+} from '../../src/cli/rehearse/verdict.js';
 
 describe('sample of a lot', () => {
   it('is evenly spread, starts at the first row, has no repeats, and is the whole lot when asked for more', () => {
@@ -63,5 +70,80 @@ describe('JUnit XML', () => {
   it('passes only when every check and every device passed', () => {
     expect(verdictOf(verdict.checks, verdict.devices)).toBe('fail');
     expect(verdictOf([verdict.checks[0]!], [verdict.devices[0]!])).toBe('pass');
+  });
+});
+
+describe('one serial of a claim lot', () => {
+  const record = (state: DeviceRecord['state'], extra: Partial<DeviceRecord> = {}): DeviceRecord =>
+    ({
+      serial: 'SCL-1',
+      batch: 'b1',
+      thingName: 'sclaim-SCL-1',
+      line: 2,
+      state,
+      at: {},
+      fields: {},
+      ...extra,
+    }) as DeviceRecord;
+  const base = { serial: 'SCL-1', line: 2, wantsConnect: true, result: undefined, seen: false };
+
+  it('passes when the hook provisioned it and the stand-in saw it connect as its thing', () => {
+    const v = deviceVerdict({
+      ...base,
+      record: record('connected', { fields: { certificateId: 'c'.repeat(64) } }),
+      seen: true,
+      claim: { claim: 'provisioned', reason: '', certificateId: 'c'.repeat(64) },
+    });
+    expect(v).toMatchObject({ ok: true, state: 'connected', connected: true, claim: 'provisioned' });
+    expect(v.message).toBe(
+      'provisioned itself through the hook (certificate cccccccccccc…) and connected to the stand-in as sclaim-SCL-1',
+    );
+    expect(v.code).toBeUndefined();
+  });
+
+  it("a denied serial fails with the hook's reason, and the journal's code where the station recorded one", () => {
+    const denied = {
+      claim: 'denied' as const,
+      reason: 'NOT_IN_LOT: serial SCL-1 is in no lot of template t',
+    };
+    expect(deviceVerdict({ ...base, record: record('verified'), claim: denied })).toMatchObject({
+      ok: false,
+      claim: 'denied',
+      claimReason: denied.reason,
+      code: 'DEVICE_PROVISION_DENIED',
+      message: `denied by the hook: ${denied.reason}`,
+    });
+    const failed = record('failed', {
+      error: { code: 'DEVICE_PROVISION_DENIED', message: 'RegisterThing rejected: 403', stage: 'connect' },
+    });
+    expect(deviceVerdict({ ...base, record: failed, claim: denied }).code).toBe('DEVICE_PROVISION_DENIED');
+  });
+
+  it('a serial that never came to the hook says why: the journal, the station, or no visit in time', () => {
+    const notSeen = { claim: 'not seen' as const, reason: '' };
+    const failed = record('failed', {
+      error: { code: 'DEVICE_PROVISION_FAILED', message: 'subscribe timed out', stage: 'connect' },
+    });
+    expect(deviceVerdict({ ...base, record: failed, claim: notSeen })).toMatchObject({
+      ok: false,
+      claim: 'not seen',
+      code: 'DEVICE_PROVISION_FAILED',
+      message: 'never came to the hook: subscribe timed out (stage connect)',
+    });
+    expect(deviceVerdict({ ...base, record: record('accepted'), claim: notSeen })).toMatchObject({
+      ok: false,
+      code: 'NOT_DONE',
+      message: 'never came to the hook: no station result in time; the journal says accepted',
+    });
+  });
+
+  it('connected but not provisioned by the hook (a thing made some other way) does not pass', () => {
+    const v = deviceVerdict({
+      ...base,
+      record: record('connected'),
+      seen: true,
+      claim: { claim: 'not seen', reason: '' },
+    });
+    expect(v.ok).toBe(false);
   });
 });

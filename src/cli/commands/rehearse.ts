@@ -52,6 +52,7 @@ import { prepareFactoryCa, prepareProductKeys, runProductLines, type LineRun } f
 import { openPipeline, startLocalWorkers, type PipelineHandles } from '../pipeline/open.js';
 import { deviceRegistrar, stationRegisters } from '../pipeline/registrar.js';
 import {
+  deviceVerdict,
   junitXml,
   problemLine,
   sampleIndexes,
@@ -583,51 +584,17 @@ class Rehearsal {
     const wantsConnect = profile.station.firstConnect !== false;
     const results = new Map<string, DeviceResult>();
     for (const r of run.results) results.set(r.serial, r);
-    for (const s of this.sample) {
-      const rec = recs.get(s.serial);
-      const result = results.get(s.serial);
-      const state = rec?.state ?? 'unknown';
-      const seen = run.seen.has(s.serial);
-      const claim = claimOf?.(s.serial);
-      const ok =
-        (wantsConnect ? state === 'connected' && seen : state === 'verified') &&
-        (!claim || claim.claim === 'provisioned');
-      const message = ok
-        ? claim
-          ? `provisioned itself through the hook (certificate ${claim.certificateId?.slice(0, 12) ?? ''}…) and connected to the stand-in as ${rec!.thingName}`
-          : wantsConnect
-            ? `verified by its own answers and connected to the stand-in as ${rec!.thingName}`
-            : 'verified by its own answers (the profile wants no first connect)'
-        : claim && claim.claim !== 'provisioned'
-          ? claimFailure(claim, rec, result)
-          : rec?.error
-            ? `${rec.error.message} (stage ${rec.error.stage})`
-            : result
-              ? result.message
-              : state === 'connected'
-                ? `the device reported CONNACK 0, but the stand-in's events log has no connect of ${rec!.thingName}`
-                : `no station result in time; the journal says ${state}`;
-      this.devices.push({
-        serial: s.serial,
-        line: s.line,
-        ok,
-        state,
-        ...(rec?.thingName ? { thingName: rec.thingName } : {}),
-        ...(rec?.fields.certificateId ? { certificateId: rec.fields.certificateId } : {}),
-        ...(wantsConnect ? { connected: seen } : {}),
-        ...(claim ? { claim: claim.claim, ...(claim.reason ? { claimReason: claim.reason } : {}) } : {}),
-        ...(ok
-          ? {}
-          : {
-              code:
-                rec?.error?.code ??
-                result?.code ??
-                (claim?.claim === 'denied' ? 'DEVICE_PROVISION_DENIED' : 'NOT_DONE'),
-            }),
-        message,
-        ...(result ? { ms: result.ms } : {}),
-      });
-    }
+    for (const s of this.sample)
+      this.devices.push(
+        deviceVerdict({
+          ...s,
+          wantsConnect,
+          record: recs.get(s.serial),
+          result: results.get(s.serial),
+          seen: run.seen.has(s.serial),
+          claim: claimOf?.(s.serial),
+        }),
+      );
     const verified = this.devices.filter((d) => ['verified', 'connected'].includes(d.state)).length;
     const n = this.sample.length;
     this.check(
@@ -717,21 +684,6 @@ function claimTemplateProblemsOf(profile: ResolvedProfile): Array<{ message: str
 function oneOf(problems: ReadonlyArray<{ message: string }>): string {
   const more = problems.length - 1;
   return `${problems[0]?.message ?? ''}${more > 0 ? ` (and ${more} more)` : ''}`;
-}
-
-/** Why a claim device did not provision: the hook's denial, or why it never came. */
-function claimFailure(
-  claim: SerialOutcome,
-  rec: DeviceRecord | undefined,
-  result: DeviceResult | undefined,
-): string {
-  if (claim.claim === 'denied') return `denied by the hook: ${claim.reason}`;
-  const why = rec?.error
-    ? `${rec.error.message} [${rec.error.code}]`
-    : result
-      ? result.message
-      : `no station result in time; the journal says ${rec?.state ?? 'unknown'}`;
-  return `never came to the hook: ${why}`;
 }
 
 function readable(path: string): { text: string; error?: undefined } | { text?: undefined; error: string } {

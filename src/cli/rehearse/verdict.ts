@@ -1,9 +1,12 @@
 /**
  * The verdict of `provline rehearse` as plain data, and its two renderings: the JSON document
  * and a JUnit XML file (one testsuite, a testcase per check and per serial). Also the lot's
- * deterministic sample. Pure: no I/O.
+ * deterministic sample, and the verdict of one serial from what the line found. Pure: no I/O.
  */
+import type { DeviceRecord } from '../../batch/journal.js';
 import type { Problem } from '../../batch/rules.js';
+import type { SerialOutcome } from '../../cloud/claim/outcomes.js';
+import type { DeviceResult } from '../../flash/index.js';
 
 export interface Check {
   /** `lint: template`, `csv: validation`, `hsm stage`, … */
@@ -53,6 +56,74 @@ export interface Verdict {
 
 export function verdictOf(checks: readonly Check[], devices: readonly DeviceVerdict[]): 'pass' | 'fail' {
   return checks.every((c) => c.ok) && devices.every((d) => d.ok) ? 'pass' : 'fail';
+}
+
+/** What the line found out about one serial of the sample. */
+export interface SerialFindings {
+  serial: string;
+  line: number;
+  /** Whether the profile wants a first connect (`station.firstConnect` not false). */
+  wantsConnect: boolean;
+  /** The journal's record after the line. */
+  record: DeviceRecord | undefined;
+  /** The station's result of the device's visit, if it came. */
+  result: DeviceResult | undefined;
+  /** Seen by the stand-in connecting as its thing. */
+  seen: boolean;
+  /** A claim lot: what the hook made of the serial. */
+  claim?: SerialOutcome | undefined;
+}
+
+/**
+ * One serial's verdict: it passes when it is connected and seen by the stand-in (or verified,
+ * where the profile wants no first connect) and, in a claim lot, the hook provisioned it. A
+ * failure says why: the hook's denial, why a claim device never came to the hook, the
+ * journal's error, or the station's result.
+ */
+export function deviceVerdict(f: SerialFindings): DeviceVerdict {
+  const { record: rec, result, claim } = f;
+  const state = rec?.state ?? 'unknown';
+  const ok =
+    (f.wantsConnect ? state === 'connected' && f.seen : state === 'verified') &&
+    (!claim || claim.claim === 'provisioned');
+  const why = rec?.error
+    ? `${rec.error.message} (stage ${rec.error.stage})`
+    : result
+      ? result.message
+      : state === 'connected'
+        ? `the device reported CONNACK 0, but the stand-in's events log has no connect of ${rec!.thingName}`
+        : `no station result in time; the journal says ${state}`;
+  const message = ok
+    ? claim
+      ? `provisioned itself through the hook (certificate ${claim.certificateId?.slice(0, 12) ?? ''}…) and connected to the stand-in as ${rec!.thingName}`
+      : f.wantsConnect
+        ? `verified by its own answers and connected to the stand-in as ${rec!.thingName}`
+        : 'verified by its own answers (the profile wants no first connect)'
+    : claim?.claim === 'denied'
+      ? `denied by the hook: ${claim.reason}`
+      : claim?.claim === 'not seen'
+        ? `never came to the hook: ${why}`
+        : why;
+  return {
+    serial: f.serial,
+    line: f.line,
+    ok,
+    state,
+    ...(rec?.thingName ? { thingName: rec.thingName } : {}),
+    ...(rec?.fields.certificateId ? { certificateId: rec.fields.certificateId } : {}),
+    ...(f.wantsConnect ? { connected: f.seen } : {}),
+    ...(claim ? { claim: claim.claim, ...(claim.reason ? { claimReason: claim.reason } : {}) } : {}),
+    ...(ok
+      ? {}
+      : {
+          code:
+            rec?.error?.code ??
+            result?.code ??
+            (claim?.claim === 'denied' ? 'DEVICE_PROVISION_DENIED' : 'NOT_DONE'),
+        }),
+    message,
+    ...(result ? { ms: result.ms } : {}),
+  };
 }
 
 /**
