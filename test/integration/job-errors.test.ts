@@ -72,7 +72,9 @@ describe('pipeline jobs with an error that cannot go away', () => {
     for (;;) {
       const job = await get();
       const state = await job?.getState();
-      if (job && state === 'failed') return job;
+      // Read the job again once it has failed: the copy read before its state may predate the
+      // failure (attemptsMade still 0), a window a loaded machine widens.
+      if (job && state === 'failed') return (await get())!;
       if (Date.now() > until)
         throw new Error(
           `job not failed within ${budgetMs} ms: state ${state}, attempts ${job?.attemptsMade}, reason ${job?.failedReason}`,
