@@ -1,8 +1,9 @@
 /**
  * Process entry point of the AWS IoT stand-in: `node dist/workers/emulator.js --state-dir DIR …`
  * (see emulator/config.ts for the options). Writes the pid file and, once the listeners are
- * up, the ready file (`{"iotUrl","s3Url","mqttEndpoint","rootCaFile","pid","region","account"}`);
- * stops cleanly on SIGTERM/SIGINT.
+ * up, the ready file (`{"iotUrl","s3Url","mqttEndpoint","rootCaFile","pid","region","account"}`)
+ * and the same line on stdout; stops cleanly on SIGTERM/SIGINT, and when the process that
+ * started it with an IPC channel (`provline emulator`) ends.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { ArgsError, credentialsFromIni, parseArgs, startFaults } from '../emulator/config.js';
@@ -76,6 +77,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Started by `provline emulator` with an IPC channel: it stops when that process ends.
+  if (process.send) process.once('disconnect', stop);
 }
 
 main().catch((e: unknown) => {
