@@ -1,8 +1,8 @@
 /**
  * The provline process (bin/provline.js starts it): runs the command line through the CLI
  * (src/cli), handing it the entry points its commands call, and exits with the code the CLI
- * returns. Each entry point is loaded when a command first uses it, so `provline validate` does
- * not load the station, the simulators or the AWS SDK.
+ * returns. Each entry point is loaded when a command first uses it: `provline validate` loads
+ * neither the station nor the simulators.
  */
 import 'reflect-metadata';
 import type { Entries } from '../src/cli/entries.js';
