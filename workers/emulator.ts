@@ -57,8 +57,6 @@ async function main(): Promise<void> {
     region: emulator.region,
     account: emulator.account,
   };
-  if (args.readyFile) atomicWrite(args.readyFile, `${JSON.stringify(ready)}\n`);
-  process.stdout.write(`${JSON.stringify(ready)}\n`);
   let stopping = false;
   const stop = (): void => {
     if (stopping) return;
@@ -79,6 +77,9 @@ async function main(): Promise<void> {
   process.on('SIGINT', stop);
   // Started by `provline emulator` with an IPC channel: it stops when that process ends.
   if (process.send) process.once('disconnect', stop);
+  // Ready only now: a SIGTERM sent as soon as the ready line is read finds the handlers in place.
+  if (args.readyFile) atomicWrite(args.readyFile, `${JSON.stringify(ready)}\n`);
+  process.stdout.write(`${JSON.stringify(ready)}\n`);
 }
 
 main().catch((e: unknown) => {

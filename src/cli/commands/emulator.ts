@@ -141,13 +141,14 @@ export function registerEmulator(program: Command, ctx: () => CommandContext): v
         rootCaFile: string;
         region: string;
       };
-      c.print(
-        `AWS IoT stand-in: IoT ${emu.iotUrl}  S3 ${emu.s3Url}  MQTT ${emu.mqttEndpoint} (root CA ${emu.rootCaFile})  region ${emu.region}  (Ctrl-C to stop)`,
-      );
       const forward = (sig: NodeJS.Signals): void => void standIn.child.kill(sig);
       process.on('SIGINT', forward);
       process.on('SIGTERM', forward);
       try {
+        c.print(
+          `AWS IoT stand-in: IoT ${emu.iotUrl}  S3 ${emu.s3Url}  MQTT ${emu.mqttEndpoint} (root CA ${emu.rootCaFile})  region ${emu.region}  (Ctrl-C to stop)`,
+        );
+
         const end = await standIn.exited;
         if (end.code !== 0)
           throw new ProvlineError(
