@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const entry = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
+const entry = fileURLToPath(new URL('../dist/workers/cli.js', import.meta.url));
 if (!existsSync(entry)) {
   process.stderr.write(
     'provline is not built yet: run `npm run bootstrap` (or `npm ci && npm run build`).\n',

@@ -26,13 +26,13 @@ import { IotError } from './errors.js';
 import {
   NULL,
   bitString,
-  boolTrue,
+  boolean,
   children,
-  decodeOid,
   explicit,
   fromPem,
-  octets,
+  octetString as octets,
   oid,
+  oidString,
   printable,
   readTlv,
   seq,
@@ -40,9 +40,11 @@ import {
   time,
   tlv,
   toPem,
-  uint,
+  unsignedInteger as uint,
   utf8,
-} from './der.js';
+} from '../src/core/der.js';
+
+const boolTrue = boolean(true);
 
 export const AWS_ISSUER_OU = 'Amazon Web Services O=Amazon.com Inc. L=Seattle ST=Washington C=US';
 export const AWS_SUBJECT_CN = 'AWS IoT Certificate';
@@ -84,11 +86,8 @@ export function certificateId(der: Buffer): string {
 
 /** SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2 method 1). */
 function keyIdentifier(spki: Buffer): Buffer {
-  const outer = readTlv(spki, 0);
-  const [, bits] = children(spki, outer);
-  return createHash('sha1')
-    .update(spki.subarray(bits!.contentStart + 1, bits!.end))
-    .digest();
+  const [, bits] = children(readTlv(spki));
+  return createHash('sha1').update(bits!.content.subarray(1)).digest();
 }
 
 function serial(): Buffer {
@@ -231,21 +230,20 @@ const CURVE_OIDS: Record<string, string> = {
 /** The same rule as checkKey, read from SubjectPublicKeyInfo DER without building a key. */
 function checkSpki(spki: Buffer): void {
   try {
-    const [alg, bits] = children(spki, readTlv(spki, 0));
-    const [algOid, params] = children(spki, alg!);
-    const algorithm = decodeOid(spki, algOid!);
+    const [alg, bits] = children(readTlv(spki));
+    const [algOid, params] = children(alg!);
+    const algorithm = oidString(algOid!.content);
     if (algorithm === '1.2.840.10045.2.1') {
-      const curve = params && params.tag === 0x06 ? decodeOid(spki, params) : '';
+      const curve = params && params.tag === 0x06 ? oidString(params.content) : '';
       if (!CURVE_OIDS[curve])
         throw badCsr(`the CSR EC curve ${curve || '(none)'} is not supported (P-256, P-384, P-521 are)`);
       return;
     }
     if (algorithm === '1.2.840.113549.1.1.1') {
-      const rsa = readTlv(spki, bits!.contentStart + 1);
-      const modulus = children(spki, rsa)[0]!;
-      let start = modulus.contentStart;
-      while (start < modulus.end && spki[start] === 0) start++;
-      const bitLength = (modulus.end - start) * 8 - Math.clz32(spki[start] ?? 0) + 24;
+      const modulus = children(readTlv(bits!.content, 1))[0]!.content;
+      let start = 0;
+      while (start < modulus.length && modulus[start] === 0) start++;
+      const bitLength = (modulus.length - start) * 8 - Math.clz32(modulus[start] ?? 0) + 24;
       if (bitLength < 2048) throw badCsr(`the CSR RSA key must be at least 2048 bits, got ${bitLength}`);
       return;
     }
@@ -282,16 +280,14 @@ export function csrPublicKey(pem: string): Buffer {
   let hash: string | undefined;
   let sig: Buffer;
   try {
-    const outer = readTlv(der, 0);
-    const [cri, alg, sigBits] = children(der, outer);
+    const [cri, alg, sigBits] = children(readTlv(der));
     if (!cri || !alg || !sigBits) throw new Error('truncated');
-    const criParts = children(der, cri);
-    const spkiTlv = criParts[2];
+    const spkiTlv = children(cri)[2];
     if (!spkiTlv) throw new Error('no subjectPKInfo');
-    spki = der.subarray(spkiTlv.start, spkiTlv.end);
-    info = der.subarray(cri.start, cri.end);
-    hash = SIGNATURE_HASH[decodeOid(der, children(der, alg)[0]!)];
-    sig = der.subarray(sigBits.contentStart + 1, sigBits.end);
+    spki = spkiTlv.der;
+    info = cri.der;
+    hash = SIGNATURE_HASH[oidString(children(alg)[0]!.content)];
+    sig = sigBits.content.subarray(1);
   } catch (e) {
     throw badCsr(`malformed DER (${(e as Error).message})`);
   }

@@ -1,8 +1,9 @@
 /**
  * Process entry point of the AWS IoT stand-in: `node dist/workers/emulator.js --state-dir DIR …`
  * (see emulator/config.ts for the options). Writes the pid file and, once the listeners are
- * up, the ready file (`{"iotUrl","s3Url","mqttEndpoint","rootCaFile","pid","region","account"}`);
- * stops cleanly on SIGTERM/SIGINT.
+ * up, the ready file (`{"iotUrl","s3Url","mqttEndpoint","rootCaFile","pid","region","account"}`)
+ * and the same line on stdout; stops cleanly on SIGTERM/SIGINT, and when the process that
+ * started it with an IPC channel (`provline emulator`) ends.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { ArgsError, credentialsFromIni, parseArgs, startFaults } from '../emulator/config.js';
@@ -56,8 +57,6 @@ async function main(): Promise<void> {
     region: emulator.region,
     account: emulator.account,
   };
-  if (args.readyFile) atomicWrite(args.readyFile, `${JSON.stringify(ready)}\n`);
-  process.stdout.write(`${JSON.stringify(ready)}\n`);
   let stopping = false;
   const stop = (): void => {
     if (stopping) return;
@@ -76,6 +75,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Started by `provline emulator` with an IPC channel: it stops when that process ends.
+  if (process.send) process.once('disconnect', stop);
+  // Ready only now: a SIGTERM sent as soon as the ready line is read finds the handlers in place.
+  if (args.readyFile) atomicWrite(args.readyFile, `${JSON.stringify(ready)}\n`);
+  process.stdout.write(`${JSON.stringify(ready)}\n`);
 }
 
 main().catch((e: unknown) => {

@@ -9,7 +9,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { CloudClients } from '../src/cloud/clients.js';
+import type { JitrActivatorOptions } from '../src/cli/entries.js';
 import {
   ActivationStepError,
   activatorRuleName,
@@ -18,34 +18,12 @@ import {
   ensureActivatorRule,
   processEvent,
   registeredTopic,
-  type CompiledConfig,
   type RuleOutcome,
 } from '../src/cloud/jitr/index.js';
 import { ProvlineError } from '../src/core/errors.js';
-
-export interface JitrActivatorOptions {
-  clients: CloudClients;
-  config: CompiledConfig;
-  /** The stand-in's control-plane URL, whose /_emulator/lambdas maps the ARN to this process. */
-  standInUrl: string;
-  functionArn: string;
-  host?: string;
-  /** 0 (default) picks a free port. */
-  port?: number;
-  /** One JSON document per call: the ready line, each decision, failures, the stop line. */
-  write: (line: object) => void;
-  /** Resolves when the process is asked to stop (default: the first SIGTERM or SIGINT). */
-  stopSignal?: Promise<string>;
-}
+import { processStop } from './signals.js';
 
 const MAX_EVENT_BYTES = 256 * 1024;
-
-function processStop(): Promise<string> {
-  return new Promise((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-}
 
 async function mapLambda(standInUrl: string, arn: string, url: string | null): Promise<void> {
   let res: Response;

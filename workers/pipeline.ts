@@ -1,35 +1,12 @@
 /**
  * The pipeline worker process (`provline worker`): re-enqueues unfinished batches, runs the
  * HSM-stage and registrar roles until SIGTERM or SIGINT, then drains (jobs in flight finish or
- * are handed back) and returns. The CLI parses the options and calls `runPipelineWorker`.
+ * are handed back) and returns. The CLI parses the options and calls `runPipelineWorker`
+ * through its entry points (src/cli/entries.ts, wired by workers/cli.ts).
  */
-import type { Logger } from 'pino';
-import type { Config } from '../src/config/schema.js';
-import type { HsmSettings } from '../src/config/settings.js';
-import type { Role } from '../src/jobs/queues.js';
+import type { PipelineWorkerOptions } from '../src/cli/entries.js';
 import { startRunner, sweepActive } from '../src/jobs/runner.js';
-import type { Runtime } from '../src/stack/runtime.js';
-
-export interface PipelineWorkerOptions {
-  redisUrl: string;
-  runtime: Runtime;
-  config: Pick<Config, 'redis' | 'workers'>;
-  roles: Role[];
-  /** Re-enqueue the work of every unfinished batch before starting. */
-  sweep: boolean;
-  log: Logger;
-  hsmSettings: () => Promise<HsmSettings>;
-  /** Resolves when the process is asked to stop (default: the first SIGTERM or SIGINT). */
-  stopSignal?: Promise<string>;
-}
-
-/** First SIGTERM or SIGINT, by name. */
-export function processStop(): Promise<string> {
-  return new Promise((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-}
+import { processStop } from './signals.js';
 
 export async function runPipelineWorker(o: PipelineWorkerOptions): Promise<void> {
   const prefix = o.config.redis.prefix;

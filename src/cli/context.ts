@@ -3,6 +3,7 @@ import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { resolveRuntime, type HsmSettings, type Runtime } from '../stack/runtime.js';
 import { ensureLocalToken } from '../stack/stack.js';
 import { createLogger, type Logger } from '../core/log.js';
+import { NO_ENTRIES, type Entries } from './entries.js';
 
 export interface GlobalOptions {
   config?: string;
@@ -20,6 +21,8 @@ export class CommandContext {
     readonly env: NodeJS.ProcessEnv = process.env,
     /** A configuration already made (`provline rehearse` on its throwaway stack). */
     preloaded?: LoadedConfig,
+    /** The process entry points commands hand over to (workers/, passed in by workers/cli.ts). */
+    readonly entries: Entries = NO_ENTRIES,
   ) {
     this.loadedConfig = preloaded;
   }

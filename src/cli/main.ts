@@ -1,26 +1,16 @@
-#!/usr/bin/env node
 /**
- * The CLI entry point and the only place that exits: every outcome becomes an exit code here
- * (0 ok, 1 failed, 2 usage, 3 invalid input, 4 partly failed).
+ * Runs one provline command line and turns every outcome into an exit code (0 ok, 1 failed,
+ * 2 usage, 3 invalid input, 4 partly failed), reporting errors on stderr. The process around
+ * it (workers/cli.ts) passes the entry points in and exits with the code.
  */
-import 'reflect-metadata';
 import { CommanderError } from 'commander';
 import { isProvlineError, messageOf } from '../core/errors.js';
+import type { Entries } from './entries.js';
 import { EXIT, exitCodeFor, ExitCode } from './exit.js';
 import { buildProgram } from './program.js';
 
-// The AWS SDK warns that versions published after January 2027 will need Node 22; provline pins
-// its SDK version and supports Node 20, so the warning is noise for operators.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
-// `provline report … | head`: a closed pipe ends the output, not the process with a trace.
-process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-  if (e.code === 'EPIPE') process.exit(0);
-  throw e;
-});
-
-async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+export async function runCli(argv: string[], entries: Entries): Promise<number> {
+  const program = buildProgram(process.stdout, process.env, entries);
   try {
     await program.parseAsync(argv);
     return EXIT.ok;
@@ -47,7 +37,3 @@ function report(e: unknown, json: boolean): number {
   else process.stderr.write('  (set PROVLINE_DEBUG=1 for the stack trace; please report this as a bug)\n');
   return EXIT.failed;
 }
-
-const code = await main(process.argv);
-// Let stdout drain before exiting; pending handles (pools, sockets) must not keep us alive.
-process.stdout.write('', () => process.exit(code));

@@ -1,10 +1,11 @@
 /**
  * The command tree. Each command lives in commands/<name>.ts as a register function; this file
- * only assembles them. Commands throw; they never call process.exit (main.ts decides).
+ * only assembles them. Commands throw; they never call process.exit (main.ts picks the code, workers/cli.ts exits).
  */
 import { Command } from 'commander';
 import { packageVersion } from '../core/paths.js';
 import { CommandContext, type GlobalOptions } from './context.js';
+import { NO_ENTRIES, type Entries } from './entries.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDevice } from './commands/device.js';
 import { registerDeviceSim } from './commands/device-sim.js';
@@ -27,6 +28,7 @@ import { registerRehearse } from './commands/rehearse.js';
 export function buildProgram(
   out: NodeJS.WritableStream = process.stdout,
   env: NodeJS.ProcessEnv = process.env,
+  entries: Entries = NO_ENTRIES,
 ): Command {
   const program = new Command('provline')
     .description('Provision IoT devices into AWS IoT Core on a factory line')
@@ -41,7 +43,8 @@ export function buildProgram(
     .configureOutput({ writeOut: (s) => out.write(s) });
 
   let context: CommandContext | undefined;
-  const ctx = (): CommandContext => (context ??= new CommandContext(program.opts<GlobalOptions>(), out, env));
+  const ctx = (): CommandContext =>
+    (context ??= new CommandContext(program.opts<GlobalOptions>(), out, env, undefined, entries));
 
   registerStack(program, ctx);
   registerValidate(program, ctx);

@@ -1,7 +1,9 @@
 /** Small process helpers for services provline starts itself (by pid, never by name). */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ProvlineError, type ErrorCode } from './errors.js';
 
 /** True if `pid` is alive and, when given, its command line contains `expect`. */
 export function isAlive(pid: number | undefined, expect?: string): boolean {
@@ -85,4 +87,76 @@ export async function freePort(preferred?: number): Promise<number> {
   const p = await tryPort(0);
   if (!p) throw new Error('no free TCP port on 127.0.0.1');
   return p;
+}
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  /** The first line it wrote on stdout: its ready line. */
+  ready: string;
+  /** Settles when it has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Starts one of provline's process entry points (`node <script> …args`) and waits for its ready
+ * line, the first line on its stdout, for at most `readyMs`. It gets an IPC channel, so it can
+ * stop when this process ends, however it ends. Its stderr is kept until it is ready, then passed
+ * through. If it exits, cannot start or stays silent past `readyMs` (then it is killed), the
+ * error carries `code` and its stderr.
+ */
+export async function startWorkerProcess(o: {
+  what: string;
+  script: string;
+  args: string[];
+  env?: NodeJS.ProcessEnv;
+  readyMs: number;
+  code: ErrorCode;
+}): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, [o.script, ...o.args], {
+    env: o.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  // Both are pipes (stdio above).
+  const stdout = child.stdout!;
+  const errStream = child.stderr!;
+  let stderr = '';
+  const keepStderr = (d: Buffer): void => {
+    stderr = `${stderr}${d.toString()}`.slice(-8_000);
+  };
+  errStream.on('data', keepStderr);
+  // 'close', not 'exit': its stderr has been read to the end by then.
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('close', (code, signal) => resolve({ code, signal })),
+  );
+  let timer: NodeJS.Timeout | undefined;
+  let out = '';
+  try {
+    const ready = await new Promise<string>((resolve, reject) => {
+      stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const nl = out.indexOf('\n');
+        if (nl >= 0) resolve(out.slice(0, nl));
+      });
+      child.once('error', reject);
+      void exited.then(({ code, signal }) =>
+        reject(new Error(`it exited (${signal ?? `code ${code}`}) before it was ready`)),
+      );
+      timer = setTimeout(() => reject(new Error(`it was not ready within ${o.readyMs} ms`)), o.readyMs);
+    });
+    stdout.removeAllListeners('data');
+    stdout.resume();
+    errStream.off('data', keepStderr);
+    errStream.pipe(process.stderr);
+    return { child, ready, exited };
+  } catch (e) {
+    child.kill('SIGKILL');
+    const last = stderr.trim();
+    throw new ProvlineError(o.code, `${o.what} did not start: ${(e as Error).message}`, {
+      cause: e,
+      details: { script: o.script, stderr: last },
+      hint: last ? `Its stderr:\n${last}` : 'It wrote nothing on stderr.',
+    });
+  } finally {
+    clearTimeout(timer);
+  }
 }

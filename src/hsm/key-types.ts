@@ -4,7 +4,16 @@
  * Pure data and byte work.
  */
 import type { KeyType } from '../config/schema.js';
-import { bitString, NULL, octetString, oid, readTlv, seq, smallInteger, unsignedInteger } from './asn1.js';
+import {
+  bitString,
+  NULL,
+  octetString,
+  oid,
+  readTlv,
+  seq,
+  smallInteger,
+  unsignedInteger,
+} from '../core/der.js';
 
 export interface KeyTypeSpec {
   keyType: KeyType;

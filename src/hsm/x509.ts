@@ -24,7 +24,7 @@ import {
   smallInteger,
   time,
   unsignedInteger,
-} from './asn1.js';
+} from '../core/der.js';
 import { signatureValue, signingInput, type RawSigner } from './csr.js';
 import type { KeyTypeSpec } from './key-types.js';
 

@@ -102,6 +102,7 @@ export async function startRunner(o: RunnerOptions): Promise<Runner> {
       cloud,
       slot,
       owner: slotOwner(),
+      now: Date.now,
       settings: {
         flushMs: o.workers.flushMs,
         registrationRounds: o.workers.registrationRounds,

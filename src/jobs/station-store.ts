@@ -4,6 +4,7 @@
  * its lookups and results itself; this adapter adds nothing but the wiring.
  */
 import type { BatchView, ClaimView, DeviceJournal } from '../batch/journal.js';
+import { ProvlineError, messageOf } from '../core/errors.js';
 import type { BatchStore } from './batches.js';
 import type { Journal } from './journal.js';
 
@@ -29,4 +30,16 @@ export function stationJournal(
     transition: (requests) => journal.transitionMany([...requests]),
     logVisit: (serial, log) => journal.logVisit(serial, log),
   };
+}
+
+/** A station (or `station prefetch`/`sync`) that cannot reach the journal's Redis at start. */
+export function stationJournalUnreachable(cause: unknown): ProvlineError {
+  return new ProvlineError(
+    'STATION_JOURNAL_UNREACHABLE',
+    `the journal (Redis) is unreachable: ${messageOf(cause)}`,
+    {
+      cause,
+      hint: 'check redis.url and the network, or run `provline stack up` for the local stack',
+    },
+  );
 }

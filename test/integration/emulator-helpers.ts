@@ -7,7 +7,7 @@ import { Agent } from 'node:http';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { S3Client } from '@aws-sdk/client-s3';
 import { ROOT } from '../helpers/cli.js';
-import { bitString, oid, seq, set, tlv, toPem, utf8, NULL } from '../../emulator/der.js';
+import { bitString, oid, seq, set, tlv, toPem, utf8, NULL } from '../../src/core/der.js';
 
 export const KEY = 'AKIAPROVLINETEST0001';
 export const SECRET = 'provline/test/secret/0123456789abcdefghij';

@@ -28,9 +28,9 @@ import {
 import { iot, mqtt, mqtt5 } from 'aws-iot-device-sdk-v2';
 import {
   bitString,
-  boolTrue,
+  boolean,
   explicit,
-  octets,
+  octetString as octets,
   oid,
   printable,
   seq,
@@ -38,10 +38,12 @@ import {
   time,
   tlv,
   toPem,
-  uint,
+  unsignedInteger as uint,
   utf8,
-} from '../../emulator/der.js';
+} from '../../src/core/der.js';
 import type { LoggedEvent } from '../../emulator/mqtt/events.js';
+
+const boolTrue = boolean(true);
 import { ROOT } from '../helpers/cli.js';
 import { KEY, SECRET, iotClient } from './emulator-helpers.js';
 

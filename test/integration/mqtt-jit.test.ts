@@ -22,7 +22,7 @@ import {
 import { iot, io } from 'aws-iot-device-sdk-v2';
 import pkcs11js from 'pkcs11js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bitString, oid, seq } from '../../emulator/der.js';
+import { bitString, oid, seq } from '../../src/core/der.js';
 import { SOFTHSM_MODULE, hsmUp, readPinFile } from '../../src/stack/softhsm.js';
 import { stackPaths } from '../../src/stack/home.js';
 import { tempDir } from '../helpers/home.js';

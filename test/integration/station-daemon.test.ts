@@ -431,6 +431,7 @@ describe('station', () => {
           slot: new BulkSlot(world.redis, world.journal.keys),
           pacer: new Pacer({ perSecond: 50, burst: 5 }),
           owner: 'station-test',
+          now: Date.now,
           settings: { flushMs: 100, registrationRounds: 3, rootCaFile: world.runtime.aws.rootCaFile },
         },
         req,

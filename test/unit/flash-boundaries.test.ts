@@ -4,7 +4,10 @@
  * - the station builds without src/jobs: it reaches the journal only through its interface;
  * - the device simulators reach nothing of src/flash or src/jobs: they implement their protocols
  *   on their own, so the contract tests compare two independent sides;
- * - inside src/flash, no import circle.
+ * - inside src/flash, no import circle;
+ * - src/ as a whole (the CLI included) reaches nothing of the entry points (workers/), the
+ *   stand-in (emulator/), the simulators (devices/), test/ or bench/: workers/cli.ts hands the
+ *   CLI its entry points instead (src/cli/entries.ts).
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -60,6 +63,18 @@ describe('flash boundaries', () => {
 
   it('devices/ reaches nothing of src/flash or src/jobs', () => {
     expect(violations('devices', ['src/flash/', 'src/jobs/'])).toEqual([]);
+  });
+
+  it('src/ reaches nothing of workers/, devices/, emulator/, test/ or bench/', () => {
+    expect(violations('src', ['workers/', 'devices/', 'emulator/', 'test/', 'bench/'])).toEqual([]);
+  });
+
+  it('the provline process reaches the simulators through workers/devices.ts', () => {
+    // workers/cli.ts loads the fault parser at start (device-sim checks --faults while parsing);
+    // the simulators themselves come with workers/devices.ts's dynamic import.
+    const graph = reachable([join(ROOT, 'workers/cli.ts')]);
+    const path = graph.get(join(ROOT, 'devices/index.ts'));
+    expect(path?.map(rel)).toEqual(['workers/cli.ts', 'workers/devices.ts', 'devices/index.ts']);
   });
 
   it('src/flash has no import circle', () => {

@@ -5,7 +5,7 @@
 import { X509Certificate, generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CaSettingsSchema, type KeyType } from '../../src/config/schema.js';
-import { namedBits, time } from '../../src/hsm/asn1.js';
+import { namedBits, time } from '../../src/core/der.js';
 import { encodeName, signingInput } from '../../src/hsm/csr.js';
 import { KEY_TYPE_SPECS } from '../../src/hsm/key-types.js';
 import {

@@ -230,6 +230,7 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     const tty = process.stderr.isTTY;
     const { results, seen } = await runProductLines(p, lines, hsm, {
       stationId: 'demo',
+      devices: c.entries.devices,
       ...(opts.realLineRate ? { realLineRate: true } : {}),
       iotEndpoint: status.aws.endpoint,
       onResult: (e) => {

@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, Option } from 'commander';
 import { ProvlineError, messageOf } from '../../core/errors.js';
 import { DRIVERS, type DriverName } from '../../config/schema.js';
-import { FaultSpecError, parseFaults } from '../../../devices/core/faults.js';
 import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 
@@ -43,11 +42,8 @@ export function registerDeviceSim(program: Command, ctx: () => CommandContext): 
       '--faults <spec>',
       'faults to inject, e.g. "cme527,hang@write,drop@read,corrupt@write,noise@read,unplug@write#2"',
       (v) => {
-        try {
-          parseFaults(v);
-        } catch (e) {
-          throw new InvalidArgumentError(e instanceof FaultSpecError ? e.message : messageOf(e));
-        }
+        const refused = ctx().entries.devices.checkFaults(v);
+        if (refused) throw new InvalidArgumentError(refused);
         return v;
       },
     )
@@ -80,23 +76,23 @@ export function registerDeviceSim(program: Command, ctx: () => CommandContext): 
         else c.print(text);
       };
       const baudRate = opts.throttle ? opts.baud : 0;
-      // Loaded on use: serialport and the crypto stack are not needed by other commands.
-      const { startSimulator } = await import('../../../devices/index.js');
-      const sim = await startSimulator({
-        driver: opts.driver,
-        port: opts.port,
-        serial,
-        baudRate,
-        ...(opts.faults ? { faults: opts.faults } : {}),
-        ...(kek ? { kek } : {}),
-        ...(opts.network ? {} : { network: false }),
-        ...(opts.verbose ? { log: (line: string) => emit('log', { line }, `device-sim: ${line}`) } : {}),
-      }).catch((e: unknown) => {
-        throw new ProvlineError('TRANSPORT_OPEN_FAILED', `cannot open ${opts.port}: ${messageOf(e)}`, {
-          cause: e,
-          hint: 'start socat first and pass the pty link path',
+      const sim = await c.entries.devices
+        .start({
+          driver: opts.driver,
+          port: opts.port,
+          serial,
+          baudRate,
+          ...(opts.faults ? { faults: opts.faults } : {}),
+          ...(kek ? { kek } : {}),
+          ...(opts.network ? {} : { network: false }),
+          ...(opts.verbose ? { log: (line: string) => emit('log', { line }, `device-sim: ${line}`) } : {}),
+        })
+        .catch((e: unknown) => {
+          throw new ProvlineError('TRANSPORT_OPEN_FAILED', `cannot open ${opts.port}: ${messageOf(e)}`, {
+            cause: e,
+            hint: 'start socat first and pass the pty link path',
+          });
         });
-      });
       emit(
         'ready',
         { driver: opts.driver, serial, port: opts.port, baud: baudRate || null, faults: opts.faults ?? null },
@@ -106,13 +102,13 @@ export function registerDeviceSim(program: Command, ctx: () => CommandContext): 
         const onSignal = (sig: NodeJS.Signals): void => resolve(sig);
         process.once('SIGINT', onSignal);
         process.once('SIGTERM', onSignal);
-        void sim.host.unplugged.then(() => resolve('unplugged'));
+        void sim.unplugged.then(() => resolve('unplugged'));
       });
       await sim.close();
       emit(
         'stopped',
-        { reason, ...sim.host.stats },
-        `device-sim: stopped (${reason}); ${sim.host.stats.commands} commands, ${sim.host.stats.bytesIn} bytes in, ${sim.host.stats.bytesOut} out`,
+        { reason, ...sim.stats },
+        `device-sim: stopped (${reason}); ${sim.stats.commands} commands, ${sim.stats.bytesIn} bytes in, ${sim.stats.bytesOut} out`,
       );
     });
 }

@@ -1,5 +1,6 @@
 /**
- * `provline emulator`: run the local AWS IoT stand-in in the foreground;
+ * `provline emulator`: run the local AWS IoT stand-in in the foreground (its process entry
+ * point, workers/emulator.ts, as a child that stops with this process);
  * `provline emulator faults`: read or change its faults and pacing at run time;
  * `provline emulator events`: the data plane's reasons log (why a connect, subscribe or
  * publish was refused, what JITR/JITP/fleet provisioning did), once or `--follow`ed;
@@ -9,10 +10,9 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { credentialsFromIni } from '../../../emulator/config.js';
-import type { FaultsInput } from '../../../emulator/faults.js';
-import { startEmulator } from '../../../emulator/server.js';
 import { ProvlineError, usageError } from '../../core/errors.js';
+import { packageRoot } from '../../core/paths.js';
+import { startWorkerProcess } from '../../core/proc.js';
 import { AWS_PROFILE, awsStatus } from '../../stack/aws.js';
 import { readState, stackPaths } from '../../stack/home.js';
 import type { CommandContext } from '../context.js';
@@ -34,6 +34,9 @@ interface RunOptions {
   bucket: string[];
 }
 
+/** The stand-in's faults and pacing (see docs/emulator.md); the stand-in checks the fields. */
+type FaultsInput = Record<string, unknown>;
+
 function readJsonOption(value: string, what: string): FaultsInput {
   const text = value.startsWith('@') ? readFileSync(value.slice(1), 'utf8') : value;
   try {
@@ -42,6 +45,19 @@ function readJsonOption(value: string, what: string): FaultsInput {
     throw usageError(`${what} is not valid JSON: ${(e as Error).message}`);
   }
 }
+
+/** Whether a shared-credentials file has a section for `profile` with a key pair. */
+function hasKeyPair(text: string, profile: string): boolean {
+  const section = text.split(/^\s*\[/m).find((s) => s.startsWith(`${profile}]`));
+  return (
+    !!section &&
+    /^\s*aws_access_key_id\s*=\s*\S/m.test(section) &&
+    /^\s*aws_secret_access_key\s*=\s*\S/m.test(section)
+  );
+}
+
+/** How long the stand-in may take to listen, on a busy machine. */
+const STAND_IN_READY_MS = 30_000;
 
 export function registerEmulator(program: Command, ctx: () => CommandContext): void {
   const emulator = program
@@ -79,42 +95,71 @@ export function registerEmulator(program: Command, ctx: () => CommandContext): v
         throw usageError(`--fsync takes always, interval or never, got "${opts.fsync}"`);
       const home = c.loaded.home;
       const file = opts.credentialsFile ?? join(stackPaths(home).awsDir, 'credentials');
-      let credentials = existsSync(file)
-        ? credentialsFromIni(readFileSync(file, 'utf8'), opts.profile ?? AWS_PROFILE)
-        : undefined;
-      if (!credentials && c.env.AWS_ACCESS_KEY_ID && c.env.AWS_SECRET_ACCESS_KEY)
-        credentials = { accessKeyId: c.env.AWS_ACCESS_KEY_ID, secretAccessKey: c.env.AWS_SECRET_ACCESS_KEY };
-      if (!credentials) {
+      const profile = opts.profile ?? AWS_PROFILE;
+      // The key pair goes to the stand-in as a file or in its environment, never in argv.
+      const fromFile = existsSync(file) && hasKeyPair(readFileSync(file, 'utf8'), profile);
+      if (!fromFile && !(c.env.AWS_ACCESS_KEY_ID && c.env.AWS_SECRET_ACCESS_KEY)) {
         throw usageError(
           'no credentials for the stand-in',
           "Pass --credentials-file/--profile, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `provline stack up` once to create the stack's credentials file.",
         );
       }
-      const faults: FaultsInput = {
-        ...(opts.faults ? readJsonOption(opts.faults, '--faults') : {}),
-        ...(opts.seed === undefined ? {} : { seed: opts.seed }),
-        ...(opts.linesPerSecond === undefined ? {} : { linesPerSecond: opts.linesPerSecond }),
+      if (opts.faults) readJsonOption(opts.faults, '--faults');
+      const args = [
+        '--state-dir',
+        opts.stateDir ?? join(home, 'emulator'),
+        '--host',
+        opts.host,
+        '--port',
+        String(opts.port),
+        '--s3-port',
+        String(opts.s3Port),
+        '--mqtt-port',
+        String(opts.mqttPort),
+        '--region',
+        opts.region,
+        '--fsync',
+        opts.fsync,
+        ...(fromFile ? ['--credentials-file', file, '--profile', profile] : []),
+        ...(opts.faults ? ['--faults', opts.faults] : []),
+        ...(opts.seed === undefined ? [] : ['--seed', String(opts.seed)]),
+        ...(opts.linesPerSecond === undefined ? [] : ['--lines-per-second', String(opts.linesPerSecond)]),
+        ...opts.bucket.flatMap((b) => ['--bucket', b]),
+      ];
+      const standIn = await startWorkerProcess({
+        what: 'the AWS IoT stand-in',
+        script: join(packageRoot(), 'dist', 'workers', 'emulator.js'),
+        args,
+        env: c.env,
+        readyMs: STAND_IN_READY_MS,
+        code: 'STACK_AWS_FAILED',
+      });
+      const emu = JSON.parse(standIn.ready) as {
+        iotUrl: string;
+        s3Url: string;
+        mqttEndpoint: string;
+        rootCaFile: string;
+        region: string;
       };
-      const emu = await startEmulator({
-        stateDir: opts.stateDir ?? join(home, 'emulator'),
-        host: opts.host,
-        port: opts.port,
-        s3Port: opts.s3Port,
-        mqttPort: opts.mqttPort,
-        region: opts.region,
-        credentials: [credentials],
-        fsync: opts.fsync,
-        faults,
-        buckets: opts.bucket,
-      });
-      c.print(
-        `AWS IoT stand-in: IoT ${emu.iotUrl}  S3 ${emu.s3Url}  MQTT ${emu.mqttEndpoint} (root CA ${emu.rootCaFile})  region ${emu.region}  (Ctrl-C to stop)`,
-      );
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
-      await emu.close();
+      const forward = (sig: NodeJS.Signals): void => void standIn.child.kill(sig);
+      process.on('SIGINT', forward);
+      process.on('SIGTERM', forward);
+      try {
+        c.print(
+          `AWS IoT stand-in: IoT ${emu.iotUrl}  S3 ${emu.s3Url}  MQTT ${emu.mqttEndpoint} (root CA ${emu.rootCaFile})  region ${emu.region}  (Ctrl-C to stop)`,
+        );
+
+        const end = await standIn.exited;
+        if (end.code !== 0)
+          throw new ProvlineError(
+            'STACK_AWS_FAILED',
+            `the AWS IoT stand-in ended with ${end.signal ?? `exit code ${end.code}`}`,
+            { hint: 'Its last words are above (stderr).' },
+          );
+      } finally {
+        process.off('SIGINT', forward);
+        process.off('SIGTERM', forward);
+      }
     });
 
   emulator

@@ -29,7 +29,6 @@ import { ensureResources } from '../../cloud/resources.js';
 import { getProfile, type ResolvedProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
 import * as hsmCa from '../../hsm/ca.js';
-import { runJitrActivator } from '../../../workers/jitr-activator.js';
 import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 import { withHsm } from './hsm.js';
@@ -271,19 +270,21 @@ export async function startLocalActivator(
       thingGroups: [],
     });
     const name = o.functionName ?? `provline-jitr-${profile.name}`;
-    done = runJitrActivator({
-      clients,
-      config,
-      standInUrl: base,
-      functionArn: `arn:aws:lambda:${region}:${account}:function:${name}`,
-      ...(o.host ? { host: o.host } : {}),
-      ...(o.port !== undefined ? { port: o.port } : {}),
-      write: (line) => {
-        o.write(line);
-        if ((line as { msg?: string }).msg === 'jitr activator ready') ready();
-      },
-      stopSignal: o.stop,
-    }).finally(() => clients.destroy());
+    done = c.entries
+      .jitrActivator({
+        clients,
+        config,
+        standInUrl: base,
+        functionArn: `arn:aws:lambda:${region}:${account}:function:${name}`,
+        ...(o.host ? { host: o.host } : {}),
+        ...(o.port !== undefined ? { port: o.port } : {}),
+        write: (line) => {
+          o.write(line);
+          if ((line as { msg?: string }).msg === 'jitr activator ready') ready();
+        },
+        stopSignal: o.stop,
+      })
+      .finally(() => clients.destroy());
   } catch (e) {
     clients.destroy();
     throw e;

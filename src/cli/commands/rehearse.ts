@@ -448,6 +448,7 @@ class Rehearsal {
         this.hsm,
         {
           stationId: 'rehearse',
+          devices: ic.entries.devices,
           iotEndpoint: status.aws.endpoint,
           signal: this.signal,
           onResult: (r) =>
@@ -664,7 +665,7 @@ function isolatedContext(c: CommandContext, home: string): CommandContext {
   // The stages' own warnings (a registrar yielding a chunk) are noise in a CI log; the verdict
   // says what matters. PROVLINE_LOG_LEVEL still shows them.
   env.PROVLINE_LOG_LEVEL ??= 'error';
-  return new CommandContext({ home }, c.out, env, loaded);
+  return new CommandContext({ home }, c.out, env, loaded, c.entries);
 }
 
 /** A claim profile's fleet template against what the hook sets and the devices send. */

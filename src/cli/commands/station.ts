@@ -2,7 +2,8 @@
  * `provline station`: the flashing station daemon, one loop per serial port, until SIGTERM
  * (or `--once`: one device per port). `station prefetch` caches a batch's bundles so the line
  * keeps running while Redis is unreachable; `station sync` replays the results recorded
- * locally meanwhile. This file wires config, Redis, the HSM and signals to src/flash/station.
+ * locally meanwhile. This file parses and checks the options; the daemon itself (Redis, the
+ * cache, the HSM, signals) is the station entry point, workers/station.ts.
  */
 import { ClaimStore } from '../../jobs/claim.js';
 import { hostname } from 'node:os';
@@ -10,30 +11,20 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { Redis } from 'ioredis';
 import type { DeviceJournal } from '../../batch/journal.js';
-import { getProfile, type ResolvedProfile } from '../../config/load.js';
-import { ProvlineError, messageOf, usageError } from '../../core/errors.js';
+import { getProfile } from '../../config/load.js';
+import { ProvlineError, usageError } from '../../core/errors.js';
 import {
-  CacheStore,
-  FallbackStore,
-  JournalStore,
   JsonLinesView,
   StationCache,
   TtyView,
-  allVerified,
   checkTarget,
   prefetch,
-  runStation,
   syncResults,
-  type KeyUnwrapper,
-  type StationEvent,
-  type StationRun,
-  type StationStore,
   type StationView,
 } from '../../flash/index.js';
-import type { Hsm } from '../../hsm/hsm.js';
 import { BatchStore } from '../../jobs/batches.js';
 import { Journal } from '../../jobs/journal.js';
-import { stationJournal } from '../../jobs/station-store.js';
+import { stationJournal, stationJournalUnreachable } from '../../jobs/station-store.js';
 import { requireRedis } from '../../stack/runtime.js';
 import type { CommandContext } from '../context.js';
 import { ExitCode, EXIT } from '../exit.js';
@@ -161,7 +152,7 @@ async function withJournal<T>(c: CommandContext, fn: (j: DeviceJournal) => Promi
   redis.on('error', () => undefined);
   try {
     await redis.connect().catch((e: unknown) => {
-      throw unreachable(e);
+      throw stationJournalUnreachable(e);
     });
     const journal = new Journal(redis, { prefix: c.loaded.config.redis.prefix });
     const claims = new ClaimStore(redis, c.loaded.config.redis.prefix);
@@ -171,137 +162,33 @@ async function withJournal<T>(c: CommandContext, fn: (j: DeviceJournal) => Promi
   }
 }
 
-function unreachable(cause: unknown): ProvlineError {
-  return new ProvlineError(
-    'STATION_JOURNAL_UNREACHABLE',
-    `the journal (Redis) is unreachable: ${messageOf(cause)}`,
-    {
-      cause,
-      hint: 'check redis.url and the network, or run `provline stack up` for the local stack',
-    },
-  );
-}
-
 async function runStationCommand(c: CommandContext, opts: StationCliOptions): Promise<void> {
   if (!opts.port.length) throw usageError('give at least one --port (a tty path or tcp://host:port)');
   if (!opts.profile) throw usageError('give the --profile this station runs');
   for (const p of opts.port) checkTarget(p);
   const profile = getProfile(c.loaded, opts.profile);
+  if (!c.runtime.redisUrl && !opts.cache) requireRedis(c.runtime);
   const view: StationView =
     opts.json || !(c.out as NodeJS.WriteStream).isTTY ? new JsonLinesView(c.out) : new TtyView(c.out);
-  const emit = (e: StationEvent): void => {
-    view.handle(e);
-    if (e.event === 'result' && e.outcome !== 'verified' && e.outcome !== 'already')
-      c.logger.info({ station: opts.stationId, ...e }, 'station result');
-  };
-
-  const cache = opts.cache ? new StationCache(resolve(opts.cache)) : undefined;
-  const conn: { redis?: Redis } = {};
-  let hsm: Promise<Hsm> | undefined;
-  const stopCtl = new AbortController();
-  const abortCtl = new AbortController();
-  let grace: NodeJS.Timeout | undefined;
-  const onSignal = (): void => {
-    if (stopCtl.signal.aborted) abortCtl.abort();
-    else {
-      stopCtl.abort();
-      grace = setTimeout(() => abortCtl.abort(), opts.grace);
-    }
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  let run: StationRun;
-  try {
-    // The HSM is opened when the first device needs it (a plain key to unwrap, a device's CSR
-    // for the factory CA to sign); a failed open is retried by the next device.
-    const openKeys = (): Promise<Hsm> =>
-      (hsm ??= c
-        .hsmSettings()
-        .then(async (s) => (await import('../../hsm/hsm.js')).openHsm(s, { env: c.env }))
-        .catch((e: unknown) => {
-          hsm = undefined;
-          throw e;
-        }));
-    const keys = (): Promise<KeyUnwrapper> => openKeys();
-    const store = await openStore(c, profile, cache, (r) => (conn.redis = r), emit, openKeys);
-    run = await runStation({
-      stationId: opts.stationId,
-      profile: {
-        name: profile.name,
-        driver: profile.driver,
-        driverSettings: profile.driverSettings,
-        ...(profile.station.firstConnect !== undefined ? { firstConnect: profile.station.firstConnect } : {}),
-      },
-      ports: opts.port,
-      once: opts.once ?? false,
-      baudRate: opts.baud,
-      store,
-      keys,
-      stop: stopCtl.signal,
-      abort: abortCtl.signal,
-      onEvent: emit,
-    });
-  } finally {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
-    clearTimeout(grace);
-    view.close();
-    conn.redis?.disconnect();
-    if (hsm) (await hsm.catch(() => undefined))?.close();
-  }
-  const ok = opts.once
-    ? allVerified(run.summary) && run.portErrors.length === 0 && run.results.length === opts.port.length
-    : run.portErrors.length === 0 && run.summary.abandoned === 0 && run.summary.unrecorded === 0;
-  if (!ok) throw new ExitCode(EXIT.partial);
-}
-
-/**
- * The journal (when Redis is configured), with the cache standing in while it is unreachable.
- * Without a cache, Redis must answer at start.
- */
-async function openStore(
-  c: CommandContext,
-  profile: ResolvedProfile,
-  cache: StationCache | undefined,
-  opened: (r: Redis) => void,
-  emit: (e: StationEvent) => void,
-  openHsm: () => Promise<Hsm>,
-): Promise<StationStore> {
-  const url = c.runtime.redisUrl;
-  if (!url && !cache) requireRedis(c.runtime);
-  let online: StationStore | undefined;
-  let startOffline = false;
-  if (url) {
-    const redis = new Redis(url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
-      connectTimeout: 2_000,
-      commandTimeout: 5_000,
-      retryStrategy: (n) => Math.min(250 * n, 3_000),
-    });
-    redis.on('error', () => undefined);
-    opened(redis);
-    try {
-      await redis.connect();
-    } catch (e) {
-      if (!cache) throw unreachable(e);
-      startOffline = true;
-    }
-    const journal = new Journal(redis, { prefix: c.loaded.config.redis.prefix });
-    const batches = new BatchStore(redis, journal.keys);
-    const register = stationRegisters(profile)
-      ? await deviceRegistrar(c, redis, journal, batches, profile, openHsm)
-      : undefined;
-    const claims = new ClaimStore(redis, c.loaded.config.redis.prefix);
-    online = new JournalStore(
-      stationJournal(journal, batches, (p) => claims.view(p)),
-      register,
-    );
-  }
-  const fallback = new FallbackStore(online, cache && new CacheStore(cache), {
-    startOffline,
-    onStatus: (status, message) => emit({ event: 'journal', status, ...(message ? { message } : {}) }),
+  const { ok } = await c.entries.station({
+    stationId: opts.stationId,
+    profile,
+    ports: opts.port,
+    once: opts.once ?? false,
+    baudRate: opts.baud,
+    graceMs: opts.grace,
+    redisUrl: c.runtime.redisUrl,
+    prefix: c.loaded.config.redis.prefix,
+    ...(opts.cache ? { cacheDir: resolve(opts.cache) } : {}),
+    view,
+    log: c.logger,
+    hsmSettings: () => c.hsmSettings(),
+    env: c.env,
+    ...(stationRegisters(profile)
+      ? {
+          registrar: (j, openHsm) => deviceRegistrar(c, j.redis, j.journal, j.batches, profile, openHsm),
+        }
+      : {}),
   });
-  return fallback;
+  if (!ok) throw new ExitCode(EXIT.partial);
 }

@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { ProvlineError } from '../../core/errors.js';
 import { ROLES, type Role } from '../../jobs/queues.js';
 import { requireRedis } from '../../stack/runtime.js';
-import { runPipelineWorker } from '../../../workers/pipeline.js';
 import type { CommandContext } from '../context.js';
 
 export function registerWorker(program: Command, ctx: () => CommandContext): void {
@@ -27,7 +26,7 @@ export function registerWorker(program: Command, ctx: () => CommandContext): voi
           kind: 'usage',
           hint: `Roles are: ${ROLES.join(', ')}.`,
         });
-      await runPipelineWorker({
+      await c.entries.pipelineWorker({
         redisUrl: requireRedis(c.runtime),
         runtime: c.runtime,
         config: c.loaded.config,

@@ -9,7 +9,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startSimulator } from '../../../devices/index.js';
 import type { RegisterCsr } from '../../batch/journal.js';
 import { strategyFor } from '../../batch/strategies/index.js';
 import type { ResolvedProfile } from '../../config/load.js';
@@ -28,6 +27,7 @@ import type { Hsm } from '../../hsm/hsm.js';
 import { ClaimStore } from '../../jobs/claim.js';
 import { stationJournal } from '../../jobs/station-store.js';
 import type { CommandContext } from '../context.js';
+import type { SimulatedDevices } from '../entries.js';
 import type { PipelineHandles } from './open.js';
 
 /** One product on the line: a profile, its devices and the ports its station runs. */
@@ -43,6 +43,8 @@ export interface ProductLine {
 
 export interface LineOptions {
   stationId: string;
+  /** Where the simulated devices come from (the CLI's entry points: workers/devices.ts). */
+  devices: SimulatedDevices;
   /** Pace the simulated devices at 115200 baud. */
   realLineRate?: boolean;
   /** The stand-in's control-plane endpoint, for its events log; null: not asked. */
@@ -203,7 +205,7 @@ export async function runProductLines(
     for (const serial of serials) {
       if (opts.signal?.aborted) return;
       const done = new Promise<DeviceResult>((resolve) => waiting.set(serial, resolve));
-      const sim = await startSimulator({
+      const sim = await opts.devices.start({
         driver: line.profile.driver,
         port: port.device,
         serial,

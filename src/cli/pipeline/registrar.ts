@@ -49,6 +49,7 @@ export async function deviceRegistrar(
     slot: new BulkSlot(redis, journal.keys),
     pacer: new Pacer({ perSecond: profile.registration.tps }),
     owner: slotOwner(),
+    now: Date.now,
     settings: {
       flushMs: workers.flushMs,
       registrationRounds: workers.registrationRounds,

@@ -15,7 +15,7 @@ import { ProvlineError } from '../../core/errors.js';
 import type { CsrSubject } from '../../hsm/csr.js';
 import type { DeviceRecord } from '../journal.js';
 import { prepare } from './account.js';
-import { clockOf, type RegistrarDeps } from './deps.js';
+import { type RegistrarDeps } from './deps.js';
 
 /** Signs a device's public key with the factory CA (src/hsm/ca.ts `signDeviceKey`). */
 export type DeviceKeySigner = (req: {
@@ -71,7 +71,7 @@ export async function signCsrWithFactoryCa(
     ca,
     spki,
     subject: { ...plan.profile.csrSubject, CN: rec.thingName },
-    now: new Date(clockOf(deps)()),
+    now: new Date(deps.now()),
   });
   await deps.journal.transition({
     batchId: req.batchId,

@@ -19,7 +19,7 @@ import { requireBucket, requireRoleArn } from '../../cloud/clients.js';
 import { isProvlineError, type ProvlineError } from '../../core/errors.js';
 import type { Chunk } from '../journal.js';
 import type { SlotLease } from '../slot.js';
-import { clockOf, LOOKBACK_MS, type RegistrarDeps } from './deps.js';
+import { LOOKBACK_MS, type RegistrarDeps } from './deps.js';
 import { refusedMoves, reportMoves } from './moves.js';
 import { bulkParameters } from './parameters.js';
 import { moveChunk } from './chunk-state.js';
@@ -35,7 +35,7 @@ export async function runChunk(
   defer?: (n: number, apply: Promise<void>) => void,
 ): Promise<void> {
   if (chunk.mode === 'single') return runSingleChunk(deps, plan, chunk, signal);
-  const now = clockOf(deps);
+  const now = deps.now;
   const bucket = requireBucket(deps.cloud.aws);
   const chunkKey = deps.journal.keys.chunk(plan.batchId, chunk.n);
   const c = chunk.state === 'claimed' ? await writeChunkInput(deps, plan, chunk) : chunk;

@@ -24,13 +24,9 @@ export interface RegistrarDeps {
   log?: Logger;
   /** Called when the HSM stage of a batch seems stalled (re-enqueues its jobs). */
   kickHsm?: (batchId: string) => Promise<void>;
-  now?: () => number;
+  /** The clock every part reads (ms since the epoch); tests pass their own. */
+  now: () => number;
 }
 
 /** How far back to look for a task or certificate a crashed registrar may have made. */
 export const LOOKBACK_MS = 10 * 60_000;
-
-/** The injected clock; the system clock only where none was given. */
-export function clockOf(deps: Pick<RegistrarDeps, 'now'>): () => number {
-  return deps.now ?? Date.now;
-}

@@ -10,7 +10,7 @@ import { messageOf } from '../../core/errors.js';
 import type { Chunk } from '../journal.js';
 import { prepare } from './account.js';
 import { runChunk, writeChunkInput } from './chunks.js';
-import { clockOf, type RegistrarDeps } from './deps.js';
+import { type RegistrarDeps } from './deps.js';
 
 const IDLE_POLL_MS = 100;
 /** Accepted devices that have not moved for this long mean a stalled HSM stage. */
@@ -24,7 +24,7 @@ export async function driveBatch(
   batchId: string,
   signal?: AbortSignal,
 ): Promise<DriveResult> {
-  const now = clockOf(deps);
+  const now = deps.now;
   const plan = await deps.batches.plan(batchId);
   const meta = await deps.batches.meta(batchId);
   if (meta.abortedCode) return 'aborted';

@@ -9,7 +9,7 @@ import { findCertificateForKey, registerThing } from '../../cloud/single.js';
 import { isProvlineError, messageOf } from '../../core/errors.js';
 import type { Chunk, DeviceRecord } from '../journal.js';
 import { moveChunk } from './chunk-state.js';
-import { clockOf, LOOKBACK_MS, type RegistrarDeps } from './deps.js';
+import { LOOKBACK_MS, type RegistrarDeps } from './deps.js';
 import { failMove, failOwned, registeredMove, retryOrFail } from './moves.js';
 import { deviceParameters } from './parameters.js';
 
@@ -45,7 +45,7 @@ export async function registerOne(
   chunkTag: string,
   signal?: AbortSignal,
 ): Promise<void> {
-  const now = clockOf(deps);
+  const now = deps.now;
   const csrPem = rec.fields.csrPem;
   const publicKey = rec.fields.publicKey;
   if (!csrPem || !publicKey) {
