@@ -485,7 +485,9 @@ describe('station', () => {
         // device's own, and the stand-in saw the accepted connect with the issued certificate.
         expect(Number(rec!.fields.connectAttempts)).toBeGreaterThanOrEqual(1);
         const seen = await standInEvents(r.device.thingName);
-        expect(seen.find((e) => e.kind === 'connect.accepted')?.certificateId).toBe(rec!.fields.certificateId);
+        expect(seen.find((e) => e.kind === 'connect.accepted')?.certificateId).toBe(
+          rec!.fields.certificateId,
+        );
         // The certificate AWS issued is on the device, over the key the device generated.
         const cert = new X509Certificate(rec!.fields.certificatePem!);
         const certSpki = Buffer.from(cert.publicKey.rawData);
