@@ -1,6 +1,6 @@
 /** A PKCS#10 CSR for a fresh P-256 software key, built with the stand-in's DER helpers (fast). */
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { bitString, oid, seq, set, tlv, toPem, utf8 } from '../src/core/der.js';
+import { bitString, oid, seq, set, tlv, toPem, utf8 } from '../src/core/index.js';
 
 export function csr(cn: string): string {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });

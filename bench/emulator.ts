@@ -21,7 +21,7 @@ import {
 } from '@aws-sdk/client-iot';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { csr } from './csr.js';
-import { packageRoot } from '../src/core/paths.js';
+import { packageRoot } from '../src/core/index.js';
 
 const TARGET = 2000;
 const KEY = 'AKIABENCHPROVLINE001';

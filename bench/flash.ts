@@ -14,8 +14,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSimulator } from '../devices/index.js';
-import type { DriverName } from '../src/config/schema.js';
-import { stopPid, waitFor } from '../src/core/proc.js';
+import type { DriverName } from '../src/config/index.js';
+import { stopPid, waitFor } from '../src/core/index.js';
 import { createDriver, openTransport, type Credentials } from '../src/flash/index.js';
 
 function arg(name: string, fallback: string): string {

@@ -48,7 +48,7 @@ import {
   type AllowList,
   type HookRunner,
 } from '../src/cloud/hook/index.js';
-import { packageRoot } from '../src/core/paths.js';
+import { packageRoot } from '../src/core/index.js';
 import { csr } from './csr.js';
 
 const TARGET_FLOWS_PER_SECOND = 200;

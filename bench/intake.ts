@@ -11,8 +11,8 @@ import { createReadStream, createWriteStream, mkdtempSync, rmSync, statSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'csv-parse';
-import { getProfile, loadConfig } from '../src/config/load.js';
-import { validateCsvFile } from '../src/batch/intake.js';
+import { getProfile, loadConfig } from '../src/config/index.js';
+import { validateCsvFile } from '../src/batch/index.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);

@@ -27,12 +27,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
-import { getProfile, loadConfig } from '../src/config/load.js';
-import { packageRoot } from '../src/core/paths.js';
-import { runHsmBench } from '../src/hsm/bench.js';
-import { Journal } from '../src/jobs/journal.js';
-import { resolveRuntime } from '../src/stack/runtime.js';
-import { ensureLocalToken, stackDown, stackUp } from '../src/stack/stack.js';
+import { getProfile, loadConfig } from '../src/config/index.js';
+import { packageRoot } from '../src/core/index.js';
+import { runHsmBench } from '../src/hsm/index.js';
+import { Journal } from '../src/jobs/index.js';
+import { resolveRuntime, ensureLocalToken, stackDown, stackUp } from '../src/stack/index.js';
 
 const GOAL = 1.25;
 const ROLE = 'arn:aws:iam::123456789012:role/provline-bench-jitp';

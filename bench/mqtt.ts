@@ -24,7 +24,7 @@ import {
   IoTClient,
 } from '@aws-sdk/client-iot';
 import mqttPacket from 'mqtt-packet';
-import { packageRoot } from '../src/core/paths.js';
+import { packageRoot } from '../src/core/index.js';
 
 const GOAL = 0.5;
 const KEY = 'AKIABENCHPROVLINE001';

@@ -20,16 +20,22 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { csr } from './csr.js';
 import { stringify } from 'yaml';
-import { putInput, readReports, renderInputFile, startTask, waitTask } from '../src/cloud/bulk.js';
-import { makeClients, requireBucket, requireRoleArn } from '../src/cloud/clients.js';
-import { ensureResources } from '../src/cloud/resources.js';
-import { getProfile, loadConfig } from '../src/config/load.js';
-import { packageRoot } from '../src/core/paths.js';
-import { runHsmBench } from '../src/hsm/bench.js';
-import { BatchStore } from '../src/jobs/batches.js';
-import { Journal } from '../src/jobs/journal.js';
-import { resolveRuntime } from '../src/stack/runtime.js';
-import { ensureLocalToken, stackDown, stackUp } from '../src/stack/stack.js';
+import {
+  putInput,
+  readReports,
+  renderInputFile,
+  startTask,
+  waitTask,
+  makeClients,
+  requireBucket,
+  requireRoleArn,
+  ensureResources,
+} from '../src/cloud/index.js';
+import { getProfile, loadConfig } from '../src/config/index.js';
+import { packageRoot } from '../src/core/index.js';
+import { runHsmBench } from '../src/hsm/index.js';
+import { BatchStore, Journal } from '../src/jobs/index.js';
+import { resolveRuntime, ensureLocalToken, stackDown, stackUp } from '../src/stack/index.js';
 
 const GOAL = 1.25;
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';

@@ -15,10 +15,10 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSimulator, type Simulator, type SimulatorRequest } from '../devices/index.js';
-import type { DriverName } from '../src/config/schema.js';
-import { stopPid, waitFor } from '../src/core/proc.js';
+import type { DriverName } from '../src/config/index.js';
+import { stopPid, waitFor } from '../src/core/index.js';
 import { JournalStore, runStation } from '../src/flash/index.js';
-import { stackDown } from '../src/stack/stack.js';
+import { stackDown } from '../src/stack/index.js';
 import { openSeedWorld, seedBatch, type SeedWorld } from '../test/helpers/seed.js';
 
 function arg(name: string, fallback: string): string {

@@ -17,14 +17,10 @@ import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { validateCsvFile } from '../src/batch/intake.js';
-import { getProfile, loadConfig } from '../src/config/load.js';
-import { BatchStore } from '../src/jobs/batches.js';
-import { Journal } from '../src/jobs/journal.js';
-import { connectionFromUrl, PipelineQueues } from '../src/jobs/queues.js';
-import { submitBatch } from '../src/jobs/submit.js';
-import { resolveRuntime } from '../src/stack/runtime.js';
-import { stackDown, stackUp } from '../src/stack/stack.js';
+import { validateCsvFile } from '../src/batch/index.js';
+import { getProfile, loadConfig } from '../src/config/index.js';
+import { BatchStore, Journal, connectionFromUrl, PipelineQueues, submitBatch } from '../src/jobs/index.js';
+import { resolveRuntime, stackDown, stackUp } from '../src/stack/index.js';
 
 interface ChildResult {
   seconds: number;

@@ -1,5 +1,5 @@
 /** Starts a device simulator of either kind on a serial port (a pty end, usually). */
-import type { DriverName } from '../src/config/schema.js';
+import type { DriverName } from '../src/config/index.js';
 import { parseFaults } from './core/faults.js';
 import { SimulatorHost, type DeviceModel } from './core/host.js';
 import type { ConnectPolicy } from './core/mqtt-connect.js';

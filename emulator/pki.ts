@@ -42,7 +42,7 @@ import {
   toPem,
   unsignedInteger as uint,
   utf8,
-} from '../src/core/der.js';
+} from '../src/core/index.js';
 
 const boolTrue = boolean(true);
 

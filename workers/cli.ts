@@ -5,8 +5,8 @@
  * neither the station nor the simulators.
  */
 import 'reflect-metadata';
-import type { Entries } from '../src/cli/entries.js';
-import { runCli } from '../src/cli/main.js';
+import type { Entries } from '../src/cli/index.js';
+import { runCli } from '../src/cli/index.js';
 import { simulatedDevices } from './devices.js';
 
 // The AWS SDK warns that versions published after January 2027 will need Node 22; provline pins

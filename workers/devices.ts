@@ -4,8 +4,8 @@
  * `SimulatedDevices`. The simulators (serialport, the device crypto) are loaded when the first
  * device is plugged in; checking a fault spec loads only its parser.
  */
-import { FaultSpecError, parseFaults } from '../devices/core/faults.js';
-import type { SimulatedDevices } from '../src/cli/entries.js';
+import { FaultSpecError, parseFaults } from '../devices/index.js';
+import type { SimulatedDevices } from '../src/cli/index.js';
 
 export const simulatedDevices: SimulatedDevices = {
   checkFaults(spec) {

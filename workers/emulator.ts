@@ -6,9 +6,8 @@
  * started it with an IPC channel (`provline emulator`) ends.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { ArgsError, credentialsFromIni, parseArgs, startFaults } from '../emulator/config.js';
-import { startEmulator } from '../emulator/server.js';
-import type { Credentials } from '../emulator/sigv4.js';
+import { ArgsError, credentialsFromIni, parseArgs, startFaults, startEmulator } from '../emulator/index.js';
+import type { Credentials } from '../emulator/index.js';
 
 function atomicWrite(file: string, text: string): void {
   writeFileSync(`${file}.tmp`, text, { mode: 0o600 });

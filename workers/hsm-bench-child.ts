@@ -3,14 +3,14 @@
  * arrive over IPC, never argv, and carry no PIN). Opens and warms up, reports ready, runs on
  * "go", reports its measured span.
  */
-import { messageOf } from '../src/core/errors.js';
+import { messageOf } from '../src/core/index.js';
 import {
   openBenchLoop,
   type BenchChildMessage,
   type BenchLoop,
   type BenchOptions,
-} from '../src/hsm/bench.js';
-import type { HsmSettings } from '../src/config/settings.js';
+} from '../src/hsm/index.js';
+import type { HsmSettings } from '../src/config/index.js';
 
 type ParentMessage =
   { type: 'open'; settings: HsmSettings; options: BenchOptions } | { type: 'go'; devices: number };

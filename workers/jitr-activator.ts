@@ -9,7 +9,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { JitrActivatorOptions } from '../src/cli/entries.js';
+import type { JitrActivatorOptions } from '../src/cli/index.js';
 import {
   ActivationStepError,
   activatorRuleName,
@@ -20,7 +20,7 @@ import {
   registeredTopic,
   type RuleOutcome,
 } from '../src/cloud/jitr/index.js';
-import { ProvlineError } from '../src/core/errors.js';
+import { ProvlineError } from '../src/core/index.js';
 import { processStop } from './signals.js';
 
 const MAX_EVENT_BYTES = 256 * 1024;

@@ -4,8 +4,8 @@
  * are handed back) and returns. The CLI parses the options and calls `runPipelineWorker`
  * through its entry points (src/cli/entries.ts, wired by workers/cli.ts).
  */
-import type { PipelineWorkerOptions } from '../src/cli/entries.js';
-import { startRunner, sweepActive } from '../src/jobs/runner.js';
+import type { PipelineWorkerOptions } from '../src/cli/index.js';
+import { startRunner, sweepActive } from '../src/jobs/index.js';
 import { processStop } from './signals.js';
 
 export async function runPipelineWorker(o: PipelineWorkerOptions): Promise<void> {

@@ -7,7 +7,7 @@
  * entry points (src/cli/entries.ts, wired by workers/cli.ts), then turns `ok` into the exit code.
  */
 import { Redis } from 'ioredis';
-import type { StationDaemonOptions, StationDaemonRun } from '../src/cli/entries.js';
+import type { StationDaemonOptions, StationDaemonRun } from '../src/cli/index.js';
 import {
   CacheStore,
   FallbackStore,
@@ -19,11 +19,14 @@ import {
   type StationEvent,
   type StationStore,
 } from '../src/flash/index.js';
-import type { Hsm } from '../src/hsm/hsm.js';
-import { BatchStore } from '../src/jobs/batches.js';
-import { ClaimStore } from '../src/jobs/claim.js';
-import { Journal } from '../src/jobs/journal.js';
-import { stationJournal, stationJournalUnreachable } from '../src/jobs/station-store.js';
+import type { Hsm } from '../src/hsm/index.js';
+import {
+  BatchStore,
+  ClaimStore,
+  Journal,
+  stationJournal,
+  stationJournalUnreachable,
+} from '../src/jobs/index.js';
 
 export async function runStationDaemon(o: StationDaemonOptions): Promise<StationDaemonRun> {
   const emit = (e: StationEvent): void => {
@@ -52,7 +55,7 @@ export async function runStationDaemon(o: StationDaemonOptions): Promise<Station
     const openKeys = (): Promise<Hsm> =>
       (hsm ??= o
         .hsmSettings()
-        .then(async (s) => (await import('../src/hsm/hsm.js')).openHsm(s, { env: o.env }))
+        .then(async (s) => (await import('../src/hsm/index.js')).openHsm(s, { env: o.env }))
         .catch((e: unknown) => {
           hsm = undefined;
           throw e;

@@ -9,7 +9,7 @@ import {
   webcrypto,
   type KeyObject,
 } from 'node:crypto';
-import { trimToDer } from '../../src/core/der.js';
+import { trimToDer } from '../../src/core/index.js';
 
 export interface DeviceKey {
   privateKey: KeyObject;

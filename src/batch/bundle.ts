@@ -4,7 +4,7 @@
  * or absent for device-generated keys). Built on demand from the journal record and the batch;
  * pure, no I/O here.
  */
-import type { DriverName, KeyDelivery, KeyType } from '../config/schema.js';
+import type { DriverName, KeyDelivery, KeyType } from '../config/index.js';
 import type { BatchView, DeviceRecord } from './journal.js';
 import type { DeviceState } from './states.js';
 

@@ -2,7 +2,7 @@
  * Name patterns such as `sensor-{serial}`: literal text with `{name}` placeholders.
  * `{{` and `}}` stand for literal braces. Compiled once, applied per row.
  */
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 
 export type Pattern = {
   source: string;

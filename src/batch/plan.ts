@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { ResolvedProfile } from '../config/load.js';
+import type { ResolvedProfile } from '../config/index.js';
 import {
   CaSettingsSchema,
   DRIVERS,
@@ -19,7 +19,7 @@ import {
   REGISTRATION_MODES,
   STRATEGY_NAMES,
   strategyNameOf,
-} from '../config/schema.js';
+} from '../config/index.js';
 import type { IntakeRow, Problem } from './rules.js';
 
 export const PLAN_VERSION = 2;

@@ -2,8 +2,8 @@
  * The intake rules as pure functions over one row. The streaming reader (intake.ts) feeds
  * them; these know nothing about files. Limits are AWS IoT's (shared/reference/aws-iot.md §6).
  */
-import type { ResolvedProfile } from '../config/load.js';
-import { AWS_NAME_RE } from '../config/schema.js';
+import type { ResolvedProfile } from '../config/index.js';
+import { AWS_NAME_RE } from '../config/index.js';
 import { compilePattern, type Pattern } from './pattern.js';
 
 export const ATTRIBUTE_VALUE_RE = /^[a-zA-Z0-9_.,@/:#=[\]-]*$/;

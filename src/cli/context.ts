@@ -1,8 +1,7 @@
 /** What every command gets: config, the resolved runtime, output helpers. Built lazily. */
-import { loadConfig, type LoadedConfig } from '../config/load.js';
-import { resolveRuntime, type HsmSettings, type Runtime } from '../stack/runtime.js';
-import { ensureLocalToken } from '../stack/stack.js';
-import { createLogger, type Logger } from '../core/log.js';
+import { loadConfig, type LoadedConfig } from '../config/index.js';
+import { resolveRuntime, type HsmSettings, type Runtime, ensureLocalToken } from '../stack/index.js';
+import { createLogger, type Logger } from '../core/index.js';
 import { NO_ENTRIES, type Entries } from './entries.js';
 
 export interface GlobalOptions {

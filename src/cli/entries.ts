@@ -8,18 +8,14 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { RegisterCsr } from '../batch/journal.js';
-import type { CloudClients } from '../cloud/clients.js';
+import type { RegisterCsr } from '../batch/index.js';
+import type { CloudClients } from '../cloud/index.js';
 import type { CompiledConfig } from '../cloud/jitr/index.js';
-import type { ResolvedProfile } from '../config/load.js';
-import type { Config, DriverName } from '../config/schema.js';
-import type { HsmSettings } from '../config/settings.js';
+import type { ResolvedProfile, Config, DriverName, HsmSettings } from '../config/index.js';
 import type { StationRun, StationView } from '../flash/index.js';
-import type { Hsm } from '../hsm/hsm.js';
-import type { BatchStore } from '../jobs/batches.js';
-import type { Journal } from '../jobs/journal.js';
-import type { Role } from '../jobs/queues.js';
-import type { Runtime } from '../stack/runtime.js';
+import type { Hsm } from '../hsm/index.js';
+import type { BatchStore, Journal, Role } from '../jobs/index.js';
+import type { Runtime } from '../stack/index.js';
 
 /** `provline worker`: workers/pipeline.ts. */
 export interface PipelineWorkerOptions {

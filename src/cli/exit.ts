@@ -3,7 +3,7 @@
  * docs/troubleshooting.md):
  *   0 ok · 1 failed · 2 usage · 3 invalid input · 4 partly failed
  */
-import type { ErrorKind } from '../core/errors.js';
+import type { ErrorKind } from '../core/index.js';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, invalidInput: 3, partial: 4 } as const;
 

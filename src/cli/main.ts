@@ -4,7 +4,7 @@
  * it (workers/cli.ts) passes the entry points in and exits with the code.
  */
 import { CommanderError } from 'commander';
-import { isProvlineError, messageOf } from '../core/errors.js';
+import { isProvlineError, messageOf } from '../core/index.js';
 import type { Entries } from './entries.js';
 import { EXIT, exitCodeFor, ExitCode } from './exit.js';
 import { buildProgram } from './program.js';

@@ -3,7 +3,7 @@
  * only assembles them. Commands throw; they never call process.exit (main.ts picks the code, workers/cli.ts exits).
  */
 import { Command } from 'commander';
-import { packageVersion } from '../core/paths.js';
+import { packageVersion } from '../core/index.js';
 import { CommandContext, type GlobalOptions } from './context.js';
 import { NO_ENTRIES, type Entries } from './entries.js';
 import { registerDemo } from './commands/demo.js';

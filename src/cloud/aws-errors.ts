@@ -7,7 +7,7 @@
  * progress" answer of StartThingRegistrationTask, which AWS gives as a plain
  * InvalidRequestException (aws-iot.md §1.5).
  */
-import { ProvlineError, messageOf, type ErrorCode, type ErrorKind } from '../core/errors.js';
+import { ProvlineError, messageOf, type ErrorCode, type ErrorKind } from '../core/index.js';
 
 /** Throttling: the call was refused before it did anything, so any call may be repeated. */
 const THROTTLING = new Set([

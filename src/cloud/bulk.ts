@@ -21,7 +21,7 @@ import {
   type ReportType,
 } from '@aws-sdk/client-iot';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import {
   awsErrorName,
   awsFailure,

@@ -16,7 +16,7 @@ import {
   RegisterCACertificateCommand,
   type RegistrationConfig,
 } from '@aws-sdk/client-iot';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import { awsErrorName, awsFailure, isNotFoundAwsError, isRetryableAwsError } from './aws-errors.js';
 import { certificateIdOfPem } from './certificates.js';
 import type { CloudClients } from './clients.js';

@@ -14,7 +14,7 @@ import {
   type CertificateDescription,
   type Certificate,
 } from '@aws-sdk/client-iot';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import { awsFailure, isNotFoundAwsError } from './aws-errors.js';
 import type { CloudClients } from './clients.js';
 import { withRetries, type Pacer } from './pacing.js';

@@ -13,8 +13,8 @@
 import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { S3Client } from '@aws-sdk/client-s3';
-import { ProvlineError } from '../core/errors.js';
-import type { AwsSettings } from '../config/settings.js';
+import { ProvlineError } from '../core/index.js';
+import type { AwsSettings } from '../config/index.js';
 
 export interface CloudClients {
   iot: IoTClient;

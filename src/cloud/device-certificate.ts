@@ -8,7 +8,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { RegisterCertificateCommand, UpdateCertificateCommand } from '@aws-sdk/client-iot';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import { awsFailure } from './aws-errors.js';
 import { certificateIdOfPem, describeCertificate } from './certificates.js';
 import type { CloudClients } from './clients.js';

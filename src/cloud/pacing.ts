@@ -9,7 +9,7 @@
  * and the random source are injectable for unit tests.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import { awsErrorName, isRetryableAwsError, isThrottlingAwsError } from './aws-errors.js';
 
 export interface Clock {

@@ -17,7 +17,7 @@ import {
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
 import pLimit from 'p-limit';
-import { isProvlineError } from '../core/errors.js';
+import { isProvlineError } from '../core/index.js';
 import { awsFailure, isNotFoundAwsError, isRetryableAwsError } from './aws-errors.js';
 import {
   certificatesSince,

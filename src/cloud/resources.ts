@@ -13,7 +13,7 @@ import {
   DescribeThingTypeCommand,
   GetPolicyCommand,
 } from '@aws-sdk/client-iot';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import { awsErrorName, awsFailure, isNotFoundAwsError } from './aws-errors.js';
 import type { CloudClients } from './clients.js';
 import { withRetries, type RetryPolicy } from './pacing.js';

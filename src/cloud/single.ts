@@ -9,7 +9,7 @@
  * before it calls again.
  */
 import { RegisterThingCommand } from '@aws-sdk/client-iot';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import { awsErrorName, awsFailure } from './aws-errors.js';
 import {
   certificatesSince,

@@ -5,8 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { ProvlineError } from '../core/errors.js';
-import { packageRoot } from '../core/paths.js';
+import { ProvlineError, packageRoot } from '../core/index.js';
 import {
   ConfigSchema,
   ProfileSchema,

@@ -15,8 +15,8 @@
  */
 import { X509Certificate, createHash, randomBytes, randomFillSync } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
-import type { CaSettings, KeyType } from '../config/schema.js';
-import { ProvlineError } from '../core/errors.js';
+import type { CaSettings, KeyType } from '../config/index.js';
+import { ProvlineError } from '../core/index.js';
 import {
   certificationRequest,
   certificationRequestInfo,

@@ -11,8 +11,8 @@
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
-import type { KeyType } from '../config/schema.js';
-import { ProvlineError } from '../core/errors.js';
+import type { KeyType } from '../config/index.js';
+import { ProvlineError } from '../core/index.js';
 import { findCaKey, generateCaKey, type CaKey } from './ca.js';
 import { hsmError } from './errors.js';
 import type { Hsm } from './hsm.js';

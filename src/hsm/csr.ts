@@ -8,7 +8,7 @@
  * test holds the two byte-identical.
  */
 import { createHash } from 'node:crypto';
-import { bitString, oid, seq, set, smallInteger, tlv } from '../core/der.js';
+import { bitString, oid, seq, set, smallInteger, tlv } from '../core/index.js';
 import { DIGEST_INFO_PREFIX, ecdsaRawToDer, type KeyTypeSpec } from './key-types.js';
 
 export const SUBJECT_FIELDS = ['C', 'ST', 'L', 'O', 'OU', 'CN'] as const;

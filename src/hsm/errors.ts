@@ -9,7 +9,7 @@
  */
 import { createPrivateKey } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
-import { ProvlineError, type ErrorCode, type ErrorKind } from '../core/errors.js';
+import { ProvlineError, type ErrorCode, type ErrorKind } from '../core/index.js';
 
 interface CkrRule {
   code: ErrorCode;

@@ -12,8 +12,7 @@
  * label and cached: no C_FindObjects on the hot path.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { KeyType } from '../config/schema.js';
-import type { HsmSettings } from '../config/settings.js';
+import type { KeyType, HsmSettings } from '../config/index.js';
 import {
   createCertifiedIdentityOn,
   createIdentityOn,
@@ -30,7 +29,7 @@ import { KEY_TYPE_SPECS } from './key-types.js';
 import type { Session } from './session.js';
 import type { MechanismSupport, Token, TokenInfo } from './token.js';
 import { unwrapOn, type UnwrapRequest } from './unwrap.js';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 
 /**
  * How hot-path calls run. `auto` (the default) is what `provline hsm bench` measured fastest

@@ -8,8 +8,8 @@
  * destroyed on every path; if the module loses the session they die with it.
  */
 import pkcs11js from 'pkcs11js';
-import type { KeyType } from '../config/schema.js';
-import { ProvlineError } from '../core/errors.js';
+import type { KeyType } from '../config/index.js';
+import { ProvlineError } from '../core/index.js';
 import {
   certificationRequest,
   certificationRequestInfo,

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import { hsmError } from './errors.js';
 import type { Session } from './session.js';
 import { formatPkcs11Uri } from './uri.js';

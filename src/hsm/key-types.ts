@@ -3,7 +3,7 @@
  * algorithm, the hash done in Node, and how the SPKI is built from the HSM's public attributes.
  * Pure data and byte work.
  */
-import type { KeyType } from '../config/schema.js';
+import type { KeyType } from '../config/index.js';
 import {
   bitString,
   NULL,
@@ -13,7 +13,7 @@ import {
   seq,
   smallInteger,
   unsignedInteger,
-} from '../core/der.js';
+} from '../core/index.js';
 
 export interface KeyTypeSpec {
   keyType: KeyType;

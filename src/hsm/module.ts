@@ -9,7 +9,7 @@
  */
 import { existsSync } from 'node:fs';
 import pkcs11js from 'pkcs11js';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import { hsmError } from './errors.js';
 import { Token } from './token.js';
 import { isPkcs11Uri, parsePkcs11Uri, tokenLabel, type Pkcs11Uri } from './uri.js';

@@ -3,7 +3,7 @@
  * file. Read only at login and never stored, logged, put in argv, errors, Redis or job data.
  */
 import { readFileSync } from 'node:fs';
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 
 export interface PinSource {
   pinFile: string | undefined;

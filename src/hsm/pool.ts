@@ -7,7 +7,7 @@
  * ulMaxRwSessionCount). The first session logs in and stays open while the pool lives, which
  * keeps the application logged in. A session the token has dropped is discarded, not reused.
  */
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 import type { Session } from './session.js';
 import type { Token } from './token.js';
 

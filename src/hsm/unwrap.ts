@@ -10,8 +10,8 @@
  */
 import { createPrivateKey } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
-import type { KeyType } from '../config/schema.js';
-import { ProvlineError } from '../core/errors.js';
+import type { KeyType } from '../config/index.js';
+import { ProvlineError } from '../core/index.js';
 import { drainOpenSslErrors, hasCkr, hsmError } from './errors.js';
 import type { KekRef } from './kek.js';
 import { ecPkcs8, KEY_TYPE_SPECS } from './key-types.js';

@@ -6,7 +6,7 @@
  * `id=` (CKA_ID, percent-encoded bytes) and `type=`. Query attributes (`?pin-value=`) are
  * rejected on purpose: a PIN never travels inside a URI.
  */
-import { ProvlineError } from '../core/errors.js';
+import { ProvlineError } from '../core/index.js';
 
 export type ObjectType = 'private' | 'public' | 'secret-key' | 'cert' | 'data';
 

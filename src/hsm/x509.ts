@@ -24,7 +24,7 @@ import {
   smallInteger,
   time,
   unsignedInteger,
-} from '../core/der.js';
+} from '../core/index.js';
 import { signatureValue, signingInput, type RawSigner } from './csr.js';
 import type { KeyTypeSpec } from './key-types.js';
 

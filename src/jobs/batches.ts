@@ -12,9 +12,9 @@ import {
   type BatchPlan,
   type PlanDevice,
   type PlanHeader,
-} from '../batch/plan.js';
-import { STRATEGY_NAMES, strategyNameOf, type KeyDelivery, type StrategyName } from '../config/schema.js';
-import { ProvlineError } from '../core/errors.js';
+} from '../batch/index.js';
+import { STRATEGY_NAMES, strategyNameOf, type KeyDelivery, type StrategyName } from '../config/index.js';
+import { ProvlineError } from '../core/index.js';
 import type { JournalKeys } from './keys.js';
 
 export interface BatchMeta {

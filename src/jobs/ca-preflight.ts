@@ -5,14 +5,13 @@
  * needs: a JITP template that lints clean for the profile (jitp), or no template at all (jitr:
  * a CA with a template provisions by JITP and the activator never sees the event).
  */
-import type { StrategyName } from '../config/schema.js';
-import type { CaSettings } from '../config/schema.js';
-import { describeCa, jitpTemplateBody } from '../cloud/ca.js';
-import type { CloudClients } from '../cloud/clients.js';
+import type { StrategyName, CaSettings } from '../config/index.js';
+import { describeCa, jitpTemplateBody } from '../cloud/index.js';
+import type { CloudClients } from '../cloud/index.js';
 import { lintProfileTemplate } from '../cloud/template/index.js';
-import { ProvlineError } from '../core/errors.js';
-import { checkSigningCa } from '../hsm/ca.js';
-import type { Hsm } from '../hsm/hsm.js';
+import { ProvlineError } from '../core/index.js';
+import { checkSigningCa } from '../hsm/index.js';
+import type { Hsm } from '../hsm/index.js';
 
 export interface CaPreflightProfile {
   name: string;

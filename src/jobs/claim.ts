@@ -7,8 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
-import type { ClaimView } from '../batch/journal.js';
-import type { BatchPlan, PlanDevice } from '../batch/plan.js';
+import type { ClaimView, BatchPlan, PlanDevice } from '../batch/index.js';
 import { strategyFor } from '../batch/strategies/index.js';
 import {
   accountOf,
@@ -24,32 +23,31 @@ import {
   type FleetTemplateResult,
   type HookRecords,
   type TemporaryClaim,
-} from '../cloud/claim/aws.js';
-import { claimPolicy, claimPolicyGaps, clientIdPrefixOf } from '../cloud/claim/policy.js';
-import {
+  claimPolicy,
+  claimPolicyGaps,
+  clientIdPrefixOf,
   deactivated,
   dueForDeactivation,
   revoked,
   rotated,
   type ClaimCredential,
   type ClaimState,
-} from '../cloud/claim/state.js';
-import { claimTemplateProblems } from '../cloud/claim/template.js';
-import { requireBucket, requireRoleArn, type CloudClients } from '../cloud/clients.js';
-import { ensureResources } from '../cloud/resources.js';
-import {
+  claimTemplateProblems,
+  requireBucket,
+  requireRoleArn,
+  type CloudClients,
+  ensureResources,
   hookKeys,
   publicKeysFromPem,
   rowsDigest,
   sealAllowList,
   type AllowedDevice,
   type AllowList,
-} from '../cloud/hook/allow-list.js';
-import type { ResolvedProfile } from '../config/load.js';
-import type { ClaimSettings } from '../config/schema.js';
-import { messageOf, ProvlineError } from '../core/errors.js';
-import { allowListSigner, createClaimKey } from '../hsm/claim.js';
-import type { Hsm } from '../hsm/hsm.js';
+} from '../cloud/index.js';
+import type { ResolvedProfile, ClaimSettings } from '../config/index.js';
+import { messageOf, ProvlineError } from '../core/index.js';
+import { allowListSigner, createClaimKey } from '../hsm/index.js';
+import type { Hsm } from '../hsm/index.js';
 
 export type { ClaimState, ClaimCredential };
 

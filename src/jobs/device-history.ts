@@ -3,9 +3,9 @@
  * left in earlier batches (kept when it moved to a new batch), each batch's profile and
  * strategy, where every state was reached, and the station's log of its last visits. Read only.
  */
-import type { DeviceRecord, VisitLog } from '../batch/journal.js';
-import { STATES, type DeviceState } from '../batch/states.js';
-import { strategyNameOf, type StrategyName } from '../config/schema.js';
+import type { DeviceRecord, VisitLog } from '../batch/index.js';
+import { STATES, type DeviceState } from '../batch/index.js';
+import { strategyNameOf, type StrategyName } from '../config/index.js';
 import type { BatchStore } from './batches.js';
 import type { Journal } from './journal.js';
 

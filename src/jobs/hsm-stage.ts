@@ -10,12 +10,11 @@
  * has a CSR from an earlier attempt (a retried batch) keeps it.
  */
 import pLimit from 'p-limit';
-import type { BatchPlan } from '../batch/plan.js';
-import { isProvlineError, messageOf, ProvlineError } from '../core/errors.js';
+import type { BatchPlan } from '../batch/index.js';
+import { isProvlineError, messageOf, ProvlineError } from '../core/index.js';
 import { hsmWorkFor, strategyFor } from '../batch/strategies/index.js';
-import type { CaSettings } from '../config/schema.js';
-import type { SignedDeviceIdentity } from '../hsm/ca.js';
-import type { DeviceIdentity, DeviceIdentityRequest } from '../hsm/identity.js';
+import type { CaSettings } from '../config/index.js';
+import type { SignedDeviceIdentity, DeviceIdentity, DeviceIdentityRequest } from '../hsm/index.js';
 import type { BatchStore } from './batches.js';
 import type { Journal, TransitionRequest } from './journal.js';
 import type { HsmJobData } from './queues.js';

@@ -5,7 +5,7 @@
  * resulting thing name and attribute values held to AWS's patterns. A row that would leave its
  * certificate PENDING_ACTIVATION in the field is refused at its line. Pure.
  */
-import { ATTRIBUTE_VALUE_RE } from '../batch/rules.js';
+import { ATTRIBUTE_VALUE_RE } from '../batch/index.js';
 import {
   evaluateTemplate,
   JITP_CERTIFICATE_ID,
@@ -14,7 +14,7 @@ import {
   TemplateError,
   type ParsedTemplate,
 } from '../cloud/template/index.js';
-import { AWS_NAME_RE } from '../config/schema.js';
+import { AWS_NAME_RE } from '../config/index.js';
 
 export interface JitpRowProblem {
   line: number;

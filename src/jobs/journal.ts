@@ -12,14 +12,15 @@ import {
   type TransitionOutcome,
   type TransitionRequest,
   type VisitLog,
-} from '../batch/journal.js';
-import { ProvlineError } from '../core/errors.js';
-import { packageRoot } from '../core/paths.js';
+  ALLOWED_FROM,
+  STATES,
+  type DeviceState,
+} from '../batch/index.js';
+import { ProvlineError, packageRoot } from '../core/index.js';
 import { JournalKeys } from './keys.js';
-import { ALLOWED_FROM, STATES, type DeviceState } from './states.js';
 
 // The record and transition types are the pure journal model's (shared with the station).
-export type { DeviceRecord, TransitionOutcome, TransitionRequest } from '../batch/journal.js';
+export type { DeviceRecord, TransitionOutcome, TransitionRequest } from '../batch/index.js';
 
 export type ChunkState = 'claimed' | 'written' | 'starting' | 'started' | 'done';
 

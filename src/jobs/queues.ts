@@ -9,7 +9,7 @@
  * data holds ids and ranges only: no PIN, no key, no CSR.
  */
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
-import type { PlanHeader } from '../batch/plan.js';
+import type { PlanHeader } from '../batch/index.js';
 import { hsmWorkFor, strategyFor } from '../batch/strategies/index.js';
 import { redisRetryStrategy, type RedisWatch } from './redis-watch.js';
 

@@ -7,7 +7,7 @@
  * Errors that are not about the connection are logged as one line each, message only: no
  * stack traces in the JSON log.
  */
-import type { Logger } from '../core/log.js';
+import type { Logger } from '../core/index.js';
 
 /** How often a lost connection is retried (the ioredis back-off is capped at this). */
 export const REDIS_RETRY_MS = 1000;

@@ -2,7 +2,7 @@
  * The rows of a batch report, read from the plan and the journal a page at a time: the plan's
  * devices in order, then the rejected CSV lines. `provline report` and the demo write them.
  */
-import type { ReportRow } from '../batch/report.js';
+import type { ReportRow } from '../batch/index.js';
 import type { BatchStore } from './batches.js';
 import type { DeviceRecord, Journal } from './journal.js';
 

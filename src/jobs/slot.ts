@@ -13,8 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { isAlive } from '../core/proc.js';
-import { packageRoot } from '../core/paths.js';
+import { isAlive, packageRoot } from '../core/index.js';
 import type { JournalKeys } from './keys.js';
 
 type Reply = [string, ...string[]];

@@ -3,8 +3,8 @@
  * records, batch plans and endpoints, and life-cycle transitions. The station maps these to
  * its lookups and results itself; this adapter adds nothing but the wiring.
  */
-import type { BatchView, ClaimView, DeviceJournal } from '../batch/journal.js';
-import { ProvlineError, messageOf } from '../core/errors.js';
+import type { BatchView, ClaimView, DeviceJournal } from '../batch/index.js';
+import { ProvlineError, messageOf } from '../core/index.js';
 import type { BatchStore } from './batches.js';
 import type { Journal } from './journal.js';
 

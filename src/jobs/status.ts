@@ -2,8 +2,8 @@
  * A batch's progress as numbers: devices per state, per stage, rate, ETA and failures by
  * code. `status` prints one snapshot; `submit --wait` samples it over time (RateMeter).
  */
-import { FACTORY_CA_STRATEGIES } from '../config/schema.js';
-import type { DeviceState } from './states.js';
+import { FACTORY_CA_STRATEGIES } from '../config/index.js';
+import type { DeviceState } from '../batch/index.js';
 import type { BatchMeta, BatchStore } from './batches.js';
 import type { Journal } from './journal.js';
 

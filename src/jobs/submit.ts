@@ -9,14 +9,20 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { validateCsvFile, type IntakeResult } from '../batch/intake.js';
-import { buildPlanHeader, planDevice, PLAN_PAGE, type PlanDevice, type PlanHeader } from '../batch/plan.js';
-import type { Problem } from '../batch/rules.js';
+import {
+  validateCsvFile,
+  type IntakeResult,
+  buildPlanHeader,
+  planDevice,
+  PLAN_PAGE,
+  type PlanDevice,
+  type PlanHeader,
+} from '../batch/index.js';
+import type { Problem } from '../batch/index.js';
 import { strategyFor } from '../batch/strategies/index.js';
 import { lintProfileTemplate } from '../cloud/template/index.js';
-import type { ResolvedProfile } from '../config/load.js';
-import type { StrategyName } from '../config/schema.js';
-import { messageOf, ProvlineError } from '../core/errors.js';
+import type { ResolvedProfile, StrategyName } from '../config/index.js';
+import { messageOf, ProvlineError } from '../core/index.js';
 import type { BatchStore } from './batches.js';
 import type { CaPreflight, CaPreflightProfile } from './ca-preflight.js';
 import { jitpRowProblems, parseJitpTemplate, type JitpRowProblem } from './jitp-rows.js';

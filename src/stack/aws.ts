@@ -14,9 +14,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProvlineError } from '../core/errors.js';
-import { packageRoot } from '../core/paths.js';
-import { freePort, isAlive, stopPid, waitFor } from '../core/proc.js';
+import { ProvlineError, packageRoot, freePort, isAlive, stopPid, waitFor } from '../core/index.js';
 import { readPid, type StackPaths, type StackState } from './home.js';
 
 export const AWS_PROFILE = 'provline-local';

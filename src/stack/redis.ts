@@ -9,8 +9,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { ProvlineError } from '../core/errors.js';
-import { freePort, isAlive, stopPid, waitFor } from '../core/proc.js';
+import { ProvlineError, freePort, isAlive, stopPid, waitFor } from '../core/index.js';
 import { readPid, type StackPaths } from './home.js';
 
 export interface RedisStatus {

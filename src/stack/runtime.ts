@@ -3,14 +3,13 @@
  * config leaves them out. Commands call this once, then pass plain settings inward.
  */
 import { existsSync, realpathSync } from 'node:fs';
-import type { LoadedConfig } from '../config/load.js';
-import type { AwsSettings, HsmSettings } from '../config/settings.js';
-import { ProvlineError } from '../core/errors.js';
+import type { LoadedConfig, AwsSettings, HsmSettings } from '../config/index.js';
+import { ProvlineError } from '../core/index.js';
 import { readState, stackPaths } from './home.js';
 import { SOFTHSM_MODULE, STACK_TOKEN_LABEL } from './softhsm.js';
 import { awsStatus } from './aws.js';
 
-export type { AwsSettings, HsmSettings } from '../config/settings.js';
+export type { AwsSettings, HsmSettings } from '../config/index.js';
 
 /** Where Debian's ca-certificates keeps Amazon Root CA 1, the root of AWS IoT's ATS endpoints. */
 export const AMAZON_ROOT_CA_FILE = '/etc/ssl/certs/Amazon_Root_CA_1.pem';

@@ -8,13 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProvlineError } from '../core/errors.js';
-import {
-  initTokenAndPin,
-  tokenSetupState,
-  type TokenLibrary,
-  type TokenSetupState,
-} from '../hsm/token-setup.js';
+import { ProvlineError } from '../core/index.js';
+import { initTokenAndPin, tokenSetupState, type TokenLibrary, type TokenSetupState } from '../hsm/index.js';
 import type { StackPaths } from './home.js';
 
 export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';

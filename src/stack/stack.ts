@@ -4,8 +4,7 @@
  * started and leaves the data in place.
  */
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { ProvlineError } from '../core/errors.js';
-import { isAlive, waitFor } from '../core/proc.js';
+import { ProvlineError, isAlive, waitFor } from '../core/index.js';
 import { awsDown, awsStatus, awsUp, type AwsStatus } from './aws.js';
 import { readState, stackPaths, writeState, type StackPaths } from './home.js';
 import { redisDown, redisStatus, redisUp, type RedisStatus } from './redis.js';

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VISITS_KEPT, type VisitLog } from '../../src/batch/journal.js';
 import { Journal } from '../../src/jobs/journal.js';
-import { STATES } from '../../src/jobs/states.js';
+import { STATES } from '../../src/batch/states.js';
 import { stackUp } from '../../src/stack/stack.js';
 import { removeHome, tempDir } from '../helpers/home.js';
 

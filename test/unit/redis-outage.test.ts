@@ -8,7 +8,7 @@ import type { Logger } from '../../src/core/log.js';
 import type { BatchMeta } from '../../src/jobs/batches.js';
 import { isConnectionError, REDIS_SETTLE_MS, RedisWatch, redactUrl } from '../../src/jobs/redis-watch.js';
 import { STALL_MS, summarise } from '../../src/jobs/status.js';
-import { STATES, type DeviceState } from '../../src/jobs/states.js';
+import { STATES, type DeviceState } from '../../src/batch/states.js';
 
 function recorder(): {
   log: Logger;

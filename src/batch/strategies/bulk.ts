@@ -3,7 +3,7 @@
  * StartThingRegistrationTask each; the station writes the AWS certificate and the key (wrapped
  * for the device to unwrap, or plain through the HSM) and verifies them.
  */
-import { STRATEGY_KEY_DELIVERIES, type KeyDelivery } from '../../config/schema.js';
+import { STRATEGY_KEY_DELIVERIES, type KeyDelivery } from '../../config/index.js';
 import { REGISTERED_FIRST, type Strategy } from './strategy.js';
 import { hsmKeySteps } from './shared.js';
 

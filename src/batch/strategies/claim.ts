@@ -6,7 +6,7 @@
  * registers itself with RegisterThing, through provline's deny-by-default pre-provisioning hook,
  * which allows each serial of a submitted lot once.
  */
-import { STRATEGY_KEY_DELIVERIES } from '../../config/schema.js';
+import { STRATEGY_KEY_DELIVERIES } from '../../config/index.js';
 import type { Strategy } from './strategy.js';
 
 export const claim: Strategy = {

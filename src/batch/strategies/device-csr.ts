@@ -3,7 +3,7 @@
  * registers it (RegisterThing, the registrar's single path) and writes the certificate back.
  * No key ever exists outside the device. `submit` records the lot as the allow-list.
  */
-import { STRATEGY_KEY_DELIVERIES } from '../../config/schema.js';
+import { STRATEGY_KEY_DELIVERIES } from '../../config/index.js';
 import { REGISTERED_FIRST, type Strategy } from './strategy.js';
 
 export const deviceCsr: Strategy = {

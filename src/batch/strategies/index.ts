@@ -2,7 +2,7 @@
  * The provisioning strategies, one module each (see strategy.ts for the shape). A profile names
  * its strategy; profiles written before strategies existed get the one their fields imply.
  */
-import { STRATEGY_NAMES, strategyNameOf, type StrategyName } from '../../config/schema.js';
+import { STRATEGY_NAMES, strategyNameOf, type StrategyName } from '../../config/index.js';
 import { bulk } from './bulk.js';
 import { claim } from './claim.js';
 import { deviceCsr } from './device-csr.js';

@@ -5,7 +5,7 @@
  * JITP template (the profile's template, attached by `provline ca register`), closes that first
  * connection, and the device's next connect is as its thing.
  */
-import { STRATEGY_KEY_DELIVERIES } from '../../config/schema.js';
+import { STRATEGY_KEY_DELIVERIES } from '../../config/index.js';
 import { SIGNED_OFFLINE, type Strategy } from './strategy.js';
 import { DEVICE_KEY_SIGNED_STEPS, hsmKeySteps, hsmOrDeviceKey } from './shared.js';
 

@@ -5,7 +5,7 @@
  * a Lambda) checks the certificate is one this CA signed, activates it, makes the thing and
  * attaches the profile's policy. The device's retry after that connects as its thing.
  */
-import { STRATEGY_KEY_DELIVERIES } from '../../config/schema.js';
+import { STRATEGY_KEY_DELIVERIES } from '../../config/index.js';
 import { SIGNED_OFFLINE, type Strategy } from './strategy.js';
 import { DEVICE_KEY_SIGNED_STEPS, hsmKeySteps, hsmOrDeviceKey } from './shared.js';
 

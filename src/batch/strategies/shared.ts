@@ -1,5 +1,5 @@
 /** Parts the strategies that make keys in the HSM share. */
-import type { KeyDelivery } from '../../config/schema.js';
+import type { KeyDelivery } from '../../config/index.js';
 import type { StationStep } from './strategy.js';
 
 export function hsmKeySteps(profile: { keyDelivery: KeyDelivery }): readonly StationStep[] {

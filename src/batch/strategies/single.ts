@@ -2,7 +2,7 @@
  * `single`: as `bulk`, but the registrar calls RegisterThing once per device, paced under
  * `registration.tps`: for small lots, or accounts where bulk tasks are not allowed.
  */
-import { STRATEGY_KEY_DELIVERIES, type KeyDelivery } from '../../config/schema.js';
+import { STRATEGY_KEY_DELIVERIES, type KeyDelivery } from '../../config/index.js';
 import { REGISTERED_FIRST, type Strategy } from './strategy.js';
 import { hsmKeySteps } from './shared.js';
 

@@ -13,7 +13,7 @@
  * Adding a strategy adds a module beside bulk.ts, single.ts, device-csr.ts, jitp.ts and
  * jitr.ts, and one line in index.ts. Pure data and pure checks: no I/O here.
  */
-import type { KeyDelivery, Profile, StrategyName } from '../../config/schema.js';
+import type { KeyDelivery, Profile, StrategyName } from '../../config/index.js';
 import type { DeviceState } from '../states.js';
 
 export type { StrategyName };

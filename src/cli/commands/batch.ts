@@ -1,11 +1,9 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Command } from 'commander';
-import { reportCsvHeader, reportCsvRow } from '../../batch/report.js';
-import { ProvlineError } from '../../core/errors.js';
-import { reportRows } from '../../jobs/report.js';
+import { reportCsvHeader, reportCsvRow, STATES } from '../../batch/index.js';
+import { ProvlineError } from '../../core/index.js';
+import { reportRows, batchStatus, type BatchStatus } from '../../jobs/index.js';
 import { claimOutcomes } from '../pipeline/claim-lot.js';
-import { STATES } from '../../jobs/states.js';
-import { batchStatus, type BatchStatus } from '../../jobs/status.js';
 import type { CommandContext } from '../context.js';
 import { openPipeline } from '../pipeline/open.js';
 

@@ -5,13 +5,12 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import * as cloudCa from '../../cloud/ca.js';
-import { makeClients, requireRoleArn } from '../../cloud/clients.js';
+import { caModule as cloudCa, makeClients, requireRoleArn } from '../../cloud/index.js';
 import { deviceSubjectAttributes, lintJitpTemplate } from '../../cloud/template/index.js';
-import { getProfile, type ResolvedProfile } from '../../config/load.js';
-import type { CaSettings } from '../../config/schema.js';
-import { ProvlineError, usageError } from '../../core/errors.js';
-import * as hsmCa from '../../hsm/ca.js';
+import { getProfile, type ResolvedProfile } from '../../config/index.js';
+import type { CaSettings } from '../../config/index.js';
+import { ProvlineError, usageError } from '../../core/index.js';
+import { caModule as hsmCa } from '../../hsm/index.js';
 import type { CommandContext } from '../context.js';
 import { withHsm } from './hsm.js';
 

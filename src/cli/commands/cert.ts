@@ -5,9 +5,8 @@
  * first connect is refused (docs/operations.md "Revoking a device").
  */
 import type { Command } from 'commander';
-import { makeClients } from '../../cloud/clients.js';
-import { setDeviceCertificateStatus, type DeviceCertificateStatus } from '../../cloud/device-certificate.js';
-import { ProvlineError } from '../../core/errors.js';
+import { makeClients, setDeviceCertificateStatus, type DeviceCertificateStatus } from '../../cloud/index.js';
+import { ProvlineError } from '../../core/index.js';
 import type { CommandContext } from '../context.js';
 import { openPipeline } from '../pipeline/open.js';
 

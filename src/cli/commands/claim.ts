@@ -4,11 +4,11 @@
  * the HSM PIN comes from hsm.pinFile or the variable named by hsm.pinEnv, never an option.
  */
 import type { Command } from 'commander';
-import { makeClients, requireBucket, type CloudClients } from '../../cloud/clients.js';
+import { makeClients, requireBucket, type CloudClients } from '../../cloud/index.js';
 import { makeHandler, mapInStandIn, publicKeysFromPem, startHookRunner } from '../../cloud/hook/index.js';
-import { getProfile, type ResolvedProfile } from '../../config/load.js';
-import { ProvlineError } from '../../core/errors.js';
-import { openHsm, type Hsm } from '../../hsm/hsm.js';
+import { getProfile, type ResolvedProfile } from '../../config/index.js';
+import { ProvlineError } from '../../core/index.js';
+import { openHsm, type Hsm } from '../../hsm/index.js';
 import {
   claimOf,
   claimStatus,
@@ -20,7 +20,7 @@ import {
   revokeClaim,
   rotateClaim,
   type ClaimDeps,
-} from '../../jobs/claim.js';
+} from '../../jobs/index.js';
 import type { CommandContext } from '../context.js';
 import { openPipeline, type PipelineHandles } from '../pipeline/open.js';
 

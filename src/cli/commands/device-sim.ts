@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { parseKekFile } from '../../hsm/kek.js';
+import { parseKekFile } from '../../hsm/index.js';
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, Option } from 'commander';
-import { ProvlineError, messageOf } from '../../core/errors.js';
-import { DRIVERS, type DriverName } from '../../config/schema.js';
+import { ProvlineError, messageOf } from '../../core/index.js';
+import { DRIVERS, type DriverName } from '../../config/index.js';
 import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 

@@ -7,14 +7,9 @@
  * journal's records, which every strategy writes the same way.
  */
 import type { Command } from 'commander';
-import type { VisitLog } from '../../batch/journal.js';
-import { ProvlineError, messageOf } from '../../core/errors.js';
-import {
-  deviceHistory,
-  deviceVisits,
-  type BatchHistory,
-  type DeviceHistory,
-} from '../../jobs/device-history.js';
+import type { VisitLog } from '../../batch/index.js';
+import { ProvlineError, messageOf } from '../../core/index.js';
+import { deviceHistory, deviceVisits, type BatchHistory, type DeviceHistory } from '../../jobs/index.js';
 import type { CommandContext } from '../context.js';
 import { openPipeline } from '../pipeline/open.js';
 
@@ -112,14 +107,14 @@ async function certificateStatuses(
   if (!ids.length) return out;
   let cloud;
   try {
-    const { makeClients } = await import('../../cloud/clients.js');
+    const { makeClients } = await import('../../cloud/index.js');
     cloud = makeClients(c.runtime.aws);
   } catch (e) {
     for (const id of ids) out.set(id, { certificateId: id, status: 'UNKNOWN', unreachable: messageOf(e) });
     return out;
   }
   try {
-    const { describeCertificate } = await import('../../cloud/certificates.js');
+    const { describeCertificate } = await import('../../cloud/index.js');
     const signal = AbortSignal.timeout(REGISTRY_BUDGET_MS);
     for (const id of ids) {
       try {

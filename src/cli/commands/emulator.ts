@@ -10,11 +10,8 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProvlineError, usageError } from '../../core/errors.js';
-import { packageRoot } from '../../core/paths.js';
-import { startWorkerProcess } from '../../core/proc.js';
-import { AWS_PROFILE, awsStatus } from '../../stack/aws.js';
-import { readState, stackPaths } from '../../stack/home.js';
+import { ProvlineError, usageError, packageRoot, startWorkerProcess } from '../../core/index.js';
+import { AWS_PROFILE, awsStatus, readState, stackPaths } from '../../stack/index.js';
 import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 

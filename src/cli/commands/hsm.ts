@@ -6,10 +6,9 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { getProfile } from '../../config/load.js';
-import { KEY_TYPES, type KeyType } from '../../config/schema.js';
-import { compilePattern } from '../../batch/pattern.js';
-import { ProvlineError, usageError } from '../../core/errors.js';
+import { getProfile, KEY_TYPES, type KeyType } from '../../config/index.js';
+import { compilePattern } from '../../batch/index.js';
+import { ProvlineError, usageError } from '../../core/index.js';
 import {
   BENCH_WORKS,
   DEFAULT_BENCH_DEVICES,
@@ -17,9 +16,11 @@ import {
   runHsmBenchAll,
   type BenchResult,
   type BenchWork,
-} from '../../hsm/bench.js';
-import { openHsm, type Hsm, type HsmInfo } from '../../hsm/hsm.js';
-import { parseKekFile } from '../../hsm/kek.js';
+  openHsm,
+  type Hsm,
+  type HsmInfo,
+  parseKekFile,
+} from '../../hsm/index.js';
 import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 

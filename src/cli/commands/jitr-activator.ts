@@ -11,8 +11,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { compilePattern } from '../../batch/pattern.js';
-import { makeClients } from '../../cloud/clients.js';
+import { compilePattern } from '../../batch/index.js';
+import { makeClients, ensureResources } from '../../cloud/index.js';
 import {
   ActivatorConfigError,
   CA_FILE,
@@ -25,10 +25,9 @@ import {
   type ActivatorSettings,
   type CompiledConfig,
 } from '../../cloud/jitr/index.js';
-import { ensureResources } from '../../cloud/resources.js';
-import { getProfile, type ResolvedProfile } from '../../config/load.js';
-import { ProvlineError } from '../../core/errors.js';
-import * as hsmCa from '../../hsm/ca.js';
+import { getProfile, type ResolvedProfile } from '../../config/index.js';
+import { ProvlineError } from '../../core/index.js';
+import { caModule as hsmCa } from '../../hsm/index.js';
 import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';
 import { withHsm } from './hsm.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { getProfile } from '../../config/load.js';
+import { getProfile } from '../../config/index.js';
 import type { CommandContext } from '../context.js';
 
 export function registerProfiles(program: Command, ctx: () => CommandContext): void {

@@ -1,15 +1,15 @@
 import type { Command } from 'commander';
-import { makeClients } from '../../cloud/clients.js';
 import {
+  makeClients,
   checkDevices,
   findOrphans,
   removeOrphan,
   type DeviceCheck,
   type Orphan,
-} from '../../cloud/registry.js';
-import { Pacer } from '../../cloud/single.js';
+  Pacer,
+} from '../../cloud/index.js';
 import { strategyFor } from '../../batch/strategies/index.js';
-import { ProvlineError } from '../../core/errors.js';
+import { ProvlineError } from '../../core/index.js';
 import type { CommandContext } from '../context.js';
 import { EXIT, ExitCode } from '../exit.js';
 import { intOption } from '../options.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { stackDown, stackStatus, stackUp, type StackStatus } from '../../stack/stack.js';
+import { stackDown, stackStatus, stackUp, type StackStatus } from '../../stack/index.js';
 import type { CommandContext } from '../context.js';
 
 export function registerStack(program: Command, ctx: () => CommandContext): void {

@@ -5,14 +5,20 @@
  * locally meanwhile. This file parses and checks the options; the daemon itself (Redis, the
  * cache, the HSM, signals) is the station entry point, workers/station.ts.
  */
-import { ClaimStore } from '../../jobs/claim.js';
+import {
+  ClaimStore,
+  BatchStore,
+  Journal,
+  stationJournal,
+  stationJournalUnreachable,
+} from '../../jobs/index.js';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { Redis } from 'ioredis';
-import type { DeviceJournal } from '../../batch/journal.js';
-import { getProfile } from '../../config/load.js';
-import { ProvlineError, usageError } from '../../core/errors.js';
+import type { DeviceJournal } from '../../batch/index.js';
+import { getProfile } from '../../config/index.js';
+import { ProvlineError, usageError } from '../../core/index.js';
 import {
   JsonLinesView,
   StationCache,
@@ -22,10 +28,7 @@ import {
   syncResults,
   type StationView,
 } from '../../flash/index.js';
-import { BatchStore } from '../../jobs/batches.js';
-import { Journal } from '../../jobs/journal.js';
-import { stationJournal, stationJournalUnreachable } from '../../jobs/station-store.js';
-import { requireRedis } from '../../stack/runtime.js';
+import { requireRedis } from '../../stack/index.js';
 import type { CommandContext } from '../context.js';
 import { ExitCode, EXIT } from '../exit.js';
 import { intOption } from '../options.js';

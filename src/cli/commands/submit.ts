@@ -1,13 +1,18 @@
 import type { Command } from 'commander';
 import { strategyFor } from '../../batch/strategies/index.js';
-import { getProfile } from '../../config/load.js';
-import { ProvlineError } from '../../core/errors.js';
-import type { Runner } from '../../jobs/runner.js';
-import { isConnectionError } from '../../jobs/redis-watch.js';
-import { batchStatus, RateMeter, type BatchStatus } from '../../jobs/status.js';
-import { checkFactoryCa } from '../../jobs/ca-preflight.js';
-import { submitBatch, type SubmitDeps } from '../../jobs/submit.js';
-import { makeClients } from '../../cloud/clients.js';
+import { getProfile } from '../../config/index.js';
+import { ProvlineError } from '../../core/index.js';
+import type { Runner } from '../../jobs/index.js';
+import {
+  isConnectionError,
+  batchStatus,
+  RateMeter,
+  type BatchStatus,
+  checkFactoryCa,
+  submitBatch,
+  type SubmitDeps,
+} from '../../jobs/index.js';
+import { makeClients } from '../../cloud/index.js';
 import { withHsm } from './hsm.js';
 import { EXIT, ExitCode } from '../exit.js';
 import type { CommandContext } from '../context.js';

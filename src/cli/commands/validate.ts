@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { getProfile } from '../../config/load.js';
-import { validateCsvFile } from '../../batch/intake.js';
-import type { Problem } from '../../batch/rules.js';
+import { getProfile } from '../../config/index.js';
+import { validateCsvFile } from '../../batch/index.js';
+import type { Problem } from '../../batch/index.js';
 import { EXIT, ExitCode } from '../exit.js';
 import type { CommandContext } from '../context.js';
 import { intOption } from '../options.js';

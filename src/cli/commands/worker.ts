@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { ProvlineError } from '../../core/errors.js';
-import { ROLES, type Role } from '../../jobs/queues.js';
-import { requireRedis } from '../../stack/runtime.js';
+import { ProvlineError } from '../../core/index.js';
+import { ROLES, type Role } from '../../jobs/index.js';
+import { requireRedis } from '../../stack/index.js';
 import type { CommandContext } from '../context.js';
 
 export function registerWorker(program: Command, ctx: () => CommandContext): void {

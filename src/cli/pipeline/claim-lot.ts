@@ -6,18 +6,25 @@
  * `provline rehearse`), the profile's claim is made and provline's hook served in-process.
  */
 import { readFileSync } from 'node:fs';
-import { validateCsvFile } from '../../batch/intake.js';
-import { planDevice, type BatchPlan, type PlanDevice } from '../../batch/plan.js';
-import { listThingNames, readHookRecords, readLots } from '../../cloud/claim/aws.js';
-import { outsideAllowList, serialOutcome, type SerialOutcome } from '../../cloud/claim/outcomes.js';
-import { clientIdPrefixOf } from '../../cloud/claim/policy.js';
-import { makeClients, requireBucket, type CloudClients } from '../../cloud/clients.js';
-import { publicKeysFromPem } from '../../cloud/hook/allow-list.js';
+import { validateCsvFile, planDevice, type BatchPlan, type PlanDevice } from '../../batch/index.js';
+import {
+  listThingNames,
+  readHookRecords,
+  readLots,
+  outsideAllowList,
+  serialOutcome,
+  type SerialOutcome,
+  clientIdPrefixOf,
+  makeClients,
+  requireBucket,
+  type CloudClients,
+  publicKeysFromPem,
+  describeDataEndpoint,
+} from '../../cloud/index.js';
 import { makeHandler, mapInStandIn, startHookRunner, type HookRunner } from '../../cloud/hook/index.js';
-import { describeDataEndpoint } from '../../cloud/resources.js';
-import type { ResolvedProfile } from '../../config/load.js';
-import { ProvlineError } from '../../core/errors.js';
-import { openHsm, type Hsm } from '../../hsm/hsm.js';
+import type { ResolvedProfile } from '../../config/index.js';
+import { ProvlineError } from '../../core/index.js';
+import { openHsm, type Hsm } from '../../hsm/index.js';
 import {
   allowListRows,
   checkClaimProfile,
@@ -28,7 +35,7 @@ import {
   publishLot,
   type ClaimDeps,
   type ClaimState,
-} from '../../jobs/claim.js';
+} from '../../jobs/index.js';
 import type { CommandContext } from '../context.js';
 import type { PipelineHandles } from './open.js';
 

@@ -9,12 +9,11 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { RegisterCsr } from '../../batch/journal.js';
+import type { RegisterCsr } from '../../batch/index.js';
 import { strategyFor } from '../../batch/strategies/index.js';
-import type { ResolvedProfile } from '../../config/load.js';
-import * as cloudCa from '../../cloud/ca.js';
-import { makeClients, requireRoleArn } from '../../cloud/clients.js';
-import { ProvlineError, isProvlineError } from '../../core/errors.js';
+import type { ResolvedProfile } from '../../config/index.js';
+import { caModule as cloudCa, makeClients, requireRoleArn } from '../../cloud/index.js';
+import { ProvlineError, isProvlineError } from '../../core/index.js';
 import {
   JournalStore,
   runStation,
@@ -22,10 +21,9 @@ import {
   type PtyPair,
   type StationEvent,
 } from '../../flash/index.js';
-import * as hsmCa from '../../hsm/ca.js';
-import type { Hsm } from '../../hsm/hsm.js';
-import { ClaimStore } from '../../jobs/claim.js';
-import { stationJournal } from '../../jobs/station-store.js';
+import { caModule as hsmCa } from '../../hsm/index.js';
+import type { Hsm } from '../../hsm/index.js';
+import { ClaimStore, stationJournal } from '../../jobs/index.js';
 import type { CommandContext } from '../context.js';
 import type { SimulatedDevices } from '../entries.js';
 import type { PipelineHandles } from './open.js';

@@ -1,12 +1,19 @@
 /** What the pipeline commands share: one Redis connection, the journal, batches and queues. */
 import { Redis } from 'ioredis';
-import { BatchStore } from '../../jobs/batches.js';
-import { Journal } from '../../jobs/journal.js';
-import { connectionFromUrl, PipelineQueues, ROLES } from '../../jobs/queues.js';
-import { redactUrl, redisRetryStrategy, RedisWatch } from '../../jobs/redis-watch.js';
-import { startRunner, type Runner } from '../../jobs/runner.js';
-import { requireRedis } from '../../stack/runtime.js';
-import { ProvlineError } from '../../core/errors.js';
+import {
+  BatchStore,
+  Journal,
+  connectionFromUrl,
+  PipelineQueues,
+  ROLES,
+  redactUrl,
+  redisRetryStrategy,
+  RedisWatch,
+  startRunner,
+  type Runner,
+} from '../../jobs/index.js';
+import { requireRedis } from '../../stack/index.js';
+import { ProvlineError } from '../../core/index.js';
 import type { CommandContext } from '../context.js';
 
 export interface PipelineHandles {

@@ -4,13 +4,12 @@
  * station` and `provline rehearse`.
  */
 import type { Redis } from 'ioredis';
-import type { RegisterCsr } from '../../batch/journal.js';
+import type { RegisterCsr } from '../../batch/index.js';
 import { strategyFor } from '../../batch/strategies/index.js';
-import type { ResolvedProfile } from '../../config/load.js';
-import type { BatchStore } from '../../jobs/batches.js';
-import type { Journal } from '../../jobs/journal.js';
+import type { ResolvedProfile } from '../../config/index.js';
+import type { BatchStore, Journal } from '../../jobs/index.js';
 import type { RegistrarDeps } from '../../jobs/registrar/index.js';
-import type { Hsm } from '../../hsm/hsm.js';
+import type { Hsm } from '../../hsm/index.js';
 import type { CommandContext } from '../context.js';
 
 /**
@@ -34,13 +33,8 @@ export async function deviceRegistrar(
   openHsm: () => Promise<Hsm>,
 ): Promise<RegisterCsr> {
   // Loaded on use: only device-key stations need the AWS SDK.
-  const [{ registerCsr, signCsrWithFactoryCa }, { makeClients }, { Pacer }, { BulkSlot, slotOwner }] =
-    await Promise.all([
-      import('../../jobs/registrar/index.js'),
-      import('../../cloud/clients.js'),
-      import('../../cloud/pacing.js'),
-      import('../../jobs/slot.js'),
-    ]);
+  const [{ registerCsr, signCsrWithFactoryCa, BulkSlot, slotOwner }, { makeClients, Pacer }] =
+    await Promise.all([import('../../jobs/index.js'), import('../../cloud/index.js')]);
   const { workers } = c.loaded.config;
   const deps: RegistrarDeps = {
     journal,
@@ -58,7 +52,7 @@ export async function deviceRegistrar(
     log: c.logger,
   };
   if (strategyFor(profile).certificate.by === 'factory-ca') {
-    const { signDeviceKey } = await import('../../hsm/ca.js');
+    const { signDeviceKey } = await import('../../hsm/index.js');
     return (req) =>
       signCsrWithFactoryCa({ ...deps, sign: async (r) => signDeviceKey(await openHsm(), r) }, req);
   }

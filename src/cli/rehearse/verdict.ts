@@ -3,9 +3,8 @@
  * and a JUnit XML file (one testsuite, a testcase per check and per serial). Also the lot's
  * deterministic sample, and the verdict of one serial from what the line found. Pure: no I/O.
  */
-import type { DeviceRecord } from '../../batch/journal.js';
-import type { Problem } from '../../batch/rules.js';
-import type { SerialOutcome } from '../../cloud/claim/outcomes.js';
+import type { DeviceRecord, Problem } from '../../batch/index.js';
+import type { SerialOutcome } from '../../cloud/index.js';
 import type { DeviceResult } from '../../flash/index.js';
 
 export interface Check {

@@ -17,7 +17,7 @@ import {
   UpdateProvisioningTemplateCommand,
 } from '@aws-sdk/client-iot';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { ProvlineError } from '../../core/errors.js';
+import { ProvlineError } from '../../core/index.js';
 import { awsFailure, isNotFoundAwsError } from '../aws-errors.js';
 import type { CloudClients } from '../clients.js';
 import { hookKeys, openAllowList, type AllowList, type SignedAllowList } from '../hook/allow-list.js';

@@ -4,7 +4,7 @@
  * `revoke` turns a claim off at once. Nothing here holds a private key in plaintext: the claim
  * key is kept wrapped under the profile's transport KEK, as device keys are.
  */
-import type { KeyType } from '../../config/schema.js';
+import type { KeyType } from '../../config/index.js';
 
 export type ClaimStatus = 'ACTIVE' | 'RETIRING' | 'INACTIVE' | 'REVOKED';
 

@@ -11,7 +11,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { ProvlineError } from '../../core/errors.js';
+import { ProvlineError } from '../../core/index.js';
 import { zip, type ZipEntry } from './zip.js';
 
 /** Bare imports the Lambda runtime provides. */

@@ -1,6 +1,6 @@
 /** Builds the driver a profile names, over an open transport. */
-import { ProvlineError } from '../../core/errors.js';
-import type { DriverName } from '../../config/schema.js';
+import { ProvlineError } from '../../core/index.js';
+import type { DriverName } from '../../config/index.js';
 import type { Transport } from '../transport/transport.js';
 import type { DeviceDriver } from './driver.js';
 import { DEFAULT_SEC_TAG, NordicAtDriver, type NordicAtOptions } from './nordic-at.js';

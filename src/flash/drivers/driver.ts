@@ -16,8 +16,8 @@
 import 'reflect-metadata';
 import { Pkcs10CertificateRequest, X509Certificate } from '@peculiar/x509';
 import { createPublicKey, verify as verifySignature } from 'node:crypto';
-import { ProvlineError, isProvlineError } from '../../core/errors.js';
-import type { DriverName } from '../../config/schema.js';
+import { ProvlineError, isProvlineError } from '../../core/index.js';
+import type { DriverName } from '../../config/index.js';
 
 export interface DeviceIdentity {
   /** The identity the bundle is keyed by: the IMEI for nRF91 modems, the serial otherwise. */

@@ -4,7 +4,7 @@
  * transport-level failures every driver shares. Drivers branch on `code` and `retryable`,
  * never on message text.
  */
-import { ProvlineError, type ErrorCode, type ErrorOptions } from '../../core/errors.js';
+import { ProvlineError, type ErrorCode, type ErrorOptions } from '../../core/index.js';
 import { V1_STATUS } from '../protocol/frame.js';
 
 export interface DeviceErrorSpec {

@@ -3,7 +3,7 @@
  * caller accepts, with a timeout, an AbortSignal, and a clean failure if the link closes. One
  * request at a time per link (the protocols are half-duplex by design; stack-notes.md §7).
  */
-import type { ProvlineError } from '../../core/errors.js';
+import type { ProvlineError } from '../../core/index.js';
 import { abortedError, disconnectedError, timeoutError } from './errors.js';
 import { lineRateBytesPerSecond, type Transport } from '../transport/transport.js';
 

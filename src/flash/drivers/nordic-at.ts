@@ -3,7 +3,7 @@
  * Protocol text comes from the pure helpers in at.ts; this file decides the order of commands,
  * the timeouts and the retries.
  */
-import { ProvlineError } from '../../core/errors.js';
+import { ProvlineError } from '../../core/index.js';
 import {
   AtResponseReader,
   CMNG_TYPE,

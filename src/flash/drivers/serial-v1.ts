@@ -5,7 +5,7 @@
  * acknowledged offset.
  */
 import { createHash } from 'node:crypto';
-import { ProvlineError } from '../../core/errors.js';
+import { ProvlineError } from '../../core/index.js';
 import { normalizePem } from '../protocol/pem.js';
 import {
   checkCsr,

@@ -6,7 +6,7 @@
  * slot, offset and length. Certificates and CSRs are public, but are summarised too (a log line
  * is for reading). No I/O.
  */
-import type { DriverName } from '../../config/schema.js';
+import type { DriverName } from '../../config/index.js';
 import { URC_PREFIXES, parseFinal } from './at.js';
 import { CMD, FrameDecoder, NAK, RESPONSE_BIT, SLOT, V1_STATUS, type Frame } from './frame.js';
 

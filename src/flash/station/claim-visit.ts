@@ -9,8 +9,8 @@
  * The claim key in plaintext (plain delivery) lives in one Buffer, zeroed as soon as the write
  * and read-back are over. The device's own key never leaves the device.
  */
-import { mqttAddress } from '../../batch/bundle.js';
-import { ProvlineError } from '../../core/errors.js';
+import { mqttAddress } from '../../batch/index.js';
+import { ProvlineError } from '../../core/index.js';
 import {
   canProvisionByClaim,
   type ClaimCredentials,

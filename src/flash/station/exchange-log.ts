@@ -4,8 +4,8 @@
  * time since the visit began. Bounded while it runs: the first and the last lines are kept and
  * the middle only counted, so a visit that loops on retries cannot grow it without end.
  */
-import { VISIT_LINES_MAX, capLines, type ExchangeLine, type VisitLog } from '../../batch/journal.js';
-import type { DeviceState } from '../../batch/states.js';
+import { VISIT_LINES_MAX, capLines, type ExchangeLine, type VisitLog } from '../../batch/index.js';
+import type { DeviceState } from '../../batch/index.js';
 import type { Transcriber } from '../protocol/transcript.js';
 import type { Transport } from '../transport/transport.js';
 import type { DeviceResult } from './events.js';

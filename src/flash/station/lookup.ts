@@ -4,11 +4,10 @@
  * touches a device once `decide` says `write` or `register`; everything else is a refusal with
  * an operator message, and the device is left untouched.
  */
-import { bundleFor, type DeviceBundle } from '../../batch/bundle.js';
-import type { BatchView, ClaimView, DeviceRecord } from '../../batch/journal.js';
-import type { DeviceState } from '../../batch/states.js';
-import type { DriverName } from '../../config/schema.js';
-import { ProvlineError, type ErrorCode } from '../../core/errors.js';
+import { bundleFor, type DeviceBundle } from '../../batch/index.js';
+import type { BatchView, ClaimView, DeviceRecord, DeviceState } from '../../batch/index.js';
+import type { DriverName } from '../../config/index.js';
+import { ProvlineError, type ErrorCode } from '../../core/index.js';
 
 export interface BundleLookup {
   kind: 'bundle';

@@ -6,8 +6,8 @@
  * driver each time, so nothing of one device's session leaks into the next.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { DriverName } from '../../config/schema.js';
-import { isProvlineError } from '../../core/errors.js';
+import type { DriverName } from '../../config/index.js';
+import { isProvlineError } from '../../core/index.js';
 import { createDriver, type DeviceDriver, type DeviceIdentity, type DriverTiming } from '../drivers/index.js';
 import type { OpenTransport, Transport } from '../transport/index.js';
 import { transcriberFor } from '../protocol/transcript.js';

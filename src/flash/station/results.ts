@@ -12,7 +12,7 @@
  *                                               connected device never is)
  */
 import { z } from 'zod';
-import type { TransitionOutcome, TransitionRequest } from '../../batch/journal.js';
+import type { TransitionOutcome, TransitionRequest } from '../../batch/index.js';
 
 export const RESULT_VERSION = 1;
 

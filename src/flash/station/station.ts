@@ -8,8 +8,8 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import type { DriverName } from '../../config/schema.js';
-import { ProvlineError, messageOf } from '../../core/errors.js';
+import type { DriverName } from '../../config/index.js';
+import { ProvlineError, messageOf } from '../../core/index.js';
 import type { DriverTiming } from '../drivers/index.js';
 import { openTransport, type OpenTransport } from '../transport/index.js';
 import { emptySummary, type DeviceResult, type StationEvent, type StationSummary } from './events.js';

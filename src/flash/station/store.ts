@@ -4,8 +4,8 @@
  * bundles, results log), or the journal with the cache standing in while it is unreachable.
  * The station itself only sees `StationStore`.
  */
-import type { DeviceJournal, DeviceRecord, RegisterCsr, VisitLog } from '../../batch/journal.js';
-import { ProvlineError, messageOf } from '../../core/errors.js';
+import type { DeviceJournal, DeviceRecord, RegisterCsr, VisitLog } from '../../batch/index.js';
+import { ProvlineError, messageOf } from '../../core/index.js';
 import type { JournalStatus, RecordedIn } from './events.js';
 import { lookupFromRecord, type BundleLookup, type DeviceLookup, type RegisterLookup } from './lookup.js';
 import { describeOutcome, interpret, transitionFor, type Applied, type ResultEntry } from './results.js';

@@ -6,7 +6,7 @@
  * visits made offline follow the results, with their own cursor; the journal keeps a log once
  * however often it is replayed.
  */
-import type { DeviceJournal } from '../../batch/journal.js';
+import type { DeviceJournal } from '../../batch/index.js';
 import type { StationCache } from './cache.js';
 import { describeOutcome, interpret, transitionFor, type ResultEntry } from './results.js';
 

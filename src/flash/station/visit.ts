@@ -10,9 +10,9 @@
  * proof of possession checked out. A plaintext key (plain delivery) lives in one Buffer that is
  * zeroed as soon as the write and read-back are over; it is never logged or stored.
  */
-import { mqttAddress } from '../../batch/bundle.js';
-import type { KeyType } from '../../config/schema.js';
-import { ProvlineError, isProvlineError, messageOf } from '../../core/errors.js';
+import { mqttAddress } from '../../batch/index.js';
+import type { KeyType } from '../../config/index.js';
+import { ProvlineError, isProvlineError, messageOf } from '../../core/index.js';
 import {
   canConnect,
   canGenerateKey,

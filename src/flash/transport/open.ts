@@ -3,7 +3,7 @@
  * path to the tty one. serialport (a native module) is loaded on use, so a TCP-only station
  * never loads it.
  */
-import { ProvlineError } from '../../core/errors.js';
+import { ProvlineError } from '../../core/index.js';
 import { openTcpTransport, parseTcpTarget } from './tcp.js';
 import type { Transport, TransportOptions } from './transport.js';
 

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { stopPid, waitFor } from '../../core/proc.js';
+import { stopPid, waitFor } from '../../core/index.js';
 
 export interface PtyPair {
   /** The device end (where a simulator attaches). */

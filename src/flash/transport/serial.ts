@@ -3,7 +3,7 @@
  * which factory PCs and containers often lack (stack-notes.md §7).
  */
 import { SerialPort } from 'serialport';
-import { ProvlineError } from '../../core/errors.js';
+import { ProvlineError } from '../../core/index.js';
 import { StreamTransport } from './stream.js';
 import { DEFAULT_BAUD, type Transport, type TransportOptions } from './transport.js';
 

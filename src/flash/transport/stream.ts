@@ -3,7 +3,7 @@
  * expected close from a lost link, and a write that fails as DEVICE_DISCONNECTED once the link
  * is gone.
  */
-import { ProvlineError, messageOf } from '../../core/errors.js';
+import { ProvlineError, messageOf } from '../../core/index.js';
 import type { Transport } from './transport.js';
 
 /** Small listener registry shared by the transports. */

@@ -4,7 +4,7 @@
  * leaves at once.
  */
 import { connect, type Socket } from 'node:net';
-import { ProvlineError, messageOf } from '../../core/errors.js';
+import { ProvlineError, messageOf } from '../../core/index.js';
 import { StreamTransport } from './stream.js';
 import { DEFAULT_BAUD, type Transport, type TransportOptions } from './transport.js';
 

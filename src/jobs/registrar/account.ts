@@ -1,11 +1,11 @@
 /** Account setup before a batch registers, and stopping a batch that cannot be registered. */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { BatchPlan } from '../../batch/plan.js';
+import type { BatchPlan } from '../../batch/index.js';
 import { strategyFor } from '../../batch/strategies/index.js';
-import { describeDataEndpoint, ensureResources } from '../../cloud/resources.js';
+import { describeDataEndpoint, ensureResources } from '../../cloud/index.js';
 import { lintProfileTemplate } from '../../cloud/template/index.js';
-import { isProvlineError, messageOf, ProvlineError } from '../../core/errors.js';
+import { isProvlineError, messageOf, ProvlineError } from '../../core/index.js';
 import type { RegistrarDeps } from './deps.js';
 import { failMove } from './moves.js';
 

@@ -9,10 +9,9 @@
 import { createPublicKey } from 'node:crypto';
 import 'reflect-metadata';
 import { Pkcs10CertificateRequest } from '@peculiar/x509';
-import type { CaSettings } from '../../config/schema.js';
-import { storedErrorCode } from '../../core/codes.js';
-import { ProvlineError } from '../../core/errors.js';
-import type { CsrSubject } from '../../hsm/csr.js';
+import type { CaSettings } from '../../config/index.js';
+import { storedErrorCode, ProvlineError } from '../../core/index.js';
+import type { CsrSubject } from '../../hsm/index.js';
 import type { DeviceRecord } from '../journal.js';
 import { prepare } from './account.js';
 import { type RegistrarDeps } from './deps.js';

@@ -1,5 +1,5 @@
 /** A chunk's step forward, conditional on where it stands (chunk-1.lua through the journal). */
-import type { BatchPlan } from '../../batch/plan.js';
+import type { BatchPlan } from '../../batch/index.js';
 import type { Chunk, ChunkState } from '../journal.js';
 import type { RegistrarDeps } from './deps.js';
 

@@ -5,7 +5,7 @@
  * started twice.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BatchPlan } from '../../batch/plan.js';
+import type { BatchPlan } from '../../batch/index.js';
 import {
   findTaskByInputKey,
   putInput,
@@ -13,10 +13,11 @@ import {
   renderInputFile,
   startTask,
   waitTask,
-} from '../../cloud/bulk.js';
-import type { BulkReports, TaskOutcome } from '../../cloud/bulk.js';
-import { requireBucket, requireRoleArn } from '../../cloud/clients.js';
-import { isProvlineError, type ProvlineError } from '../../core/errors.js';
+  requireBucket,
+  requireRoleArn,
+} from '../../cloud/index.js';
+import type { BulkReports, TaskOutcome } from '../../cloud/index.js';
+import { isProvlineError, type ProvlineError } from '../../core/index.js';
 import type { Chunk } from '../journal.js';
 import type { SlotLease } from '../slot.js';
 import { LOOKBACK_MS, type RegistrarDeps } from './deps.js';

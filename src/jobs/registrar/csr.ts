@@ -2,8 +2,7 @@
 import { createPublicKey } from 'node:crypto';
 import 'reflect-metadata';
 import { Pkcs10CertificateRequest } from '@peculiar/x509';
-import { storedErrorCode } from '../../core/codes.js';
-import { ProvlineError } from '../../core/errors.js';
+import { storedErrorCode, ProvlineError } from '../../core/index.js';
 import type { DeviceRecord } from '../journal.js';
 import { prepare } from './account.js';
 import type { RegistrarDeps } from './deps.js';

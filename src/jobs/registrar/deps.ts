@@ -1,7 +1,6 @@
 /** What the registrar's parts are given: stores, cloud clients, the bulk slot, a clock. */
-import type { CloudClients } from '../../cloud/clients.js';
-import type { Pacer } from '../../cloud/single.js';
-import type { Logger } from '../../core/log.js';
+import type { CloudClients, Pacer } from '../../cloud/index.js';
+import type { Logger } from '../../core/index.js';
 import type { BatchStore } from '../batches.js';
 import type { Journal } from '../journal.js';
 import type { BulkSlot } from '../slot.js';

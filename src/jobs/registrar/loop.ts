@@ -4,9 +4,9 @@
  * before `registered`, and kicks the HSM stage when its work seems stalled.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BatchPlan } from '../../batch/plan.js';
+import type { BatchPlan } from '../../batch/index.js';
 import { strategyFor } from '../../batch/strategies/index.js';
-import { messageOf } from '../../core/errors.js';
+import { messageOf } from '../../core/index.js';
 import type { Chunk } from '../journal.js';
 import { prepare } from './account.js';
 import { runChunk, writeChunkInput } from './chunks.js';

@@ -15,9 +15,8 @@
  * Every move is conditional on the device still belonging to the chunk (`regChunk`), so the
  * moves of a stale registrar change nothing.
  */
-import type { DeviceRecord, TransitionRequest } from '../../batch/journal.js';
-import type { BulkReports, TaskOutcome } from '../../cloud/bulk.js';
-import type { IssuedCertificate } from '../../cloud/certificates.js';
+import type { DeviceRecord, TransitionRequest } from '../../batch/index.js';
+import type { BulkReports, TaskOutcome, IssuedCertificate } from '../../cloud/index.js';
 
 /** Moves made on a chunk's behalf apply only while the device still belongs to that chunk. */
 export function ownedBy(chunkTag: string): { field: string; equals: string } {

@@ -1,6 +1,6 @@
 /** Template parameters per device, from the batch plan and the CSR in the journal. */
-import type { BatchPlan } from '../../batch/plan.js';
-import { ProvlineError } from '../../core/errors.js';
+import type { BatchPlan } from '../../batch/index.js';
+import { ProvlineError } from '../../core/index.js';
 import type { DeviceRecord } from '../journal.js';
 
 /** Template parameters for one device: the plan's, with {thingName} and {csr} filled in. */

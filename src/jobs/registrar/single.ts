@@ -4,9 +4,9 @@
  * found again by the device's public key.
  */
 import pLimit from 'p-limit';
-import type { BatchPlan } from '../../batch/plan.js';
-import { findCertificateForKey, registerThing } from '../../cloud/single.js';
-import { isProvlineError, messageOf } from '../../core/errors.js';
+import type { BatchPlan } from '../../batch/index.js';
+import { findCertificateForKey, registerThing } from '../../cloud/index.js';
+import { isProvlineError, messageOf } from '../../core/index.js';
 import type { Chunk, DeviceRecord } from '../journal.js';
 import { moveChunk } from './chunk-state.js';
 import { LOOKBACK_MS, type RegistrarDeps } from './deps.js';
