@@ -251,7 +251,8 @@ function route(
     }
   }
   if (method === 'PUT') {
-    // Conditional write (S3's If-None-Match: *): only when no object has the key yet.
+    // Conditional writes: If-None-Match: * (only when no object has the key yet) and
+    // If-Match: <etag> (only over the object with that ETag; 404 when there is none).
     if (String(req.headers['if-none-match'] ?? '').trim() === '*' && objects.head(bucket, key))
       throw new S3Error(
         412,
@@ -259,6 +260,20 @@ function route(
         'At least one of the pre-conditions you specified did not hold',
         `/${bucket}/${key}`,
       );
+    const ifMatch = req.headers['if-match'];
+    if (ifMatch !== undefined) {
+      const current = objects.head(bucket, key);
+      if (!current)
+        throw new S3Error(404, 'NoSuchKey', 'The specified key does not exist.', `/${bucket}/${key}`);
+      const unquote = (t: string): string => t.trim().replace(/^"|"$/g, '');
+      if (unquote(String(ifMatch)) !== '*' && unquote(String(ifMatch)) !== unquote(current.etag))
+        throw new S3Error(
+          412,
+          'PreconditionFailed',
+          'At least one of the pre-conditions you specified did not hold',
+          `/${bucket}/${key}`,
+        );
+    }
     const meta = objects.put(bucket, key, body, contentType);
     return done(200, { etag: meta.etag });
   }
