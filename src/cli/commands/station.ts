@@ -5,6 +5,7 @@
  * locally meanwhile. This file wires config, Redis, the HSM and signals to src/flash/station.
  */
 import { ClaimStore } from '../../jobs/claim.js';
+import { retireClaimsAtStation } from '../pipeline/claim-lot.js';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -294,6 +295,7 @@ async function openStore(
       ? await deviceRegistrar(c, redis, journal, batches, profile, openHsm)
       : undefined;
     const claims = new ClaimStore(redis, c.loaded.config.redis.prefix);
+    if (!startOffline) await retireClaimsAtStation(c, redis, c.loaded.config.redis.prefix, profile);
     online = new JournalStore(
       stationJournal(journal, batches, (p) => claims.view(p)),
       register,

@@ -8,12 +8,19 @@
 import { readFileSync } from 'node:fs';
 import { validateCsvFile } from '../../batch/intake.js';
 import { planDevice, type BatchPlan, type PlanDevice } from '../../batch/plan.js';
+import { strategyFor } from '../../batch/strategies/index.js';
 import { listThingNames, readHookRecords, readLots } from '../../cloud/claim/aws.js';
 import { outsideAllowList, serialOutcome, type SerialOutcome } from '../../cloud/claim/outcomes.js';
 import { clientIdPrefixOf } from '../../cloud/claim/policy.js';
 import { makeClients, requireBucket, type CloudClients } from '../../cloud/clients.js';
 import { publicKeysFromPem } from '../../cloud/hook/allow-list.js';
-import { makeHandler, mapInStandIn, startHookRunner, type HookRunner } from '../../cloud/hook/index.js';
+import {
+  iotCertificateStatus,
+  makeHandler,
+  mapInStandIn,
+  startHookRunner,
+  type HookRunner,
+} from '../../cloud/hook/index.js';
 import { describeDataEndpoint } from '../../cloud/resources.js';
 import type { ResolvedProfile } from '../../config/load.js';
 import { ProvlineError } from '../../core/errors.js';
@@ -26,6 +33,7 @@ import {
   createClaim,
   HOOK_PREFIX,
   publishLot,
+  retireDueClaims,
   type ClaimDeps,
   type ClaimState,
 } from '../../jobs/claim.js';
@@ -75,6 +83,8 @@ export async function prepareClaimLot(
         `the claim of profile ${profile.name} was revoked and no new one made; nothing was submitted`,
         { kind: 'invalid-input', hint: `provline claim rotate --profile ${profile.name}` },
       );
+    // A retiring claim whose grace period is over is turned off by whatever command runs next.
+    await retireDueClaims(deps, profile);
     // Rows as the plan will make them (invalid rows are left to submit's own report).
     const rows: PlanDevice[] = [];
     await validateCsvFile(csvPath, profile, { onRow: (r) => void rows.push(planDevice(r)) });
@@ -127,6 +137,7 @@ export async function startLocalClaim(
     hook = await startHookRunner(
       makeHandler({
         s3: cloud.s3,
+        certificateStatus: iotCertificateStatus(cloud.iot),
         bucket: requireBucket(cloud.aws),
         prefix: HOOK_PREFIX,
         trusted: publicKeysFromPem(state.signingPublicKeyPem),
@@ -146,6 +157,32 @@ export async function startLocalClaim(
     await hook?.close();
     cloud.destroy();
     throw e;
+  }
+}
+
+/**
+ * At a station's start for a claim profile: deactivates the retiring claims whose grace period
+ * is over. A station without AWS access only logs why it could not (the next command will).
+ */
+export async function retireClaimsAtStation(
+  c: CommandContext,
+  redis: PipelineHandles['redis'],
+  prefix: string,
+  profile: ResolvedProfile,
+): Promise<string[]> {
+  if (!profile.claim || strategyFor(profile).name !== 'claim') return [];
+  const cloud = makeClients(c.runtime.aws, { maxAttempts: 2 });
+  try {
+    const store = new ClaimStore(redis, prefix);
+    return await retireDueClaims(
+      { cloud, store, hsm: () => Promise.reject(new Error('not needed to retire a claim')) },
+      profile,
+    );
+  } catch (e) {
+    c.logger.warn({ profile: profile.name, err: (e as Error).message }, 'could not retire old claims');
+    return [];
+  } finally {
+    cloud.destroy();
   }
 }
 
