@@ -30,6 +30,8 @@ import { pathToFileURL } from 'node:url';
 import {
   CreatePolicyCommand,
   CreateThingCommand,
+  DescribeProvisioningTemplateCommand,
+  ListProvisioningTemplateVersionsCommand,
   DescribeCertificateCommand,
   DescribeThingCommand,
   type IoTClient,
@@ -96,6 +98,18 @@ function profile(templateName: string, extra: Record<string, unknown> = {}): Rec
   };
 }
 
+/** cv's fleet template file, which the versions test rewrites. */
+const versionedTemplate = (): string => join(dir, 'fleet-versioned.json');
+
+/** sensor-fleet.json with DeviceConfiguration.revision = `n`: a changed body per `n`. */
+function templateRevision(n: number): string {
+  const t = JSON.parse(readFileSync(join(ROOT, 'config/templates/sensor-fleet.json'), 'utf8')) as {
+    DeviceConfiguration: Record<string, unknown>;
+  };
+  t.DeviceConfiguration.revision = String(n);
+  return JSON.stringify(t, null, 2);
+}
+
 function csv(name: string, rows: Array<[string, string]>): string {
   const file = join(dir, name);
   writeFileSync(file, `serial,hw_rev\n${rows.map(([a, b]) => `${a},${b}`).join('\n')}\n`);
@@ -110,6 +124,7 @@ beforeAll(async () => {
   redisUrl = up.redis.url!;
   const config = join(dir, 'provline.config.yaml');
   const lateTemplate = join(dir, 'fleet-late-policy.json');
+  writeFileSync(versionedTemplate(), templateRevision(0));
   writeFileSync(
     lateTemplate,
     readFileSync(join(ROOT, 'config/templates/sensor-fleet.json'), 'utf8').replace(
@@ -128,6 +143,7 @@ beforeAll(async () => {
         cr: profile('cr'),
         cf: profile('cf', { template: lateTemplate }),
         cg: profile('cg'),
+        cv: profile('cv', { template: versionedTemplate() }),
         badtpl: profile('badtpl', { template: join(ROOT, 'test/fixtures/claim/fleet-no-hw.json') }),
         badpol: profile('badpol', {
           claim: {
@@ -472,6 +488,29 @@ describe('the official device SDK with the claim', () => {
       await session.close();
     }
   }, 180_000);
+});
+
+describe('the fleet template over time', () => {
+  it('a changed template body becomes a new default version (CreateProvisioningTemplateVersion), the oldest versions pruned to the five AWS keeps; an unchanged one is left alone', async () => {
+    type Created = { template: { action: string; defaultVersionId: number } };
+    const create = async () =>
+      json<Created>(ok(await cli(['claim', 'create', '--profile', 'cv', '--json']))).template;
+    expect(await create()).toMatchObject({ action: 'created', defaultVersionId: 1 });
+    expect(await create()).toMatchObject({ action: 'unchanged', defaultVersionId: 1 });
+    for (let n = 1; n <= 6; n++) {
+      writeFileSync(versionedTemplate(), templateRevision(n));
+      expect(await create()).toMatchObject({ action: 'new-version', defaultVersionId: n + 1 });
+    }
+    const versions =
+      (await iot.send(new ListProvisioningTemplateVersionsCommand({ templateName: 'cv' }))).versions ?? [];
+    expect(versions.map((v) => v.versionId).sort((a, b) => a! - b!)).toEqual([3, 4, 5, 6, 7]);
+    expect(versions.find((v) => v.isDefaultVersion)?.versionId).toBe(7);
+    const t = await iot.send(new DescribeProvisioningTemplateCommand({ templateName: 'cv' }));
+    expect(t.defaultVersionId).toBe(7);
+    expect(JSON.parse(t.templateBody!)).toEqual(JSON.parse(templateRevision(6)));
+    expect(t.preProvisioningHook?.targetArn).toBe(HOOK_ARN);
+    expect(t.enabled).toBe(true);
+  }, 240_000);
 });
 
 describe('lots and once-only', () => {
