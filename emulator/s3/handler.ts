@@ -117,21 +117,31 @@ export function handleS3(ctx: S3Context, req: IncomingMessage, rawBody: Buffer, 
     const segments = rawPath.split('/');
     const bucket = decodeURIComponent(segments[1] ?? '');
     const key = segments.length > 2 ? decodeURIComponent(segments.slice(2).join('/')) : '';
-    route(ctx, method, bucket, key, q, req, body, res, requestId);
-  } catch (e) {
-    const err = e instanceof S3Error ? e : new S3Error(500, 'InternalError', (e as Error).message);
-    if (method === 'HEAD') {
-      res.writeHead(err.status, { 'x-amz-request-id': requestId });
-      res.end();
+    // A request for a key being written waits for the write (conditional writes stay exact).
+    const pending = key ? ctx.objects.pending(bucket, key) : undefined;
+    if (pending) {
+      void pending.then(() => handleS3(ctx, req, rawBody, res));
       return;
     }
-    xml(
-      res,
-      err.status,
-      `<Error><Code>${err.code}</Code><Message>${esc(err.message)}</Message>${err.resource ? `<Resource>${esc(err.resource)}</Resource>` : ''}<RequestId>${requestId}</RequestId></Error>`,
-      requestId,
-    );
+    route(ctx, method, bucket, key, q, req, body, res, requestId);
+  } catch (e) {
+    sendError(res, e, method, requestId);
   }
+}
+
+function sendError(res: ServerResponse, e: unknown, method: string, requestId: string): void {
+  const err = e instanceof S3Error ? e : new S3Error(500, 'InternalError', (e as Error).message);
+  if (method === 'HEAD') {
+    res.writeHead(err.status, { 'x-amz-request-id': requestId });
+    res.end();
+    return;
+  }
+  xml(
+    res,
+    err.status,
+    `<Error><Code>${err.code}</Code><Message>${esc(err.message)}</Message>${err.resource ? `<Resource>${esc(err.resource)}</Resource>` : ''}<RequestId>${requestId}</RequestId></Error>`,
+    requestId,
+  );
 }
 
 function route(
@@ -274,8 +284,11 @@ function route(
           `/${bucket}/${key}`,
         );
     }
-    const meta = objects.put(bucket, key, body, contentType);
-    return done(200, { etag: meta.etag });
+    objects.putAsync(bucket, key, body, contentType).then(
+      (meta) => done(200, { etag: meta.etag }),
+      (e: unknown) => sendError(res, e, method, requestId),
+    );
+    return;
   }
   if (method === 'DELETE') {
     objects.delete(bucket, key);
