@@ -6,8 +6,8 @@
  * with a serial number (thing + certificate ACTIVE + policy), DISCONNECT. N clients run flows
  * in parallel, in rounds that alternate a template without a hook and one whose
  * pre-provisioning hook is provline's own (src/cloud/hook behind its local runner): each request
- * looks its serial up in a signed lot allow-list in the stand-in's S3, is allowed once by a
- * conditional S3 write, and gets the row's parameters as overrides.
+ * looks its serial and lot up in a signed lot allow-list in the stand-in's S3 (cached by the
+ * hook), is allowed once by a conditional S3 write, and gets the row's parameters as overrides.
  *
  * The physical limit measured in the same run: bare TLS 1.3 handshakes per second with the
  * same client certificate, against a bare Node TLS server (in a process of its own) with the
@@ -39,6 +39,7 @@ import mqtt, { type Packet } from 'mqtt-packet';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import {
   hookKeys,
+  iotCertificateStatus,
   keyIdOf,
   makeHandler,
   mapInStandIn,
@@ -205,7 +206,7 @@ async function flow(c: Credentials, template: string, deviceCsr: string, serial:
     });
     await client.request(`$aws/provisioning-templates/${template}/provision/json`, {
       certificateOwnershipToken: created.certificateOwnershipToken,
-      parameters: { SerialNumber: serial },
+      parameters: { SerialNumber: serial, LotId: 'bench' },
     });
     client.send({ cmd: 'disconnect' });
   } finally {
@@ -261,6 +262,7 @@ async function main(): Promise<void> {
   let raw: ChildProcess | undefined;
   let hook: HookRunner | undefined;
   let s3: S3Client | undefined;
+  let iotForHook: IoTClient | undefined;
   try {
     const ready = JSON.parse(await standIn.firstLine) as Ready;
     // provline's own pre-provisioning hook (src/cloud/hook), reading a signed allow-list of the
@@ -287,6 +289,7 @@ async function main(): Promise<void> {
       profile: 'bench',
       createdAt: new Date().toISOString(),
       serialParameter: 'SerialNumber',
+      lotParameter: 'LotId',
       rowsSha256: rowsDigest(devices),
       devices,
     };
@@ -301,9 +304,15 @@ async function main(): Promise<void> {
         Body: JSON.stringify(sealed),
       }),
     );
+    iotForHook = new IoTClient({
+      endpoint: ready.iotUrl,
+      region: 'us-east-1',
+      credentials: { accessKeyId: KEY, secretAccessKey: SECRET },
+    });
     hook = await startHookRunner(
       makeHandler({
         s3,
+        certificateStatus: iotCertificateStatus(iotForHook),
         bucket: BUCKET,
         prefix: HOOK_PREFIX,
         trusted: new Map([[keyId, signing.publicKey]]),
@@ -473,6 +482,7 @@ async function main(): Promise<void> {
     standIn.child.kill('SIGTERM');
     await hook?.close();
     s3?.destroy();
+    iotForHook?.destroy();
     await new Promise((r) => standIn.child.once('exit', r));
     rmSync(dir, { recursive: true, force: true });
   }

@@ -57,3 +57,5 @@ export async function startSimulator(req: SimulatorRequest): Promise<Simulator> 
 export { NordicModemModel, SerialV1Model, SimulatorHost };
 export { parseFaults, FaultSpecError } from './core/faults.js';
 export { DEVICE_CONNECT_POLICY, type ConnectPolicy } from './core/mqtt-connect.js';
+export { firstConnect } from './core/mqtt-connect.js';
+export { fleetProvision, type FleetOutcome, type FleetRequest } from './core/fleet-provision.js';

@@ -129,6 +129,7 @@ async function openStore(
     const batches = new BatchStore(redis, journal.keys);
     const register = o.registrar ? await o.registrar({ redis, journal, batches }, openHsm) : undefined;
     const claims = new ClaimStore(redis, o.prefix);
+    if (!startOffline) await o.onJournal?.(redis);
     online = new JournalStore(
       stationJournal(journal, batches, (p) => claims.view(p)),
       register,

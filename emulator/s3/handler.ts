@@ -117,21 +117,31 @@ export function handleS3(ctx: S3Context, req: IncomingMessage, rawBody: Buffer, 
     const segments = rawPath.split('/');
     const bucket = decodeURIComponent(segments[1] ?? '');
     const key = segments.length > 2 ? decodeURIComponent(segments.slice(2).join('/')) : '';
-    route(ctx, method, bucket, key, q, req, body, res, requestId);
-  } catch (e) {
-    const err = e instanceof S3Error ? e : new S3Error(500, 'InternalError', (e as Error).message);
-    if (method === 'HEAD') {
-      res.writeHead(err.status, { 'x-amz-request-id': requestId });
-      res.end();
+    // A request for a key being written waits for the write (conditional writes stay exact).
+    const pending = key ? ctx.objects.pending(bucket, key) : undefined;
+    if (pending) {
+      void pending.then(() => handleS3(ctx, req, rawBody, res));
       return;
     }
-    xml(
-      res,
-      err.status,
-      `<Error><Code>${err.code}</Code><Message>${esc(err.message)}</Message>${err.resource ? `<Resource>${esc(err.resource)}</Resource>` : ''}<RequestId>${requestId}</RequestId></Error>`,
-      requestId,
-    );
+    route(ctx, method, bucket, key, q, req, body, res, requestId);
+  } catch (e) {
+    sendError(res, e, method, requestId);
   }
+}
+
+function sendError(res: ServerResponse, e: unknown, method: string, requestId: string): void {
+  const err = e instanceof S3Error ? e : new S3Error(500, 'InternalError', (e as Error).message);
+  if (method === 'HEAD') {
+    res.writeHead(err.status, { 'x-amz-request-id': requestId });
+    res.end();
+    return;
+  }
+  xml(
+    res,
+    err.status,
+    `<Error><Code>${err.code}</Code><Message>${esc(err.message)}</Message>${err.resource ? `<Resource>${esc(err.resource)}</Resource>` : ''}<RequestId>${requestId}</RequestId></Error>`,
+    requestId,
+  );
 }
 
 function route(
@@ -251,7 +261,8 @@ function route(
     }
   }
   if (method === 'PUT') {
-    // Conditional write (S3's If-None-Match: *): only when no object has the key yet.
+    // Conditional writes: If-None-Match: * (only when no object has the key yet) and
+    // If-Match: <etag> (only over the object with that ETag; 404 when there is none).
     if (String(req.headers['if-none-match'] ?? '').trim() === '*' && objects.head(bucket, key))
       throw new S3Error(
         412,
@@ -259,8 +270,25 @@ function route(
         'At least one of the pre-conditions you specified did not hold',
         `/${bucket}/${key}`,
       );
-    const meta = objects.put(bucket, key, body, contentType);
-    return done(200, { etag: meta.etag });
+    const ifMatch = req.headers['if-match'];
+    if (ifMatch !== undefined) {
+      const current = objects.head(bucket, key);
+      if (!current)
+        throw new S3Error(404, 'NoSuchKey', 'The specified key does not exist.', `/${bucket}/${key}`);
+      const unquote = (t: string): string => t.trim().replace(/^"|"$/g, '');
+      if (unquote(String(ifMatch)) !== '*' && unquote(String(ifMatch)) !== unquote(current.etag))
+        throw new S3Error(
+          412,
+          'PreconditionFailed',
+          'At least one of the pre-conditions you specified did not hold',
+          `/${bucket}/${key}`,
+        );
+    }
+    objects.putAsync(bucket, key, body, contentType).then(
+      (meta) => done(200, { etag: meta.etag }),
+      (e: unknown) => sendError(res, e, method, requestId),
+    );
+    return;
   }
   if (method === 'DELETE') {
     objects.delete(bucket, key);

@@ -3,9 +3,15 @@
  * plus `<sha256(key)>.json` (key, size, ETag, content type, time). Data is written to a
  * temporary file and renamed, then the metadata likewise, so an object is visible only once
  * complete. An in-memory index (rebuilt at start) serves listings.
+ *
+ * `putAsync` writes off the event loop (the files go through libuv's thread pool), so a
+ * stream of small writes (the pre-provisioning hook's markers) does not stall the MQTT broker
+ * sharing the process. While it runs the key is `pending`: the handler holds every other
+ * request for that key until it is done, so conditional writes stay exact.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface ObjectMeta {
@@ -22,6 +28,8 @@ const fileOf = (key: string): string => createHash('sha256').update(key).digest(
 
 export class ObjectStore {
   private readonly buckets = new Map<string, { created: number; objects: Map<string, ObjectMeta> }>();
+  /** Writes in flight, by `<bucket>/<key>`. */
+  private readonly writing = new Map<string, Promise<unknown>>();
 
   constructor(private readonly root: string) {
     mkdirSync(join(root, '.uploads'), { recursive: true, mode: 0o700 });
@@ -94,6 +102,49 @@ export class ObjectStore {
     renameSync(`${tmp}.json`, `${f}.json`);
     b.objects.set(key, meta);
     return meta;
+  }
+
+  /** The write in flight for this key, if any (settles when it is done, either way). */
+  pending(bucket: string, key: string): Promise<unknown> | undefined {
+    return this.writing.get(`${bucket}/${key}`);
+  }
+
+  /** `put` off the event loop; the key is `pending` until it is done. */
+  putAsync(
+    bucket: string,
+    key: string,
+    data: Buffer,
+    contentType = 'binary/octet-stream',
+  ): Promise<ObjectMeta> {
+    const b = this.buckets.get(bucket);
+    if (!b) return Promise.reject(new Error(`no bucket ${bucket}`));
+    const id = `${bucket}/${key}`;
+    const write = (async () => {
+      const f = join(this.root, bucket, fileOf(key));
+      const tmp = `${f}.${randomUUID()}.tmp`;
+      const meta: ObjectMeta = {
+        key,
+        size: data.length,
+        etag: `"${createHash('md5').update(data).digest('hex')}"`,
+        lastModified: Date.now(),
+        contentType,
+      };
+      await writeFile(tmp, data);
+      await writeFile(`${tmp}.json`, JSON.stringify(meta));
+      await rename(tmp, f);
+      await rename(`${tmp}.json`, `${f}.json`);
+      b.objects.set(key, meta);
+      return meta;
+    })();
+    const settled = write.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.writing.set(id, settled);
+    void settled.then(() => {
+      if (this.writing.get(id) === settled) this.writing.delete(id);
+    });
+    return write;
   }
 
   head(bucket: string, key: string): ObjectMeta | undefined {

@@ -53,6 +53,8 @@ export interface ClaimView {
   kekLabel: string;
   templateName: string;
   serialParameter: string;
+  /** The parameter the device sends its lot (batch id) in, when the hook checks lots. */
+  lotParameter?: string;
   deviceKey: 'csr' | 'keys';
 }
 

@@ -58,6 +58,8 @@ export interface StationDaemonOptions {
   env: NodeJS.ProcessEnv;
   /** Set when the profile's devices make their own keys (the station obtains the certificate). */
   registrar?: StationRegistrar;
+  /** Called once when the journal answers at start (not while starting offline). */
+  onJournal?: (redis: Redis) => Promise<void>;
 }
 
 export interface StationDaemonRun {
@@ -107,10 +109,33 @@ export interface SimulatedDevice {
   close(): Promise<void>;
 }
 
+/** A device holding a claim (a temporary one from an installer's app, in the demo). */
+export interface ClaimDeviceRequest {
+  host: string;
+  port: number;
+  clientId: string;
+  rootCaPem: string;
+  claimCertificatePem: string;
+  /** Held in memory only. */
+  claimKeyPem: string;
+  templateName: string;
+  parameters: Record<string, string>;
+  /** `csr`: a key made on the device (preferred); `keys`: AWS makes the key pair. */
+  mode: 'csr' | 'keys';
+  subject: string;
+}
+
+/** What the device saw: provisioned (or where it stopped), then its first connect as the thing. */
+export type ClaimDeviceOutcome =
+  | { ok: true; thingName: string; certificateId: string; connected: boolean; connectReason?: string }
+  | { ok: false; stage: string; errorCode: string; message: string };
+
 export interface SimulatedDevices {
   /** Why a fault spec is refused, or undefined when it is valid. */
   checkFaults(spec: string): string | undefined;
   start(o: SimulatedDeviceOptions): Promise<SimulatedDevice>;
+  /** A device provisions itself by claim over MQTT, then connects as its new thing. */
+  provisionByClaim(o: ClaimDeviceRequest): Promise<ClaimDeviceOutcome>;
 }
 
 export interface Entries {
@@ -135,5 +160,6 @@ export const NO_ENTRIES: Entries = {
   devices: {
     checkFaults: () => notWired('simulated devices'),
     start: () => notWired('simulated devices'),
+    provisionByClaim: () => notWired('simulated devices'),
   },
 };

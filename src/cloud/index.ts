@@ -39,3 +39,4 @@ export { checkDevices, findOrphans, removeOrphan } from './registry.js';
 export type { DeviceCheck, Orphan } from './registry.js';
 export { describeDataEndpoint, ensureResources } from './resources.js';
 export { Pacer, findCertificateForKey, registerThing } from './single.js';
+export { HOOK_HANDLER, hookPackage } from './hook/package.js';

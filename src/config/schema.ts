@@ -94,6 +94,11 @@ export const ClaimSettingsSchema = z
       ),
     /** The template parameter that carries the serial in the device's RegisterThing request. */
     serialParameter: z.string().regex(IDENT_RE, 'not a valid parameter name').default('SerialNumber'),
+    /**
+     * The template parameter that carries the device's lot (the batch id the station writes to
+     * it): the hook allows a serial only to a device of the serial's lot.
+     */
+    lotParameter: z.string().regex(IDENT_RE, 'not a valid parameter name').default('LotId'),
     /** How the device obtains its own certificate: `csr` (its own key, preferred) or `keys`. */
     deviceKey: z.enum(['csr', 'keys']).default('csr'),
     /** After `claim rotate`, the old claim stays ACTIVE this long, then is deactivated. */

@@ -209,6 +209,7 @@ export const ERROR_CODES = {
     'CLAIM_POLICY_INVALID',
     'CLAIM_LOT_CHANGED',
     'CLAIM_HOOK_UNREACHABLE',
+    'CLAIM_HOOK_PACKAGE_INVALID',
   ],
   /** The batch pipeline: what a device's journal record or a batch's abort can hold. */
   pipeline: [

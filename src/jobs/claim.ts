@@ -78,6 +78,7 @@ export function claimViewOf(state: ClaimState | undefined): ClaimView | undefine
     kekLabel: c.kekLabel,
     templateName: state.templateName,
     serialParameter: state.serialParameter,
+    ...(state.lotParameter ? { lotParameter: state.lotParameter } : {}),
     deviceKey: state.deviceKey,
   };
 }
@@ -147,7 +148,12 @@ export function checkClaimProfile(profile: ResolvedProfile): {
 } {
   const settings = claimOf(profile);
   const templateBody = readText(profile.templatePath, 'fleet template');
-  const problems = claimTemplateProblems(templateBody, hookParameters(profile), settings.serialParameter);
+  const problems = claimTemplateProblems(
+    templateBody,
+    hookParameters(profile),
+    settings.serialParameter,
+    settings.lotParameter,
+  );
   if (problems.length)
     throw new ProvlineError(
       'CLAIM_TEMPLATE_INVALID',
@@ -156,6 +162,15 @@ export function checkClaimProfile(profile: ResolvedProfile): {
     );
   return { settings, templateBody };
 }
+
+/** What the stations write to each device from the claim state: its parameters' names, its key. */
+const deviceSettings = (
+  settings: ClaimSettings,
+): Pick<ClaimState, 'serialParameter' | 'lotParameter' | 'deviceKey'> => ({
+  serialParameter: settings.serialParameter,
+  lotParameter: settings.lotParameter,
+  deviceKey: settings.deviceKey,
+});
 
 const policyNameOf = (settings: ClaimSettings, certificateId: string): string =>
   `${settings.templateName}-claim-${certificateId.slice(0, 12)}`;
@@ -283,8 +298,14 @@ export async function createClaim(deps: ClaimDeps, profile: ResolvedProfile): Pr
   const { settings, templateBody } = checkClaimProfile(profile);
   const { template, where } = await prepareAccount(deps, profile, settings, templateBody);
   const signer = await allowListSigner(await deps.hsm(), settings.signingKeyLabel);
+  await retireDueClaims(deps, profile);
   const existing = await deps.store.get(profile.name);
-  if (existing?.current) return { state: existing, made: false, template };
+  if (existing?.current) {
+    // The device-facing settings follow the profile (stations write them from the state).
+    const state = { ...existing, ...deviceSettings(settings) };
+    if (JSON.stringify(state) !== JSON.stringify(existing)) await deps.store.put(state);
+    return { state, made: false, template };
+  }
   // Check the policy before any key is made (nothing is made for a policy that cannot work).
   claimPolicyDocument(profile, settings, where);
   const current = await newCredential(deps, profile, settings, where);
@@ -292,8 +313,7 @@ export async function createClaim(deps: ClaimDeps, profile: ResolvedProfile): Pr
     version: 1,
     profile: profile.name,
     templateName: settings.templateName,
-    serialParameter: settings.serialParameter,
-    deviceKey: settings.deviceKey,
+    ...deviceSettings(settings),
     signingPublicKeyPem: signer.publicKeyPem,
     current,
     previous: existing?.previous ?? [],
@@ -325,6 +345,17 @@ async function retireDue(
   return { state: next, deactivated: due.map((c) => c.certificateId) };
 }
 
+/**
+ * Deactivates the profile's retiring claims whose grace period is over. `claim status`,
+ * `rotate`, `create`, `issue`, `submit` and `station` call it, so whichever runs next after the
+ * grace period turns the old claim off. Returns the certificate ids it deactivated.
+ */
+export async function retireDueClaims(deps: ClaimDeps, profile: { name: string }): Promise<string[]> {
+  const state = await deps.store.get(profile.name);
+  if (!state) return [];
+  return (await retireDue(deps, state)).deactivated;
+}
+
 /** `claim rotate`: a new claim now; the old one stays ACTIVE for the grace period. */
 export async function rotateClaim(
   deps: ClaimDeps,
@@ -336,7 +367,7 @@ export async function rotateClaim(
   const { where } = await prepareAccount(deps, profile, settings, templateBody);
   const next = await newCredential(deps, profile, settings, where);
   const after = rotated(
-    { ...state, serialParameter: settings.serialParameter, deviceKey: settings.deviceKey },
+    { ...state, ...deviceSettings(settings) },
     next,
     nowOf(deps),
     graceHours ?? settings.graceHours,
@@ -421,6 +452,7 @@ export async function issueClaim(
   profile: ResolvedProfile,
 ): Promise<TemporaryClaim & { policyName: string }> {
   const settings = claimOf(profile);
+  await retireDueClaims(deps, profile);
   const state = await requireState(deps, profile);
   const policyName =
     state.current?.policyName ?? state.previous.find((c) => c.status !== 'REVOKED')?.policyName;
@@ -525,6 +557,7 @@ export async function publishLot(
     profile: profile.name,
     createdAt: plan.createdAt,
     serialParameter: settings.serialParameter,
+    lotParameter: settings.lotParameter,
     rowsSha256: rowsDigest(rows),
     devices: rows,
   };

@@ -17,6 +17,7 @@ export {
   createClaim,
   issueClaim,
   publishLot,
+  retireDueClaims,
   revokeClaim,
   rotateClaim,
 } from './claim.js';

@@ -10,25 +10,39 @@
  * re-submitted with changed rows) are checked with their reasons; no claim or device key is
  * in plaintext outside the HSM and the devices. Every slow step has its own budget.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import {
+  CreatePolicyCommand,
   CreateThingCommand,
+  DescribeProvisioningTemplateCommand,
+  ListProvisioningTemplateVersionsCommand,
   DescribeCertificateCommand,
   DescribeThingCommand,
   type IoTClient,
 } from '@aws-sdk/client-iot';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { iotidentity, mqtt_request_response } from 'aws-iot-device-sdk-v2';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { startSimulator } from '../../devices/index.js';
-import { makeClients } from '../../src/cloud/clients.js';
+import { makeClients, requireBucket } from '../../src/cloud/clients.js';
 import { loadConfig } from '../../src/config/load.js';
 import { openHsm } from '../../src/hsm/hsm.js';
 import { resolveRuntime } from '../../src/stack/runtime.js';
@@ -43,6 +57,10 @@ import { sdk5, setClock, waitEvent, type StandIn } from './mqtt-helpers.js';
 const HOOK_ARN = 'arn:aws:lambda:us-east-1:123456789012:function:provline-claim-test';
 const KEK = Buffer.alloc(32, 7);
 const STEP_MS = 30_000;
+/** The hook's lease here (PROVLINE_HOOK_LEASE_MS): short, so a retry need not wait 15 s. */
+const LEASE_MS = 1000;
+/** A device policy cf's template names, made only after cf's first device failed on it. */
+const LATE_POLICY = `provline-claim-late-${process.pid}`;
 
 let dir: string;
 let home: string;
@@ -80,6 +98,18 @@ function profile(templateName: string, extra: Record<string, unknown> = {}): Rec
   };
 }
 
+/** cv's fleet template file, which the versions test rewrites. */
+const versionedTemplate = (): string => join(dir, 'fleet-versioned.json');
+
+/** sensor-fleet.json with DeviceConfiguration.revision = `n`: a changed body per `n`. */
+function templateRevision(n: number): string {
+  const t = JSON.parse(readFileSync(join(ROOT, 'config/templates/sensor-fleet.json'), 'utf8')) as {
+    DeviceConfiguration: Record<string, unknown>;
+  };
+  t.DeviceConfiguration.revision = String(n);
+  return JSON.stringify(t, null, 2);
+}
+
 function csv(name: string, rows: Array<[string, string]>): string {
   const file = join(dir, name);
   writeFileSync(file, `serial,hw_rev\n${rows.map(([a, b]) => `${a},${b}`).join('\n')}\n`);
@@ -93,6 +123,15 @@ beforeAll(async () => {
   const up = await stackUp(home);
   redisUrl = up.redis.url!;
   const config = join(dir, 'provline.config.yaml');
+  const lateTemplate = join(dir, 'fleet-late-policy.json');
+  writeFileSync(versionedTemplate(), templateRevision(0));
+  writeFileSync(
+    lateTemplate,
+    readFileSync(join(ROOT, 'config/templates/sensor-fleet.json'), 'utf8').replace(
+      '"provline-sensor-claim-device"',
+      JSON.stringify(LATE_POLICY),
+    ),
+  );
   writeFileSync(
     config,
     stringify({
@@ -102,6 +141,9 @@ beforeAll(async () => {
         cp: profile('cp', { keyDelivery: 'plain' }),
         ck: profile('ck', { claim: { templateName: 'ck', hookArn: HOOK_ARN, deviceKey: 'keys' } }),
         cr: profile('cr'),
+        cf: profile('cf', { template: lateTemplate }),
+        cg: profile('cg'),
+        cv: profile('cv', { template: versionedTemplate() }),
         badtpl: profile('badtpl', { template: join(ROOT, 'test/fixtures/claim/fleet-no-hw.json') }),
         badpol: profile('badpol', {
           claim: {
@@ -128,7 +170,7 @@ beforeAll(async () => {
   for (const p of ['cw', 'cp', 'ck', 'cr']) ok(await cli(['claim', 'create', '--profile', p]));
   // The hook: `provline claim hook serve` (one ARN serves every template; lots are per template).
   const child = spawn(process.execPath, [BIN, 'claim', 'hook', 'serve', '--profile', 'cw'], {
-    env: { ...process.env, PROVLINE_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, PROVLINE_LOG_LEVEL: 'warn', PROVLINE_HOOK_LEASE_MS: String(LEASE_MS), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   hook = child;
@@ -252,11 +294,19 @@ async function sdkSession(creds: { certFile: string; keyFile: string }, clientId
   });
   return {
     identity,
-    register: (templateName: string, token: string, serial: string) =>
+    /** CreateCertificateFromCsr with a new key (named `name`), within its own budget. */
+    certificate: (name: string) =>
+      within(
+        identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr(name).csr }),
+        STEP_MS,
+        `CreateCertificateFromCsr (${name})`,
+      ),
+    /** RegisterThing with the serial and the lot (batch id) the station would have written. */
+    register: (templateName: string, token: string, serial: string, lot?: string) =>
       identity.registerThing({
         templateName,
         certificateOwnershipToken: token,
-        parameters: { SerialNumber: serial },
+        parameters: { SerialNumber: serial, ...(lot === undefined ? {} : { LotId: lot }) },
       }),
     close: async () => {
       identity.close();
@@ -317,7 +367,7 @@ describe('provisioning by claim through the station', () => {
 
 describe('the official device SDK with the claim', () => {
   it('CreateCertificateFromCsr + RegisterThing for a serial of the lot (attributes from the CSV), then a connect as the thing; the same serial again is denied (replay); a serial outside the lot is denied', async () => {
-    await submit('cw', csv('sdk.csv', [['SDK1', 'Q']]));
+    const lot = await submit('cw', csv('sdk.csv', [['SDK1', 'Q']]));
     const claim = await claimFiles('cw');
     const session = await sdkSession(claim, 'cw-SDK1');
     try {
@@ -328,7 +378,7 @@ describe('the official device SDK with the claim', () => {
         'CreateCertificateFromCsr',
       );
       const registered = await within(
-        session.register('cw', created.certificateOwnershipToken!, 'SDK1'),
+        session.register('cw', created.certificateOwnershipToken!, 'SDK1', lot),
         STEP_MS,
         'RegisterThing',
       );
@@ -337,13 +387,9 @@ describe('the official device SDK with the claim', () => {
       const thing = await iot.send(new DescribeThingCommand({ thingName: 'cw-SDK1' }));
       expect(thing.attributes).toEqual({ serial: 'SDK1', hw: 'Q' });
 
-      const again = await within(
-        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('d2').csr }),
-        STEP_MS,
-        'second CreateCertificateFromCsr',
-      );
+      const again = await session.certificate('d2');
       const replay = await rejection(
-        session.register('cw', again.certificateOwnershipToken!, 'SDK1'),
+        session.register('cw', again.certificateOwnershipToken!, 'SDK1', lot),
         'replay',
       );
       expect(replay).toMatchObject({ statusCode: 403, errorCode: 'ACCESS_DENIED' });
@@ -353,13 +399,9 @@ describe('the official device SDK with the claim', () => {
       );
       expect(JSON.stringify(e1.details)).toContain('REPLAY');
 
-      const outside = await within(
-        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('d3').csr }),
-        STEP_MS,
-        'third CreateCertificateFromCsr',
-      );
+      const outside = await session.certificate('d3');
       const denied = await rejection(
-        session.register('cw', outside.certificateOwnershipToken!, 'NOT-IN-LOT'),
+        session.register('cw', outside.certificateOwnershipToken!, 'NOT-IN-LOT', lot),
         'outside',
       );
       expect(denied).toMatchObject({ statusCode: 403, errorCode: 'ACCESS_DENIED' });
@@ -369,14 +411,13 @@ describe('the official device SDK with the claim', () => {
       );
       expect(JSON.stringify(e2.details)).toContain('NOT_IN_LOT');
       // A serial of another product's lot (template cp) is not in this template's lots either.
-      const other = await within(
-        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('d4').csr }),
-        STEP_MS,
-        'fourth CreateCertificateFromCsr',
-      );
-      await submit('cp', csv('cp-other.csv', [['CPX1', 'B']]));
+      const other = await session.certificate('d4');
+      const cpLot = await submit('cp', csv('cp-other.csv', [['CPX1', 'B']]));
       expect(
-        await rejection(session.register('cw', other.certificateOwnershipToken!, 'CPX1'), 'other lot'),
+        await rejection(
+          session.register('cw', other.certificateOwnershipToken!, 'CPX1', cpLot),
+          'other product',
+        ),
       ).toMatchObject({
         errorCode: 'ACCESS_DENIED',
       });
@@ -391,7 +432,7 @@ describe('the official device SDK with the claim', () => {
   }, 240_000);
 
   it('CreateKeysAndCertificate + RegisterThing (deviceKey keys), then a connect as the thing', async () => {
-    await submit('ck', csv('ck.csv', [['CK1', 'B']]));
+    const lot = await submit('ck', csv('ck.csv', [['CK1', 'B']]));
     const claim = await claimFiles('ck');
     const session = await sdkSession(claim, 'ck-CK1');
     let created;
@@ -402,7 +443,7 @@ describe('the official device SDK with the claim', () => {
         'CreateKeysAndCertificate',
       );
       const registered = await within(
-        session.register('ck', created.certificateOwnershipToken!, 'CK1'),
+        session.register('ck', created.certificateOwnershipToken!, 'CK1', lot),
         STEP_MS,
         'RegisterThing',
       );
@@ -421,32 +462,24 @@ describe('the official device SDK with the claim', () => {
   }, 180_000);
 
   it('an expired ownership token is refused, and the serial is still allowed afterwards', async () => {
-    await submit('cw', csv('late.csv', [['LATE1', 'B']]));
+    const lot = await submit('cw', csv('late.csv', [['LATE1', 'B']]));
     const claim = await claimFiles('cw');
     const session = await sdkSession(claim, 'cw-LATE1');
     try {
-      const created = await within(
-        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('late').csr }),
-        STEP_MS,
-        'CreateCertificateFromCsr',
-      );
+      const created = await session.certificate('late');
       await setClock(s, 3601);
       try {
         const late = await rejection(
-          session.register('cw', created.certificateOwnershipToken!, 'LATE1'),
+          session.register('cw', created.certificateOwnershipToken!, 'LATE1', lot),
           'late',
         );
         expect(late).toMatchObject({ errorCode: 'InvalidCertificateOwnershipToken' });
       } finally {
         await setClock(s, 0);
       }
-      const fresh = await within(
-        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('late2').csr }),
-        STEP_MS,
-        'CreateCertificateFromCsr again',
-      );
+      const fresh = await session.certificate('late2');
       const r = await within(
-        session.register('cw', fresh.certificateOwnershipToken!, 'LATE1'),
+        session.register('cw', fresh.certificateOwnershipToken!, 'LATE1', lot),
         STEP_MS,
         'RegisterThing',
       );
@@ -457,9 +490,169 @@ describe('the official device SDK with the claim', () => {
   }, 180_000);
 });
 
+describe('the fleet template over time', () => {
+  it('a changed template body becomes a new default version (CreateProvisioningTemplateVersion), the oldest versions pruned to the five AWS keeps; an unchanged one is left alone', async () => {
+    type Created = { template: { action: string; defaultVersionId: number } };
+    const create = async () =>
+      json<Created>(ok(await cli(['claim', 'create', '--profile', 'cv', '--json']))).template;
+    expect(await create()).toMatchObject({ action: 'created', defaultVersionId: 1 });
+    expect(await create()).toMatchObject({ action: 'unchanged', defaultVersionId: 1 });
+    for (let n = 1; n <= 6; n++) {
+      writeFileSync(versionedTemplate(), templateRevision(n));
+      expect(await create()).toMatchObject({ action: 'new-version', defaultVersionId: n + 1 });
+    }
+    const versions =
+      (await iot.send(new ListProvisioningTemplateVersionsCommand({ templateName: 'cv' }))).versions ?? [];
+    expect(versions.map((v) => v.versionId).sort((a, b) => a! - b!)).toEqual([3, 4, 5, 6, 7]);
+    expect(versions.find((v) => v.isDefaultVersion)?.versionId).toBe(7);
+    const t = await iot.send(new DescribeProvisioningTemplateCommand({ templateName: 'cv' }));
+    expect(t.defaultVersionId).toBe(7);
+    expect(JSON.parse(t.templateBody!)).toEqual(JSON.parse(templateRevision(6)));
+    expect(t.preProvisioningHook?.targetArn).toBe(HOOK_ARN);
+    expect(t.enabled).toBe(true);
+  }, 240_000);
+});
+
+describe('lots and once-only', () => {
+  it('a device that sends a serial of another lot is refused (WRONG_LOT, or NO_LOT without a lot), with the reason in claim status and the report; the denial does not use the serial up', async () => {
+    const lotA = await submit('cw', csv('lot-a.csv', [['LA1', 'B']]));
+    const lotB = await submit('cw', csv('lot-b.csv', [['LB1', 'C']]));
+    expect(lotA).not.toBe(lotB);
+    const claim = await claimFiles('cw');
+    const session = await sdkSession(claim, 'cw-LA1');
+    try {
+      const created = await session.certificate('la1');
+      const token = created.certificateOwnershipToken!;
+      // A device of lot A sending lot B's serial.
+      expect(await rejection(session.register('cw', token, 'LB1', lotA), 'serial of lot B')).toMatchObject({
+        statusCode: 403,
+        errorCode: 'ACCESS_DENIED',
+      });
+      const wrong = await waitEvent(
+        s,
+        (e) =>
+          e.kind === 'fleet.rejected' &&
+          e.certificateId === created.certificateId &&
+          JSON.stringify(e.details).includes('WRONG_LOT'),
+      );
+      expect(JSON.stringify(wrong.details)).toContain(`belongs to lot ${lotB}`);
+      // Its own serial with another lot's id, and with no lot at all.
+      expect(await rejection(session.register('cw', token, 'LA1', lotB), 'lot B for LA1')).toMatchObject({
+        errorCode: 'ACCESS_DENIED',
+      });
+      expect(await rejection(session.register('cw', token, 'LA1'), 'no lot')).toMatchObject({
+        errorCode: 'ACCESS_DENIED',
+      });
+      // Its own serial and lot: allowed (the denials used nothing up).
+      const r = await within(session.register('cw', token, 'LA1', lotA), STEP_MS, 'RegisterThing');
+      expect(r.thingName).toBe('cw-LA1');
+    } finally {
+      await session.close();
+    }
+    const status = json<{
+      deniedByCode: Record<string, number>;
+      recentDenials: Array<{ serial: string; code: string; reason: string }>;
+    }>(ok(await cli(['claim', 'status', '--profile', 'cw', '--json'])));
+    expect(status.deniedByCode.WRONG_LOT).toBeGreaterThanOrEqual(2);
+    expect(status.deniedByCode.NO_LOT).toBeGreaterThanOrEqual(1);
+    const lb1 = status.recentDenials.find((d) => d.serial === 'LB1');
+    expect(lb1).toMatchObject({ code: 'WRONG_LOT' });
+    expect(lb1!.reason).toContain(`belongs to lot ${lotB}, but the device says it is of lot "${lotA}"`);
+    const report = json<Array<Record<string, unknown>>>(ok(await cli(['report', lotB, '--format', 'json'])));
+    const row = report.find((d) => d.serial === 'LB1')!;
+    expect(row).toMatchObject({ claim: 'denied' });
+    expect(String(row.claimReason)).toContain('WRONG_LOT');
+  }, 240_000);
+
+  it('a device whose RegisterThing failed after the hook allowed it (template failing on a missing policy) provisions on its next visit; a replay of the completed provisioning is still denied', async () => {
+    ok(await cli(['claim', 'create', '--profile', 'cf']));
+    const lot = await submit('cf', csv('cf.csv', [['CF1', 'B']]));
+    const [first] = await station('cf', [await device('CF1')]);
+    expect(first, JSON.stringify(first)).toMatchObject({
+      outcome: 'failed',
+      code: 'DEVICE_PROVISION_FAILED',
+    });
+    const failed = await waitEvent(
+      s,
+      (e) => e.kind === 'fleet.rejected' && e.reason.includes(`Policy`) && e.reason.includes(LATE_POLICY),
+    );
+    const failedAt = Date.now();
+    // The hook had allowed it: the serial is marked with the certificate whose template failed.
+    expect(failed.reason).toContain('template cf failed');
+    await iot.send(
+      new CreatePolicyCommand({
+        policyName: LATE_POLICY,
+        policyDocument: readFileSync(join(ROOT, 'config/policies/demo-device.json'), 'utf8'),
+      }),
+    );
+    // The earlier certificate holds the serial for the hook's lease; then the retry takes it over.
+    await until(
+      'the lease of the failed attempt to pass',
+      () => Promise.resolve(Date.now() - failedAt > LEASE_MS ? true : undefined),
+      STEP_MS,
+    );
+    const [second] = await station('cf', [await device('CF1')]);
+    expect(second, JSON.stringify(second)).toMatchObject({ outcome: 'verified', connected: true });
+    const thing = await iot.send(new DescribeThingCommand({ thingName: 'cf-CF1' }));
+    expect(thing.attributes).toEqual({ serial: 'CF1', hw: 'B' });
+
+    // Long after the lease, a new certificate for the provisioned serial is a replay.
+    const claim = await claimFiles('cf');
+    const session = await sdkSession(claim, 'cf-CF1');
+    try {
+      const again = await session.certificate('cf1');
+      expect(
+        await rejection(session.register('cf', again.certificateOwnershipToken!, 'CF1', lot), 'replay'),
+      ).toMatchObject({ errorCode: 'ACCESS_DENIED' });
+      const e = await waitEvent(
+        s,
+        (x) => x.kind === 'fleet.rejected' && x.certificateId === again.certificateId,
+      );
+      expect(JSON.stringify(e.details)).toContain('REPLAY');
+      expect(JSON.stringify(e.details)).toContain('now ACTIVE');
+    } finally {
+      await session.close();
+    }
+  }, 300_000);
+
+  it("the stand-in's S3 conditional writes, through @aws-sdk/client-s3: If-Match over the right ETag only, 404 without an object", async () => {
+    const rt = resolveRuntime(loadConfig({ file: env.PROVLINE_CONFIG, env: { PROVLINE_HOME: home } }));
+    const { s3, aws } = makeClients(rt.aws, { maxAttempts: 1 });
+    const Bucket = requireBucket(aws);
+    const Key = `conditional/${process.pid}.json`;
+    const status = (p: Promise<unknown>) =>
+      p.then(
+        () => 200,
+        (e: { $metadata?: { httpStatusCode?: number } }) => e.$metadata?.httpStatusCode,
+      );
+    try {
+      expect(await status(s3.send(new PutObjectCommand({ Bucket, Key, Body: 'x', IfMatch: '"0"' })))).toBe(
+        404,
+      );
+      const first = await s3.send(new PutObjectCommand({ Bucket, Key, Body: 'a', IfNoneMatch: '*' }));
+      expect(await status(s3.send(new PutObjectCommand({ Bucket, Key, Body: 'b', IfNoneMatch: '*' })))).toBe(
+        412,
+      );
+      expect(await status(s3.send(new PutObjectCommand({ Bucket, Key, Body: 'b', IfMatch: '"0123"' })))).toBe(
+        412,
+      );
+      expect(
+        await status(s3.send(new PutObjectCommand({ Bucket, Key, Body: 'b', IfMatch: first.ETag! }))),
+      ).toBe(200);
+      expect(
+        await status(s3.send(new PutObjectCommand({ Bucket, Key, Body: 'c', IfMatch: first.ETag! }))),
+      ).toBe(412);
+      const got = await s3.send(new GetObjectCommand({ Bucket, Key }));
+      expect(await got.Body!.transformToString()).toBe('b');
+    } finally {
+      s3.destroy();
+    }
+  }, 60_000);
+});
+
 describe('provisioning by trusted user', () => {
   it('claim issue prints a five-minute claim with the claim policy attached; a device of the lot provisions with it through the hook; after five minutes it is refused', async () => {
-    await submit('cw', csv('trusted.csv', [['TRU1', 'B']]));
+    const lot = await submit('cw', csv('trusted.csv', [['TRU1', 'B']]));
     const issued = json<{
       certificateId: string;
       certificatePem: string;
@@ -476,13 +669,9 @@ describe('provisioning by trusted user', () => {
     cleanups.push(() => Promise.resolve(rmSync(keyFile, { force: true })));
     const session = await sdkSession({ certFile, keyFile }, 'cw-TRU1');
     try {
-      const created = await within(
-        session.identity.createCertificateFromCsr({ certificateSigningRequest: makeCsr('tru').csr }),
-        STEP_MS,
-        'CreateCertificateFromCsr',
-      );
+      const created = await session.certificate('tru');
       const r = await within(
-        session.register('cw', created.certificateOwnershipToken!, 'TRU1'),
+        session.register('cw', created.certificateOwnershipToken!, 'TRU1', lot),
         STEP_MS,
         'RegisterThing',
       );
@@ -539,6 +728,52 @@ describe('turning things off, and failures on the way', () => {
     ok(await cli(['claim', 'rotate', '--profile', 'cr']));
     const [r] = await station('cr', [await device('CR1')]);
     expect(r, JSON.stringify(r)).toMatchObject({ outcome: 'verified', connected: true });
+  }, 240_000);
+
+  it('after claim rotate the old claim stays ACTIVE for its grace period, then the next command deactivates it: submit, and a station', async () => {
+    ok(await cli(['claim', 'create', '--profile', 'cg']));
+    const graceHours = String(3 / 3600); // three seconds
+    const certStatus = async (certificateId: string) =>
+      (await iot.send(new DescribeCertificateCommand({ certificateId }))).certificateDescription!.status;
+    type Rotated = {
+      claim: {
+        current: { certificateId: string };
+        previous: Array<{ certificateId: string; status: string; deactivateAt: string }>;
+      };
+    };
+    const rotate = async () =>
+      json<Rotated>(
+        ok(await cli(['claim', 'rotate', '--profile', 'cg', '--grace-hours', graceHours, '--json'])),
+      ).claim;
+    const graceOver = (deactivateAt: string) =>
+      until(
+        'the grace period to end',
+        () => Promise.resolve(Date.now() > Date.parse(deactivateAt) ? true : undefined),
+        STEP_MS,
+      );
+
+    const first = await rotate();
+    const old1 = first.previous[0]!;
+    expect(old1.status).toBe('RETIRING');
+    expect(await certStatus(old1.certificateId)).toBe('ACTIVE');
+    await graceOver(old1.deactivateAt);
+    const lot = await submit('cg', csv('cg.csv', [['CG1', 'B']]));
+    expect(await certStatus(old1.certificateId)).toBe('INACTIVE');
+
+    const second = await rotate();
+    const old2 = second.previous[0]!;
+    expect(old2.certificateId).toBe(first.current.certificateId);
+    expect(await certStatus(old2.certificateId)).toBe('ACTIVE');
+    await graceOver(old2.deactivateAt);
+    const [r] = await station('cg', [await device('CG1')]);
+    expect(r, JSON.stringify(r)).toMatchObject({ outcome: 'verified', connected: true });
+    expect(await certStatus(old2.certificateId)).toBe('INACTIVE');
+    const status = json<{
+      claim: { current: { certificateId: string }; previous: Array<{ status: string }> };
+    }>(ok(await cli(['claim', 'status', '--profile', 'cg', '--json'])));
+    expect(status.claim.current.certificateId).toBe(second.current.certificateId);
+    expect(status.claim.previous.map((c) => c.status)).toEqual(['INACTIVE', 'INACTIVE']);
+    expect(lot).toBeTruthy();
   }, 240_000);
 
   it('a hook that does not answer within 5 s: ACCESS_DENIED with the reason logged, and the serial is not used up', async () => {
@@ -622,6 +857,69 @@ describe('bad input is refused with a clear message, nothing provisioned', () =>
     const batches = json<Array<{ total: number }>>(ok(await cli(['batches', '--json'])));
     expect(JSON.stringify(batches)).not.toContain('keep2.csv');
   }, 180_000);
+});
+
+describe('the hook as a Lambda package', () => {
+  it('npm run package:claim-hook shape: unzipped beside @aws-sdk/client-s3 and client-iot alone, with `claim hook env`, it allows a serial of a lot to a device of that lot and denies another lot', async () => {
+    const lot = await submit('cw', csv('pkg.csv', [['PKG1', 'B']]));
+    const zipFile = join(dir, 'claim-hook.zip');
+    const out = ok(await cli(['claim', 'hook', 'package', '--out', zipFile]));
+    expect(out.stdout).toContain('index.js, allow-list.js, decide.js');
+    expect(out.stdout).toContain('handler index.handler');
+    const vars = json<Record<string, string>>(
+      ok(await cli(['claim', 'hook', 'env', '--profile', 'cw', '--json'])),
+    );
+    const task = join(dir, 'hook-task');
+    execFileSync('python3', ['-m', 'zipfile', '-e', zipFile, task]);
+    expect(readdirSync(task).sort()).toEqual(['allow-list.js', 'decide.js', 'index.js', 'package.json']);
+    mkdirSync(join(task, 'node_modules', '@aws-sdk'), { recursive: true });
+    for (const m of ['client-s3', 'client-iot'])
+      symlinkSync(join(ROOT, 'node_modules', '@aws-sdk', m), join(task, 'node_modules', '@aws-sdk', m));
+    const rt = resolveRuntime(loadConfig({ file: env.PROVLINE_CONFIG, env: { PROVLINE_HOME: home } }));
+    const event = (serial: string, lotId: string) => ({
+      claimCertificateId: 'c'.repeat(64),
+      certificateId: `${serial.toLowerCase()}${'0'.repeat(64)}`.slice(0, 64),
+      certificatePem: '',
+      templateArn: 'arn:aws:iot:us-east-1:123456789012:provisioningtemplate/cw',
+      clientId: `cw-${serial}`,
+      parameters: { SerialNumber: serial, LotId: lotId },
+    });
+    const script = `const m = await import(${JSON.stringify(pathToFileURL(join(task, 'index.js')).href)});
+for (const e of JSON.parse(process.argv[1])) process.stdout.write('RESULT ' + JSON.stringify(await m.handler(e, { getRemainingTimeInMillis: () => 5000 })) + '\\n');`;
+    const run = execFileSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        script,
+        JSON.stringify([event('PKG1', 'another-lot'), event('PKG1', lot)]),
+      ],
+      {
+        cwd: task,
+        encoding: 'utf8',
+        timeout: STEP_MS,
+        env: {
+          PATH: process.env.PATH,
+          ...vars,
+          PROVLINE_HOOK_S3_ENDPOINT: rt.aws.s3Endpoint!,
+          PROVLINE_HOOK_IOT_ENDPOINT: rt.aws.endpoint!,
+          AWS_REGION: 'us-east-1',
+          AWS_SHARED_CREDENTIALS_FILE: rt.aws.credentialsFile!,
+          AWS_PROFILE: rt.aws.profile!,
+        },
+      },
+    );
+    const results = run
+      .split('\n')
+      .filter((l) => l.startsWith('RESULT '))
+      .map((l) => JSON.parse(l.slice(7)) as Record<string, unknown>);
+    expect(results).toHaveLength(2);
+    expect(results[0]).toMatchObject({ allowProvisioning: false, provlineCode: 'WRONG_LOT' });
+    expect(results[1]).toEqual({
+      allowProvisioning: true,
+      parameterOverrides: { SerialNumber: 'PKG1', ThingName: 'cw-PKG1', HardwareRevision: 'B' },
+    });
+  }, 120_000);
 });
 
 describe('secrets', () => {

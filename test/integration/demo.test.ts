@@ -21,7 +21,7 @@ describe('provline demo', () => {
 
   // One scenario in two steps, each on its own budget: the second run needs the first one's home.
   it(
-    'takes the four products (bulk with wrapped keys, bulk with plain keys, JITP, fleet provisioning by claim) from CSV to devices verified by their own answers and connected to the stand-in as their things, stops what it started, and runs again on the same home with new serials (idempotent KEKs and token)',
+    'takes the four products (bulk with wrapped keys, bulk with plain keys, JITP, fleet provisioning by claim, plus one claim sensor provisioned by trusted user) from CSV to devices verified by their own answers and connected to the stand-in as their things, stops what it started, and runs again on the same home with new serials (idempotent KEKs and token)',
     async () => {
       const r = await runCli(['demo', '--devices', '8', '--ports', '2'], {
         env: { PROVLINE_HOME: home },
@@ -36,6 +36,14 @@ describe('provline demo', () => {
       expect(r.stdout).toMatch(/profile sensor-jitp \(provline-serial-v1\)/);
       expect(r.stdout).toMatch(/profile sensor-claim \(provline-serial-v1\)/);
       expect(r.stdout).toContain('allow-list of the claim lot published for the hook: 2 serials');
+      // Provisioning by trusted user: a temporary claim from CreateProvisioningClaim, the device
+      // provisioned with it through the hook, then connected as its thing.
+      const trusted =
+        /temporary claim [0-9a-f]{16}… expires (\S+); device (TRUST\d+-0001) provisioned itself with it through the hook as thing (claim-TRUST\d+-0001) \(certificate [0-9a-f]{16}…\) and connected/.exec(
+          r.stdout,
+        );
+      expect(trusted, r.stdout).not.toBeNull();
+      expect(Date.parse(trusted![1]!)).toBeGreaterThan(Date.now() - 5 * 60_000);
       // The JITP things appear only when their devices first connect.
       expect(r.stdout).toContain('JITP lot: 0 of 2 things in the registry');
       expect(r.stdout).toContain('JITP lot: 2 of 2 things in the registry now');
@@ -51,6 +59,10 @@ describe('provline demo', () => {
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l) as { kind: string; clientId?: string; certificateId?: string });
+      expect(
+        log.some((e) => e.kind === 'connect.accepted' && e.clientId === trusted![3]),
+        `${trusted![3]} connected`,
+      ).toBe(true);
       for (const row of rows) {
         const [, , thingName, , certificateId] = row.split(',');
         expect(

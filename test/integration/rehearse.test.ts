@@ -317,7 +317,7 @@ describe('provline rehearse', () => {
     expect(hw.stack).toBeUndefined();
     const templateCheck = hw.checks.find((c) => c.name === 'lint: template')!;
     const missing =
-      'the template declares no parameter HardwareRevision (the hook sets it from the CSV row: profile parameters); declared: SerialNumber, ThingName';
+      'the template declares no parameter HardwareRevision (the hook sets it from the CSV row: profile parameters); declared: SerialNumber, LotId, ThingName';
     expect(templateCheck).toMatchObject({ ok: false, problems: [{ message: missing }] });
     expect(templateCheck.message).toBe(
       `the fleet template ${join(dir, 'no-hw-template.json')} cannot serve the claim [CLAIM_TEMPLATE_INVALID]: ${missing}`,

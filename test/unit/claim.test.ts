@@ -26,7 +26,7 @@ import {
   sealAllowList,
   type AllowList,
 } from '../../src/cloud/hook/allow-list.js';
-import { answerOf, judge, readRequest, type LotIndex } from '../../src/cloud/hook/decide.js';
+import { answerOf, judge, markerRule, readRequest, type LotIndex } from '../../src/cloud/hook/decide.js';
 import { ROOT } from '../helpers/cli.js';
 
 const signer = () => {
@@ -85,9 +85,20 @@ describe('the signed allow-list', () => {
 
 describe("the hook's decision", () => {
   const index = (l: AllowList): LotIndex => ({
-    find: (serial) => (l.devices[serial] ? { list: l, device: l.devices[serial] } : undefined),
+    find: (serial) => (l.devices[serial] ? [{ list: l, device: l.devices[serial] }] : []),
     serialParameter: () => l.serialParameter,
   });
+  /** Several lots of one template, oldest first, as the handler indexes them. */
+  const lotsIndex = (...ls: AllowList[]): LotIndex => ({
+    find: (serial) =>
+      ls.filter((l) => l.devices[serial]).map((l) => ({ list: l, device: l.devices[serial]! })),
+    serialParameter: () => ls[0]?.serialParameter,
+  });
+  const judged = (parameters: Record<string, string>, index: LotIndex) => {
+    const read = readRequest(event(parameters));
+    if (typeof read === 'string') throw new Error(read);
+    return judge(read.request, read.templateName, index, 'SerialNumber');
+  };
   const event = (parameters: Record<string, string>, template = 'tpl') => ({
     claimCertificateId: 'c'.repeat(64),
     certificateId: 'd'.repeat(64),
@@ -115,6 +126,46 @@ describe("the hook's decision", () => {
     expect(judge(none.request, none.templateName, index(lot()), 'SerialNumber')).toMatchObject({
       denial: 'NO_SERIAL',
     });
+  });
+
+  it('with a lot parameter, allows a serial only to a device that names its lot; another lot, or none, is denied saying whose serial it is', () => {
+    const a = { ...lot(), batchId: 'lot-a', lotParameter: 'LotId' };
+    const b = {
+      ...lot({ SN2: { thingName: 's-SN2', parameters: {} } }),
+      batchId: 'lot-b',
+      lotParameter: 'LotId',
+    };
+    const index = lotsIndex(a, b);
+    expect(judged({ SerialNumber: 'SN1', LotId: 'lot-a' }, index)).toMatchObject({
+      allow: true,
+      batchId: 'lot-a',
+    });
+    const wrong = judged({ SerialNumber: 'SN1', LotId: 'lot-b' }, index);
+    expect(wrong).toMatchObject({ allow: false, denial: 'WRONG_LOT' });
+    expect(wrong.allow === false && wrong.reason).toContain(
+      'belongs to lot lot-a, but the device says it is of lot "lot-b"',
+    );
+    expect(judged({ SerialNumber: 'SN1' }, index)).toMatchObject({ allow: false, denial: 'NO_LOT' });
+    // A serial re-submitted (same row) in a later lot: a device of either lot is allowed.
+    const again = { ...lot(), batchId: 'lot-c', createdAt: '2026-02-01T00:00:00Z', lotParameter: 'LotId' };
+    expect(judged({ SerialNumber: 'SN1', LotId: 'lot-c' }, lotsIndex(a, again))).toMatchObject({
+      allow: true,
+      batchId: 'lot-c',
+    });
+    // A lot published before lots were checked (no lotParameter) does not ask for one.
+    expect(judged({ SerialNumber: 'SN1' }, lotsIndex(lot()))).toMatchObject({ allow: true });
+  });
+
+  it('a marked serial: the same certificate retries, a completed one is a replay, a pending one holds it for the lease, then it is abandoned', () => {
+    const marker = { certificateId: 'A', at: '2026-01-01T00:00:00.000Z' };
+    const t0 = Date.parse(marker.at);
+    expect(markerRule(marker, 'A', 'PENDING_ACTIVATION', t0 + 1, 15_000)).toBe('same-certificate');
+    for (const status of ['ACTIVE', 'INACTIVE', 'REVOKED'])
+      expect(markerRule(marker, 'B', status, t0 + 3_600_000, 15_000)).toBe('completed');
+    expect(markerRule(marker, 'B', 'PENDING_ACTIVATION', t0 + 14_999, 15_000)).toBe('in-progress');
+    expect(markerRule(marker, 'B', 'PENDING_ACTIVATION', t0 + 15_000, 15_000)).toBe('abandoned');
+    // AWS deleted the pending certificate when its token expired unused.
+    expect(markerRule(marker, 'B', undefined, t0 + 1, 15_000)).toBe('abandoned');
   });
 
   it('refuses what is not a hook request', () => {
@@ -162,12 +213,15 @@ describe('the claim policy', () => {
 
 describe('the fleet template check', () => {
   const body = readFileSync(join(ROOT, 'config/templates/sensor-fleet.json'), 'utf8');
-  it('passes when every hook parameter and the serial are declared; names what is missing', () => {
+  it('passes when every hook parameter, the serial and the lot are declared; names what is missing', () => {
     expect(
-      claimTemplateProblems(body, ['SerialNumber', 'ThingName', 'HardwareRevision'], 'SerialNumber'),
+      claimTemplateProblems(body, ['SerialNumber', 'ThingName', 'HardwareRevision'], 'SerialNumber', 'LotId'),
     ).toEqual([]);
-    const problems = claimTemplateProblems(body, ['Colour'], 'Imei');
+    const problems = claimTemplateProblems(body, ['Colour'], 'Imei', 'Batch');
     expect(problems.join('\n')).toContain('declares no parameter Imei');
+    expect(problems.join('\n')).toContain(
+      'declares no parameter Batch (the lot the devices send, claim.lotParameter)',
+    );
     expect(problems.join('\n')).toContain('declares no parameter Colour');
   });
 });

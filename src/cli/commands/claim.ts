@@ -3,9 +3,25 @@
  * provisioning by claim (docs/claim.md). The claim key is made in the HSM and kept only wrapped;
  * the HSM PIN comes from hsm.pinFile or the variable named by hsm.pinEnv, never an option.
  */
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { makeClients, requireBucket, type CloudClients } from '../../cloud/index.js';
-import { makeHandler, mapInStandIn, publicKeysFromPem, startHookRunner } from '../../cloud/hook/index.js';
+import {
+  HOOK_HANDLER,
+  hookPackage,
+  makeClients,
+  requireBucket,
+  type CloudClients,
+} from '../../cloud/index.js';
+import {
+  iotCertificateStatus,
+  leaseFromEnv,
+  makeHandler,
+  mapInStandIn,
+  publicKeysFromPem,
+  startHookRunner,
+} from '../../cloud/hook/index.js';
 import { getProfile, type ResolvedProfile } from '../../config/index.js';
 import { ProvlineError } from '../../core/index.js';
 import { openHsm, type Hsm } from '../../hsm/index.js';
@@ -50,6 +66,15 @@ export async function withClaimDeps<T>(
 }
 
 const profileOption = ['-p, --profile <name>', 'a claim profile (strategy claim)'] as const;
+
+/** The hook's lease from PROVLINE_HOOK_LEASE_MS, as the Lambda reads it; a bad value is a usage error. */
+function hookLease(env: NodeJS.ProcessEnv): { leaseMs?: number } {
+  try {
+    return leaseFromEnv(env);
+  } catch (e) {
+    throw new ProvlineError('USAGE', (e as Error).message, { kind: 'usage' });
+  }
+}
 
 function claimLines(
   profile: ResolvedProfile,
@@ -233,9 +258,11 @@ export function registerClaim(program: Command, ctx: () => CommandContext): void
       const runner = await startHookRunner(
         makeHandler({
           s3: cloud.s3,
+          certificateStatus: iotCertificateStatus(cloud.iot),
           bucket: requireBucket(cloud.aws),
           prefix: HOOK_PREFIX,
           trusted: publicKeysFromPem(state.signingPublicKeyPem),
+          ...hookLease(c.env),
           log: (line) => c.logger.warn(line),
         }),
         { ...(opts.port ? { port: opts.port } : {}) },
@@ -261,6 +288,20 @@ export function registerClaim(program: Command, ctx: () => CommandContext): void
         await runner.close();
         cloud.destroy();
       }
+    });
+
+  hook
+    .command('package')
+    .description('Write the Lambda deployment package of the hook (handler index.handler)')
+    .option('--out <zip>', 'where to write it', 'dist/claim-hook-lambda.zip')
+    .action((opts: { out: string }) => {
+      const c = ctx();
+      const here = dirname(fileURLToPath(import.meta.url));
+      const { zip, files } = hookPackage(join(here, '../../cloud/hook'));
+      writeFileSync(opts.out, zip);
+      c.print(
+        `wrote ${opts.out} (${zip.length} bytes): ${files.join(', ')}\n  handler ${HOOK_HANDLER}, runtime nodejs20.x or later, 256 MB, timeout 5 s; environment: \`provline claim hook env --profile <p>\``,
+      );
     });
 
   hook

@@ -6,7 +6,8 @@
  * keys; sensors on JITP, signed offline by the CA, whose things AWS makes at first connect),
  * submits them with live progress (and a fourth product provisioned by claim: the claim made in
  * the HSM, provline's pre-provisioning hook served in-process for the stand-in, the lot's
- * allow-list published), runs station ports over socat pty pairs and plugs simulated
+ * allow-list published, and one more claim sensor provisioned by trusted user: a temporary
+ * claim from CreateProvisioningClaim handed to the device), runs station ports over socat pty pairs and plugs simulated
  * devices of both drivers in one after another, as a line would. Each device, once verified,
  * makes its first MQTT connect to the stand-in's data plane as its thing, and the stand-in's
  * events log is asked whether it saw each thing connect. It prints a final table, writes the
@@ -23,6 +24,7 @@ import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index
 import { DescribeThingCommand } from '@aws-sdk/client-iot';
 import { makeClients } from '../../cloud/index.js';
 import { prepareClaimLot, startLocalClaim, type LocalClaim } from '../pipeline/claim-lot.js';
+import { provisionByTrustedUser, submitTrustedUserLot } from '../pipeline/trusted-user.js';
 import type { StrategyName } from '../../config/index.js';
 import { openHsm, type Hsm } from '../../hsm/index.js';
 import { checkFactoryCa, type CaPreflightProfile, reportRows, submitBatch } from '../../jobs/index.js';
@@ -183,6 +185,25 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
       );
     }
 
+    // One more claim sensor, for an installer's app: provisioning by trusted user (below).
+    let trusted: { serial: string; batchId: string } | undefined;
+    if (claimLine) {
+      const serial = `TRUST${tag}-0001`;
+      const csv = join(dir, `sensor-claim-trusted-run${run}.csv`);
+      const batchId = await submitTrustedUserLot(
+        c,
+        p,
+        hsm,
+        claimLine.profile,
+        csv,
+        `serial,hw_rev\n${serial},A\n`,
+      );
+      trusted = { serial, batchId };
+      step(
+        `submitted ${csv}: batch ${batchId}, 1 device for provisioning by trusted user (allow-list published)`,
+      );
+    }
+
     step('HSM stage and bulk registration (workers in this process)');
     const runner = await startLocalWorkers(c, p);
     try {
@@ -242,6 +263,24 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
         `    JITP lot: ${await thingsInRegistry(c, jitp)} of ${jitp.serials.length} things in the registry now, each made by JITP at its device's first connect`,
       );
     printTable(c, results, seen);
+    let trustedOk = true;
+    if (claimLine && trusted) {
+      step(
+        "provisioning by trusted user: an installer's app gets a temporary claim (CreateProvisioningClaim)",
+      );
+      try {
+        const d = await provisionByTrustedUser(c, p, hsm, claimLine.profile, {
+          ...trusted,
+          mqttEndpoint: status.aws.mqttEndpoint ?? '',
+        });
+        c.print(
+          `    temporary claim ${d.temporaryClaimId.slice(0, 16)}… expires ${d.expiration.toISOString()}; device ${d.serial} provisioned itself with it through the hook as thing ${d.thingName} (certificate ${d.certificateId.slice(0, 16)}…) and connected`,
+        );
+      } catch (e) {
+        trustedOk = false;
+        c.print(`    trusted-user device ${trusted.serial} failed: ${(e as Error).message}`);
+      }
+    }
 
     step('reports');
     for (const line of lines) {
@@ -254,7 +293,8 @@ async function runDemo(c: CommandContext, opts: DemoOptions): Promise<void> {
     step(
       `${verified} of ${opts.devices} devices verified by the devices themselves; ${connected} of ${opts.devices} connected to the stand-in's MQTT endpoint ${status.aws.mqttEndpoint ?? ''} as their things (the stand-in's events log saw each connect), in ${elapsed()}`,
     );
-    if (verified !== opts.devices || connected !== opts.devices) throw new ExitCode(EXIT.partial);
+    if (verified !== opts.devices || connected !== opts.devices || !trustedOk)
+      throw new ExitCode(EXIT.partial);
   } finally {
     await claim?.close();
     hsm?.close();

@@ -227,7 +227,7 @@ class Rehearsal {
           ? `the fleet template ${profile.templatePath} cannot serve the claim [CLAIM_TEMPLATE_INVALID]: ${oneOf(templateProblems)}`
           : `the provisioning template ${profile.templatePath} has ${templateProblems.length} problem(s) for ${flavor} registration`
         : claim
-          ? `the fleet template ${profile.templatePath} is sound for fleet provisioning and declares the serial parameter ${profile.claim!.serialParameter} and every parameter the hook sets (${Object.keys(profile.parameters).join(', ')})`
+          ? `the fleet template ${profile.templatePath} is sound for fleet provisioning and declares the serial parameter ${profile.claim!.serialParameter}, the lot parameter ${profile.claim!.lotParameter} and every parameter the hook sets (${Object.keys(profile.parameters).join(', ')})`
           : `the provisioning template ${profile.templatePath} is sound for ${flavor} registration`,
       templateProblems.length ? { problems: templateProblems } : {},
     );

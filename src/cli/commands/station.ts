@@ -12,6 +12,7 @@ import {
   stationJournal,
   stationJournalUnreachable,
 } from '../../jobs/index.js';
+import { retireClaimsAtStation } from '../pipeline/claim-lot.js';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -192,6 +193,10 @@ async function runStationCommand(c: CommandContext, opts: StationCliOptions): Pr
           registrar: (j, openHsm) => deviceRegistrar(c, j.redis, j.journal, j.batches, profile, openHsm),
         }
       : {}),
+    // A claim line deactivates the claims whose grace period after a rotation is over.
+    onJournal: async (redis) => {
+      await retireClaimsAtStation(c, redis, c.loaded.config.redis.prefix, profile);
+    },
   });
   if (!ok) throw new ExitCode(EXIT.partial);
 }

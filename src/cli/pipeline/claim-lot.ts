@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { validateCsvFile, planDevice, type BatchPlan, type PlanDevice } from '../../batch/index.js';
+import { strategyFor } from '../../batch/strategies/index.js';
 import {
   listThingNames,
   readHookRecords,
@@ -21,7 +22,13 @@ import {
   publicKeysFromPem,
   describeDataEndpoint,
 } from '../../cloud/index.js';
-import { makeHandler, mapInStandIn, startHookRunner, type HookRunner } from '../../cloud/hook/index.js';
+import {
+  iotCertificateStatus,
+  makeHandler,
+  mapInStandIn,
+  startHookRunner,
+  type HookRunner,
+} from '../../cloud/hook/index.js';
 import type { ResolvedProfile } from '../../config/index.js';
 import { ProvlineError } from '../../core/index.js';
 import { openHsm, type Hsm } from '../../hsm/index.js';
@@ -33,6 +40,7 @@ import {
   createClaim,
   HOOK_PREFIX,
   publishLot,
+  retireDueClaims,
   type ClaimDeps,
   type ClaimState,
 } from '../../jobs/index.js';
@@ -82,6 +90,8 @@ export async function prepareClaimLot(
         `the claim of profile ${profile.name} was revoked and no new one made; nothing was submitted`,
         { kind: 'invalid-input', hint: `provline claim rotate --profile ${profile.name}` },
       );
+    // A retiring claim whose grace period is over is turned off by whatever command runs next.
+    await retireDueClaims(deps, profile);
     // Rows as the plan will make them (invalid rows are left to submit's own report).
     const rows: PlanDevice[] = [];
     await validateCsvFile(csvPath, profile, { onRow: (r) => void rows.push(planDevice(r)) });
@@ -134,6 +144,7 @@ export async function startLocalClaim(
     hook = await startHookRunner(
       makeHandler({
         s3: cloud.s3,
+        certificateStatus: iotCertificateStatus(cloud.iot),
         bucket: requireBucket(cloud.aws),
         prefix: HOOK_PREFIX,
         trusted: publicKeysFromPem(state.signingPublicKeyPem),
@@ -153,6 +164,32 @@ export async function startLocalClaim(
     await hook?.close();
     cloud.destroy();
     throw e;
+  }
+}
+
+/**
+ * At a station's start for a claim profile: deactivates the retiring claims whose grace period
+ * is over. A station without AWS access only logs why it could not (the next command will).
+ */
+export async function retireClaimsAtStation(
+  c: CommandContext,
+  redis: PipelineHandles['redis'],
+  prefix: string,
+  profile: ResolvedProfile,
+): Promise<string[]> {
+  if (!profile.claim || strategyFor(profile).name !== 'claim') return [];
+  const cloud = makeClients(c.runtime.aws, { maxAttempts: 2 });
+  try {
+    const store = new ClaimStore(redis, prefix);
+    return await retireDueClaims(
+      { cloud, store, hsm: () => Promise.reject(new Error('not needed to retire a claim')) },
+      profile,
+    );
+  } catch (e) {
+    c.logger.warn({ profile: profile.name, err: (e as Error).message }, 'could not retire old claims');
+    return [];
+  } finally {
+    cloud.destroy();
   }
 }
 

@@ -32,6 +32,8 @@ export interface ClaimState {
   templateName: string;
   /** The parameter the devices send their serial in, and how they get their own key. */
   serialParameter: string;
+  /** The parameter the devices send their lot in (absent in states made before lots were checked). */
+  lotParameter?: string;
   deviceKey: 'csr' | 'keys';
   /** The allow-list signing key's public key (what the hook must trust). */
   signingPublicKeyPem: string;

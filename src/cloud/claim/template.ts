@@ -10,6 +10,7 @@ export function claimTemplateProblems(
   templateBody: string,
   hookParameters: readonly string[],
   serialParameter: string,
+  lotParameter?: string,
 ): string[] {
   const problems = lintTemplate(templateBody, 'fleet').map((p) => p.message);
   if (problems.length) return problems;
@@ -20,9 +21,15 @@ export function claimTemplateProblems(
   } catch {
     return ['the template is not JSON'];
   }
-  const missing = [...new Set([serialParameter, ...hookParameters])].filter((p) => !declared.includes(p));
+  const wanted = [serialParameter, ...(lotParameter ? [lotParameter] : []), ...hookParameters];
+  const missing = [...new Set(wanted)].filter((p) => !declared.includes(p));
+  const why = (p: string): string =>
+    p === serialParameter
+      ? ' (the serial the devices send, claim.serialParameter)'
+      : p === lotParameter
+        ? ' (the lot the devices send, claim.lotParameter)'
+        : ' (the hook sets it from the CSV row: profile parameters)';
   return missing.map(
-    (p) =>
-      `the template declares no parameter ${p}${p === serialParameter ? ' (the serial the devices send, claim.serialParameter)' : ' (the hook sets it from the CSV row: profile parameters)'}; declared: ${declared.join(', ') || 'none'}`,
+    (p) => `the template declares no parameter ${p}${why(p)}; declared: ${declared.join(', ') || 'none'}`,
   );
 }

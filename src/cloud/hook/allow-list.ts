@@ -31,6 +31,11 @@ export interface AllowList {
   createdAt: string;
   /** The parameter of the device's RegisterThing request that carries its serial. */
   serialParameter: string;
+  /**
+   * The parameter that carries the device's lot (the batch id the station wrote to it). When
+   * set, a serial of this lot is allowed only to a device that names this lot.
+   */
+  lotParameter?: string;
   /** SHA-256 of the lot's rows as published (serial, thing name, parameters), for re-submits. */
   rowsSha256: string;
   devices: Record<string, AllowedDevice>;
@@ -117,6 +122,7 @@ export function openAllowList(text: string, trusted: ReadonlyMap<string, KeyObje
     typeof list.templateName !== 'string' ||
     typeof list.batchId !== 'string' ||
     typeof list.serialParameter !== 'string' ||
+    (list.lotParameter !== undefined && typeof list.lotParameter !== 'string') ||
     !isObject(list.devices)
   )
     throw new AllowListError('the signed payload is not a version-1 allow-list');

@@ -4,6 +4,8 @@ export * from './decide.js';
 export {
   depsFromEnv,
   handler,
+  iotCertificateStatus,
+  leaseFromEnv,
   makeHandler,
   type HookDeps,
   type HookHandler,

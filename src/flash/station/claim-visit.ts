@@ -73,8 +73,11 @@ export async function claimVisit(
     claimCertificatePem: l.claim.claimCertificatePem,
     fleet: {
       templateName: l.claim.templateName,
-      // The device's parameters: its serial (the hook sets the rest from the lot's row).
-      parameters: { [l.claim.serialParameter]: l.serial },
+      // The device's parameters: its serial and its lot (the hook sets the rest from the lot's row).
+      parameters: {
+        [l.claim.serialParameter]: l.serial,
+        ...(l.claim.lotParameter ? { [l.claim.lotParameter]: l.batchId } : {}),
+      },
       deviceKey: l.claim.deviceKey,
     },
   };
