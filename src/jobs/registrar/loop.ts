@@ -42,10 +42,14 @@ export async function driveBatch(
   const mode = certificate.call === 'bulk-task' ? 'bulk' : 'single';
   // Chunks whose task has ended and whose reports are being applied while the next task runs.
   const applying = new Map<number, Promise<void>>();
+  // Chunks whose reports this run has applied: a read of the open chunks that began before an
+  // apply ended may still show its chunk as started, and it must not be run again.
+  const applied = new Set<number>();
   const defer = (n: number, p: Promise<void>): void => {
     applying.set(
       n,
       p
+        .then(() => void applied.add(n))
         .catch((e: unknown) =>
           deps.log?.warn({ batchId, chunk: n, err: messageOf(e) }, 'applying reports failed; retrying'),
         )
@@ -56,7 +60,9 @@ export async function driveBatch(
     for (;;) {
       signal?.throwIfAborted();
       // Open chunks first: one left by a crashed registrar, or the next one made ready below.
-      const open = (await deps.journal.openChunks(batchId)).filter((c) => !applying.has(c.n));
+      const open = (await deps.journal.openChunks(batchId)).filter(
+        (c) => !applying.has(c.n) && !applied.has(c.n),
+      );
       if (open.length) {
         await runWithNextReady(deps, plan, open[0]!, signal, defer);
         continue;
