@@ -28,9 +28,17 @@ import { hsmWorkFor, strategyFor, type HsmWork, type Strategy } from '../../batc
 import { lintPolicy, makeClients } from '../../cloud/index.js';
 import { lintTemplate } from '../../cloud/template/index.js';
 import { getProfile, type LoadedConfig, type ResolvedProfile, ConfigSchema } from '../../config/index.js';
-import type { SerialOutcome } from '../../cloud/index.js';
+import { arnScope, type Named, type ScopeSource, type SerialOutcome } from '../../cloud/index.js';
 import { checkClaimProfile, claimPolicyProblems, submitBatch, checkFactoryCa } from '../../jobs/index.js';
-import { AWS_ACCOUNT, readState, stackPaths, stackDown, stackUp } from '../../stack/index.js';
+import {
+  AWS_ACCOUNT,
+  AWS_REGION,
+  readState,
+  stackPaths,
+  stackDown,
+  stackUp,
+  type StandInScope,
+} from '../../stack/index.js';
 import { ProvlineError, isProvlineError, messageOf, isAlive } from '../../core/index.js';
 import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index.js';
 import { openHsm, type Hsm, caModule as hsmCa } from '../../hsm/index.js';
@@ -116,6 +124,8 @@ class Rehearsal {
   private readonly t0 = performance.now();
   private profile: ResolvedProfile | undefined;
   private strategy: Strategy | undefined;
+  /** The account and region the profile's documents name: the stand-in runs as them. */
+  private scope: StandInScope = { region: AWS_REGION, account: AWS_ACCOUNT };
   private rows = 0;
   private sample: Array<{ serial: string; line: number }> = [];
   /** The first line of every record of the lot, in order. */
@@ -200,7 +210,7 @@ class Rehearsal {
         ? ((e.details as { problems?: Array<{ path: string; message: string }> } | undefined)?.problems ?? [])
         : [];
       this.check('lint: profile', false, this.failureOf(e), { problems });
-      this.skip(['lint: template', 'lint: policy', 'csv: validation']);
+      this.skip(['lint: template', 'lint: policy', 'lint: account', 'csv: validation']);
       return false;
     }
     const profile = this.profile;
@@ -244,13 +254,56 @@ class Rehearsal {
       );
     } else
       this.check('lint: policy', true, `no policy document: the template names policy ${profile.policyName}`);
-    if (claim) this.lintClaimPolicy(profile);
+    const scoped = this.lintAccount(profile);
+    if (claim) {
+      if (scoped) this.lintClaimPolicy(profile);
+      else this.skip(['lint: claim policy']);
+    }
+    return true;
+  }
+
+  /**
+   * The account and region the profile's template, policies and hook name (ARNs with a
+   * concrete region or account): the stand-in is started as them, so the user's documents,
+   * written for their real account, are judged as AWS would judge them. Two accounts (or two
+   * regions) fail here, naming both and where each is written.
+   */
+  private lintAccount(profile: ResolvedProfile): boolean {
+    const sources: ScopeSource[] = [];
+    for (const path of [profile.templatePath, profile.policyPath, profile.claimPolicyPath]) {
+      const text = path ? readable(path).text : undefined;
+      if (path && text !== undefined) sources.push({ source: path, text });
+    }
+    if (profile.claim) sources.push({ source: 'claim.hookArn', text: profile.claim.hookArn });
+    const found = arnScope(sources);
+    if (found.conflicts.length) {
+      this.check(
+        'lint: account',
+        false,
+        `the profile's documents are not for one account and region [PROFILE_ACCOUNTS_DIFFER]: ${oneOf(found.conflicts.map((message) => ({ message })))}`,
+        { problems: found.conflicts.map((message) => ({ message })) },
+      );
+      return false;
+    }
+    const [account] = found.accounts;
+    const [region] = found.regions;
+    this.scope = { region: region?.value ?? AWS_REGION, account: account?.value ?? AWS_ACCOUNT };
+    const where = (n: Named | undefined): string => (n ? ` (${n.sources.join(', ')})` : '');
+    const same = account && region && account.sources.join() === region.sources.join();
+    const named = same
+      ? `account ${account.value} in ${region.value}${where(account)}`
+      : `${account ? `account ${account.value}${where(account)}` : 'no account'} and ${region ? `region ${region.value}${where(region)}` : 'no region'}`;
+    this.check(
+      'lint: account',
+      true,
+      `the profile names ${named}: the stand-in runs as account ${this.scope.account} in ${this.scope.region}${account && region ? '' : ' (its own where the profile names none)'}`,
+    );
     return true;
   }
 
   /**
    * A claim profile's claim policy (its own `claim.policy`, or the generated one) against the
-   * whole fleet exchange, in the stand-in's region and account (where the rehearsal runs it):
+   * whole fleet exchange, in the account and region the profile names (where the rehearsal runs it):
    * connect as a thing name, publish both requests, subscribe to and receive both answers.
    */
   private lintClaimPolicy(profile: ResolvedProfile): void {
@@ -259,10 +312,7 @@ class Rehearsal {
       : `the generated least-privilege claim policy for template ${profile.claim!.templateName}`;
     let gaps: string[];
     try {
-      gaps = claimPolicyProblems(profile, {
-        region: ConfigSchema.parse({}).aws.region,
-        account: AWS_ACCOUNT,
-      });
+      gaps = claimPolicyProblems(profile, this.scope);
     } catch (e) {
       gaps = [this.failureOf(e)];
     }
@@ -312,20 +362,27 @@ class Rehearsal {
     const strategy = this.strategy!;
     // The stack: a home of its own, free ports; nothing of the user's configured services.
     let t = performance.now();
-    this.progress('stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in');
+    this.progress(
+      `stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in as account ${this.scope.account} in ${this.scope.region}`,
+    );
     this.home = mkdtempSync(join(tmpdir(), 'provline-rehearse-'));
-    const status = await stackUp(this.home);
+    const status = await stackUp(this.home, this.scope);
     if (status.redis.pid) this.processes.push({ pid: status.redis.pid, name: 'redis-server' });
     if (status.aws.pid) this.processes.push({ pid: status.aws.pid, name: 'workers/emulator.js' });
     const state = readState(stackPaths(this.home));
     this.ports = [state.redisPort, state.aws?.port, state.aws?.s3Port, state.aws?.mqttPort].filter(
       (x): x is number => typeof x === 'number',
     );
-    this.check('stack', true, `redis, SoftHSM token and AWS IoT stand-in on ports ${this.ports.join(', ')}`, {
-      ms: Math.round(performance.now() - t),
-    });
+    this.check(
+      'stack',
+      true,
+      `redis, SoftHSM token and AWS IoT stand-in (account ${this.scope.account}, ${this.scope.region}) on ports ${this.ports.join(', ')}`,
+      {
+        ms: Math.round(performance.now() - t),
+      },
+    );
     this.signal.throwIfAborted();
-    const ic = isolatedContext(this.c, this.home);
+    const ic = isolatedContext(this.c, this.home, this.scope.region);
     this.hsm = await openHsm(await ic.hsmSettings(), { env: ic.env });
     const kek = await prepareProductKeys(this.hsm, profile, join(this.home, 'device-kek.bin'));
     this.p = await openPipeline(ic);
@@ -633,9 +690,10 @@ class Rehearsal {
 /**
  * A context on the throwaway stack: the user's profiles and worker settings, but the home, the
  * HSM and the cloud of the stack (never the user's configured Redis, HSM or AWS account), and
- * no PIN or SoftHSM configuration from the environment.
+ * no PIN or SoftHSM configuration from the environment. Its clients sign for `region`, the
+ * stand-in's.
  */
-function isolatedContext(c: CommandContext, home: string): CommandContext {
+function isolatedContext(c: CommandContext, home: string, region: string): CommandContext {
   const defaults = ConfigSchema.parse({});
   const user = c.loaded;
   const loaded: LoadedConfig = {
@@ -646,7 +704,7 @@ function isolatedContext(c: CommandContext, home: string): CommandContext {
       home,
       redis: { prefix: user.config.redis.prefix },
       hsm: defaults.hsm,
-      aws: defaults.aws,
+      aws: { ...defaults.aws, region },
     },
   };
   const env = { ...c.env };
