@@ -389,6 +389,88 @@ describe('provline rehearse', () => {
     expect(checkJunit(join(dir, 'no-sub.xml'), true)).toMatchObject({ code: 0, failures: 1 });
   });
 
+  it(
+    "fails a claim lot with an impostor planted (--device-fault SCL-0002=impostor: its device presents a serial outside the lot): exit 4, that serial denied with the hook's reason in the JSON and the JUnit file, the other serials provisioned and connected",
+    async () => {
+      const junit = join(dir, 'impostor.xml');
+      const r = await rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, junit, [
+        '--device-fault',
+        'SCL-0002=impostor',
+      ]);
+      expect(r.code, r.stdout + r.stderr).toBe(4);
+      const v = json<Verdict>(r);
+      expect(v.verdict).toBe('fail');
+      expect(v.checks.find((c) => c.name === 'device faults')).toMatchObject({
+        ok: true,
+        message: 'a drill: planted in the simulated devices of SCL-0002 (impostor)',
+      });
+      const reason =
+        'NOT_IN_LOT: serial "SCL-0002-IMPOSTOR" is in no submitted lot of template sample-claim (its device, client id sclaim-SCL-0002, presented serial "SCL-0002-IMPOSTOR")';
+      expect(v.devices.find((d) => d.serial === 'SCL-0002')).toMatchObject({
+        ok: false,
+        state: 'failed',
+        claim: 'denied',
+        claimReason: reason,
+        code: 'DEVICE_PROVISION_DENIED',
+        message: `denied by the hook: ${reason}`,
+        connected: false,
+      });
+      for (const d of v.devices.filter((x) => x.serial !== 'SCL-0002'))
+        expect(d, d.serial).toMatchObject({
+          ok: true,
+          state: 'connected',
+          connected: true,
+          claim: 'provisioned',
+        });
+      expect(v.checks.filter((c) => !c.ok).map((c) => [c.name, c.message])).toEqual([
+        ['station', '3 of 4 device(s) written and verified by their own answers (provline-serial-v1)'],
+        [
+          'first connect',
+          "3 of 4 device(s) connected to the stand-in's MQTT endpoint as their things, seen in its events log",
+        ],
+      ]);
+      const xml = readFileSync(junit, 'utf8');
+      const esc = (t: string): string => t.replaceAll('"', '&quot;');
+      expect(xml).toContain(
+        `<failure message="${esc(`denied by the hook: ${reason}`)}" type="DEVICE_PROVISION_DENIED">serial SCL-0002 (CSV line 3) ended failed [DEVICE_PROVISION_DENIED]: denied by the hook: ${esc(reason)}</failure>`,
+      );
+      // One serial and two checks failed; the JUnit file still parses and counts them.
+      expect(checkJunit(junit, true)).toMatchObject({ code: 0, tests: 16, failures: 3 });
+      await expectNothingLeft(v, 5);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it('refuses a --device-fault that is not <serial>=<fault spec> (exit 2), and one naming a serial outside the lot (exit 4, before any stack)', async () => {
+    const [noSerial, badSpec, outside] = await Promise.all([
+      rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, undefined, [
+        '--device-fault',
+        'impostor',
+      ]),
+      rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, undefined, [
+        '--device-fault',
+        'SCL-0002=impostr',
+      ]),
+      rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, undefined, [
+        '--device-fault',
+        'SCL-9999=impostor',
+      ]),
+    ]);
+    expect(noSerial.code).toBe(2);
+    expect(noSerial.stderr).toContain(
+      '--device-fault takes <serial>=<fault spec>, for example SN-0002=impostor, got "impostor"',
+    );
+    expect(badSpec.code).toBe(2);
+    expect(badSpec.stderr).toContain('--device-fault SCL-0002=impostr: unknown fault kind "impostr"');
+    expect(outside.code, outside.stdout + outside.stderr).toBe(4);
+    const v = json<Verdict>(outside);
+    expect(v.stack).toBeUndefined();
+    expect(v.checks.find((c) => c.name === 'device faults')).toMatchObject({
+      ok: false,
+      message: '--device-fault names SCL-9999, not in the rehearsed lot',
+    });
+  });
+
   it('fails a claim profile whose claim policy names another account than its device policy and hook, naming both, before any stack', async () => {
     const profiles = join(dir, 'other-account-profiles');
     mkdirSync(profiles);

@@ -21,7 +21,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import type { DeviceRecord, Problem } from '../../batch/index.js';
 import { validateCsvFile } from '../../batch/index.js';
 import { hsmWorkFor, strategyFor, type HsmWork, type Strategy } from '../../batch/strategies/index.js';
@@ -68,6 +68,25 @@ interface RehearseOptions {
   sample?: number;
   junit?: string;
   json?: boolean;
+  /** serial → a simulated-device fault planted in that serial's device (a drill). */
+  deviceFault: Map<string, string>;
+}
+
+/** `--device-fault <serial>=<spec>`, repeatable: the spec as the device simulators take it. */
+function deviceFault(
+  ctx: () => CommandContext,
+): (v: string, previous: Map<string, string>) => Map<string, string> {
+  return (v, previous) => {
+    const at = v.indexOf('=');
+    if (at < 1)
+      throw new InvalidArgumentError(
+        `--device-fault takes <serial>=<fault spec>, for example SN-0002=impostor, got "${v}"`,
+      );
+    const spec = v.slice(at + 1);
+    const refused = ctx().entries.devices.checkFaults(spec);
+    if (refused) throw new InvalidArgumentError(`--device-fault ${v}: ${refused}`);
+    return new Map(previous).set(v.slice(0, at), spec);
+  };
 }
 
 /** Station ports of the rehearsal line (fewer for a smaller lot). */
@@ -90,6 +109,12 @@ export function registerRehearse(program: Command, ctx: () => CommandContext): v
     )
     .option('--junit <file>', 'write the verdict as JUnit XML (a test case per check and per serial)')
     .option('--json', 'print the verdict as JSON on stdout')
+    .option(
+      '--device-fault <serial=spec>',
+      "a drill: plant a simulated-device fault in one serial's device (e.g. SN-0002=impostor, see docs/device-protocol.md), to see how the verdict reports it; repeatable",
+      deviceFault(ctx),
+      new Map<string, string>(),
+    )
     .addHelpText(
       'after',
       '\nExit codes: 0 the lot passes, 4 it fails (see the verdict), 1 the rehearsal could not run or was interrupted.\nProgress goes to stderr when it is a terminal.\n',
@@ -154,6 +179,7 @@ class Rehearsal {
     let stopped: boolean;
     try {
       if (this.lint()) await this.validate();
+      if (this.opts.deviceFault.size && this.checks.every((x) => x.ok)) this.plantFaults();
       if (this.checks.every((x) => x.ok)) await this.rehearseLot();
       else this.skip(['stack', 'hsm stage', 'registration', 'station', 'first connect']);
     } catch (e) {
@@ -356,6 +382,20 @@ class Rehearsal {
     );
   }
 
+  /** `--device-fault`: every serial it names must be in the sample; the verdict says what was planted. */
+  private plantFaults(): void {
+    const sampled = new Set(this.sample.map((s) => s.serial));
+    const planted = [...this.opts.deviceFault];
+    const outside = planted.filter(([serial]) => !sampled.has(serial)).map(([serial]) => serial);
+    this.check(
+      'device faults',
+      outside.length === 0,
+      outside.length
+        ? `--device-fault names ${outside.join(', ')}, not in the rehearsed ${this.sample.length < this.rows ? 'sample' : 'lot'}`
+        : `a drill: planted in the simulated devices of ${planted.map(([serial, spec]) => `${serial} (${spec})`).join(', ')}`,
+    );
+  }
+
   /** The sample through every stage on a throwaway stack. */
   private async rehearseLot(): Promise<void> {
     const profile = this.profile!;
@@ -479,6 +519,7 @@ class Rehearsal {
             serials: ready.map((s) => s.serial),
             ports: this.pairs,
             ...(kek ? { kek } : {}),
+            ...(this.opts.deviceFault.size ? { faults: this.opts.deviceFault } : {}),
             ...(stationRegisters(profile)
               ? {
                   register: await deviceRegistrar(
@@ -627,7 +668,7 @@ class Rehearsal {
     recs: Map<string, DeviceRecord>,
     run: LineRun,
     ms: number,
-    claimOf?: (serial: string) => SerialOutcome,
+    claimOf?: (serial: string, clientId?: string) => SerialOutcome,
   ): void {
     const profile = this.profile!;
     const wantsConnect = profile.station.firstConnect !== false;
@@ -641,7 +682,8 @@ class Rehearsal {
           record: recs.get(s.serial),
           result: results.get(s.serial),
           seen: run.seen.has(s.serial),
-          claim: claimOf?.(s.serial),
+          // Its device connects to the hook with its thing name as client id.
+          claim: claimOf?.(s.serial, recs.get(s.serial)?.thingName),
         }),
       );
     const verified = this.devices.filter((d) => ['verified', 'connected'].includes(d.state)).length;
