@@ -5,7 +5,7 @@
  * format is its own (serial-v1-wire.ts), read from the document, not the station driver's.
  */
 import { createHash } from 'node:crypto';
-import type { Category } from './core/faults.js';
+import { impostorSerial, type Category } from './core/faults.js';
 import type { DeviceModel } from './core/host.js';
 import { fromPem, generateKeyWithCsr, signMessage, unwrapKey, type DeviceKey } from './core/device-crypto.js';
 import { fleetProvision } from './core/fleet-provision.js';
@@ -60,6 +60,12 @@ interface Staging {
 
 const sha256 = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
 
+/** Fleet parameters with every value that is the device's serial replaced by an impostor's. */
+const presenting = (parameters: Record<string, string>, serial: string): Record<string, string> =>
+  Object.fromEntries(
+    Object.entries(parameters).map(([k, v]) => [k, v === serial ? impostorSerial(serial) : v]),
+  );
+
 export class SerialV1Model implements DeviceModel {
   readonly objects = new Map<number, Buffer>();
   key: DeviceKey | undefined;
@@ -109,11 +115,15 @@ export class SerialV1Model implements DeviceModel {
     return answerBytes(frame, Status.CONTENT_REJECTED);
   }
 
-  async handle(raw: Buffer): Promise<Buffer | undefined> {
+  impersonates(raw: Buffer): boolean {
+    return readFrame(raw)?.type === Command.PROVISION;
+  }
+
+  async handle(raw: Buffer, fault?: { impostor: boolean }): Promise<Buffer | undefined> {
     const frame = readFrame(raw);
     if (!frame) return nakBytes();
     try {
-      return await this.run(frame);
+      return await this.run(frame, fault?.impostor === true);
     } catch (e) {
       if (e instanceof MalformedPayload) return answerBytes(frame, Status.BAD_PAYLOAD);
       throw e;
@@ -129,7 +139,7 @@ export class SerialV1Model implements DeviceModel {
     );
   }
 
-  private async run(frame: WireFrame): Promise<Buffer> {
+  private async run(frame: WireFrame, impostor: boolean): Promise<Buffer> {
     const r = new Fields(frame.payload);
     switch (frame.type) {
       case Command.HELLO: {
@@ -230,7 +240,7 @@ export class SerialV1Model implements DeviceModel {
         r.done();
         if (this.opts.network === false) return answerBytes(frame, Status.UNKNOWN_COMMAND);
         if (!host || port === 0 || !clientId) return answerBytes(frame, Status.BAD_PAYLOAD);
-        return this.provision(frame, host, port, clientId);
+        return this.provision(frame, host, port, clientId, impostor);
       }
       default:
         return answerBytes(frame, Status.UNKNOWN_COMMAND);
@@ -266,7 +276,14 @@ export class SerialV1Model implements DeviceModel {
    * current), then makes its first connect as the thing. A device already provisioned this way
    * only connects again (PROVISION is safe to send twice).
    */
-  private async provision(frame: WireFrame, host: string, port: number, clientId: string): Promise<Buffer> {
+  private async provision(
+    frame: WireFrame,
+    host: string,
+    port: number,
+    clientId: string,
+    /** An `impostor` fault: the parameters that hold its serial present another one. */
+    impostor = false,
+  ): Promise<Buffer> {
     const rootCa = this.objects.get(Slot.ROOT_CA);
     const claimCert = this.objects.get(Slot.CLAIM_CERTIFICATE);
     const settingsRaw = this.objects.get(Slot.FLEET_SETTINGS);
@@ -288,7 +305,7 @@ export class SerialV1Model implements DeviceModel {
           claimCertificatePem: claimCert.toString('utf8'),
           claimKey: this.claimKey.privateKey,
           templateName: settings.templateName,
-          parameters: settings.parameters,
+          parameters: impostor ? presenting(settings.parameters, this.opts.serial) : settings.parameters,
           mode: settings.deviceKey,
           subject: `CN=${clientId}`,
         },

@@ -394,6 +394,8 @@ export async function startEmulator(options: EmulatorOptions): Promise<Emulator>
         },
         IOT_SIGNING_NAMES,
         secretFor,
+        Date.now(),
+        region,
       );
       if ('kind' in auth) {
         const name =

@@ -30,7 +30,9 @@ export type AuthFailure =
   | { kind: 'missing'; message: string }
   | { kind: 'unknown-key'; message: string }
   | { kind: 'bad-signature'; message: string }
-  | { kind: 'malformed'; message: string };
+  | { kind: 'malformed'; message: string }
+  /** Signed for another region than the stand-in's (AWS refuses those before the signature). */
+  | { kind: 'wrong-region'; message: string; region: string; expected: string };
 
 export interface AuthOk {
   accessKeyId: string;
@@ -140,6 +142,8 @@ export function verifySigV4(
   services: string | readonly string[],
   lookup: (accessKeyId: string) => string | undefined,
   now = Date.now(),
+  /** The stand-in's region: a credential scoped to another one is refused. */
+  expectedRegion?: string,
 ): AuthOk | AuthFailure {
   const auth = headerValue(req.headers.authorization);
   const params = new URLSearchParams(req.query);
@@ -191,6 +195,13 @@ export function verifySigV4(
     return {
       kind: 'bad-signature',
       message: `Credential should be scoped to correct service: '${allowed[0]}'. `,
+    };
+  if (expectedRegion !== undefined && region !== expectedRegion)
+    return {
+      kind: 'wrong-region',
+      message: `Credential should be scoped to a valid region, not '${region}'. The endpoint is in '${expectedRegion}'.`,
+      region,
+      expected: expectedRegion,
     };
   const secret = lookup(accessKeyId);
   if (secret === undefined)

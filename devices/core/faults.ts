@@ -3,7 +3,7 @@
  *
  *     <kind>[:<count>|:*][@<category>][#<nth>]
  *
- *   kind      reject (alias cme527) · hang · drop · corrupt · noise · unplug
+ *   kind      reject (alias cme527) · hang · drop · corrupt · noise · unplug · impostor
  *   count     how many matching commands to affect (default 1; `*` = every one)
  *   category  identity · write · read · keygen · pop · connect · control (default per kind, below)
  *   nth       skip the first nth-1 matching commands (default 1 = the first one)
@@ -18,12 +18,15 @@
  *            the way out, which the station must catch (a CRC, a hash that no longer matches)
  *            (read)
  *   unplug   the device disappears as the command arrives: port closed, nothing stored (write)
+ *   impostor provisions itself by claim presenting a serial outside its lot: every fleet
+ *            parameter that holds its own serial carries `<serial>-IMPOSTOR` instead, so the
+ *            hook sees a serial no lot lists (provline-serial-v1's PROVISION only) (connect)
  *
  * Examples: `cme527` · `hang@write` · `drop:2@read` · `corrupt:*@write` · `noise@read` ·
- * `unplug@write#2`.
+ * `unplug@write#2` · `impostor`.
  */
 
-export const FAULT_KINDS = ['reject', 'hang', 'drop', 'corrupt', 'noise', 'unplug'] as const;
+export const FAULT_KINDS = ['reject', 'hang', 'drop', 'corrupt', 'noise', 'unplug', 'impostor'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 export const CATEGORIES = ['identity', 'write', 'read', 'keygen', 'pop', 'connect', 'control'] as const;
 export type Category = (typeof CATEGORIES)[number];
@@ -35,7 +38,11 @@ const DEFAULT_CATEGORY: Record<FaultKind, Category> = {
   corrupt: 'write',
   noise: 'read',
   unplug: 'write',
+  impostor: 'connect',
 };
+
+/** The serial an `impostor` device presents instead of its own. */
+export const impostorSerial = (serial: string): string => `${serial}-IMPOSTOR`;
 const ALIASES: Record<string, FaultKind> = { cme527: 'reject' };
 
 export interface FaultRule {

@@ -11,10 +11,12 @@ export interface DeviceModel {
   /** Splits received bytes into complete commands (buffers partial ones). */
   split(chunk: Buffer): Buffer[];
   categorize(command: Buffer): Category;
-  /** Runs one command; returns the bytes to answer with, if any. */
-  handle(command: Buffer): Promise<Buffer | undefined>;
+  /** Runs one command (as an impostor when that fault fired); returns the bytes to answer with, if any. */
+  handle(command: Buffer, fault?: { impostor: boolean }): Promise<Buffer | undefined>;
   /** The answer a `reject` fault gives this command, or undefined if the fault does not apply to it. No side effects. */
   rejection(command: Buffer): Buffer | undefined;
+  /** Whether an `impostor` fault applies to this command (a claim provisioning request). No side effects. */
+  impersonates?(command: Buffer): boolean;
   /** The device goes away (unplugged, simulator stopped): drop what it holds open. */
   close?(): void;
 }
@@ -122,7 +124,9 @@ export class SimulatorHost {
     }
     const command = f.take('corrupt', category) ? corruptMiddle(received) : received;
     if (command !== received) this.log(`fault: corrupted ${category} command`);
-    let answer = await this.model.handle(command);
+    const impostor = this.model.impersonates?.(command) === true && f.take('impostor', category);
+    if (impostor) this.log(`fault: impostor on ${category}: presents another serial`);
+    let answer = await this.model.handle(command, impostor ? { impostor } : undefined);
     if (!answer?.length) return;
     if (f.take('drop', category)) {
       this.log(`fault: dropped bytes of the ${category} answer`);

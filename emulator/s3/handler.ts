@@ -94,8 +94,22 @@ export function handleS3(ctx: S3Context, req: IncomingMessage, rawBody: Buffer, 
       { method, path: rawPath, query: rawQuery, headers: req.headers, payloadHash },
       's3',
       ctx.secretFor,
+      Date.now(),
+      ctx.region,
     );
     if ('kind' in auth) {
+      if (auth.kind === 'wrong-region')
+        throw q.has('X-Amz-Credential')
+          ? new S3Error(
+              400,
+              'AuthorizationQueryParametersError',
+              `Error parsing the X-Amz-Credential parameter; the region '${auth.region}' is wrong; expecting '${auth.expected}'`,
+            )
+          : new S3Error(
+              400,
+              'AuthorizationHeaderMalformed',
+              `The authorization header is malformed; the region '${auth.region}' is wrong; expecting '${auth.expected}'`,
+            );
       if (auth.kind === 'unknown-key')
         throw new S3Error(
           403,

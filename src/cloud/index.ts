@@ -35,6 +35,8 @@ export type { DeviceCertificateStatus } from './device-certificate.js';
 export { hookKeys, publicKeysFromPem, rowsDigest, sealAllowList } from './hook/allow-list.js';
 export type { AllowList, AllowedDevice } from './hook/allow-list.js';
 export { lintPolicy } from './policy-lint.js';
+export { arnScope } from './arn-scope.js';
+export type { ArnScope, Named, ScopeSource } from './arn-scope.js';
 export { checkDevices, findOrphans, removeOrphan } from './registry.js';
 export type { DeviceCheck, Orphan } from './registry.js';
 export { describeDataEndpoint, ensureResources } from './resources.js';

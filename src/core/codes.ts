@@ -41,6 +41,7 @@ export const ERROR_CODES = {
     'PATTERN_INVALID',
     'SERIAL_NOT_FOUND',
     'CERTIFICATE_NOT_FOUND',
+    'PROFILE_ACCOUNTS_DIFFER',
   ],
   stack: [
     'STACK_REDIS_MISSING',

@@ -5,7 +5,7 @@
  *
  * Layout of <home>/aws/:
  *   credentials     [provline-local] aws_access_key_id / aws_secret_access_key
- *   config          [profile provline-local] region = us-east-1
+ *   config          [profile provline-local] region = <the stand-in's region>
  *   emulator.pid, ready.json, emulator.log
  *   state/          the stand-in's state directory (see emulator/server.ts); state/ca/root-ca.cert.pem
  *                   is the root devices trust for the MQTT endpoint (aws.rootCaFile)
@@ -19,10 +19,28 @@ import { readPid, type StackPaths, type StackState } from './home.js';
 
 export const AWS_PROFILE = 'provline-local';
 export const AWS_BUCKET = 'provline-local';
+/** The stand-in's region and account unless the stack is started as another (`StandInScope`). */
 export const AWS_REGION = 'us-east-1';
 export const AWS_ACCOUNT = '123456789012';
-/** Any role ARN works with the stand-in; this is the one the stack advertises. */
-export const AWS_ROLE_ARN = `arn:aws:iam::${AWS_ACCOUNT}:role/provline-local-registration`;
+/** Any role ARN works with the stand-in; this is the one the stack advertises (in its account). */
+const roleArnOf = (account: string): string => `arn:aws:iam::${account}:role/provline-local-registration`;
+export const AWS_ROLE_ARN = roleArnOf(AWS_ACCOUNT);
+
+/**
+ * The account and region the stand-in runs as: its ARNs, the hosts DescribeEndpoint names and
+ * the SigV4 scope it accepts follow them. Recorded in stack.json; kept across restarts.
+ */
+export interface StandInScope {
+  region: string;
+  account: string;
+}
+
+/** The scope recorded for the stack's stand-in (the defaults when none is). */
+export function scopeOf(state: StackState): StandInScope {
+  const region = typeof state.aws?.region === 'string' ? state.aws.region : AWS_REGION;
+  const account = typeof state.aws?.account === 'string' ? state.aws.account : AWS_ACCOUNT;
+  return { region, account };
+}
 const MARK = 'workers/emulator.js';
 
 export interface AwsStatus {
@@ -33,6 +51,8 @@ export interface AwsStatus {
   /** The root CA that signs the MQTT server certificate (pass it as the device's CA file). */
   rootCaFile: string | null;
   region: string | null;
+  /** The account id in the stand-in's ARNs. */
+  account: string | null;
   credentialsFile: string | null;
   /** AWS_CONFIG_FILE for tools that want the region from a profile (the AWS CLI). */
   configFile: string | null;
@@ -76,6 +96,7 @@ export function awsStatus(paths: StackPaths, state: StackState): AwsStatus {
       mqttEndpoint: null,
       rootCaFile: null,
       region: null,
+      account: null,
       credentialsFile: null,
       configFile: null,
       profile: null,
@@ -85,17 +106,19 @@ export function awsStatus(paths: StackPaths, state: StackState): AwsStatus {
       running: false,
     };
   }
+  const scope = scopeOf(state);
   return {
     endpoint: `http://127.0.0.1:${port}`,
     s3Endpoint: `http://127.0.0.1:${s3Port}`,
     mqttEndpoint: mqttPort ? `localhost:${mqttPort}` : null,
     rootCaFile: mqttPort ? join(f.state, 'ca', 'root-ca.cert.pem') : null,
-    region: AWS_REGION,
+    region: scope.region,
+    account: scope.account,
     credentialsFile: f.credentials,
     configFile: f.config,
     profile: AWS_PROFILE,
     bucket: AWS_BUCKET,
-    roleArn: AWS_ROLE_ARN,
+    roleArn: roleArnOf(scope.account),
     pid: running ? pid! : null,
     running,
   };
@@ -113,15 +136,34 @@ function newCredentialsFile(file: string): void {
   );
 }
 
-/** Starts the stand-in (or keeps it running); returns what to record in stack.json. */
-export async function awsUp(paths: StackPaths, state: StackState): Promise<StackState['aws']> {
+/**
+ * Starts the stand-in (or keeps it running); returns what to record in stack.json. `as`: the
+ * account and region to run as (default: the recorded ones, else AWS_ACCOUNT in AWS_REGION); a
+ * running stand-in of another scope is refused rather than silently kept.
+ */
+export async function awsUp(
+  paths: StackPaths,
+  state: StackState,
+  as?: Partial<StandInScope>,
+): Promise<StackState['aws']> {
   const f = files(paths);
+  const recorded = scopeOf(state);
+  const scope: StandInScope = {
+    region: as?.region ?? recorded.region,
+    account: as?.account ?? recorded.account,
+  };
   mkdirSync(paths.awsDir, { recursive: true, mode: 0o700 });
   if (!existsSync(f.credentials)) newCredentialsFile(f.credentials);
-  if (!existsSync(f.config))
-    writeFileSync(f.config, `[profile ${AWS_PROFILE}]\nregion = ${AWS_REGION}\n`, { mode: 0o600 });
   const current = awsStatus(paths, state);
-  if (current.running && state.aws) return state.aws;
+  if (current.running && state.aws) {
+    if (scope.region === recorded.region && scope.account === recorded.account) return state.aws;
+    throw new ProvlineError(
+      'STACK_AWS_FAILED',
+      `the AWS IoT stand-in runs as account ${recorded.account} in ${recorded.region}, not ${scope.account} in ${scope.region}`,
+      { hint: 'Stop the stack (`provline stack down`) and start it again as the other account.' },
+    );
+  }
+  writeFileSync(f.config, `[profile ${AWS_PROFILE}]\nregion = ${scope.region}\n`, { mode: 0o600 });
   const port = await freePort(state.aws?.port);
   let s3Port = await freePort(state.aws?.s3Port);
   if (s3Port === port) s3Port = await freePort();
@@ -146,9 +188,9 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
     '--mqtt-port',
     String(mqttPort),
     '--region',
-    AWS_REGION,
+    scope.region,
     '--account',
-    AWS_ACCOUNT,
+    scope.account,
   ];
   args.push(
     '--credentials-file',
@@ -183,7 +225,7 @@ export async function awsUp(paths: StackPaths, state: StackState): Promise<Stack
       details: { log: tail(f.log) },
     });
   }
-  return { ...state.aws, port, s3Port, mqttPort };
+  return { ...state.aws, port, s3Port, mqttPort, region: scope.region, account: scope.account };
 }
 
 export async function awsDown(paths: StackPaths): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { ProvlineError, isAlive, waitFor } from '../core/index.js';
-import { awsDown, awsStatus, awsUp, type AwsStatus } from './aws.js';
+import { awsDown, awsStatus, awsUp, type AwsStatus, type StandInScope } from './aws.js';
 import { readState, stackPaths, writeState, type StackPaths } from './home.js';
 import { redisDown, redisStatus, redisUp, type RedisStatus } from './redis.js';
 import { hsmStatus, hsmUp, tokenOnDisk } from './softhsm.js';
@@ -28,14 +28,15 @@ export function stackStatus(home: string): StackStatus {
   };
 }
 
-export async function stackUp(home: string): Promise<StackStatus> {
+/** `as`: the account and region the stand-in runs as (default: as recorded, else the stack's own). */
+export async function stackUp(home: string, as?: Partial<StandInScope>): Promise<StackStatus> {
   const paths = stackPaths(home);
   return withLock(paths, async () => {
     const state = readState(paths);
     hsmUp(paths);
     state.redisPort = await redisUp(paths, state.redisPort);
     writeState(paths, state);
-    state.aws = await awsUp(paths, state);
+    state.aws = await awsUp(paths, state, as);
     writeState(paths, state);
     return stackStatus(home);
   });

@@ -51,6 +51,30 @@ function checkJunit(file: string, allowFailures = false): { tests: number; failu
   }
 }
 
+/** `rehearse <csv> --profile <p> --config <file> [--junit <file>] --json [extra…]`. */
+function rehearseCli(
+  csv: string,
+  profile: string,
+  config: string,
+  junit?: string,
+  extra: string[] = [],
+): ReturnType<typeof runCli> {
+  return runCli(
+    [
+      'rehearse',
+      csv,
+      '--profile',
+      profile,
+      '--config',
+      config,
+      ...(junit ? ['--junit', junit] : []),
+      '--json',
+      ...extra,
+    ],
+    { timeoutMs: REHEARSE_BUDGET_MS },
+  );
+}
+
 /** `ports`: the stack's four, and a claim lot's hook runner. */
 async function expectNothingLeft(v: Verdict, ports = 4): Promise<void> {
   expect(v.stack?.stopped).toBe(true);
@@ -92,6 +116,7 @@ describe('provline rehearse', () => {
         ['lint: profile', true],
         ['lint: template', true],
         ['lint: policy', true],
+        ['lint: account', true],
         ['csv: validation', true],
         ['stack', true],
         ['hsm stage', true],
@@ -107,7 +132,7 @@ describe('provline rehearse', () => {
       expect(v.devices.map((d) => d.line)).toEqual([2, 3, 4, 5, 6, 7]);
       // Quiet off a terminal: no progress lines, nothing on stderr.
       expect(r.stderr).toBe('');
-      expect(checkJunit(junit)).toEqual({ tests: 15, failures: 0, errors: 0, skipped: 0, code: 0 });
+      expect(checkJunit(junit)).toEqual({ tests: 16, failures: 0, errors: 0, skipped: 0, code: 0 });
       await expectNothingLeft(v);
     },
     REHEARSE_BUDGET_MS + 10_000,
@@ -228,6 +253,7 @@ describe('provline rehearse', () => {
         ['lint: profile', true],
         ['lint: template', true],
         ['lint: policy', true],
+        ['lint: account', true],
         ['lint: claim policy', true],
         ['csv: validation', true],
         ['stack', true],
@@ -238,6 +264,16 @@ describe('provline rehearse', () => {
       ]);
       expect(v.checks.find((c) => c.name === 'registration')!.message).toMatch(
         /fleet template sample-claim with provline's hook, the allow-list of 4 of 4 serial\(s\) published/,
+      );
+      // Its policies and hook are written for account 111122223333 in eu-west-1: the stand-in ran
+      // as that account, so the claim policy and the device policy were judged as AWS would
+      // judge them (the devices could not have connected under them in another account).
+      const samples = join(ROOT, 'examples/rehearse');
+      expect(v.checks.find((c) => c.name === 'lint: account')!.message).toBe(
+        `the profile names account 111122223333 in eu-west-1 (${samples}/policies/sample-device.json, ${samples}/policies/sample-claim.json, claim.hookArn): the stand-in runs as account 111122223333 in eu-west-1`,
+      );
+      expect(v.checks.find((c) => c.name === 'stack')!.message).toContain(
+        '(account 111122223333, eu-west-1)',
       );
       expect(v.devices.map((d) => d.serial)).toEqual(['SCL-0001', 'SCL-0002', 'SCL-0003', 'SCL-0004']);
       for (const d of v.devices) {
@@ -253,7 +289,7 @@ describe('provline rehearse', () => {
       }
       expect(new Set(v.devices.map((d) => d.certificateId)).size).toBe(4);
       expect(r.stderr).toBe('');
-      expect(checkJunit(junit)).toEqual({ tests: 14, failures: 0, errors: 0, skipped: 0, code: 0 });
+      expect(checkJunit(junit)).toEqual({ tests: 15, failures: 0, errors: 0, skipped: 0, code: 0 });
       // The stack's processes and ports, and the hook runner's port.
       await expectNothingLeft(v, 5);
     },
@@ -282,7 +318,7 @@ describe('provline rehearse', () => {
     );
     // A claim policy that subscribes to the certificate answers but not to RegisterThing's.
     const policy = readFileSync(join(ROOT, 'examples/rehearse/policies/sample-claim.json'), 'utf8').replace(
-      ',\n        "arn:aws:iot:*:*:topicfilter/$aws/provisioning-templates/sample-claim/provision/*"',
+      ',\n        "arn:aws:iot:eu-west-1:111122223333:topicfilter/$aws/provisioning-templates/sample-claim/provision/*"',
       '',
     );
     expect(policy).not.toContain('topicfilter/$aws/provisioning-templates');
@@ -332,7 +368,7 @@ describe('provline rehearse', () => {
     expect(sub.stack).toBeUndefined();
     const policyCheck = sub.checks.find((c) => c.name === 'lint: claim policy')!;
     const arn =
-      'arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/provisioning-templates/sample-claim/provision/json';
+      'arn:aws:iot:eu-west-1:111122223333:topicfilter/$aws/provisioning-templates/sample-claim/provision/json';
     expect(policyCheck.ok).toBe(false);
     expect(policyCheck.problems!.map((p) => p.message)).toEqual([
       `iot:Subscribe on ${arn}/accepted (the device could not subscribe to its answer)`,
@@ -351,6 +387,135 @@ describe('provline rehearse', () => {
     const subXml = readFileSync(join(dir, 'no-sub.xml'), 'utf8');
     expect(subXml).toContain(`${arn}/rejected (the device could not subscribe to its answer)`);
     expect(checkJunit(join(dir, 'no-sub.xml'), true)).toMatchObject({ code: 0, failures: 1 });
+  });
+
+  it(
+    "fails a claim lot with an impostor planted (--device-fault SCL-0002=impostor: its device presents a serial outside the lot): exit 4, that serial denied with the hook's reason in the JSON and the JUnit file, the other serials provisioned and connected",
+    async () => {
+      const junit = join(dir, 'impostor.xml');
+      const r = await rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, junit, [
+        '--device-fault',
+        'SCL-0002=impostor',
+      ]);
+      expect(r.code, r.stdout + r.stderr).toBe(4);
+      const v = json<Verdict>(r);
+      expect(v.verdict).toBe('fail');
+      expect(v.checks.find((c) => c.name === 'device faults')).toMatchObject({
+        ok: true,
+        message: 'a drill: planted in the simulated devices of SCL-0002 (impostor)',
+      });
+      const reason =
+        'NOT_IN_LOT: serial "SCL-0002-IMPOSTOR" is in no submitted lot of template sample-claim (its device, client id sclaim-SCL-0002, presented serial "SCL-0002-IMPOSTOR")';
+      expect(v.devices.find((d) => d.serial === 'SCL-0002')).toMatchObject({
+        ok: false,
+        state: 'failed',
+        claim: 'denied',
+        claimReason: reason,
+        code: 'DEVICE_PROVISION_DENIED',
+        message: `denied by the hook: ${reason}`,
+        connected: false,
+      });
+      for (const d of v.devices.filter((x) => x.serial !== 'SCL-0002'))
+        expect(d, d.serial).toMatchObject({
+          ok: true,
+          state: 'connected',
+          connected: true,
+          claim: 'provisioned',
+        });
+      expect(v.checks.filter((c) => !c.ok).map((c) => [c.name, c.message])).toEqual([
+        ['station', '3 of 4 device(s) written and verified by their own answers (provline-serial-v1)'],
+        [
+          'first connect',
+          "3 of 4 device(s) connected to the stand-in's MQTT endpoint as their things, seen in its events log",
+        ],
+      ]);
+      const xml = readFileSync(junit, 'utf8');
+      const esc = (t: string): string => t.replaceAll('"', '&quot;');
+      expect(xml).toContain(
+        `<failure message="${esc(`denied by the hook: ${reason}`)}" type="DEVICE_PROVISION_DENIED">serial SCL-0002 (CSV line 3) ended failed [DEVICE_PROVISION_DENIED]: denied by the hook: ${esc(reason)}</failure>`,
+      );
+      // One serial and two checks failed; the JUnit file still parses and counts them.
+      expect(checkJunit(junit, true)).toMatchObject({ code: 0, tests: 16, failures: 3 });
+      await expectNothingLeft(v, 5);
+    },
+    REHEARSE_BUDGET_MS + 10_000,
+  );
+
+  it('refuses a --device-fault that is not <serial>=<fault spec> (exit 2), and one naming a serial outside the lot (exit 4, before any stack)', async () => {
+    const [noSerial, badSpec, outside] = await Promise.all([
+      rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, undefined, [
+        '--device-fault',
+        'impostor',
+      ]),
+      rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, undefined, [
+        '--device-fault',
+        'SCL-0002=impostr',
+      ]),
+      rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, undefined, [
+        '--device-fault',
+        'SCL-9999=impostor',
+      ]),
+    ]);
+    expect(noSerial.code).toBe(2);
+    expect(noSerial.stderr).toContain(
+      '--device-fault takes <serial>=<fault spec>, for example SN-0002=impostor, got "impostor"',
+    );
+    expect(badSpec.code).toBe(2);
+    expect(badSpec.stderr).toContain('--device-fault SCL-0002=impostr: unknown fault kind "impostr"');
+    expect(outside.code, outside.stdout + outside.stderr).toBe(4);
+    const v = json<Verdict>(outside);
+    expect(v.stack).toBeUndefined();
+    expect(v.checks.find((c) => c.name === 'device faults')).toMatchObject({
+      ok: false,
+      message: '--device-fault names SCL-9999, not in the rehearsed lot',
+    });
+  });
+
+  it('fails a claim profile whose claim policy names another account than its device policy and hook, naming both, before any stack', async () => {
+    const profiles = join(dir, 'other-account-profiles');
+    mkdirSync(profiles);
+    const samples = join(ROOT, 'examples/rehearse');
+    const policy = readFileSync(join(samples, 'policies/sample-claim.json'), 'utf8').replaceAll(
+      ':111122223333:',
+      ':444455556666:',
+    );
+    writeFileSync(join(dir, 'other-account-claim.json'), policy);
+    writeFileSync(
+      join(profiles, 'claim-other-account.yaml'),
+      readFileSync(join(samples, 'profiles/sample-claim.yaml'), 'utf8')
+        .replace('../policies/sample-claim.json', join(dir, 'other-account-claim.json'))
+        .replaceAll('../', `${samples}/`),
+    );
+    const own = join(dir, 'other-account.yaml');
+    writeFileSync(own, `profileDirs: [${profiles}]\n`);
+    const junit = join(dir, 'other-account.xml');
+    const r = await rehearseCli('examples/rehearse/claims.csv', 'claim-other-account', own, junit);
+    expect(r.code, r.stdout + r.stderr).toBe(4);
+    const v = json<Verdict>(r);
+    expect(v.stack).toBeUndefined();
+    const conflict = `the profile names 2 accounts: 111122223333 (${samples}/policies/sample-device.json, claim.hookArn) and 444455556666 (${join(dir, 'other-account-claim.json')}); its policies, templates and hook must all be for one account`;
+    expect(v.checks.find((c) => c.name === 'lint: account')).toMatchObject({
+      ok: false,
+      message: `the profile's documents are not for one account and region [PROFILE_ACCOUNTS_DIFFER]: ${conflict}`,
+      problems: [{ message: conflict }],
+    });
+    // The rest of the lint is clean; the claim policy is not judged in either account.
+    for (const name of ['lint: profile', 'lint: template', 'lint: policy', 'csv: validation'])
+      expect(v.checks.find((c) => c.name === name)?.ok, name).toBe(true);
+    for (const name of [
+      'lint: claim policy',
+      'stack',
+      'hsm stage',
+      'registration',
+      'station',
+      'first connect',
+    ])
+      expect(
+        v.checks.find((c) => c.name === name),
+        name,
+      ).toMatchObject({ ok: false, skipped: true });
+    expect(readFileSync(junit, 'utf8')).toContain('444455556666 (');
+    expect(checkJunit(junit, true)).toMatchObject({ code: 0, failures: 1 });
   });
 
   it(
@@ -389,17 +554,7 @@ describe('provline rehearse', () => {
     const csv = join(dir, 'bad.csv');
     writeFileSync(csv, 'serial,hw_rev\nSMP-0101,A\nSMP 0102,B\nSMP-0101,C\nSMP-0104,rev B\n');
     const junit = join(dir, 'bad.xml');
-    const r = await runCli([
-      'rehearse',
-      csv,
-      '--profile',
-      'sample-sensor',
-      '--config',
-      CONFIG,
-      '--junit',
-      junit,
-      '--json',
-    ]);
+    const r = await rehearseCli(csv, 'sample-sensor', CONFIG, junit);
     expect(r.code, r.stdout + r.stderr).toBe(4);
     const v = json<Verdict>(r);
     expect(v.verdict).toBe('fail');
@@ -423,7 +578,7 @@ describe('provline rehearse', () => {
 
     const xml = readFileSync(junit, 'utf8');
     expect(checkJunit(junit)).toMatchObject({ code: 1, failures: 1 });
-    expect(checkJunit(junit, true)).toMatchObject({ code: 0, tests: 9, failures: 1 });
+    expect(checkJunit(junit, true)).toMatchObject({ code: 0, tests: 10, failures: 1 });
     expect(xml).toContain(
       '<failure message="bad.csv: 3 problems in 4 rows (profile sample-sensor); nothing was rehearsed"',
     );

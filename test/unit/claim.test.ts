@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { claimPolicy, claimPolicyGaps, clientIdPrefixOf } from '../../src/cloud/claim/policy.js';
+import type { HookRecords } from '../../src/cloud/claim/aws.js';
 import { outsideAllowList, serialOutcome } from '../../src/cloud/claim/outcomes.js';
 import {
   dueForDeactivation,
@@ -270,7 +271,7 @@ describe('claim rotation and revocation', () => {
 
 describe('per-serial outcomes', () => {
   it('provisioned, denied with the latest reason, not seen; things outside the allow-list', () => {
-    const records = {
+    const records: HookRecords = {
       used: new Map([
         [
           'A',
@@ -302,6 +303,18 @@ describe('per-serial outcomes', () => {
       at: '2026-01-02T00:00:00Z',
     });
     expect(serialOutcome(records, 'C')).toEqual({ claim: 'not seen', reason: '' });
+    // A device that presented another serial: denied under that one, found by its client id.
+    records.denied.set('C-IMPOSTOR', [
+      { serial: 'C-IMPOSTOR', code: 'NOT_IN_LOT', reason: 'not listed', clientId: 't-C', at: '3' },
+    ]);
+    expect(serialOutcome(records, 'C', 't-C')).toEqual({
+      claim: 'denied',
+      reason: 'NOT_IN_LOT: not listed (its device, client id t-C, presented serial "C-IMPOSTOR")',
+      at: '3',
+    });
+    expect(serialOutcome(records, 'C', 't-other')).toEqual({ claim: 'not seen', reason: '' });
+    // Its own serial's records come first.
+    expect(serialOutcome(records, 'B', 't-C').reason).toBe('REPLAY: again (2 denials)');
     expect(outsideAllowList(['t-A', 't-X'], [lot({ A: { thingName: 't-A', parameters: {} } })])).toEqual([
       't-X',
     ]);

@@ -18,6 +18,9 @@ describe('fault specs', () => {
     ]);
     expect(parseFaults('')).toEqual([]);
     expect(parseFaults('noise')).toEqual([{ kind: 'noise', category: 'read', remaining: 1, skip: 0 }]);
+    expect(parseFaults('impostor')).toEqual([
+      { kind: 'impostor', category: 'connect', remaining: 1, skip: 0 },
+    ]);
   });
 
   it('rejects what it does not understand, naming the problem', () => {

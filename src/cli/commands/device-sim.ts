@@ -56,7 +56,7 @@ export function registerDeviceSim(program: Command, ctx: () => CommandContext): 
     .option('--verbose', 'print every injected fault')
     .addHelpText(
       'after',
-      '\nFault spec: <kind>[:<count>|:*][@<category>][#<nth>], comma-separated; kinds reject (cme527), hang, drop, corrupt, noise, unplug;\ncategories identity, write, read, keygen, pop, control. See docs/device-protocol.md.\n',
+      '\nFault spec: <kind>[:<count>|:*][@<category>][#<nth>], comma-separated; kinds reject (cme527), hang, drop, corrupt, noise, unplug, impostor;\ncategories identity, write, read, keygen, pop, connect, control. See docs/device-protocol.md.\n',
     )
     .action(async (opts: DeviceSimOptions) => {
       const c = ctx();

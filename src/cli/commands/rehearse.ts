@@ -21,16 +21,24 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import type { DeviceRecord, Problem } from '../../batch/index.js';
 import { validateCsvFile } from '../../batch/index.js';
 import { hsmWorkFor, strategyFor, type HsmWork, type Strategy } from '../../batch/strategies/index.js';
 import { lintPolicy, makeClients } from '../../cloud/index.js';
 import { lintTemplate } from '../../cloud/template/index.js';
 import { getProfile, type LoadedConfig, type ResolvedProfile, ConfigSchema } from '../../config/index.js';
-import type { SerialOutcome } from '../../cloud/index.js';
+import { arnScope, type Named, type ScopeSource, type SerialOutcome } from '../../cloud/index.js';
 import { checkClaimProfile, claimPolicyProblems, submitBatch, checkFactoryCa } from '../../jobs/index.js';
-import { AWS_ACCOUNT, readState, stackPaths, stackDown, stackUp } from '../../stack/index.js';
+import {
+  AWS_ACCOUNT,
+  AWS_REGION,
+  readState,
+  stackPaths,
+  stackDown,
+  stackUp,
+  type StandInScope,
+} from '../../stack/index.js';
 import { ProvlineError, isProvlineError, messageOf, isAlive } from '../../core/index.js';
 import { startPtyPair, type DeviceResult, type PtyPair } from '../../flash/index.js';
 import { openHsm, type Hsm, caModule as hsmCa } from '../../hsm/index.js';
@@ -60,6 +68,25 @@ interface RehearseOptions {
   sample?: number;
   junit?: string;
   json?: boolean;
+  /** serial → a simulated-device fault planted in that serial's device (a drill). */
+  deviceFault: Map<string, string>;
+}
+
+/** `--device-fault <serial>=<spec>`, repeatable: the spec as the device simulators take it. */
+function deviceFault(
+  ctx: () => CommandContext,
+): (v: string, previous: Map<string, string>) => Map<string, string> {
+  return (v, previous) => {
+    const at = v.indexOf('=');
+    if (at < 1)
+      throw new InvalidArgumentError(
+        `--device-fault takes <serial>=<fault spec>, for example SN-0002=impostor, got "${v}"`,
+      );
+    const spec = v.slice(at + 1);
+    const refused = ctx().entries.devices.checkFaults(spec);
+    if (refused) throw new InvalidArgumentError(`--device-fault ${v}: ${refused}`);
+    return new Map(previous).set(v.slice(0, at), spec);
+  };
 }
 
 /** Station ports of the rehearsal line (fewer for a smaller lot). */
@@ -82,6 +109,12 @@ export function registerRehearse(program: Command, ctx: () => CommandContext): v
     )
     .option('--junit <file>', 'write the verdict as JUnit XML (a test case per check and per serial)')
     .option('--json', 'print the verdict as JSON on stdout')
+    .option(
+      '--device-fault <serial=spec>',
+      "a drill: plant a simulated-device fault in one serial's device (e.g. SN-0002=impostor, see docs/device-protocol.md), to see how the verdict reports it; repeatable",
+      deviceFault(ctx),
+      new Map<string, string>(),
+    )
     .addHelpText(
       'after',
       '\nExit codes: 0 the lot passes, 4 it fails (see the verdict), 1 the rehearsal could not run or was interrupted.\nProgress goes to stderr when it is a terminal.\n',
@@ -116,6 +149,8 @@ class Rehearsal {
   private readonly t0 = performance.now();
   private profile: ResolvedProfile | undefined;
   private strategy: Strategy | undefined;
+  /** The account and region the profile's documents name: the stand-in runs as them. */
+  private scope: StandInScope = { region: AWS_REGION, account: AWS_ACCOUNT };
   private rows = 0;
   private sample: Array<{ serial: string; line: number }> = [];
   /** The first line of every record of the lot, in order. */
@@ -144,6 +179,7 @@ class Rehearsal {
     let stopped: boolean;
     try {
       if (this.lint()) await this.validate();
+      if (this.opts.deviceFault.size && this.checks.every((x) => x.ok)) this.plantFaults();
       if (this.checks.every((x) => x.ok)) await this.rehearseLot();
       else this.skip(['stack', 'hsm stage', 'registration', 'station', 'first connect']);
     } catch (e) {
@@ -200,7 +236,7 @@ class Rehearsal {
         ? ((e.details as { problems?: Array<{ path: string; message: string }> } | undefined)?.problems ?? [])
         : [];
       this.check('lint: profile', false, this.failureOf(e), { problems });
-      this.skip(['lint: template', 'lint: policy', 'csv: validation']);
+      this.skip(['lint: template', 'lint: policy', 'lint: account', 'csv: validation']);
       return false;
     }
     const profile = this.profile;
@@ -244,13 +280,56 @@ class Rehearsal {
       );
     } else
       this.check('lint: policy', true, `no policy document: the template names policy ${profile.policyName}`);
-    if (claim) this.lintClaimPolicy(profile);
+    const scoped = this.lintAccount(profile);
+    if (claim) {
+      if (scoped) this.lintClaimPolicy(profile);
+      else this.skip(['lint: claim policy']);
+    }
+    return true;
+  }
+
+  /**
+   * The account and region the profile's template, policies and hook name (ARNs with a
+   * concrete region or account): the stand-in is started as them, so the user's documents,
+   * written for their real account, are judged as AWS would judge them. Two accounts (or two
+   * regions) fail here, naming both and where each is written.
+   */
+  private lintAccount(profile: ResolvedProfile): boolean {
+    const sources: ScopeSource[] = [];
+    for (const path of [profile.templatePath, profile.policyPath, profile.claimPolicyPath]) {
+      const text = path ? readable(path).text : undefined;
+      if (path && text !== undefined) sources.push({ source: path, text });
+    }
+    if (profile.claim) sources.push({ source: 'claim.hookArn', text: profile.claim.hookArn });
+    const found = arnScope(sources);
+    if (found.conflicts.length) {
+      this.check(
+        'lint: account',
+        false,
+        `the profile's documents are not for one account and region [PROFILE_ACCOUNTS_DIFFER]: ${oneOf(found.conflicts.map((message) => ({ message })))}`,
+        { problems: found.conflicts.map((message) => ({ message })) },
+      );
+      return false;
+    }
+    const [account] = found.accounts;
+    const [region] = found.regions;
+    this.scope = { region: region?.value ?? AWS_REGION, account: account?.value ?? AWS_ACCOUNT };
+    const where = (n: Named | undefined): string => (n ? ` (${n.sources.join(', ')})` : '');
+    const same = account && region && account.sources.join() === region.sources.join();
+    const named = same
+      ? `account ${account.value} in ${region.value}${where(account)}`
+      : `${account ? `account ${account.value}${where(account)}` : 'no account'} and ${region ? `region ${region.value}${where(region)}` : 'no region'}`;
+    this.check(
+      'lint: account',
+      true,
+      `the profile names ${named}: the stand-in runs as account ${this.scope.account} in ${this.scope.region}${account && region ? '' : ' (its own where the profile names none)'}`,
+    );
     return true;
   }
 
   /**
    * A claim profile's claim policy (its own `claim.policy`, or the generated one) against the
-   * whole fleet exchange, in the stand-in's region and account (where the rehearsal runs it):
+   * whole fleet exchange, in the account and region the profile names (where the rehearsal runs it):
    * connect as a thing name, publish both requests, subscribe to and receive both answers.
    */
   private lintClaimPolicy(profile: ResolvedProfile): void {
@@ -259,10 +338,7 @@ class Rehearsal {
       : `the generated least-privilege claim policy for template ${profile.claim!.templateName}`;
     let gaps: string[];
     try {
-      gaps = claimPolicyProblems(profile, {
-        region: ConfigSchema.parse({}).aws.region,
-        account: AWS_ACCOUNT,
-      });
+      gaps = claimPolicyProblems(profile, this.scope);
     } catch (e) {
       gaps = [this.failureOf(e)];
     }
@@ -306,26 +382,47 @@ class Rehearsal {
     );
   }
 
+  /** `--device-fault`: every serial it names must be in the sample; the verdict says what was planted. */
+  private plantFaults(): void {
+    const sampled = new Set(this.sample.map((s) => s.serial));
+    const planted = [...this.opts.deviceFault];
+    const outside = planted.filter(([serial]) => !sampled.has(serial)).map(([serial]) => serial);
+    this.check(
+      'device faults',
+      outside.length === 0,
+      outside.length
+        ? `--device-fault names ${outside.join(', ')}, not in the rehearsed ${this.sample.length < this.rows ? 'sample' : 'lot'}`
+        : `a drill: planted in the simulated devices of ${planted.map(([serial, spec]) => `${serial} (${spec})`).join(', ')}`,
+    );
+  }
+
   /** The sample through every stage on a throwaway stack. */
   private async rehearseLot(): Promise<void> {
     const profile = this.profile!;
     const strategy = this.strategy!;
     // The stack: a home of its own, free ports; nothing of the user's configured services.
     let t = performance.now();
-    this.progress('stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in');
+    this.progress(
+      `stack: a throwaway home with Redis, a SoftHSM token and the AWS IoT stand-in as account ${this.scope.account} in ${this.scope.region}`,
+    );
     this.home = mkdtempSync(join(tmpdir(), 'provline-rehearse-'));
-    const status = await stackUp(this.home);
+    const status = await stackUp(this.home, this.scope);
     if (status.redis.pid) this.processes.push({ pid: status.redis.pid, name: 'redis-server' });
     if (status.aws.pid) this.processes.push({ pid: status.aws.pid, name: 'workers/emulator.js' });
     const state = readState(stackPaths(this.home));
     this.ports = [state.redisPort, state.aws?.port, state.aws?.s3Port, state.aws?.mqttPort].filter(
       (x): x is number => typeof x === 'number',
     );
-    this.check('stack', true, `redis, SoftHSM token and AWS IoT stand-in on ports ${this.ports.join(', ')}`, {
-      ms: Math.round(performance.now() - t),
-    });
+    this.check(
+      'stack',
+      true,
+      `redis, SoftHSM token and AWS IoT stand-in (account ${this.scope.account}, ${this.scope.region}) on ports ${this.ports.join(', ')}`,
+      {
+        ms: Math.round(performance.now() - t),
+      },
+    );
     this.signal.throwIfAborted();
-    const ic = isolatedContext(this.c, this.home);
+    const ic = isolatedContext(this.c, this.home, this.scope.region);
     this.hsm = await openHsm(await ic.hsmSettings(), { env: ic.env });
     const kek = await prepareProductKeys(this.hsm, profile, join(this.home, 'device-kek.bin'));
     this.p = await openPipeline(ic);
@@ -422,6 +519,7 @@ class Rehearsal {
             serials: ready.map((s) => s.serial),
             ports: this.pairs,
             ...(kek ? { kek } : {}),
+            ...(this.opts.deviceFault.size ? { faults: this.opts.deviceFault } : {}),
             ...(stationRegisters(profile)
               ? {
                   register: await deviceRegistrar(
@@ -570,7 +668,7 @@ class Rehearsal {
     recs: Map<string, DeviceRecord>,
     run: LineRun,
     ms: number,
-    claimOf?: (serial: string) => SerialOutcome,
+    claimOf?: (serial: string, clientId?: string) => SerialOutcome,
   ): void {
     const profile = this.profile!;
     const wantsConnect = profile.station.firstConnect !== false;
@@ -584,7 +682,8 @@ class Rehearsal {
           record: recs.get(s.serial),
           result: results.get(s.serial),
           seen: run.seen.has(s.serial),
-          claim: claimOf?.(s.serial),
+          // Its device connects to the hook with its thing name as client id.
+          claim: claimOf?.(s.serial, recs.get(s.serial)?.thingName),
         }),
       );
     const verified = this.devices.filter((d) => ['verified', 'connected'].includes(d.state)).length;
@@ -633,9 +732,10 @@ class Rehearsal {
 /**
  * A context on the throwaway stack: the user's profiles and worker settings, but the home, the
  * HSM and the cloud of the stack (never the user's configured Redis, HSM or AWS account), and
- * no PIN or SoftHSM configuration from the environment.
+ * no PIN or SoftHSM configuration from the environment. Its clients sign for `region`, the
+ * stand-in's.
  */
-function isolatedContext(c: CommandContext, home: string): CommandContext {
+function isolatedContext(c: CommandContext, home: string, region: string): CommandContext {
   const defaults = ConfigSchema.parse({});
   const user = c.loaded;
   const loaded: LoadedConfig = {
@@ -646,7 +746,7 @@ function isolatedContext(c: CommandContext, home: string): CommandContext {
       home,
       redis: { prefix: user.config.redis.prefix },
       hsm: defaults.hsm,
-      aws: defaults.aws,
+      aws: { ...defaults.aws, region },
     },
   };
   const env = { ...c.env };

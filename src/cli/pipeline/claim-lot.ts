@@ -193,12 +193,15 @@ export async function retireClaimsAtStation(
   }
 }
 
-/** For a claim batch, each serial's outcome at the hook; undefined for other batches. */
+/**
+ * For a claim batch, each serial's outcome at the hook (with the client id its device connects
+ * with, a denial of another serial it presented counts as its own); undefined for other batches.
+ */
 export async function claimOutcomes(
   c: CommandContext,
   p: PipelineHandles,
   batchId: string,
-): Promise<((serial: string) => SerialOutcome) | undefined> {
+): Promise<((serial: string, clientId?: string) => SerialOutcome) | undefined> {
   const plan = await p.batches.plan(batchId);
   if (plan.profile.strategy !== 'claim') return undefined;
   const state = await new ClaimStore(p.redis, p.prefix).get(plan.profile.name);
@@ -206,7 +209,7 @@ export async function claimOutcomes(
   const cloud = makeClients(c.runtime.aws, { maxAttempts: 3 });
   try {
     const records = await readHookRecords(cloud.s3, requireBucket(cloud.aws), state.templateName);
-    return (serial) => serialOutcome(records, serial);
+    return (serial, clientId) => serialOutcome(records, serial, clientId);
   } finally {
     cloud.destroy();
   }

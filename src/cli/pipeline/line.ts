@@ -37,6 +37,8 @@ export interface ProductLine {
   kek?: Buffer;
   /** The station's registration, for strategies whose certificate the station obtains. */
   register?: RegisterCsr;
+  /** serial → fault spec planted in that serial's simulated device (docs/device-protocol.md). */
+  faults?: ReadonlyMap<string, string>;
 }
 
 export interface LineOptions {
@@ -208,6 +210,7 @@ export async function runProductLines(
         port: port.device,
         serial,
         ...(line.kek ? { kek: line.kek } : {}),
+        ...(line.faults?.has(serial) ? { faults: line.faults.get(serial)! } : {}),
         ...(opts.realLineRate ? { baudRate: 115_200 } : {}),
       });
       const timer = new AbortController();

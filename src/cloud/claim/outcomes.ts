@@ -16,15 +16,26 @@ export interface SerialOutcome {
   at?: string;
 }
 
-export function serialOutcome(records: HookRecords, serial: string): SerialOutcome {
+/**
+ * `clientId`: the client id the serial's device connects with (its thing name). A device that
+ * presented another serial than its own is denied under that other serial; its denials are
+ * found by the client id and reported as the serial's, saying which serial it presented.
+ */
+export function serialOutcome(records: HookRecords, serial: string, clientId?: string): SerialOutcome {
   const used = records.used.get(serial);
   if (used) return { claim: 'provisioned', reason: '', certificateId: used.certificateId, at: used.at };
-  const denials = records.denied.get(serial);
-  if (denials?.length) {
+  const own = records.denied.get(serial) ?? [];
+  const presented =
+    own.length || !clientId ? [] : [...records.denied.values()].flat().filter((d) => d.clientId === clientId);
+  const denials = own.length ? own : presented;
+  if (denials.length) {
     const last = [...denials].sort((a, b) => (a.at < b.at ? 1 : -1))[0]!;
+    const as = own.length
+      ? ''
+      : ` (its device, client id ${clientId}, presented serial ${JSON.stringify(last.serial)})`;
     return {
       claim: 'denied',
-      reason: `${last.code}: ${last.reason}${denials.length > 1 ? ` (${denials.length} denials)` : ''}`,
+      reason: `${last.code}: ${last.reason}${as}${denials.length > 1 ? ` (${denials.length} denials)` : ''}`,
       at: last.at,
     };
   }
