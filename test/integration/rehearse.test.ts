@@ -94,20 +94,7 @@ describe('provline rehearse', () => {
     'passes the shipped sensor lot (strategy bulk, provline-serial-v1, wrapped keys): every check and every serial, the JUnit file parses with no failure, nothing left running',
     async () => {
       const junit = join(dir, 'sensors.xml');
-      const r = await runCli(
-        [
-          'rehearse',
-          'examples/rehearse/sensors.csv',
-          '--profile',
-          'sample-sensor',
-          '--config',
-          CONFIG,
-          '--junit',
-          junit,
-          '--json',
-        ],
-        { timeoutMs: REHEARSE_BUDGET_MS },
-      );
+      const r = await rehearseCli('examples/rehearse/sensors.csv', 'sample-sensor', CONFIG, junit);
       expect(r.code, r.stdout + r.stderr).toBe(0);
       const v = json<Verdict>(r);
       expect(v.verdict).toBe('pass');
@@ -142,22 +129,10 @@ describe('provline rehearse', () => {
     'passes the shipped modem lot (strategy device-csr, nordic-at: keys made on the modem, registered at the station); a sample larger than the lot is the whole lot',
     async () => {
       const junit = join(dir, 'modems.xml');
-      const r = await runCli(
-        [
-          'rehearse',
-          'examples/rehearse/modems.csv',
-          '--profile',
-          'sample-modem',
-          '--config',
-          CONFIG,
-          '--sample',
-          '50',
-          '--junit',
-          junit,
-          '--json',
-        ],
-        { timeoutMs: REHEARSE_BUDGET_MS },
-      );
+      const r = await rehearseCli('examples/rehearse/modems.csv', 'sample-modem', CONFIG, junit, [
+        '--sample',
+        '50',
+      ]);
       expect(r.code, r.stdout + r.stderr).toBe(0);
       const v = json<Verdict>(r);
       expect(v).toMatchObject({
@@ -232,20 +207,7 @@ describe('provline rehearse', () => {
     "passes the shipped claim lot (strategy claim): the claim made in the token, provline's hook served beside the stand-in, each device provisions itself through the hook and connects as its thing; nothing left running, the hook included",
     async () => {
       const junit = join(dir, 'claims.xml');
-      const r = await runCli(
-        [
-          'rehearse',
-          'examples/rehearse/claims.csv',
-          '--profile',
-          'sample-claim',
-          '--config',
-          CONFIG,
-          '--junit',
-          junit,
-          '--json',
-        ],
-        { timeoutMs: REHEARSE_BUDGET_MS },
-      );
+      const r = await rehearseCli('examples/rehearse/claims.csv', 'sample-claim', CONFIG, junit);
       expect(r.code, r.stdout + r.stderr).toBe(0);
       const v = json<Verdict>(r);
       expect(v).toMatchObject({ verdict: 'pass', strategy: 'claim', rows: 4, sampled: 4 });
@@ -332,17 +294,7 @@ describe('provline rehearse', () => {
     const own = join(dir, 'bad-claim.yaml');
     writeFileSync(own, `profileDirs: [${profiles}]\n`);
     const rehearse = (profile: string, junit: string) =>
-      runCli([
-        'rehearse',
-        'examples/rehearse/claims.csv',
-        '--profile',
-        profile,
-        '--config',
-        own,
-        '--junit',
-        junit,
-        '--json',
-      ]);
+      rehearseCli('examples/rehearse/claims.csv', profile, own, junit);
     const [noHw, noSub] = await Promise.all([
       rehearse('claim-no-hw', join(dir, 'no-hw.xml')),
       rehearse('claim-no-subscribe', join(dir, 'no-sub.xml')),
@@ -522,20 +474,10 @@ describe('provline rehearse', () => {
     'rehearses an evenly spread sample of the lot, always the same rows (the first, then every third of six)',
     async () => {
       const run = async (): Promise<Verdict> => {
-        const r = await runCli(
-          [
-            'rehearse',
-            'examples/rehearse/sensors.csv',
-            '--profile',
-            'sample-sensor',
-            '--config',
-            CONFIG,
-            '--sample',
-            '2',
-            '--json',
-          ],
-          { timeoutMs: REHEARSE_BUDGET_MS },
-        );
+        const r = await rehearseCli('examples/rehearse/sensors.csv', 'sample-sensor', CONFIG, undefined, [
+          '--sample',
+          '2',
+        ]);
         expect(r.code, r.stdout + r.stderr).toBe(0);
         return json<Verdict>(r);
       };
@@ -605,15 +547,7 @@ describe('provline rehearse', () => {
     );
     writeFileSync(join(dir, 'broken-policy.json'), '{"Statement": [ {"Effect": "Allow", ');
     writeFileSync(own, `profileDirs: [${profiles}]\n`);
-    const r = await runCli([
-      'rehearse',
-      'examples/rehearse/sensors.csv',
-      '--profile',
-      'broken',
-      '--config',
-      own,
-      '--json',
-    ]);
+    const r = await rehearseCli('examples/rehearse/sensors.csv', 'broken', own);
     expect(r.code, r.stdout + r.stderr).toBe(4);
     const v = json<Verdict>(r);
     expect(v.stack).toBeUndefined();

@@ -14,14 +14,7 @@ import {
   requireBucket,
   type CloudClients,
 } from '../../cloud/index.js';
-import {
-  iotCertificateStatus,
-  leaseFromEnv,
-  makeHandler,
-  mapInStandIn,
-  publicKeysFromPem,
-  startHookRunner,
-} from '../../cloud/hook/index.js';
+import { leaseFromEnv, mapInStandIn, startHookRunner } from '../../cloud/hook/index.js';
 import { getProfile, type ResolvedProfile } from '../../config/index.js';
 import { ProvlineError } from '../../core/index.js';
 import { openHsm, type Hsm } from '../../hsm/index.js';
@@ -38,6 +31,7 @@ import {
   type ClaimDeps,
 } from '../../jobs/index.js';
 import type { CommandContext } from '../context.js';
+import { localHookHandler } from '../pipeline/claim-lot.js';
 import { openPipeline, type PipelineHandles } from '../pipeline/open.js';
 
 /** Runs `fn` with the claim operations' dependencies, closing everything after. */
@@ -256,15 +250,7 @@ export function registerClaim(program: Command, ctx: () => CommandContext): void
         });
       const cloud = makeClients(c.runtime.aws, { maxAttempts: 2 });
       const runner = await startHookRunner(
-        makeHandler({
-          s3: cloud.s3,
-          certificateStatus: iotCertificateStatus(cloud.iot),
-          bucket: requireBucket(cloud.aws),
-          prefix: HOOK_PREFIX,
-          trusted: publicKeysFromPem(state.signingPublicKeyPem),
-          ...hookLease(c.env),
-          log: (line) => c.logger.warn(line),
-        }),
+        localHookHandler(cloud, state, { ...hookLease(c.env), log: (line) => c.logger.warn(line) }),
         { ...(opts.port ? { port: opts.port } : {}) },
       );
       try {

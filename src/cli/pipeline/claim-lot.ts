@@ -27,6 +27,8 @@ import {
   makeHandler,
   mapInStandIn,
   startHookRunner,
+  type HookDeps,
+  type HookHandler,
   type HookRunner,
 } from '../../cloud/hook/index.js';
 import type { ResolvedProfile } from '../../config/index.js';
@@ -123,6 +125,25 @@ export interface LocalClaim {
 }
 
 /**
+ * provline's hook as this process serves it (the demo, rehearse, `claim hook serve`): over the
+ * configured S3 and IoT, trusting the claim's allow-list signing key.
+ */
+export function localHookHandler(
+  cloud: CloudClients,
+  state: ClaimState,
+  extra: Pick<HookDeps, 'leaseMs' | 'log'> = {},
+): HookHandler {
+  return makeHandler({
+    s3: cloud.s3,
+    certificateStatus: iotCertificateStatus(cloud.iot),
+    bucket: requireBucket(cloud.aws),
+    prefix: HOOK_PREFIX,
+    trusted: publicKeysFromPem(state.signingPublicKeyPem),
+    ...extra,
+  });
+}
+
+/**
  * The claim profile's claim on the local stack (made once: `claim create` is idempotent): the
  * fleet template with the hook, the allow-list signing key and the claim key in the HSM; and
  * provline's hook served in this process, mapped into the stand-in as `claim.hookArn`, as
@@ -141,15 +162,7 @@ export async function startLocalClaim(
       { cloud, store: new ClaimStore(p.redis, p.prefix), hsm: () => Promise.resolve(hsm) },
       profile,
     );
-    hook = await startHookRunner(
-      makeHandler({
-        s3: cloud.s3,
-        certificateStatus: iotCertificateStatus(cloud.iot),
-        bucket: requireBucket(cloud.aws),
-        prefix: HOOK_PREFIX,
-        trusted: publicKeysFromPem(state.signingPublicKeyPem),
-      }),
-    );
+    hook = await startHookRunner(localHookHandler(cloud, state));
     await mapInStandIn(cloud.aws.endpoint!, profile.claim!.hookArn, hook.url);
     const runner = hook;
     return {
