@@ -5,7 +5,6 @@
  * KEK, never a plaintext key. The HSM makes the claim key and signs allow-lists; AWS IoT holds
  * the certificate, its policy and the fleet template; S3 holds what the hook reads and writes.
  */
-import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { ClaimView, BatchPlan, PlanDevice } from '../batch/index.js';
 import { strategyFor } from '../batch/strategies/index.js';
@@ -45,9 +44,10 @@ import {
   type AllowList,
 } from '../cloud/index.js';
 import type { ResolvedProfile, ClaimSettings } from '../config/index.js';
-import { messageOf, ProvlineError } from '../core/index.js';
+import { ProvlineError } from '../core/index.js';
 import { allowListSigner, createClaimKey } from '../hsm/index.js';
 import type { Hsm } from '../hsm/index.js';
+import { readText } from './submit.js';
 
 export type { ClaimState, ClaimCredential };
 
@@ -117,17 +117,6 @@ export interface ClaimDeps {
 }
 
 const nowOf = (d: ClaimDeps): Date => (d.now ?? (() => new Date()))();
-
-function readText(path: string, what: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ProvlineError('INPUT_UNREADABLE', `cannot read the ${what} ${path}: ${messageOf(e)}`, {
-      kind: 'invalid-input',
-      cause: e,
-    });
-  }
-}
 
 /** The profile parameters the hook sets from the CSV (and why one cannot be). */
 function hookParameters(profile: ResolvedProfile): string[] {

@@ -75,7 +75,8 @@ export function newBatchId(now: Date): string {
   return `b${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
-function readText(path: string, what: string): string {
+/** A profile's file (template, policy) as text; unreadable is the operator's input error. */
+export function readText(path: string, what: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (e) {
